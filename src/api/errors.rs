@@ -1,0 +1,55 @@
+//! Kafka error codes weir answers with, and the one mapping from domain
+//! errors to them.
+
+use crate::log::LogError;
+use crate::topics::TopicError;
+
+pub const NONE: i16 = 0;
+pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+pub const CORRUPT_MESSAGE: i16 = 2;
+pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+pub const MESSAGE_TOO_LARGE: i16 = 10;
+pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+pub const INVALID_REQUIRED_ACKS: i16 = 21;
+pub const UNSUPPORTED_VERSION: i16 = 35;
+pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+pub const INVALID_PARTITIONS: i16 = 37;
+pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+pub const INVALID_CONFIG: i16 = 40;
+pub const INVALID_REQUEST: i16 = 42;
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+pub const KAFKA_STORAGE_ERROR: i16 = 56;
+pub const INVALID_RECORD: i16 = 87;
+pub const UNKNOWN_TOPIC_ID: i16 = 100;
+
+/// The code a Kafka broker would answer for a storage error.
+pub fn log_error_code(e: &LogError) -> i16 {
+    use crate::log::batch::BatchError;
+    match e {
+        LogError::Io { .. } | LogError::Corruption { .. } => KAFKA_STORAGE_ERROR,
+        LogError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
+        LogError::InvalidBatch(BatchError::Invalid(_)) => INVALID_RECORD,
+        LogError::InvalidBatch(BatchError::Magic(_)) => CORRUPT_MESSAGE,
+        LogError::InvalidBatch(_) => CORRUPT_MESSAGE,
+        LogError::TooLarge { .. } => MESSAGE_TOO_LARGE,
+        LogError::OutOfOrderSequence => OUT_OF_ORDER_SEQUENCE_NUMBER,
+        LogError::InvalidProducerEpoch => INVALID_PRODUCER_EPOCH,
+        LogError::Transactional => INVALID_RECORD,
+    }
+}
+
+/// The code a Kafka broker would answer for a topic operation error.
+pub fn topic_error_code(e: &TopicError) -> i16 {
+    match e {
+        TopicError::AlreadyExists(_) => TOPIC_ALREADY_EXISTS,
+        TopicError::Unknown(_) => UNKNOWN_TOPIC_OR_PARTITION,
+        TopicError::InvalidName { .. } => INVALID_TOPIC_EXCEPTION,
+        TopicError::InvalidPartitions(_) => INVALID_PARTITIONS,
+        TopicError::InvalidReplicationFactor(_) => INVALID_REPLICATION_FACTOR,
+        TopicError::InvalidConfig(_) => INVALID_CONFIG,
+        TopicError::Storage(e) => log_error_code(e),
+    }
+}

@@ -1,0 +1,157 @@
+//! Fetch: whole batches served from the mapped segments, with the
+//! max_wait_ms / min_bytes long poll, max_bytes and partition_max_bytes (and
+//! at least one batch even when it is larger than both, as KIP-74 says).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+
+use super::errors;
+use crate::broker::{Broker, Phase};
+use crate::log::batch::{BatchHeader, HEADER_LEN};
+use crate::log::LogError;
+
+/// Longest long-poll honoured, whatever the client asks.
+const MAX_WAIT_CAP: Duration = Duration::from_secs(60);
+const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
+
+struct Built {
+    resp: FetchResponse,
+    bytes: usize,
+    error: bool,
+}
+
+fn build(broker: &Broker, req: &FetchRequest, version: i16) -> Built {
+    let max_bytes = if req.max_bytes <= 0 {
+        usize::MAX
+    } else {
+        req.max_bytes as usize
+    };
+    let mut total = 0usize;
+    let mut error = false;
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for ft in &req.topics {
+        let topic = if version >= 13 {
+            broker.topics.get_by_id(ft.topic_id)
+        } else {
+            broker.topics.get(ft.topic.0.as_str())
+        };
+        let unknown = if version >= 13 {
+            errors::UNKNOWN_TOPIC_ID
+        } else {
+            errors::UNKNOWN_TOPIC_OR_PARTITION
+        };
+        let mut parts = Vec::with_capacity(ft.partitions.len());
+        for fp in &ft.partitions {
+            let pd = PartitionData::default().with_partition_index(fp.partition);
+            let Some(log) = topic.as_ref().and_then(|t| t.partition(fp.partition)) else {
+                error = true;
+                parts.push(
+                    pd.with_error_code(unknown)
+                        .with_high_watermark(-1)
+                        .with_records(None),
+                );
+                continue;
+            };
+            let limit = (fp.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
+            let min_one = total == 0;
+            match log.read(fp.fetch_offset, limit, min_one) {
+                Ok(r) => {
+                    total += r.records.len();
+                    parts.push(
+                        pd.with_high_watermark(r.high_watermark)
+                            .with_last_stable_offset(r.high_watermark)
+                            .with_log_start_offset(r.log_start_offset)
+                            .with_records(Some(r.records)),
+                    );
+                }
+                Err(e) => {
+                    error = true;
+                    let code = errors::log_error_code(&e);
+                    if !matches!(e, LogError::OffsetOutOfRange { .. }) {
+                        tracing::error!(partition = fp.partition, error = %e, "fetch failed");
+                    }
+                    parts.push(
+                        pd.with_error_code(code)
+                            .with_high_watermark(log.end_offset())
+                            .with_last_stable_offset(log.end_offset())
+                            .with_log_start_offset(log.log_start_offset())
+                            .with_records(None),
+                    );
+                }
+            }
+        }
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(ft.topic.clone())
+                .with_topic_id(topic.as_ref().map_or(ft.topic_id, |t| t.id))
+                .with_partitions(parts),
+        );
+    }
+    Built {
+        resp: FetchResponse::default().with_responses(topics),
+        bytes: total,
+        error,
+    }
+}
+
+/// Counts the records and bytes a response carries, per topic.
+fn count_out(broker: &Broker, resp: &FetchResponse) {
+    for t in &resp.responses {
+        let name = if t.topic.0.is_empty() {
+            broker.topics.get_by_id(t.topic_id).map(|x| x.name.clone())
+        } else {
+            Some(t.topic.0.to_string())
+        };
+        let Some(name) = name else { continue };
+        let mut bytes = 0u64;
+        let mut records = 0u64;
+        for p in &t.partitions {
+            let Some(r) = &p.records else { continue };
+            bytes += r.len() as u64;
+            let mut pos = 0;
+            while pos + HEADER_LEN <= r.len() {
+                let Ok(h) = BatchHeader::parse(&r[pos..]) else { break };
+                records += h.records_count.max(0) as u64;
+                pos += h.total_len();
+            }
+        }
+        if bytes > 0 {
+            let c = broker.metrics.topic(&name);
+            c.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+            c.records_out.fetch_add(records, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Answers a fetch, waiting up to max_wait_ms for min_bytes to accumulate.
+pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> FetchResponse {
+    if version >= 7 && req.session_id != 0 {
+        return FetchResponse::default().with_error_code(FETCH_SESSION_ID_NOT_FOUND);
+    }
+    let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
+    let deadline = tokio::time::Instant::now() + wait;
+    let min_bytes = req.min_bytes.max(0) as usize;
+    loop {
+        // Register for the wake-up before looking, so no append is missed.
+        let notified = broker.data_appended.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let built = build(broker, &req, version);
+        let done = built.bytes >= min_bytes
+            || built.error
+            || tokio::time::Instant::now() >= deadline
+            || broker.phase() == Phase::Draining;
+        if done {
+            count_out(broker, &built.resp);
+            return built.resp;
+        }
+        tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}

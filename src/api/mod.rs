@@ -1,0 +1,112 @@
+//! Request handlers: one file per API family, each a thin translation from a
+//! decoded request to calls on the broker state and back to a response.
+//!
+//! Per-partition failures are Kafka error codes inside a full response; an
+//! `Err` from [`handle`] means the connection must be closed.
+
+pub mod admin;
+pub mod errors;
+pub mod fetch;
+pub mod metadata;
+pub mod offsets;
+pub mod produce;
+pub mod producer_ids;
+pub mod versions;
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::broker::Broker;
+
+/// A request that cannot be answered; the connection is closed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ApiError(pub String);
+
+/// Handles one request. `Ok(None)` means no response is sent (acks=0).
+///
+/// # Errors
+/// A request kind this broker does not serve (the version table should have
+/// refused it before).
+pub async fn handle(
+    broker: &Arc<Broker>,
+    header: &RequestHeader,
+    key: ApiKey,
+    body: RequestKind,
+) -> Result<Option<ResponseKind>, ApiError> {
+    let v = header.request_api_version;
+    let resp = match body {
+        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(versions::handle(&r, v)),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::metadata(broker, r, v)),
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(metadata::describe_cluster(broker, &r))
+        }
+        RequestKind::Produce(r) => match produce::handle(broker, r, v).await {
+            Some(resp) => ResponseKind::Produce(resp),
+            None => return Ok(None),
+        },
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r, v).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(offsets::list_offsets(broker, r)),
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(offsets::delete_records(broker, r).await)
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(producer_ids::handle(broker, &r))
+        }
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(broker, r, v)),
+        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(broker, r, v)),
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(admin::create_partitions(broker, r))
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(admin::describe_configs(broker, r, v))
+        }
+        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(admin::alter_configs(broker, r)),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ResponseKind::IncrementalAlterConfigs(admin::incremental_alter_configs(broker, r))
+        }
+        _ => return Err(ApiError(format!("{key:?} is not served"))),
+    };
+    Ok(Some(resp))
+}
+
+/// `StrBytes` from a string.
+pub(crate) fn sb(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// `TopicName` from a string.
+pub(crate) fn tn(s: impl Into<String>) -> TopicName {
+    TopicName(sb(s))
+}
+
+/// The first error code found in a response, for metrics.
+pub fn response_error_codes(resp: &ResponseKind) -> Vec<i16> {
+    let mut codes = Vec::new();
+    match resp {
+        ResponseKind::Produce(r) => {
+            for t in &r.responses {
+                codes.extend(t.partition_responses.iter().map(|p| p.error_code));
+            }
+        }
+        ResponseKind::Fetch(r) => {
+            codes.push(r.error_code);
+            for t in &r.responses {
+                codes.extend(t.partitions.iter().map(|p| p.error_code));
+            }
+        }
+        ResponseKind::CreateTopics(r) => codes.extend(r.topics.iter().map(|t| t.error_code)),
+        ResponseKind::DeleteTopics(r) => codes.extend(r.responses.iter().map(|t| t.error_code)),
+        ResponseKind::ListOffsets(r) => {
+            for t in &r.topics {
+                codes.extend(t.partitions.iter().map(|p| p.error_code));
+            }
+        }
+        ResponseKind::Metadata(r) => codes.extend(r.topics.iter().map(|t| t.error_code)),
+        _ => {}
+    }
+    codes.retain(|&c| c != 0);
+    codes
+}

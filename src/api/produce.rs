@@ -1,0 +1,123 @@
+//! Produce: validate each partition's batch, append it, and answer once the
+//! durability the request asked for (acks, `--fsync`) holds.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+
+use super::{errors, sb};
+use crate::broker::{now_ms, Broker};
+use crate::config::FsyncPolicy;
+use crate::log::PartitionLog;
+
+/// Appends the request's batches. Returns `None` for acks=0 (no response).
+pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Option<ProduceResponse> {
+    let acks = req.acks;
+    let valid_acks = matches!(acks, -1 | 0 | 1);
+    let now = now_ms();
+    let mut to_flush: Vec<(Arc<PartitionLog>, i64, usize, usize)> = Vec::new();
+    let mut responses = Vec::with_capacity(req.topic_data.len());
+    let mut appended_any = false;
+    for td in req.topic_data {
+        let name = td.name.0.to_string();
+        let topic = if valid_acks {
+            broker.topic_or_create(&name, true)
+        } else {
+            Ok(None)
+        };
+        let counters = broker.metrics.topic(&name);
+        let mut parts = Vec::with_capacity(td.partition_data.len());
+        for pd in td.partition_data {
+            let mut pr = PartitionProduceResponse::default()
+                .with_index(pd.index)
+                .with_base_offset(-1);
+            let log = match &topic {
+                _ if !valid_acks => {
+                    parts.push(pr.with_error_code(errors::INVALID_REQUIRED_ACKS));
+                    continue;
+                }
+                Ok(Some(t)) => t.partition(pd.index),
+                Ok(None) => None,
+                Err(e) => {
+                    parts.push(pr.with_error_code(errors::topic_error_code(e)));
+                    continue;
+                }
+            };
+            let Some(log) = log else {
+                parts.push(pr.with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION));
+                continue;
+            };
+            let Some(records) = pd.records else {
+                parts.push(pr.with_error_code(errors::INVALID_RECORD));
+                continue;
+            };
+            match log.append(&records, now) {
+                Ok(info) => {
+                    if !info.duplicate {
+                        appended_any = true;
+                        counters.bytes_in.fetch_add(records.len() as u64, Ordering::Relaxed);
+                        counters
+                            .records_in
+                            .fetch_add(info.records.max(0) as u64, Ordering::Relaxed);
+                    }
+                    pr = pr
+                        .with_base_offset(info.base_offset)
+                        .with_log_append_time_ms(info.log_append_time)
+                        .with_log_start_offset(log.log_start_offset());
+                    to_flush.push((Arc::clone(&log), info.last_offset + 1, responses.len(), parts.len()));
+                    parts.push(pr);
+                }
+                Err(e) => {
+                    let code = errors::log_error_code(&e);
+                    if code == errors::KAFKA_STORAGE_ERROR {
+                        tracing::error!(topic = %name, partition = pd.index, error = %e, "append failed");
+                    } else {
+                        tracing::debug!(topic = %name, partition = pd.index, error = %e, "produce refused");
+                    }
+                    parts.push(
+                        pr.with_error_code(code)
+                            .with_error_message(Some(sb(e.to_string())))
+                            .with_log_start_offset(log.log_start_offset()),
+                    );
+                }
+            }
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(td.name)
+                .with_partition_responses(parts),
+        );
+    }
+    if appended_any {
+        broker.data_appended.notify_waiters();
+    }
+    let must_sync = match broker.config.args.fsync {
+        FsyncPolicy::Always => true,
+        FsyncPolicy::AcksAll => acks == -1,
+        FsyncPolicy::Never => false,
+    };
+    if must_sync {
+        // Every partition's fsync runs at once; each is shared with the other
+        // producers waiting on that partition (group commit).
+        let waits = to_flush.iter().map(|(log, upto, _, _)| log.flush_to(*upto));
+        let results = futures::future::join_all(waits).await;
+        for (res, (_, _, ti, pi)) in results.into_iter().zip(&to_flush) {
+            if let Err(e) = res {
+                tracing::error!(error = %e, "fsync failed");
+                if let Some(p) = responses
+                    .get_mut(*ti)
+                    .and_then(|t| t.partition_responses.get_mut(*pi))
+                {
+                    p.error_code = errors::KAFKA_STORAGE_ERROR;
+                    p.base_offset = -1;
+                }
+            }
+        }
+    }
+    if acks == 0 {
+        return None;
+    }
+    Some(ProduceResponse::default().with_responses(responses))
+}

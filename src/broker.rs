@@ -1,0 +1,155 @@
+//! Shared broker state: configuration, topics, metrics, and the signal that
+//! wakes long-polling fetches when data arrives.
+
+use std::fs::File;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::log::LogError;
+use crate::metrics::Metrics;
+use crate::topics::config::BrokerDefaults;
+use crate::topics::{Registry, Topic, TopicError};
+
+/// Lifecycle of the broker, as `/api/health` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    Starting = 0,
+    Serving = 1,
+    Draining = 2,
+}
+
+/// Everything the request handlers share.
+#[derive(Debug)]
+pub struct Broker {
+    pub config: Config,
+    pub topics: Registry,
+    pub metrics: Metrics,
+    /// Notified after every append, so that waiting fetches re-check.
+    pub data_appended: Notify,
+    pub started: Instant,
+    phase: AtomicU8,
+    /// Held for the broker's life: only one process may use the data dir.
+    _lock: File,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Errors starting the broker.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error("failed to prepare data dir {dir}: {source}")]
+    DataDir {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("data dir {0} is in use by another weir process")]
+    Locked(String),
+    #[error(transparent)]
+    Storage(#[from] LogError),
+}
+
+impl Broker {
+    /// Locks the data dir and loads the topics.
+    ///
+    /// # Errors
+    /// An unusable or locked data dir, or storage that cannot be recovered.
+    pub fn open(config: Config) -> Result<Arc<Self>, StartError> {
+        let dir = config.args.data_dir.clone();
+        let dd = |source| StartError::DataDir {
+            dir: dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(dd)?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(".lock"))
+            .map_err(dd)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StartError::Locked(dir.display().to_string()))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(dd(e)),
+        }
+        let defaults = BrokerDefaults {
+            segment_bytes: config.args.log_segment_bytes,
+            retention_ms: config.args.log_retention_ms,
+        };
+        let topics = Registry::open(&dir, defaults, now_ms())?;
+        Ok(Arc::new(Self {
+            config,
+            topics,
+            metrics: Metrics::default(),
+            data_appended: Notify::new(),
+            started: Instant::now(),
+            phase: AtomicU8::new(Phase::Starting as u8),
+            _lock: lock,
+        }))
+    }
+
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Acquire) {
+            1 => Phase::Serving,
+            2 => Phase::Draining,
+            _ => Phase::Starting,
+        }
+    }
+
+    pub fn set_phase(&self, p: Phase) {
+        self.phase.store(p as u8, Ordering::Release);
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.config.args.node_id
+    }
+
+    /// The topic, created with the broker defaults when it is unknown and
+    /// auto-creation is on (and `allow` is true).
+    ///
+    /// # Errors
+    /// An invalid name or a storage error while creating.
+    pub fn topic_or_create(&self, name: &str, allow: bool) -> Result<Option<Arc<Topic>>, TopicError> {
+        if let Some(t) = self.topics.get(name) {
+            return Ok(Some(t));
+        }
+        if !(allow && self.config.args.auto_create_topics) {
+            crate::topics::validate_name(name)?;
+            return Ok(None);
+        }
+        match self.topics.create(
+            name,
+            self.config.args.default_partitions,
+            -1,
+            Default::default(),
+            now_ms(),
+        ) {
+            Ok(t) => Ok(Some(t)),
+            Err(TopicError::AlreadyExists(_)) => Ok(self.topics.get(name)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Bytes of all partitions on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.topics
+            .list()
+            .iter()
+            .flat_map(|t| t.partitions())
+            .map(|p| p.size_bytes())
+            .sum()
+    }
+}

@@ -1,0 +1,327 @@
+//! Every broker setting: its flag, its `WEIR_*` environment variable, its
+//! default, and the validation that names it when it is wrong.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Command line of the `weir` binary.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about = "A Kafka-compatible message broker")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Sub-commands; without one, `weir` serves.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the broker (the default).
+    Serve(Box<ServeArgs>),
+    /// Exit 0 when the broker's admin endpoint reports healthy.
+    Health(HealthArgs),
+}
+
+/// `weir health`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Admin HTTP address of the broker to check.
+    #[arg(long, env = "WEIR_HTTP_LISTEN", default_value = "127.0.0.1:9644")]
+    pub http_listen: String,
+    /// Seconds to wait for an answer.
+    #[arg(long, default_value_t = 3)]
+    pub timeout_secs: u64,
+}
+
+/// When produced data is fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FsyncPolicy {
+    /// acks=all is answered after the fsync that covers it (group commit).
+    AcksAll,
+    /// Every produce is answered after an fsync.
+    Always,
+    /// Never fsync on the produce path (clean shutdown still flushes).
+    Never,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Settings of `weir serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Kafka listener address.
+    #[arg(long, env = "WEIR_LISTEN", default_value = "0.0.0.0:9092")]
+    pub listen: String,
+    /// host:port clients are told to connect to. Default: localhost:<listen port>.
+    #[arg(long, env = "WEIR_ADVERTISED_LISTENER")]
+    pub advertised_listener: Option<String>,
+    /// Admin HTTP listener address.
+    #[arg(long, env = "WEIR_HTTP_LISTEN", default_value = "0.0.0.0:9644")]
+    pub http_listen: String,
+    /// Directory holding topics, offsets and metadata.
+    #[arg(long, env = "WEIR_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// This broker's node id.
+    #[arg(long, env = "WEIR_NODE_ID", default_value_t = 0)]
+    pub node_id: i32,
+    /// `text` or `json`. Default: text on a terminal, else json.
+    #[arg(long, env = "WEIR_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter in RUST_LOG syntax.
+    #[arg(long, env = "WEIR_LOG", default_value = "info")]
+    pub log_level: String,
+    /// Durability policy: acks-all, always or never.
+    #[arg(long, env = "WEIR_FSYNC", value_enum, default_value = "acks-all")]
+    pub fsync: FsyncPolicy,
+    /// Create unknown topics on Metadata and Produce.
+    #[arg(long, env = "WEIR_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_create_topics: bool,
+    /// Partition count of auto-created topics and of CreateTopics with -1.
+    #[arg(long, env = "WEIR_DEFAULT_PARTITIONS", default_value_t = 1)]
+    pub default_partitions: i32,
+    /// Origins allowed to call the admin HTTP API cross-origin (comma list).
+    #[arg(long, env = "WEIR_ALLOWED_ORIGINS", value_delimiter = ',', default_value = "")]
+    pub allowed_origins: Vec<String>,
+    /// Bearer token required by mutating admin HTTP endpoints.
+    #[arg(long, env = "WEIR_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Admin HTTP requests per second per client IP (burst 2x).
+    #[arg(long, env = "WEIR_HTTP_RATE_LIMIT", default_value_t = 50)]
+    pub http_rate_limit: u32,
+    /// Largest request frame accepted, in bytes (Kafka's socket.request.max.bytes).
+    #[arg(long, env = "WEIR_MAX_REQUEST_BYTES", default_value_t = 104_857_600)]
+    pub max_request_bytes: usize,
+    /// Cap on request bytes held in memory across all connections at once
+    /// (Kafka's queued.max.request.bytes).
+    #[arg(long, env = "WEIR_MAX_INFLIGHT_REQUEST_BYTES", default_value_t = 512 * 1024 * 1024)]
+    pub max_inflight_request_bytes: usize,
+    /// Most concurrent client connections.
+    #[arg(long, env = "WEIR_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Close connections idle this long, in ms (Kafka's connections.max.idle.ms).
+    #[arg(long, env = "WEIR_CONNECTIONS_MAX_IDLE_MS", default_value_t = 600_000)]
+    pub connections_max_idle_ms: u64,
+    /// Default segment.bytes for topics that do not set it.
+    #[arg(long, env = "WEIR_LOG_SEGMENT_BYTES", default_value_t = 1_073_741_824)]
+    pub log_segment_bytes: u64,
+    /// Default retention.ms for topics that do not set it (-1: forever).
+    #[arg(long, env = "WEIR_LOG_RETENTION_MS", default_value_t = 604_800_000)]
+    pub log_retention_ms: i64,
+    /// How often retention runs, in ms.
+    #[arg(long, env = "WEIR_LOG_RETENTION_CHECK_INTERVAL_MS", default_value_t = 300_000)]
+    pub log_retention_check_interval_ms: u64,
+    /// Grace period for in-flight requests at shutdown, in ms.
+    #[arg(long, env = "WEIR_SHUTDOWN_GRACE_MS", default_value_t = 5_000)]
+    pub shutdown_grace_ms: u64,
+}
+
+/// A setting that failed validation, named by its flag.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid value for --{flag}: {reason}")]
+pub struct ConfigError {
+    pub flag: &'static str,
+    pub reason: String,
+}
+
+fn bad(flag: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        flag,
+        reason: reason.into(),
+    }
+}
+
+/// Validated broker configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    pub http_listen: SocketAddr,
+    pub args: ServeArgs,
+}
+
+fn parse_listener(flag: &'static str, value: &str) -> Result<String, ConfigError> {
+    let v = value.trim();
+    let v = match v.split_once("://") {
+        Some((proto, rest)) => {
+            if !proto.eq_ignore_ascii_case("PLAINTEXT") {
+                return Err(bad(
+                    flag,
+                    format!("security protocol {proto} is not supported by this build; use PLAINTEXT"),
+                ));
+            }
+            rest
+        }
+        None => v,
+    };
+    if v.contains(',') {
+        return Err(bad(flag, "only one listener is supported"));
+    }
+    Ok(v.to_string())
+}
+
+fn parse_addr(flag: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let v = parse_listener(flag, value)?;
+    use std::net::ToSocketAddrs;
+    v.to_socket_addrs()
+        .map_err(|e| bad(flag, format!("{v:?} is not a host:port address ({e})")))?
+        .next()
+        .ok_or_else(|| bad(flag, format!("{v:?} resolves to no address")))
+}
+
+impl Config {
+    /// Validates the arguments.
+    ///
+    /// # Errors
+    /// The first invalid setting, named by its flag.
+    pub fn from_args(args: ServeArgs) -> Result<Self, ConfigError> {
+        let listen = parse_addr("listen", &args.listen)?;
+        let http_listen = parse_addr("http-listen", &args.http_listen)?;
+        let (advertised_host, advertised_port) = match &args.advertised_listener {
+            None => ("localhost".to_string(), i32::from(listen.port())),
+            Some(a) => {
+                let v = parse_listener("advertised-listener", a)?;
+                let (host, port) = v
+                    .rsplit_once(':')
+                    .ok_or_else(|| bad("advertised-listener", format!("{v:?} is not host:port")))?;
+                let port: u16 = port
+                    .parse()
+                    .map_err(|_| bad("advertised-listener", format!("{port:?} is not a port")))?;
+                if host.is_empty() {
+                    return Err(bad("advertised-listener", "the host is empty"));
+                }
+                let port = if port == 0 { listen.port() } else { port };
+                (host.trim_matches(['[', ']']).to_string(), i32::from(port))
+            }
+        };
+        if args.node_id < 0 {
+            return Err(bad("node-id", "must be 0 or more"));
+        }
+        if args.default_partitions < 1 {
+            return Err(bad("default-partitions", "must be 1 or more"));
+        }
+        if args.max_request_bytes < 1024 || args.max_request_bytes > i32::MAX as usize {
+            return Err(bad("max-request-bytes", "must be between 1024 and 2147483647"));
+        }
+        if args.max_inflight_request_bytes < args.max_request_bytes {
+            return Err(bad(
+                "max-inflight-request-bytes",
+                "must be at least --max-request-bytes",
+            ));
+        }
+        if args.max_connections == 0 {
+            return Err(bad("max-connections", "must be 1 or more"));
+        }
+        if args.http_rate_limit == 0 {
+            return Err(bad("http-rate-limit", "must be 1 or more"));
+        }
+        if args.log_segment_bytes < 14 {
+            return Err(bad("log-segment-bytes", "must be at least 14"));
+        }
+        if args.log_retention_ms < -1 {
+            return Err(bad("log-retention-ms", "must be -1 or more"));
+        }
+        if args.admin_token.as_deref().is_some_and(str::is_empty) {
+            return Err(bad("admin-token", "must not be empty when set"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&args.log_level)
+            .map_err(|e| bad("log-level", e.to_string()))?;
+        if args.data_dir.as_os_str().is_empty() {
+            return Err(bad("data-dir", "must not be empty"));
+        }
+        Ok(Self {
+            listen,
+            advertised_host,
+            advertised_port,
+            http_listen,
+            args,
+        })
+    }
+
+    /// A configuration for tests: loopback, port 0, the given data dir.
+    pub fn for_tests(data_dir: PathBuf) -> Self {
+        let mut args = ServeArgs::parse_from(["weir"]);
+        args.listen = "127.0.0.1:0".into();
+        args.http_listen = "127.0.0.1:0".into();
+        args.data_dir = data_dir;
+        args.log_retention_check_interval_ms = 1000;
+        #[allow(clippy::expect_used)]
+        Self::from_args(args).expect("test configuration is valid")
+    }
+}
+
+impl ServeArgs {
+    fn parse_from<I, T>(it: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            a: ServeArgs,
+        }
+        match Only::try_parse_from(it) {
+            Ok(o) => o.a,
+            Err(e) => e.exit(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Result<Config, ConfigError> {
+        let mut v = vec!["weir"];
+        v.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(v).unwrap();
+        Config::from_args(cli.serve)
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = args(&[]).unwrap();
+        assert_eq!(c.listen.port(), 9092);
+        assert_eq!(c.advertised_host, "localhost");
+        assert_eq!(c.advertised_port, 9092);
+        assert_eq!(c.http_listen.port(), 9644);
+        assert_eq!(c.args.fsync, FsyncPolicy::AcksAll);
+        assert!(c.args.auto_create_topics);
+        assert_eq!(c.args.default_partitions, 1);
+        assert_eq!(c.args.http_rate_limit, 50);
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        let e = args(&["--listen", "nonsense"]).unwrap_err();
+        assert_eq!(e.flag, "listen");
+        let e = args(&["--default-partitions", "0"]).unwrap_err();
+        assert_eq!(e.flag, "default-partitions");
+        let e = args(&["--advertised-listener", "host"]).unwrap_err();
+        assert_eq!(e.flag, "advertised-listener");
+        assert!(e.to_string().contains("--advertised-listener"));
+    }
+
+    #[test]
+    fn plaintext_listener_urls_are_accepted() {
+        let c = args(&[
+            "--listen",
+            "PLAINTEXT://127.0.0.1:9999",
+            "--advertised-listener",
+            "PLAINTEXT://broker.example:19092",
+        ])
+        .unwrap();
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.advertised_host, "broker.example");
+        assert_eq!(c.advertised_port, 19092);
+    }
+}

@@ -1,0 +1,198 @@
+//! The admin HTTP server: health, status, Prometheus metrics, topics and a
+//! small live dashboard. Every response carries security headers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{Broker, Phase};
+
+/// Builds the router.
+pub fn router(broker: Arc<Broker>) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/api/health", get(health))
+        .route("/api/status", get(status))
+        .route("/api/metrics", get(metrics))
+        .route("/metrics", get(metrics))
+        .route("/api/topics", get(topics))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(broker)
+}
+
+async fn security_headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert("cache-control", HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Whether the data dir accepts writes right now.
+fn data_dir_writable(broker: &Broker) -> bool {
+    let probe = broker.config.args.data_dir.join(".health-probe");
+    let ok = std::fs::write(&probe, b"ok").is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
+}
+
+async fn health(State(b): State<Arc<Broker>>) -> Response {
+    let phase = b.phase();
+    let writable = data_dir_writable(&b);
+    let healthy = phase == Phase::Serving && writable;
+    let body = Json(json!({
+        "status": if healthy { "ok" } else { "unavailable" },
+        "phase": match phase { Phase::Starting => "starting", Phase::Serving => "serving", Phase::Draining => "draining" },
+        "data_dir_writable": writable,
+    }));
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, body).into_response()
+}
+
+fn status_json(b: &Broker) -> serde_json::Value {
+    let topics = b.topics.list();
+    let partitions: i64 = topics.iter().map(|t| i64::from(t.partition_count())).sum();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "node_id": b.node_id(),
+        "cluster_id": b.topics.cluster_id(),
+        "uptime_seconds": b.started.elapsed().as_secs(),
+        "listeners": {
+            "kafka": b.config.listen.to_string(),
+            "advertised": format!("{}:{}", b.config.advertised_host, b.config.advertised_port),
+            "http": b.config.http_listen.to_string(),
+        },
+        "topics": topics.len(),
+        "partitions": partitions,
+        "groups": 0,
+        "bytes_on_disk": b.disk_bytes(),
+        "pending_retries": 0,
+        "connections": b.metrics.connections.load(std::sync::atomic::Ordering::Relaxed),
+        "records_in_total": b.metrics.records_in_total(),
+    })
+}
+
+async fn status(State(b): State<Arc<Broker>>) -> Json<serde_json::Value> {
+    Json(status_json(&b))
+}
+
+async fn topics(State(b): State<Arc<Broker>>) -> Json<serde_json::Value> {
+    let list: Vec<_> = b
+        .topics
+        .list()
+        .iter()
+        .map(|t| {
+            let parts: Vec<_> = t
+                .partitions()
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    json!({
+                        "partition": i,
+                        "log_start_offset": p.log_start_offset(),
+                        "high_watermark": p.end_offset(),
+                        "size_bytes": p.size_bytes(),
+                    })
+                })
+                .collect();
+            json!({
+                "name": t.name,
+                "id": t.id.to_string(),
+                "configs": t.configs(),
+                "partitions": parts,
+            })
+        })
+        .collect();
+    Json(json!({ "topics": list }))
+}
+
+/// Gauges computed from broker state at scrape time.
+fn state_gauges(b: &Broker) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP weir_partition_high_watermark Offset after the last record of the partition.\n# TYPE weir_partition_high_watermark gauge"
+    );
+    let mut sizes = String::new();
+    for t in b.topics.list() {
+        let name = crate::metrics::escape(&t.name);
+        for (i, p) in t.partitions().iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "weir_partition_high_watermark{{topic=\"{name}\",partition=\"{i}\"}} {}",
+                p.end_offset()
+            );
+            let _ = writeln!(
+                sizes,
+                "weir_partition_size_bytes{{topic=\"{name}\",partition=\"{i}\"}} {}",
+                p.size_bytes()
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP weir_partition_size_bytes Bytes of the partition's segments on disk.\n# TYPE weir_partition_size_bytes gauge\n{sizes}# HELP weir_disk_used_bytes Bytes of all partitions on disk.\n# TYPE weir_disk_used_bytes gauge\nweir_disk_used_bytes {}",
+        b.disk_bytes()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP weir_uptime_seconds Seconds since the broker started.\n# TYPE weir_uptime_seconds gauge\nweir_uptime_seconds {}",
+        b.started.elapsed().as_secs()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP weir_up Whether the broker is serving (1) or starting or draining (0).\n# TYPE weir_up gauge\nweir_up {}",
+        i32::from(b.phase() == Phase::Serving)
+    );
+    out
+}
+
+async fn metrics(State(b): State<Arc<Broker>>) -> Response {
+    let text = b.metrics.render(&state_gauges(&b));
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("dashboard.html"))
+}
+
+/// Serves the admin API until `shutdown` is cancelled.
+///
+/// # Errors
+/// Never after binding; serve errors are logged.
+pub async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: CancellationToken) {
+    let app = router(broker).into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+    {
+        tracing::error!(error = %e, "admin HTTP server failed");
+    }
+}

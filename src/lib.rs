@@ -1,0 +1,191 @@
+//! weir: a Kafka-protocol-compatible message broker.
+//!
+//! # Layout
+//!
+//! - [`config`]: every setting, from flags and `WEIR_*` env vars, validated.
+//! - [`server`]: the TCP accept loop and per-connection request framing.
+//! - [`protocol`]: decoding and encoding over the `kafka-protocol` crate, and
+//!   the one table of supported API versions.
+//! - [`api`]: one thin handler module per API family.
+//! - [`log`]: the storage engine (segments, recovery, durability); it knows
+//!   nothing of the protocol.
+//! - [`topics`]: the topic registry, topic configs and their persistence.
+//! - [`http`]: the admin HTTP API (health, status, metrics, dashboard).
+//! - [`metrics`]: counters and latency histograms.
+//! - [`broker`]: the state the handlers share.
+//!
+//! [`start`] brings a broker up on the configured listeners and returns a
+//! handle; [`run`] serves until a shutdown future completes.
+
+pub mod api;
+pub mod broker;
+pub mod config;
+pub mod http;
+pub mod log;
+pub mod metrics;
+pub mod protocol;
+pub mod server;
+pub mod topics;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use broker::{Broker, Phase};
+use config::Config;
+
+/// Errors that stop the broker from starting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Start(#[from] broker::StartError),
+    #[error("failed to bind {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running broker.
+#[derive(Debug)]
+pub struct Running {
+    /// Address the Kafka listener is bound to.
+    pub kafka_addr: SocketAddr,
+    /// Address the admin HTTP listener is bound to.
+    pub http_addr: SocketAddr,
+    pub broker: Arc<Broker>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Opens the data dir, binds both listeners and starts serving.
+///
+/// When the advertised port is 0 (tests), the bound Kafka port is advertised.
+///
+/// # Errors
+/// An unusable data dir or a listener that cannot be bound.
+pub async fn start(mut config: Config) -> Result<Running, Error> {
+    let kafka = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            what: "the Kafka listener",
+            addr: config.listen,
+            source,
+        })?;
+    let http = TcpListener::bind(config.http_listen)
+        .await
+        .map_err(|source| Error::Bind {
+            what: "the admin HTTP listener",
+            addr: config.http_listen,
+            source,
+        })?;
+    let kafka_addr = kafka.local_addr().map_err(|source| Error::Bind {
+        what: "the Kafka listener",
+        addr: config.listen,
+        source,
+    })?;
+    let http_addr = http.local_addr().map_err(|source| Error::Bind {
+        what: "the admin HTTP listener",
+        addr: config.http_listen,
+        source,
+    })?;
+    if config.advertised_port == 0 || config.listen.port() == 0 {
+        config.advertised_port = i32::from(kafka_addr.port());
+    }
+    let broker = Broker::open(config)?;
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(server::accept_loop(
+        Arc::clone(&broker),
+        kafka,
+        shutdown.clone(),
+        tracker.clone(),
+    )));
+    tasks.push(tokio::spawn(http::serve(
+        Arc::clone(&broker),
+        http,
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(retention_loop(Arc::clone(&broker), shutdown.clone())));
+    broker.set_phase(Phase::Serving);
+    tracing::info!(
+        kafka = %kafka_addr,
+        http = %http_addr,
+        advertised = %format!("{}:{}", broker.config.advertised_host, broker.config.advertised_port),
+        data_dir = %broker.config.args.data_dir.display(),
+        "weir is serving"
+    );
+    Ok(Running {
+        kafka_addr,
+        http_addr,
+        broker,
+        shutdown,
+        tracker,
+        tasks,
+    })
+}
+
+async fn retention_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
+    let every = Duration::from_millis(broker.config.args.log_retention_check_interval_ms.max(100));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let b = Arc::clone(&broker);
+        let _ = tokio::task::spawn_blocking(move || {
+            let now = broker::now_ms();
+            for t in b.topics.list() {
+                for p in t.partitions() {
+                    p.apply_retention(now);
+                }
+            }
+        })
+        .await;
+    }
+}
+
+impl Running {
+    /// Drains and stops: health turns 503, listeners close, in-flight
+    /// requests get the grace period, then every partition is fsynced.
+    pub async fn shutdown(self) {
+        self.broker.set_phase(Phase::Draining);
+        // Wake long-polling fetches so they answer now.
+        self.broker.data_appended.notify_waiters();
+        self.shutdown.cancel();
+        self.tracker.close();
+        let grace = Duration::from_millis(self.broker.config.args.shutdown_grace_ms);
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            tracing::warn!("in-flight requests did not finish within the grace period");
+        }
+        for t in self.tasks {
+            t.abort();
+        }
+        let b = Arc::clone(&self.broker);
+        let _ = tokio::task::spawn_blocking(move || b.topics.flush_all()).await;
+        tracing::info!("weir stopped");
+    }
+}
+
+/// Serves until `signal` completes, then shuts down gracefully.
+///
+/// # Errors
+/// See [`start`].
+pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(), Error> {
+    let running = start(config).await?;
+    signal.await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}

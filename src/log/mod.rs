@@ -1,0 +1,616 @@
+//! The storage engine: one append-only, segmented log per partition.
+//!
+//! This module knows record batches only through their v2 header
+//! ([`batch`]); it imports nothing from the Kafka protocol layer. A
+//! [`PartitionLog`] takes validated batches, stamps their offsets and writes
+//! them as they came; reads hand out windows of the mapped segment files.
+//!
+//! Concurrency: all mutable state of a partition sits behind one short-held
+//! `parking_lot` mutex that is never held across an `.await` or an fsync of the
+//! active segment. Durability waits go through [`PartitionLog::flush_to`],
+//! which shares one fsync among every producer waiting at the time (group
+//! commit).
+
+pub mod batch;
+pub mod mmap;
+pub mod producers;
+pub mod segment;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use thiserror::Error;
+
+use batch::{BatchError, BatchHeader, HEADER_LEN};
+use producers::{ProducerTable, SequenceCheck};
+use segment::Segment;
+
+/// Name of the file holding a partition's log start offset when DeleteRecords
+/// or retention moved it inside a segment.
+const LOG_START_FILE: &str = "log-start-offset";
+
+/// Storage errors. Each maps to one Kafka error code in the API layer.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum LogError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("offset {offset} is outside the log [{start}, {end}]")]
+    OffsetOutOfRange { offset: i64, start: i64, end: i64 },
+    #[error(transparent)]
+    InvalidBatch(#[from] BatchError),
+    #[error("batch of {size} bytes exceeds max.message.bytes {max}")]
+    TooLarge { size: usize, max: usize },
+    #[error("out of order sequence number")]
+    OutOfOrderSequence,
+    #[error("producer epoch is older than the current one")]
+    InvalidProducerEpoch,
+    #[error("transactional batches are not supported")]
+    Transactional,
+    #[error("corrupt log in {dir}: {reason}")]
+    Corruption { dir: String, reason: String },
+}
+
+/// Per-partition settings, from the topic's configs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub max_message_bytes: usize,
+    pub log_append_time: bool,
+    pub index_interval_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            max_message_bytes: 1_048_588,
+            log_append_time: false,
+            index_interval_bytes: 4096,
+        }
+    }
+}
+
+/// Result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The broker time stamped into the batch, or -1 for CreateTime.
+    pub log_append_time: i64,
+    /// True when the batch was a retry of one already written.
+    pub duplicate: bool,
+    pub records: i64,
+}
+
+/// Result of a read.
+#[derive(Debug, Clone)]
+pub struct ReadInfo {
+    pub records: Bytes,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+struct Inner {
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    config: LogConfig,
+    producers: ProducerTable,
+}
+
+/// One partition's log.
+pub struct PartitionLog {
+    dir: PathBuf,
+    inner: Mutex<Inner>,
+    /// Offset after the last record: the high watermark on a single broker.
+    end_offset: AtomicI64,
+    start_offset: AtomicI64,
+    /// Bytes on disk, committed.
+    size_bytes: AtomicU64,
+    /// Every offset below this is on stable storage.
+    flushed_offset: AtomicI64,
+    /// Serialises fsyncs so that concurrent waiters share one.
+    flush_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for PartitionLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionLog")
+            .field("dir", &self.dir)
+            .field("end_offset", &self.end_offset)
+            .finish()
+    }
+}
+
+fn io_err(context: String) -> impl FnOnce(std::io::Error) -> LogError {
+    move |source| LogError::Io { context, source }
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the log in `dir`: lists the segments, scans the
+    /// active one with CRC checks, truncates a torn tail, and rebuilds the
+    /// producer table from it.
+    ///
+    /// # Errors
+    /// I/O errors, or a layout that cannot be repaired by cutting a tail.
+    pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Self, LogError> {
+        fs::create_dir_all(dir).map_err(io_err(format!("failed to create {}", dir.display())))?;
+        let mut bases = Vec::new();
+        for entry in
+            fs::read_dir(dir).map_err(io_err(format!("failed to list {}", dir.display())))?
+        {
+            let entry = entry.map_err(io_err(format!("failed to list {}", dir.display())))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(base) = segment::parse_file_name(name) {
+                bases.push((base, entry.path()));
+            } else if name.ends_with(".tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        bases.sort_by_key(|(b, _)| *b);
+        let mut segments = BTreeMap::new();
+        for (base, path) in bases {
+            segments.insert(
+                base,
+                Segment::open(path, base, config.index_interval_bytes)?,
+            );
+        }
+        let mut producers = ProducerTable::default();
+        if segments.is_empty() {
+            segments.insert(
+                0,
+                Segment::create(dir, 0, now_ms, config.index_interval_bytes)?,
+            );
+        } else if let Some((_, active)) = segments.iter_mut().next_back() {
+            let (headers, torn) = active.scan(true);
+            if torn {
+                tracing::warn!(
+                    segment = %active.path().display(),
+                    valid_bytes = active.size(),
+                    "truncating torn tail of the active segment"
+                );
+            }
+            active.trim()?;
+            for h in &headers {
+                producers.record(h);
+            }
+        }
+        // An empty active segment after a non-empty sealed one: the sealed
+        // segment's end is the active one's base, checked on first scan.
+        let first_base = segments.keys().next().copied().unwrap_or(0);
+        let end = segments
+            .values()
+            .next_back()
+            .map_or(0, |s| s.next_offset().max(s.base_offset));
+        let checkpoint = read_log_start(dir).unwrap_or(first_base);
+        let log_start = checkpoint.clamp(first_base, end);
+        let size = segments.values().map(Segment::size).sum();
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            inner: Mutex::new(Inner {
+                segments,
+                log_start_offset: log_start,
+                config,
+                producers,
+            }),
+            end_offset: AtomicI64::new(end),
+            start_offset: AtomicI64::new(log_start),
+            size_bytes: AtomicU64::new(size),
+            flushed_offset: AtomicI64::new(end),
+            flush_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Offset after the last record (the high watermark).
+    pub fn end_offset(&self) -> i64 {
+        self.end_offset.load(Ordering::Acquire)
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.start_offset.load(Ordering::Acquire)
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn flushed_offset(&self) -> i64 {
+        self.flushed_offset.load(Ordering::Acquire)
+    }
+
+    pub fn set_config(&self, config: LogConfig) {
+        self.inner.lock().config = config;
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.inner.lock().config.clone()
+    }
+
+    /// Validates and appends one produce payload for this partition: exactly
+    /// one v2 batch (as Kafka requires from Produce v3 on).
+    ///
+    /// # Errors
+    /// Invalid batches, size limits, sequence errors and I/O errors.
+    pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        let batches = batch::split_batches(records)?;
+        if batches.len() != 1 {
+            return Err(BatchError::Invalid("a produce must carry exactly one record batch").into());
+        }
+        let (_, h) = batches[0];
+        if h.is_transactional() || h.is_control() {
+            return Err(LogError::Transactional);
+        }
+        let mut inner = self.inner.lock();
+        if records.len() > inner.config.max_message_bytes {
+            return Err(LogError::TooLarge {
+                size: records.len(),
+                max: inner.config.max_message_bytes,
+            });
+        }
+        match inner.producers.check(&h) {
+            SequenceCheck::Append => {}
+            SequenceCheck::Duplicate(base) => {
+                return Ok(AppendInfo {
+                    base_offset: base,
+                    last_offset: base + i64::from(h.last_offset_delta),
+                    log_append_time: -1,
+                    duplicate: true,
+                    records: 0,
+                });
+            }
+            SequenceCheck::OutOfOrder => return Err(LogError::OutOfOrderSequence),
+            SequenceCheck::StaleEpoch => return Err(LogError::InvalidProducerEpoch),
+        }
+        let base = self.end_offset.load(Ordering::Acquire);
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(&records[..HEADER_LEN]);
+        batch::set_base_offset(&mut header, base);
+        batch::set_leader_epoch(&mut header, 0);
+        let body = &records[HEADER_LEN..];
+        let log_append_time = if inner.config.log_append_time {
+            header[21..23].copy_from_slice(&(h.attributes | 0x08).to_be_bytes());
+            header[35..43].copy_from_slice(&now_ms.to_be_bytes());
+            let crc = crc32c::crc32c_append(crc32c::crc32c(&header[21..]), body);
+            header[17..21].copy_from_slice(&crc.to_be_bytes());
+            now_ms
+        } else {
+            -1
+        };
+        let stamped = BatchHeader::parse(&header)?;
+        let cfg = inner.config.clone();
+        let len = records.len() as u64;
+        let needs_roll = inner
+            .segments
+            .values()
+            .next_back()
+            .is_some_and(|s| s.should_roll(len, cfg.segment_bytes, cfg.segment_ms, now_ms));
+        if needs_roll {
+            self.roll_locked(&mut inner, base, now_ms)?;
+        }
+        let active = inner
+            .segments
+            .values_mut()
+            .next_back()
+            .ok_or_else(|| LogError::Corruption {
+                dir: self.dir.display().to_string(),
+                reason: "no active segment".into(),
+            })?;
+        active.append(&header, body, &stamped, cfg.segment_bytes)?;
+        inner.producers.record(&stamped);
+        self.size_bytes.fetch_add(len, Ordering::Relaxed);
+        self.end_offset
+            .store(stamped.last_offset() + 1, Ordering::Release);
+        Ok(AppendInfo {
+            base_offset: base,
+            last_offset: stamped.last_offset(),
+            log_append_time,
+            duplicate: false,
+            records: i64::from(h.records_count),
+        })
+    }
+
+    /// Seals the active segment (trim, fsync) and starts a new one at `base`.
+    fn roll_locked(&self, inner: &mut Inner, base: i64, now_ms: i64) -> Result<(), LogError> {
+        if let Some(active) = inner.segments.values_mut().next_back() {
+            active.trim()?;
+        }
+        let seg = Segment::create(&self.dir, base, now_ms, inner.config.index_interval_bytes)?;
+        sync_dir(&self.dir)?;
+        inner.segments.insert(base, seg);
+        Ok(())
+    }
+
+    /// Reads whole batches starting with the one that contains `offset`.
+    ///
+    /// # Errors
+    /// `OffsetOutOfRange` below the log start or above the end.
+    pub fn read(&self, offset: i64, max_bytes: usize, min_one: bool) -> Result<ReadInfo, LogError> {
+        let mut inner = self.inner.lock();
+        let end = self.end_offset();
+        let start = inner.log_start_offset;
+        if offset < start || offset > end {
+            return Err(LogError::OffsetOutOfRange { offset, start, end });
+        }
+        let mut records = Bytes::new();
+        if offset < end {
+            let bases: Vec<i64> = inner.segments.range(..=offset).map(|(b, _)| *b).collect();
+            let later: Vec<i64> = inner.segments.range(offset + 1..).map(|(b, _)| *b).collect();
+            for base in bases.into_iter().rev().take(1).chain(later) {
+                if let Some(seg) = inner.segments.get_mut(&base) {
+                    seg.ensure_scanned();
+                    if let Some((pos, _)) = seg.find_batch(offset) {
+                        records = seg.read_from(pos, max_bytes, min_one);
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(ReadInfo {
+            records,
+            high_watermark: end,
+            log_start_offset: start,
+        })
+    }
+
+    /// Waits until every offset below `offset` is on stable storage. Callers
+    /// that arrive while an fsync runs wait for it and usually find their data
+    /// covered, so concurrent producers share fsyncs.
+    ///
+    /// # Errors
+    /// The fsync's I/O error.
+    pub async fn flush_to(&self, offset: i64) -> Result<(), LogError> {
+        if self.flushed_offset() >= offset {
+            return Ok(());
+        }
+        let _guard = self.flush_lock.lock().await;
+        if self.flushed_offset() >= offset {
+            return Ok(());
+        }
+        let (file, path, end) = {
+            let inner = self.inner.lock();
+            match inner.segments.values().next_back() {
+                Some(s) => (Arc::clone(s.file()), s.path().to_path_buf(), self.end_offset()),
+                None => return Ok(()),
+            }
+        };
+        tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .map_err(|e| LogError::Io {
+                context: format!("fsync task for {} failed", path.display()),
+                source: std::io::Error::other(e),
+            })?
+            .map_err(io_err(format!("failed to sync {}", path.display())))?;
+        self.flushed_offset.fetch_max(end, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Synchronous fsync of everything written (shutdown, tests).
+    ///
+    /// # Errors
+    /// The fsync's I/O error.
+    pub fn flush(&self) -> Result<(), LogError> {
+        let inner = self.inner.lock();
+        let end = self.end_offset();
+        if let Some(s) = inner.segments.values().next_back() {
+            s.sync()?;
+        }
+        self.flushed_offset.fetch_max(end, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Moves the log start offset forward to `offset` (DeleteRecords), and
+    /// deletes segments that lie wholly below it. Returns the new start.
+    ///
+    /// # Errors
+    /// `OffsetOutOfRange` above the end; I/O errors.
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
+        let mut inner = self.inner.lock();
+        let end = self.end_offset();
+        let offset = if offset == -1 { end } else { offset };
+        if offset < 0 || offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                start: inner.log_start_offset,
+                end,
+            });
+        }
+        if offset > inner.log_start_offset {
+            write_log_start(&self.dir, offset)?;
+            inner.log_start_offset = offset;
+            self.start_offset.store(offset, Ordering::Release);
+            self.delete_segments_below_locked(&mut inner, offset);
+        }
+        Ok(inner.log_start_offset)
+    }
+
+    fn delete_segments_below_locked(&self, inner: &mut Inner, offset: i64) {
+        loop {
+            let bases: Vec<i64> = inner.segments.keys().take(2).copied().collect();
+            // A segment can go when the next one starts at or below `offset`.
+            if bases.len() < 2 || bases[1] > offset {
+                break;
+            }
+            if let Some(seg) = inner.segments.remove(&bases[0]) {
+                self.size_bytes.fetch_sub(seg.size(), Ordering::Relaxed);
+                if let Err(e) = fs::remove_file(seg.path()) {
+                    tracing::warn!(segment = %seg.path().display(), error = %e, "failed to delete segment");
+                }
+            }
+        }
+    }
+
+    /// Deletes sealed segments past `retention.ms` or beyond `retention.bytes`,
+    /// oldest first, and moves the log start offset. Returns bytes deleted.
+    pub fn apply_retention(&self, now_ms: i64) -> u64 {
+        let mut inner = self.inner.lock();
+        let cfg = inner.config.clone();
+        let mut total: u64 = inner.segments.values().map(Segment::size).sum();
+        let mut deleted = 0;
+        loop {
+            if inner.segments.len() < 2 {
+                break;
+            }
+            let Some((&base, seg)) = inner.segments.iter_mut().next() else {
+                break;
+            };
+            seg.ensure_scanned();
+            let expired = cfg.retention_ms >= 0
+                && seg.max_timestamp() >= 0
+                && now_ms.saturating_sub(seg.max_timestamp()) > cfg.retention_ms;
+            let too_big = cfg.retention_bytes >= 0
+                && total.saturating_sub(seg.size()) >= cfg.retention_bytes as u64;
+            if !(expired || too_big) {
+                break;
+            }
+            let size = seg.size();
+            let path = seg.path().to_path_buf();
+            inner.segments.remove(&base);
+            if let Err(e) = fs::remove_file(&path) {
+                tracing::warn!(segment = %path.display(), error = %e, "failed to delete segment");
+            }
+            total -= size;
+            deleted += size;
+            self.size_bytes.fetch_sub(size, Ordering::Relaxed);
+            let next_base = inner.segments.keys().next().copied().unwrap_or(base);
+            if next_base > inner.log_start_offset {
+                inner.log_start_offset = next_base;
+                self.start_offset.store(next_base, Ordering::Release);
+            }
+            tracing::info!(segment = %path.display(), "deleted segment by retention");
+        }
+        deleted
+    }
+
+    /// The first offset whose record timestamp is at or after `ts`, with that
+    /// timestamp; `None` when every record is older.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Option<(i64, i64)> {
+        let mut inner = self.inner.lock();
+        let start = inner.log_start_offset;
+        for seg in inner.segments.values_mut() {
+            seg.ensure_scanned();
+            if seg.max_timestamp() < ts {
+                continue;
+            }
+            for (pos, h) in seg.headers() {
+                if h.max_timestamp < ts || h.last_offset() < start {
+                    continue;
+                }
+                let bytes = seg.batch_bytes(pos, &h);
+                return record_timestamps(&bytes, &h)
+                    .into_iter()
+                    .find(|&(o, t)| t >= ts && o >= start)
+                    .or(Some((h.base_offset.max(start), h.max_timestamp)));
+            }
+        }
+        None
+    }
+
+    /// Offset and timestamp of the record with the largest timestamp.
+    pub fn max_timestamp_offset(&self) -> Option<(i64, i64)> {
+        let mut inner = self.inner.lock();
+        let mut best: Option<(BatchHeader, Bytes)> = None;
+        for seg in inner.segments.values_mut() {
+            seg.ensure_scanned();
+            for (pos, h) in seg.headers() {
+                if best.as_ref().is_none_or(|(b, _)| h.max_timestamp > b.max_timestamp) {
+                    best = Some((h, seg.batch_bytes(pos, &h)));
+                }
+            }
+        }
+        let (h, bytes) = best?;
+        let ts = record_timestamps(&bytes, &h);
+        ts.into_iter()
+            .filter(|&(_, t)| t == h.max_timestamp)
+            .last()
+            .or(Some((h.last_offset(), h.max_timestamp)))
+    }
+
+    /// Number of segments (for tests and metrics).
+    pub fn segment_count(&self) -> usize {
+        self.inner.lock().segments.len()
+    }
+
+    /// Base offsets of the segments (for tests).
+    pub fn segment_bases(&self) -> Vec<i64> {
+        self.inner.lock().segments.keys().copied().collect()
+    }
+}
+
+/// Offsets and timestamps of every record in a batch (decodes the batch; only
+/// used by timestamp lookups).
+fn record_timestamps(bytes: &Bytes, h: &BatchHeader) -> Vec<(i64, i64)> {
+    if h.is_log_append_time() {
+        return (h.base_offset..=h.last_offset())
+            .map(|o| (o, h.max_timestamp))
+            .collect();
+    }
+    let mut buf = bytes.clone();
+    match kafka_protocol::records::RecordBatchDecoder::decode(&mut buf) {
+        Ok(set) => set
+            .records
+            .iter()
+            .map(|r| (r.offset, r.timestamp))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn read_log_start(dir: &Path) -> Option<i64> {
+    fs::read_to_string(dir.join(LOG_START_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn write_log_start(dir: &Path, offset: i64) -> Result<(), LogError> {
+    write_atomic(&dir.join(LOG_START_FILE), offset.to_string().as_bytes())
+}
+
+/// Writes `path` crash-safely: temp file, fsync, rename, fsync of the directory.
+///
+/// # Errors
+/// Any I/O error on the way; the old file stays intact.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), LogError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::File::create(&tmp).map_err(io_err(format!("failed to create {}", tmp.display())))?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .map_err(io_err(format!("failed to write {}", tmp.display())))?;
+    fs::rename(&tmp, path).map_err(io_err(format!("failed to rename {}", tmp.display())))?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// fsync of a directory, so that created, renamed or removed entries persist.
+///
+/// # Errors
+/// The I/O error.
+pub fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(format!("failed to sync directory {}", dir.display())))
+}

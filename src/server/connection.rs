@@ -1,0 +1,186 @@
+//! One client connection: size prefix → bound check → read → decode →
+//! handle → encode → write, one request at a time, so responses leave in
+//! request order (Kafka's model; pipelined requests wait in the socket).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use kafka_protocol::messages::{ApiKey, ResponseKind};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::api;
+use crate::broker::Broker;
+use crate::protocol::{self, Decoded};
+
+/// Bytes read per step while a frame arrives: memory follows the bytes that
+/// actually came, not the size the peer announced.
+const READ_CHUNK: usize = 64 * 1024;
+/// Granularity of the in-flight byte budget (permits are KiB).
+const PERMIT_BYTES: usize = 1024;
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("request size {0} is outside 0..={1}")]
+    BadSize(i32, usize),
+    #[error("peer closed the connection mid-frame")]
+    Truncated,
+    #[error("idle for longer than connections.max.idle.ms")]
+    Idle,
+    #[error(transparent)]
+    Protocol(#[from] protocol::ProtocolError),
+    #[error(transparent)]
+    Api(#[from] api::ApiError),
+}
+
+/// Static name of an API, for metrics labels.
+pub fn api_name(key: ApiKey) -> &'static str {
+    match key {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::DeleteRecords => "DeleteRecords",
+        ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::AlterConfigs => "AlterConfigs",
+        ApiKey::CreatePartitions => "CreatePartitions",
+        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
+        ApiKey::DescribeCluster => "DescribeCluster",
+        _ => "Other",
+    }
+}
+
+/// Serves one connection until the peer leaves, an error, or shutdown.
+pub async fn serve<S>(
+    broker: Arc<Broker>,
+    stream: S,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+    inflight: Arc<Semaphore>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (rd, mut wr) = tokio::io::split(stream);
+    let mut rd = BufReader::with_capacity(READ_CHUNK, rd);
+    let mut out = BytesMut::with_capacity(8 * 1024);
+    let result = run(&broker, &mut rd, &mut wr, &mut out, &shutdown, &inflight).await;
+    match result {
+        Ok(()) => tracing::debug!(%peer, "connection closed"),
+        Err(ConnError::Io(e)) if is_disconnect(&e) => tracing::debug!(%peer, "peer disconnected"),
+        Err(ConnError::Idle) => tracing::debug!(%peer, "closing idle connection"),
+        Err(e) => {
+            broker
+                .metrics
+                .connection_errors_total
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, error = %e, "closing connection");
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+fn is_disconnect(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted
+    )
+}
+
+async fn run<R, W>(
+    broker: &Arc<Broker>,
+    rd: &mut R,
+    wr: &mut W,
+    out: &mut BytesMut,
+    shutdown: &CancellationToken,
+    inflight: &Arc<Semaphore>,
+) -> Result<(), ConnError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let idle = Duration::from_millis(broker.config.args.connections_max_idle_ms);
+    let max = broker.config.args.max_request_bytes;
+    loop {
+        let size = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return Ok(()),
+            r = tokio::time::timeout(idle, rd.read_i32()) => match r {
+                Err(_) => return Err(ConnError::Idle),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Ok(r) => r?,
+            },
+        };
+        let len = usize::try_from(size).map_err(|_| ConnError::BadSize(size, max))?;
+        if len > max {
+            return Err(ConnError::BadSize(size, max));
+        }
+        // Budget for request bytes held across all connections: wait for room
+        // before reading the body.
+        let permits = u32::try_from(len.div_ceil(PERMIT_BYTES)).unwrap_or(u32::MAX);
+        let _permit = inflight
+            .acquire_many(permits)
+            .await
+            .map_err(|_| std::io::Error::other("broker shutting down"))?;
+        let mut frame = BytesMut::with_capacity(len.min(READ_CHUNK));
+        while frame.len() < len {
+            let want = (len - frame.len()).min(READ_CHUNK);
+            frame.reserve(want);
+            let mut limited = (&mut *rd).take(want as u64);
+            let n = tokio::time::timeout(idle, limited.read_buf(&mut frame))
+                .await
+                .map_err(|_| ConnError::Idle)??;
+            if n == 0 {
+                return Err(ConnError::Truncated);
+            }
+        }
+        let started = Instant::now();
+        let frame = frame.freeze();
+        out.clear();
+        match protocol::decode(frame)? {
+            Decoded::ApiVersionsTooNew {
+                correlation_id,
+                version,
+            } => {
+                tracing::debug!(version, "ApiVersions above our range: answering v0");
+                let body = ResponseKind::ApiVersions(api::versions::too_new());
+                protocol::encode(out, correlation_id, ApiKey::ApiVersions, 0, &body)?;
+            }
+            Decoded::Request { header, key, body } => {
+                let version = header.request_api_version;
+                let resp = api::handle(broker, &header, key, body).await?;
+                let micros = started.elapsed().as_micros() as u64;
+                broker.metrics.record_request(api_name(key), micros);
+                let Some(resp) = resp else { continue };
+                for code in api::response_error_codes(&resp) {
+                    broker.metrics.record_error(code);
+                }
+                protocol::encode(out, header.correlation_id, key, version, &resp)?;
+            }
+        }
+        wr.write_all(out).await?;
+        wr.flush().await?;
+        if out.capacity() > 1 << 20 {
+            // Do not keep a large buffer alive for an idle connection.
+            *out = BytesMut::with_capacity(8 * 1024);
+        }
+    }
+}
+
+/// The byte budget semaphore for `max_inflight_request_bytes`.
+pub fn inflight_budget(max_bytes: usize) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(
+        (max_bytes / PERMIT_BYTES).min(Semaphore::MAX_PERMITS),
+    ))
+}
