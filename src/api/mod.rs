@@ -48,7 +48,7 @@ pub async fn handle(
             None => return Ok(None),
         },
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r, v).await),
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(offsets::list_offsets(broker, r)),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(offsets::list_offsets(broker, r, v)),
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(offsets::delete_records(broker, r).await)
         }

@@ -35,7 +35,9 @@ fn lookup(log: &PartitionLog, ts: i64) -> Result<(i64, i64), i16> {
 }
 
 /// ListOffsets for each requested partition.
-pub fn list_offsets(broker: &Arc<Broker>, req: ListOffsetsRequest) -> ListOffsetsResponse {
+pub fn list_offsets(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    // leader_epoch exists from v4 on.
+    let epoch = if version >= 4 { 0 } else { -1 };
     let topics = req
         .topics
         .into_iter()
@@ -58,7 +60,7 @@ pub fn list_offsets(broker: &Arc<Broker>, req: ListOffsetsRequest) -> ListOffset
                         Ok((offset, ts)) => r
                             .with_offset(offset)
                             .with_timestamp(ts)
-                            .with_leader_epoch(0),
+                            .with_leader_epoch(epoch),
                         Err(code) => r.with_error_code(code).with_offset(-1).with_timestamp(-1),
                     }
                 })
