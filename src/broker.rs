@@ -122,7 +122,11 @@ impl Broker {
     ///
     /// # Errors
     /// An invalid name or a storage error while creating.
-    pub fn topic_or_create(&self, name: &str, allow: bool) -> Result<Option<Arc<Topic>>, TopicError> {
+    pub fn topic_or_create(
+        &self,
+        name: &str,
+        allow: bool,
+    ) -> Result<Option<Arc<Topic>>, TopicError> {
         if let Some(t) = self.topics.get(name) {
             return Ok(Some(t));
         }

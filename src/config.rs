@@ -88,7 +88,12 @@ pub struct ServeArgs {
     #[arg(long, env = "WEIR_DEFAULT_PARTITIONS", default_value_t = 1)]
     pub default_partitions: i32,
     /// Origins allowed to call the admin HTTP API cross-origin (comma list).
-    #[arg(long, env = "WEIR_ALLOWED_ORIGINS", value_delimiter = ',', default_value = "")]
+    #[arg(
+        long,
+        env = "WEIR_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
     pub allowed_origins: Vec<String>,
     /// Bearer token required by mutating admin HTTP endpoints.
     #[arg(long, env = "WEIR_ADMIN_TOKEN", hide_env_values = true)]
@@ -116,7 +121,11 @@ pub struct ServeArgs {
     #[arg(long, env = "WEIR_LOG_RETENTION_MS", default_value_t = 604_800_000)]
     pub log_retention_ms: i64,
     /// How often retention runs, in ms.
-    #[arg(long, env = "WEIR_LOG_RETENTION_CHECK_INTERVAL_MS", default_value_t = 300_000)]
+    #[arg(
+        long,
+        env = "WEIR_LOG_RETENTION_CHECK_INTERVAL_MS",
+        default_value_t = 300_000
+    )]
     pub log_retention_check_interval_ms: u64,
     /// Grace period for in-flight requests at shutdown, in ms.
     #[arg(long, env = "WEIR_SHUTDOWN_GRACE_MS", default_value_t = 5_000)]
@@ -155,7 +164,9 @@ fn parse_listener(flag: &'static str, value: &str) -> Result<String, ConfigError
             if !proto.eq_ignore_ascii_case("PLAINTEXT") {
                 return Err(bad(
                     flag,
-                    format!("security protocol {proto} is not supported by this build; use PLAINTEXT"),
+                    format!(
+                        "security protocol {proto} is not supported by this build; use PLAINTEXT"
+                    ),
                 ));
             }
             rest
@@ -209,7 +220,10 @@ impl Config {
             return Err(bad("default-partitions", "must be 1 or more"));
         }
         if args.max_request_bytes < 1024 || args.max_request_bytes > i32::MAX as usize {
-            return Err(bad("max-request-bytes", "must be between 1024 and 2147483647"));
+            return Err(bad(
+                "max-request-bytes",
+                "must be between 1024 and 2147483647",
+            ));
         }
         if args.max_inflight_request_bytes < args.max_request_bytes {
             return Err(bad(

@@ -105,19 +105,16 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
     let broker = Broker::open(config)?;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(server::accept_loop(
-        Arc::clone(&broker),
-        kafka,
-        shutdown.clone(),
-        tracker.clone(),
-    )));
-    tasks.push(tokio::spawn(http::serve(
-        Arc::clone(&broker),
-        http,
-        shutdown.clone(),
-    )));
-    tasks.push(tokio::spawn(retention_loop(Arc::clone(&broker), shutdown.clone())));
+    let tasks = vec![
+        tokio::spawn(server::accept_loop(
+            Arc::clone(&broker),
+            kafka,
+            shutdown.clone(),
+            tracker.clone(),
+        )),
+        tokio::spawn(http::serve(Arc::clone(&broker), http, shutdown.clone())),
+        tokio::spawn(retention_loop(Arc::clone(&broker), shutdown.clone())),
+    ];
     broker.set_phase(Phase::Serving);
     tracing::info!(
         kafka = %kafka_addr,
@@ -166,7 +163,10 @@ impl Running {
         self.shutdown.cancel();
         self.tracker.close();
         let grace = Duration::from_millis(self.broker.config.args.shutdown_grace_ms);
-        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("in-flight requests did not finish within the grace period");
         }
         for t in self.tasks {

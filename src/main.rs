@@ -20,11 +20,13 @@ fn main() -> ExitCode {
 fn init_logging(args: &ServeArgs) {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let format = args.log_format.unwrap_or(if std::io::stderr().is_terminal() {
-        LogFormat::Text
-    } else {
-        LogFormat::Json
-    });
+    let format = args
+        .log_format
+        .unwrap_or(if std::io::stderr().is_terminal() {
+            LogFormat::Text
+        } else {
+            LogFormat::Json
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -44,7 +46,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     init_logging(&config.args);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("weir: failed to start the runtime: {e}");

@@ -105,10 +105,26 @@ impl Metrics {
             .collect();
         type Field = fn(&TopicCounters) -> &AtomicU64;
         let families: [(&str, &str, Field); 4] = [
-            ("weir_topic_bytes_in_total", "Record batch bytes produced to the topic.", |c| &c.bytes_in),
-            ("weir_topic_records_in_total", "Records produced to the topic.", |c| &c.records_in),
-            ("weir_topic_bytes_out_total", "Record batch bytes fetched from the topic.", |c| &c.bytes_out),
-            ("weir_topic_records_out_total", "Records fetched from the topic (counted per whole batch served).", |c| &c.records_out),
+            (
+                "weir_topic_bytes_in_total",
+                "Record batch bytes produced to the topic.",
+                |c| &c.bytes_in,
+            ),
+            (
+                "weir_topic_records_in_total",
+                "Records produced to the topic.",
+                |c| &c.records_in,
+            ),
+            (
+                "weir_topic_bytes_out_total",
+                "Record batch bytes fetched from the topic.",
+                |c| &c.bytes_out,
+            ),
+            (
+                "weir_topic_records_out_total",
+                "Records fetched from the topic (counted per whole batch served).",
+                |c| &c.records_out,
+            ),
         ];
         for (name, help, field) in families {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -185,5 +201,7 @@ impl Metrics {
 
 /// Escapes a Prometheus label value.
 pub fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
@@ -50,7 +52,11 @@ fn describe_topic_configs(broker: &Broker, topic: &Topic) -> Vec<CreatableTopicC
 }
 
 /// CreateTopics.
-pub fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub fn create_topics(
+    broker: &Arc<Broker>,
+    req: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
     let mut seen = HashSet::new();
     let dups: HashSet<String> = req
         .topics
@@ -73,7 +79,10 @@ pub fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, version: i1
                 .with_configs(None)
         };
         if dups.contains(&name) {
-            results.push(fail(errors::INVALID_REQUEST, format!("topic '{name}' appears more than once in the request")));
+            results.push(fail(
+                errors::INVALID_REQUEST,
+                format!("topic '{name}' appears more than once in the request"),
+            ));
             continue;
         }
         let mut partitions = if t.num_partitions == -1 {
@@ -92,7 +101,10 @@ pub fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, version: i1
             let mut idx: Vec<i32> = t.assignments.iter().map(|a| a.partition_index).collect();
             idx.sort_unstable();
             let contiguous = idx.iter().enumerate().all(|(i, &p)| p == i as i32);
-            let on_us = t.assignments.iter().all(|a| a.broker_ids.len() == 1 && a.broker_ids[0].0 == node);
+            let on_us = t
+                .assignments
+                .iter()
+                .all(|a| a.broker_ids.len() == 1 && a.broker_ids[0].0 == node);
             if !contiguous || !on_us {
                 results.push(fail(
                     errors::INVALID_REPLICA_ASSIGNMENT,
@@ -116,7 +128,13 @@ pub fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, version: i1
         } else {
             broker
                 .topics
-                .create(&name, partitions, t.replication_factor, configs.clone(), now_ms())
+                .create(
+                    &name,
+                    partitions,
+                    t.replication_factor,
+                    configs.clone(),
+                    now_ms(),
+                )
                 .map(Some)
         };
         match outcome {
@@ -141,7 +159,11 @@ pub fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, version: i1
 }
 
 /// DeleteTopics, by name or (v6) by id.
-pub fn delete_topics(broker: &Arc<Broker>, req: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+pub fn delete_topics(
+    broker: &Arc<Broker>,
+    req: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
     let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
         req.topics
             .iter()
@@ -189,7 +211,10 @@ pub fn delete_topics(broker: &Arc<Broker>, req: DeleteTopicsRequest, version: i1
 }
 
 /// CreatePartitions: grows topics.
-pub fn create_partitions(broker: &Arc<Broker>, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub fn create_partitions(
+    broker: &Arc<Broker>,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let node = broker.node_id();
     let results = req
         .topics
@@ -197,16 +222,22 @@ pub fn create_partitions(broker: &Arc<Broker>, req: CreatePartitionsRequest) -> 
         .map(|t| {
             let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
             if let Some(a) = &t.assignments {
-                if a.iter().any(|x| x.broker_ids.len() != 1 || x.broker_ids[0].0 != node) {
+                if a.iter()
+                    .any(|x| x.broker_ids.len() != 1 || x.broker_ids[0].0 != node)
+                {
                     return r
                         .with_error_code(errors::INVALID_REPLICA_ASSIGNMENT)
-                        .with_error_message(Some(sb(format!("each new partition must be on broker {node} alone"))));
+                        .with_error_message(Some(sb(format!(
+                            "each new partition must be on broker {node} alone"
+                        ))));
                 }
             }
-            match broker
-                .topics
-                .create_partitions(t.name.0.as_str(), t.count, req.validate_only, now_ms())
-            {
+            match broker.topics.create_partitions(
+                t.name.0.as_str(),
+                t.count,
+                req.validate_only,
+                now_ms(),
+            ) {
                 Ok(()) => r,
                 Err(e) => r
                     .with_error_code(errors::topic_error_code(&e))
@@ -222,24 +253,68 @@ fn broker_configs(broker: &Broker) -> Vec<(&'static str, String, ConfigType)> {
     vec![
         ("broker.id", a.node_id.to_string(), ConfigType::Int),
         ("node.id", a.node_id.to_string(), ConfigType::Int),
-        ("num.partitions", a.default_partitions.to_string(), ConfigType::Int),
-        ("auto.create.topics.enable", a.auto_create_topics.to_string(), ConfigType::Boolean),
-        ("log.dirs", a.data_dir.display().to_string(), ConfigType::String),
-        ("log.segment.bytes", a.log_segment_bytes.to_string(), ConfigType::Int),
-        ("log.retention.ms", a.log_retention_ms.to_string(), ConfigType::Long),
+        (
+            "num.partitions",
+            a.default_partitions.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "auto.create.topics.enable",
+            a.auto_create_topics.to_string(),
+            ConfigType::Boolean,
+        ),
+        (
+            "log.dirs",
+            a.data_dir.display().to_string(),
+            ConfigType::String,
+        ),
+        (
+            "log.segment.bytes",
+            a.log_segment_bytes.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "log.retention.ms",
+            a.log_retention_ms.to_string(),
+            ConfigType::Long,
+        ),
         ("message.max.bytes", "1048588".to_string(), ConfigType::Int),
-        ("socket.request.max.bytes", a.max_request_bytes.to_string(), ConfigType::Int),
-        ("connections.max.idle.ms", a.connections_max_idle_ms.to_string(), ConfigType::Long),
-        ("default.replication.factor", "1".to_string(), ConfigType::Int),
+        (
+            "socket.request.max.bytes",
+            a.max_request_bytes.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "connections.max.idle.ms",
+            a.connections_max_idle_ms.to_string(),
+            ConfigType::Long,
+        ),
+        (
+            "default.replication.factor",
+            "1".to_string(),
+            ConfigType::Int,
+        ),
         ("min.insync.replicas", "1".to_string(), ConfigType::Int),
-        ("offsets.topic.replication.factor", "1".to_string(), ConfigType::Short),
-        ("delete.topic.enable", "true".to_string(), ConfigType::Boolean),
+        (
+            "offsets.topic.replication.factor",
+            "1".to_string(),
+            ConfigType::Short,
+        ),
+        (
+            "delete.topic.enable",
+            "true".to_string(),
+            ConfigType::Boolean,
+        ),
     ]
 }
 
 /// DescribeConfigs for topics and this broker: every config with its value,
 /// source and (when asked) synonyms and documentation.
-pub fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
+pub fn describe_configs(
+    broker: &Arc<Broker>,
+    req: DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResponse {
     let results = req
         .resources
         .into_iter()
@@ -257,7 +332,10 @@ pub fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest, versi
                     let Some(topic) = broker.topics.get(r.resource_name.as_str()) else {
                         return res
                             .with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION)
-                            .with_error_message(Some(sb(format!("unknown topic '{}'", r.resource_name))));
+                            .with_error_message(Some(sb(format!(
+                                "unknown topic '{}'",
+                                r.resource_name
+                            ))));
                     };
                     let set = topic.configs();
                     let defaults = broker.topics.defaults();
@@ -268,7 +346,9 @@ pub fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest, versi
                             let broker_default = defaults.default_of(d);
                             let (value, source) = match set.get(d.name) {
                                 Some(v) => (v.clone(), SOURCE_DYNAMIC_TOPIC),
-                                None if defaults.is_overridden(d) => (broker_default.clone(), SOURCE_STATIC_BROKER),
+                                None if defaults.is_overridden(d) => {
+                                    (broker_default.clone(), SOURCE_STATIC_BROKER)
+                                }
                                 None => (d.default.to_string(), SOURCE_DEFAULT),
                             };
                             let mut synonyms = Vec::new();
@@ -285,7 +365,11 @@ pub fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest, versi
                                     DescribeConfigsSynonym::default()
                                         .with_name(sb(d.name))
                                         .with_value(Some(sb(broker_default)))
-                                        .with_source(if defaults.is_overridden(d) { SOURCE_STATIC_BROKER } else { SOURCE_DEFAULT }),
+                                        .with_source(if defaults.is_overridden(d) {
+                                            SOURCE_STATIC_BROKER
+                                        } else {
+                                            SOURCE_DEFAULT
+                                        }),
                                 );
                             }
                             let mut c = DescribeConfigsResourceResult::default()
@@ -330,7 +414,9 @@ pub fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest, versi
                 }
                 other => res
                     .with_error_code(errors::INVALID_REQUEST)
-                    .with_error_message(Some(sb(format!("resource type {other} is not supported")))),
+                    .with_error_message(Some(sb(format!(
+                        "resource type {other} is not supported"
+                    )))),
             }
         })
         .collect();
@@ -359,7 +445,11 @@ pub fn alter_configs(broker: &Arc<Broker>, req: AlterConfigsRequest) -> AlterCon
             let configs: BTreeMap<String, String> = r
                 .configs
                 .iter()
-                .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+                .filter_map(|c| {
+                    c.value
+                        .as_ref()
+                        .map(|v| (c.name.to_string(), v.to_string()))
+                })
                 .collect();
             match broker
                 .topics
@@ -437,13 +527,18 @@ pub fn incremental_alter_configs(
                         configs.insert(name, items.join(","));
                     }
                     (op, _) => {
-                        return resp.with_error_code(errors::INVALID_CONFIG).with_error_message(Some(sb(
-                            format!("operation {op} is not valid for {name}"),
-                        )));
+                        return resp
+                            .with_error_code(errors::INVALID_CONFIG)
+                            .with_error_message(Some(sb(format!(
+                                "operation {op} is not valid for {name}"
+                            ))));
                     }
                 }
             }
-            match broker.topics.set_configs(&topic.name, configs, req.validate_only) {
+            match broker
+                .topics
+                .set_configs(&topic.name, configs, req.validate_only)
+            {
                 Ok(()) => resp,
                 Err(e) => {
                     let (code, msg) = alter_error(&e);

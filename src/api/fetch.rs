@@ -56,7 +56,8 @@ fn build(broker: &Broker, req: &FetchRequest, version: i16) -> Built {
                 );
                 continue;
             };
-            let limit = (fp.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
+            let limit =
+                (fp.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
             let min_one = total == 0;
             match log.read(fp.fetch_offset, limit, min_one) {
                 Ok(r) => {
@@ -114,7 +115,9 @@ fn count_out(broker: &Broker, resp: &FetchResponse) {
             bytes += r.len() as u64;
             let mut pos = 0;
             while pos + HEADER_LEN <= r.len() {
-                let Ok(h) = BatchHeader::parse(&r[pos..]) else { break };
+                let Ok(h) = BatchHeader::parse(&r[pos..]) else {
+                    break;
+                };
                 records += h.records_count.max(0) as u64;
                 pos += h.total_len();
             }

@@ -49,7 +49,13 @@ pub fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Met
     let allow_create = version < 4 || req.allow_auto_topic_creation;
     let mut topics = Vec::new();
     if all {
-        topics.extend(broker.topics.list().iter().map(|t| topic_metadata(broker, t)));
+        topics.extend(
+            broker
+                .topics
+                .list()
+                .iter()
+                .map(|t| topic_metadata(broker, t)),
+        );
     } else {
         for rt in req.topics.unwrap_or_default() {
             let by_name = rt.name.as_ref().map(|n| n.0.to_string());

@@ -48,15 +48,21 @@ pub async fn handle(
             None => return Ok(None),
         },
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r, v).await),
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(offsets::list_offsets(broker, r, v)),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(offsets::list_offsets(broker, r, v))
+        }
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(offsets::delete_records(broker, r).await)
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(producer_ids::handle(broker, &r))
         }
-        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(broker, r, v)),
-        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(broker, r, v)),
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(admin::create_topics(broker, r, v))
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(admin::delete_topics(broker, r, v))
+        }
         RequestKind::CreatePartitions(r) => {
             ResponseKind::CreatePartitions(admin::create_partitions(broker, r))
         }

@@ -29,13 +29,19 @@ fn lookup(log: &PartitionLog, ts: i64) -> Result<(i64, i64), i16> {
         EARLIEST | EARLIEST_LOCAL => Ok((log.log_start_offset(), -1)),
         LATEST_TIERED => Ok((-1, -1)),
         MAX_TIMESTAMP => Ok(log.max_timestamp_offset().map_or((-1, -1), |(o, t)| (o, t))),
-        t if t >= 0 => Ok(log.offset_for_timestamp(t).map_or((-1, -1), |(o, t)| (o, t))),
+        t if t >= 0 => Ok(log
+            .offset_for_timestamp(t)
+            .map_or((-1, -1), |(o, t)| (o, t))),
         _ => Err(errors::INVALID_REQUEST),
     }
 }
 
 /// ListOffsets for each requested partition.
-pub fn list_offsets(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+pub fn list_offsets(
+    broker: &Arc<Broker>,
+    req: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
     // leader_epoch exists from v4 on.
     let epoch = if version >= 4 { 0 } else { -1 };
     let topics = req
@@ -74,7 +80,10 @@ pub fn list_offsets(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16)
 }
 
 /// DeleteRecords: moves each partition's log start offset forward.
-pub async fn delete_records(broker: &Arc<Broker>, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub async fn delete_records(
+    broker: &Arc<Broker>,
+    req: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
     let mut topics = Vec::new();
     for t in req.topics {
         let topic = broker.topics.get(t.name.0.as_str());

@@ -13,9 +13,13 @@ use crate::config::FsyncPolicy;
 use crate::log::PartitionLog;
 
 /// Appends the request's batches. Returns `None` for acks=0 (no response).
-pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Option<ProduceResponse> {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: ProduceRequest,
+    _version: i16,
+) -> Option<ProduceResponse> {
     let acks = req.acks;
-    let valid_acks = matches!(acks, -1 | 0 | 1);
+    let valid_acks = (-1..=1).contains(&acks);
     let now = now_ms();
     let mut to_flush: Vec<(Arc<PartitionLog>, i64, usize, usize)> = Vec::new();
     let mut responses = Vec::with_capacity(req.topic_data.len());
@@ -57,7 +61,9 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) ->
                 Ok(info) => {
                     if !info.duplicate {
                         appended_any = true;
-                        counters.bytes_in.fetch_add(records.len() as u64, Ordering::Relaxed);
+                        counters
+                            .bytes_in
+                            .fetch_add(records.len() as u64, Ordering::Relaxed);
                         counters
                             .records_in
                             .fetch_add(info.records.max(0) as u64, Ordering::Relaxed);
@@ -66,7 +72,12 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) ->
                         .with_base_offset(info.base_offset)
                         .with_log_append_time_ms(info.log_append_time)
                         .with_log_start_offset(log.log_start_offset());
-                    to_flush.push((Arc::clone(&log), info.last_offset + 1, responses.len(), parts.len()));
+                    to_flush.push((
+                        Arc::clone(&log),
+                        info.last_offset + 1,
+                        responses.len(),
+                        parts.len(),
+                    ));
                     parts.push(pr);
                 }
                 Err(e) => {

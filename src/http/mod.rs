@@ -30,7 +30,10 @@ pub fn router(broker: Arc<Broker>) -> Router {
 
 async fn security_headers(mut resp: Response) -> Response {
     let h = resp.headers_mut();
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert(
         "content-security-policy",

@@ -255,7 +255,9 @@ impl PartitionLog {
     pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, LogError> {
         let batches = batch::split_batches(records)?;
         if batches.len() != 1 {
-            return Err(BatchError::Invalid("a produce must carry exactly one record batch").into());
+            return Err(
+                BatchError::Invalid("a produce must carry exactly one record batch").into(),
+            );
         }
         let (_, h) = batches[0];
         if h.is_transactional() || h.is_control() {
@@ -308,14 +310,15 @@ impl PartitionLog {
         if needs_roll {
             self.roll_locked(&mut inner, base, now_ms)?;
         }
-        let active = inner
-            .segments
-            .values_mut()
-            .next_back()
-            .ok_or_else(|| LogError::Corruption {
-                dir: self.dir.display().to_string(),
-                reason: "no active segment".into(),
-            })?;
+        let active =
+            inner
+                .segments
+                .values_mut()
+                .next_back()
+                .ok_or_else(|| LogError::Corruption {
+                    dir: self.dir.display().to_string(),
+                    reason: "no active segment".into(),
+                })?;
         active.append(&header, body, &stamped, cfg.segment_bytes)?;
         inner.producers.record(&stamped);
         self.size_bytes.fetch_add(len, Ordering::Relaxed);
@@ -355,7 +358,11 @@ impl PartitionLog {
         let mut records = Bytes::new();
         if offset < end {
             let bases: Vec<i64> = inner.segments.range(..=offset).map(|(b, _)| *b).collect();
-            let later: Vec<i64> = inner.segments.range(offset + 1..).map(|(b, _)| *b).collect();
+            let later: Vec<i64> = inner
+                .segments
+                .range(offset + 1..)
+                .map(|(b, _)| *b)
+                .collect();
             for base in bases.into_iter().rev().take(1).chain(later) {
                 if let Some(seg) = inner.segments.get_mut(&base) {
                     seg.ensure_scanned();
@@ -390,7 +397,11 @@ impl PartitionLog {
         let (file, path, end) = {
             let inner = self.inner.lock();
             match inner.segments.values().next_back() {
-                Some(s) => (Arc::clone(s.file()), s.path().to_path_buf(), self.end_offset()),
+                Some(s) => (
+                    Arc::clone(s.file()),
+                    s.path().to_path_buf(),
+                    self.end_offset(),
+                ),
                 None => return Ok(()),
             }
         };
@@ -533,7 +544,10 @@ impl PartitionLog {
         for seg in inner.segments.values_mut() {
             seg.ensure_scanned();
             for (pos, h) in seg.headers() {
-                if best.as_ref().is_none_or(|(b, _)| h.max_timestamp > b.max_timestamp) {
+                if best
+                    .as_ref()
+                    .is_none_or(|(b, _)| h.max_timestamp > b.max_timestamp)
+                {
                     best = Some((h, seg.batch_bytes(pos, &h)));
                 }
             }
@@ -541,8 +555,8 @@ impl PartitionLog {
         let (h, bytes) = best?;
         let ts = record_timestamps(&bytes, &h);
         ts.into_iter()
-            .filter(|&(_, t)| t == h.max_timestamp)
-            .last()
+            .rev()
+            .find(|&(_, t)| t == h.max_timestamp)
             .or(Some((h.last_offset(), h.max_timestamp)))
     }
 
@@ -594,7 +608,8 @@ fn write_log_start(dir: &Path, offset: i64) -> Result<(), LogError> {
 /// Any I/O error on the way; the old file stays intact.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), LogError> {
     let tmp = path.with_extension("tmp");
-    let mut f = fs::File::create(&tmp).map_err(io_err(format!("failed to create {}", tmp.display())))?;
+    let mut f =
+        fs::File::create(&tmp).map_err(io_err(format!("failed to create {}", tmp.display())))?;
     f.write_all(data)
         .and_then(|()| f.sync_all())
         .map_err(io_err(format!("failed to write {}", tmp.display())))?;
@@ -612,5 +627,8 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), LogError> {
 pub fn sync_dir(dir: &Path) -> Result<(), LogError> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(io_err(format!("failed to sync directory {}", dir.display())))
+        .map_err(io_err(format!(
+            "failed to sync directory {}",
+            dir.display()
+        )))
 }

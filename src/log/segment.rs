@@ -27,7 +27,10 @@ const MIN_GROW_BYTES: u64 = 1 << 20;
 
 /// `00000000000000000042.log` for base offset 42.
 pub fn file_name(base_offset: i64) -> String {
-    format!("{base_offset:0width$}{LOG_SUFFIX}", width = FILE_NAME_DIGITS)
+    format!(
+        "{base_offset:0width$}{LOG_SUFFIX}",
+        width = FILE_NAME_DIGITS
+    )
 }
 
 /// Parses a segment file name back to its base offset.
@@ -212,8 +215,7 @@ impl Segment {
                 torn = true;
                 break;
             }
-            if self.bytes_since_index == 0 || self.bytes_since_index >= self.index_interval_bytes
-            {
+            if self.bytes_since_index == 0 || self.bytes_since_index >= self.index_interval_bytes {
                 self.index.push(IndexEntry {
                     base_offset: h.base_offset,
                     position: pos as u32,
@@ -246,9 +248,10 @@ impl Segment {
     pub fn trim(&mut self) -> Result<(), LogError> {
         // Drop our map of the bytes being cut before cutting them.
         self.map = Arc::new(ReadMap::new_empty());
-        self.file
-            .set_len(self.size)
-            .map_err(io_err(format!("failed to truncate {}", self.path.display())))?;
+        self.file.set_len(self.size).map_err(io_err(format!(
+            "failed to truncate {}",
+            self.path.display()
+        )))?;
         self.file
             .sync_all()
             .map_err(io_err(format!("failed to sync {}", self.path.display())))?;

@@ -37,7 +37,7 @@ pub enum Decoded {
     Request {
         header: RequestHeader,
         key: ApiKey,
-        body: RequestKind,
+        body: Box<RequestKind>,
     },
     /// ApiVersions above our maximum: answered with a v0 body carrying
     /// UNSUPPORTED_VERSION and our table, so the client retries lower.
@@ -73,19 +73,25 @@ pub fn decode(mut frame: Bytes) -> Result<Decoded, ProtocolError> {
     if version < range.min || version > range.max {
         return Err(ProtocolError::UnsupportedVersion { key, version });
     }
-    let header = RequestHeader::decode(&mut frame, key.request_header_version(version)).map_err(
-        |e| ProtocolError::Decode {
+    let header =
+        RequestHeader::decode(&mut frame, key.request_header_version(version)).map_err(|e| {
+            ProtocolError::Decode {
+                key,
+                version,
+                reason: format!("header: {e:#}"),
+            }
+        })?;
+    let body =
+        RequestKind::decode(key, &mut frame, version).map_err(|e| ProtocolError::Decode {
             key,
             version,
-            reason: format!("header: {e:#}"),
-        },
-    )?;
-    let body = RequestKind::decode(key, &mut frame, version).map_err(|e| ProtocolError::Decode {
+            reason: format!("{e:#}"),
+        })?;
+    Ok(Decoded::Request {
+        header,
         key,
-        version,
-        reason: format!("{e:#}"),
-    })?;
-    Ok(Decoded::Request { header, key, body })
+        body: Box::new(body),
+    })
 }
 
 /// Appends one size-prefixed response frame to `out`.

@@ -159,7 +159,7 @@ where
             }
             Decoded::Request { header, key, body } => {
                 let version = header.request_api_version;
-                let resp = api::handle(broker, &header, key, body).await?;
+                let resp = api::handle(broker, &header, key, *body).await?;
                 let micros = started.elapsed().as_micros() as u64;
                 broker.metrics.record_request(api_name(key), micros);
                 let Some(resp) = resp else { continue };

@@ -229,7 +229,12 @@ pub fn effective(
         .or_else(|| def(name).map(|d| defaults.default_of(d)))
 }
 
-fn get_i64(configs: &BTreeMap<String, String>, defaults: &BrokerDefaults, name: &str, fallback: i64) -> i64 {
+fn get_i64(
+    configs: &BTreeMap<String, String>,
+    defaults: &BrokerDefaults,
+    name: &str,
+    fallback: i64,
+) -> i64 {
     effective(configs, defaults, name)
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(fallback)
@@ -244,8 +249,13 @@ pub fn log_config(configs: &BTreeMap<String, String>, defaults: &BrokerDefaults)
         segment_ms: get_i64(configs, defaults, "segment.ms", d.segment_ms),
         retention_ms: get_i64(configs, defaults, "retention.ms", d.retention_ms),
         retention_bytes: get_i64(configs, defaults, "retention.bytes", d.retention_bytes),
-        max_message_bytes: get_i64(configs, defaults, "max.message.bytes", d.max_message_bytes as i64)
-            .max(0) as usize,
+        max_message_bytes: get_i64(
+            configs,
+            defaults,
+            "max.message.bytes",
+            d.max_message_bytes as i64,
+        )
+        .max(0) as usize,
         log_append_time: effective(configs, defaults, "message.timestamp.type").as_deref()
             == Some("LogAppendTime"),
         index_interval_bytes: get_i64(
@@ -282,7 +292,10 @@ mod tests {
         };
         let mut c = BTreeMap::new();
         c.insert("segment.bytes".to_string(), "1000".to_string());
-        c.insert("message.timestamp.type".to_string(), "LogAppendTime".to_string());
+        c.insert(
+            "message.timestamp.type".to_string(),
+            "LogAppendTime".to_string(),
+        );
         let l = log_config(&c, &defaults);
         assert_eq!(l.segment_bytes, 1000);
         assert_eq!(l.retention_ms, 1000);

@@ -127,7 +127,9 @@ pub fn validate_name(name: &str) -> Result<(), TopicError> {
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
     {
-        return Err(bad("only ASCII letters, digits, '.', '_' and '-' are allowed"));
+        return Err(bad(
+            "only ASCII letters, digits, '.', '_' and '-' are allowed",
+        ));
     }
     Ok(())
 }

@@ -1,1 +1,8 @@
-fn main() {}
+//! One integration-test binary, so librdkafka is linked once.
+#![allow(clippy::unwrap_used, dead_code)]
+
+mod admin;
+mod bad_input;
+mod common;
+mod crash;
+mod produce_fetch;

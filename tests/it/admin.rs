@@ -1,0 +1,214 @@
+//! Topic administration through librdkafka's AdminClient, and auto-creation.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminOptions, AlterConfig, NewPartitions, ResourceSpecifier};
+use rdkafka::consumer::Consumer;
+use rdkafka::error::RDKafkaErrorCode;
+
+use crate::common::*;
+
+fn opts() -> AdminOptions {
+    AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_describe_alter_grow_and_delete_a_topic() {
+    let b = TestBroker::start().await;
+    let bs = b.bootstrap();
+    let admin = admin(&bs);
+    create_topic(
+        &bs,
+        "orders",
+        3,
+        &[("retention.ms", "3600000"), ("cleanup.policy", "delete")],
+    )
+    .await;
+
+    // Creating it again is TOPIC_ALREADY_EXISTS.
+    let again = admin
+        .create_topics(
+            [&rdkafka::admin::NewTopic::new(
+                "orders",
+                3,
+                rdkafka::admin::TopicReplication::Fixed(1),
+            )],
+            &opts(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        again[0].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::TopicAlreadyExists
+    );
+
+    // Invalid requests get Kafka's codes.
+    let bad = admin
+        .create_topics(
+            [
+                &rdkafka::admin::NewTopic::new(
+                    "bad/name",
+                    1,
+                    rdkafka::admin::TopicReplication::Fixed(1),
+                ),
+                &rdkafka::admin::NewTopic::new(
+                    "zero",
+                    0,
+                    rdkafka::admin::TopicReplication::Fixed(1),
+                ),
+                &rdkafka::admin::NewTopic::new(
+                    "rf3",
+                    1,
+                    rdkafka::admin::TopicReplication::Fixed(3),
+                ),
+                &rdkafka::admin::NewTopic::new(
+                    "badcfg",
+                    1,
+                    rdkafka::admin::TopicReplication::Fixed(1),
+                )
+                .set("retention.ms", "soon"),
+            ],
+            &opts(),
+        )
+        .await
+        .unwrap();
+    let codes: Vec<_> = bad.iter().map(|r| r.as_ref().unwrap_err().1).collect();
+    assert_eq!(
+        codes,
+        vec![
+            RDKafkaErrorCode::InvalidTopic,
+            RDKafkaErrorCode::InvalidPartitions,
+            RDKafkaErrorCode::InvalidReplicationFactor,
+            RDKafkaErrorCode::InvalidConfig,
+        ]
+    );
+
+    // DescribeConfigs: the set value and every default.
+    let described = admin
+        .describe_configs([&ResourceSpecifier::Topic("orders")], &opts())
+        .await
+        .unwrap();
+    let res = described[0].as_ref().unwrap();
+    let m = res.entry_map();
+    assert_eq!(m["retention.ms"].value.as_deref(), Some("3600000"));
+    assert!(!m["retention.ms"].is_default);
+    assert_eq!(m["segment.bytes"].value.as_deref(), Some("1073741824"));
+    assert!(m["segment.bytes"].is_default);
+    assert_eq!(m["retry.max.attempts"].value.as_deref(), Some("0"));
+
+    // AlterConfigs replaces the set of configs.
+    let alter =
+        AlterConfig::new(ResourceSpecifier::Topic("orders")).set("retention.bytes", "1048576");
+    let r = admin.alter_configs([&alter], &opts()).await.unwrap();
+    assert!(r[0].is_ok());
+    let described = admin
+        .describe_configs([&ResourceSpecifier::Topic("orders")], &opts())
+        .await
+        .unwrap();
+    let res = described[0].as_ref().unwrap();
+    let m = res.entry_map();
+    assert_eq!(m["retention.bytes"].value.as_deref(), Some("1048576"));
+    assert_eq!(m["retention.ms"].value.as_deref(), Some("604800000"));
+
+    // CreatePartitions grows, never shrinks.
+    let r = admin
+        .create_partitions([&NewPartitions::new("orders", 5)], &opts())
+        .await
+        .unwrap();
+    assert!(r[0].is_ok());
+    let r = admin
+        .create_partitions([&NewPartitions::new("orders", 2)], &opts())
+        .await
+        .unwrap();
+    assert_eq!(
+        r[0].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::InvalidPartitions
+    );
+    let c = consumer(&bs);
+    let md = c
+        .fetch_metadata(Some("orders"), Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(md.topics()[0].partitions().len(), 5);
+
+    // DeleteTopics.
+    let r = admin.delete_topics(&["orders"], &opts()).await.unwrap();
+    assert!(r[0].is_ok());
+    let r = admin.delete_topics(&["orders"], &opts()).await.unwrap();
+    assert_eq!(
+        r[0].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::UnknownTopicOrPartition
+    );
+    let md = c.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    assert!(md.topics().iter().all(|t| t.name() != "orders"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_are_auto_created_with_the_default_partition_count() {
+    let b = TestBroker::start_with(|c| c.args.default_partitions = 3).await;
+    let bs = b.bootstrap();
+    // A consumer asks not to auto-create (allow_auto_topic_creation=false)...
+    let c = consumer(&bs);
+    let md = c
+        .fetch_metadata(Some("auto-made"), Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(
+        md.topics()[0].error().map(RDKafkaErrorCode::from),
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition)
+    );
+    // ...unless allow.auto.create.topics is set, as producers do.
+    let c: rdkafka::consumer::BaseConsumer = client_config(&bs)
+        .set("group.id", "x")
+        .set("allow.auto.create.topics", "true")
+        .create()
+        .unwrap();
+    let md = c
+        .fetch_metadata(Some("auto-made"), Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(md.topics()[0].partitions().len(), 3);
+    assert_eq!(md.brokers().len(), 1);
+    assert_eq!(md.brokers()[0].port() as u16, b.kafka_addr().port());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_auto_create_unknown_topics_are_unknown() {
+    let b = TestBroker::start_with(|c| c.args.auto_create_topics = false).await;
+    let c = consumer(&b.bootstrap());
+    let md = c
+        .fetch_metadata(Some("nope"), Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(
+        md.topics()[0].error().map(RDKafkaErrorCode::from),
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_records_moves_the_low_watermark() {
+    let b = TestBroker::start().await;
+    let bs = b.bootstrap();
+    create_topic(&bs, "dr", 1, &[]).await;
+    let p = producer(&bs, &[]);
+    for i in 0..50 {
+        p.send(
+            rdkafka::producer::FutureRecord::to("dr")
+                .key("k")
+                .payload(&format!("{i}")),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    }
+    let admin = admin(&bs);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("dr", 0, rdkafka::Offset::Offset(20))
+        .unwrap();
+    admin.delete_records(&tpl, &opts()).await.unwrap();
+    let c = consumer(&bs);
+    let (lo, hi) = c
+        .fetch_watermarks("dr", 0, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!((lo, hi), (20, 50));
+    // A restart keeps the new log start.
+    let log = b.broker().topics.get("dr").unwrap().partition(0).unwrap();
+    assert_eq!(log.log_start_offset(), 20);
+}
