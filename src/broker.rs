@@ -8,7 +8,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 
-use crate::config::Config;
+use crate::config::{Config, FsyncPolicy};
+use crate::group::{Coordinator, GroupSettings, OffsetStore};
 use crate::log::LogError;
 use crate::metrics::Metrics;
 use crate::topics::config::BrokerDefaults;
@@ -28,6 +29,8 @@ pub enum Phase {
 pub struct Broker {
     pub config: Config,
     pub topics: Registry,
+    /// Consumer groups and committed offsets.
+    pub groups: Coordinator,
     pub metrics: Metrics,
     /// Notified after every append, so that waiting fetches re-check.
     pub data_appended: Notify,
@@ -35,6 +38,17 @@ pub struct Broker {
     phase: AtomicU8,
     /// Held for the broker's life: only one process may use the data dir.
     _lock: File,
+}
+
+/// Lag of one group on one partition.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GroupLag {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    pub committed: i64,
+    pub high_watermark: i64,
+    pub lag: i64,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -90,9 +104,20 @@ impl Broker {
             retention_ms: config.args.log_retention_ms,
         };
         let topics = Registry::open(&dir, defaults, now_ms())?;
+        let offsets = OffsetStore::open(&dir, config.args.fsync != FsyncPolicy::Never)?;
+        let groups = Coordinator::new(
+            offsets,
+            GroupSettings {
+                min_session_timeout_ms: config.args.group_min_session_timeout_ms,
+                max_session_timeout_ms: config.args.group_max_session_timeout_ms,
+                initial_rebalance_delay_ms: config.args.group_initial_rebalance_delay_ms,
+                ..GroupSettings::default()
+            },
+        );
         Ok(Arc::new(Self {
             config,
             topics,
+            groups,
             metrics: Metrics::default(),
             data_appended: Notify::new(),
             started: Instant::now(),
@@ -145,6 +170,32 @@ impl Broker {
             Err(TopicError::AlreadyExists(_)) => Ok(self.topics.get(name)),
             Err(e) => Err(e),
         }
+    }
+
+    /// Consumer lag of every committed (group, topic, partition): the high
+    /// watermark minus the committed offset, never below zero.
+    pub fn group_lag(&self) -> Vec<GroupLag> {
+        let mut out = Vec::new();
+        for (group, offsets) in self.groups.offsets.all() {
+            for ((topic, partition), c) in offsets {
+                let Some(log) = self.topics.get(&topic).and_then(|t| t.partition(partition)) else {
+                    continue;
+                };
+                let hwm = log.end_offset();
+                out.push(GroupLag {
+                    group: group.clone(),
+                    topic,
+                    partition,
+                    committed: c.offset,
+                    high_watermark: hwm,
+                    lag: (hwm - c.offset).max(0),
+                });
+            }
+        }
+        out.sort_by(|a, b| {
+            (&a.group, &a.topic, a.partition).cmp(&(&b.group, &b.topic, b.partition))
+        });
+        out
     }
 
     /// Bytes of all partitions on disk.

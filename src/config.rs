@@ -127,6 +127,28 @@ pub struct ServeArgs {
         default_value_t = 300_000
     )]
     pub log_retention_check_interval_ms: u64,
+    /// Delay of an empty group's first rebalance, in ms (Kafka's
+    /// group.initial.rebalance.delay.ms).
+    #[arg(
+        long,
+        env = "WEIR_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        default_value_t = 3_000
+    )]
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Smallest session timeout a group member may ask for, in ms.
+    #[arg(
+        long,
+        env = "WEIR_GROUP_MIN_SESSION_TIMEOUT_MS",
+        default_value_t = 6_000
+    )]
+    pub group_min_session_timeout_ms: i32,
+    /// Largest session timeout a group member may ask for, in ms.
+    #[arg(
+        long,
+        env = "WEIR_GROUP_MAX_SESSION_TIMEOUT_MS",
+        default_value_t = 1_800_000
+    )]
+    pub group_max_session_timeout_ms: i32,
     /// Grace period for in-flight requests at shutdown, in ms.
     #[arg(long, env = "WEIR_SHUTDOWN_GRACE_MS", default_value_t = 5_000)]
     pub shutdown_grace_ms: u64,
@@ -243,6 +265,15 @@ impl Config {
         if args.log_retention_ms < -1 {
             return Err(bad("log-retention-ms", "must be -1 or more"));
         }
+        if args.group_min_session_timeout_ms < 1 {
+            return Err(bad("group-min-session-timeout-ms", "must be 1 or more"));
+        }
+        if args.group_max_session_timeout_ms < args.group_min_session_timeout_ms {
+            return Err(bad(
+                "group-max-session-timeout-ms",
+                "must be at least --group-min-session-timeout-ms",
+            ));
+        }
         if args.admin_token.as_deref().is_some_and(str::is_empty) {
             return Err(bad("admin-token", "must not be empty when set"));
         }
@@ -267,6 +298,7 @@ impl Config {
         args.http_listen = "127.0.0.1:0".into();
         args.data_dir = data_dir;
         args.log_retention_check_interval_ms = 1000;
+        args.group_initial_rebalance_delay_ms = 300;
         #[allow(clippy::expect_used)]
         Self::from_args(args).expect("test configuration is valid")
     }

@@ -10,6 +10,7 @@
 //! - [`log`]: the storage engine (segments, recovery, durability); it knows
 //!   nothing of the protocol.
 //! - [`topics`]: the topic registry, topic configs and their persistence.
+//! - [`group`]: the consumer-group coordinator and committed offsets.
 //! - [`http`]: the admin HTTP API (health, status, metrics, dashboard).
 //! - [`metrics`]: counters and latency histograms.
 //! - [`broker`]: the state the handlers share.
@@ -20,6 +21,7 @@
 pub mod api;
 pub mod broker;
 pub mod config;
+pub mod group;
 pub mod http;
 pub mod log;
 pub mod metrics;
@@ -114,6 +116,7 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
         )),
         tokio::spawn(http::serve(Arc::clone(&broker), http, shutdown.clone())),
         tokio::spawn(retention_loop(Arc::clone(&broker), shutdown.clone())),
+        tokio::spawn(group_ticker(Arc::clone(&broker), shutdown.clone())),
     ];
     broker.set_phase(Phase::Serving);
     tracing::info!(
@@ -153,6 +156,17 @@ async fn retention_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
     }
 }
 
+async fn group_ticker(broker: Arc<Broker>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => broker.groups.tick(std::time::Instant::now()),
+        }
+    }
+}
+
 impl Running {
     /// Drains and stops: health turns 503, listeners close, in-flight
     /// requests get the grace period, then every partition is fsynced.
@@ -173,7 +187,11 @@ impl Running {
             t.abort();
         }
         let b = Arc::clone(&self.broker);
-        let _ = tokio::task::spawn_blocking(move || b.topics.flush_all()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            b.topics.flush_all();
+            b.groups.offsets.flush();
+        })
+        .await;
         tracing::info!("weir stopped");
     }
 }

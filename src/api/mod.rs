@@ -5,14 +5,17 @@
 //! `Err` from [`handle`] means the connection must be closed.
 
 pub mod admin;
+pub mod commits;
 pub mod errors;
 pub mod fetch;
+pub mod groups;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
 pub mod producer_ids;
 pub mod versions;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind, TopicName};
@@ -33,6 +36,7 @@ pub struct ApiError(pub String);
 pub async fn handle(
     broker: &Arc<Broker>,
     header: &RequestHeader,
+    peer: SocketAddr,
     key: ApiKey,
     body: RequestKind,
 ) -> Result<Option<ResponseKind>, ApiError> {
@@ -72,6 +76,31 @@ pub async fn handle(
         RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(admin::alter_configs(broker, r)),
         RequestKind::IncrementalAlterConfigs(r) => {
             ResponseKind::IncrementalAlterConfigs(admin::incremental_alter_configs(broker, r))
+        }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, v))
+        }
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(groups::join_group(broker, header, peer, r, v).await)
+        }
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync_group(broker, r).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(broker, &r)),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave_group(broker, &r, v)),
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list_groups(broker, &r)),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(groups::describe_groups(broker, &r))
+        }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(groups::delete_groups(broker, &r))
+        }
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(commits::offset_commit(broker, r).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(commits::offset_fetch(broker, r, v))
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(commits::offset_delete(broker, r))
         }
         _ => return Err(ApiError(format!("{key:?} is not served"))),
     };

@@ -24,6 +24,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/api/metrics", get(metrics))
         .route("/metrics", get(metrics))
         .route("/api/topics", get(topics))
+        .route("/api/groups", get(groups))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(broker)
 }
@@ -86,7 +87,7 @@ fn status_json(b: &Broker) -> serde_json::Value {
         },
         "topics": topics.len(),
         "partitions": partitions,
-        "groups": 0,
+        "groups": b.groups.list().len(),
         "bytes_on_disk": b.disk_bytes(),
         "pending_retries": 0,
         "connections": b.metrics.connections.load(std::sync::atomic::Ordering::Relaxed),
@@ -128,6 +129,47 @@ async fn topics(State(b): State<Arc<Broker>>) -> Json<serde_json::Value> {
     Json(json!({ "topics": list }))
 }
 
+async fn groups(State(b): State<Arc<Broker>>) -> Json<serde_json::Value> {
+    let lag = b.group_lag();
+    let list: Vec<_> = b
+        .groups
+        .list()
+        .into_iter()
+        .map(|(id, state, protocol_type)| {
+            let view = b.groups.describe(&id);
+            let members: Vec<_> = view
+                .as_ref()
+                .map(|v| {
+                    v.members
+                        .iter()
+                        .map(|m| {
+                            json!({
+                                "member_id": m.member_id,
+                                "group_instance_id": m.group_instance_id,
+                                "client_id": m.client_id,
+                                "client_host": m.client_host,
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let partitions: Vec<_> = lag.iter().filter(|l| l.group == id).collect();
+            let total: i64 = partitions.iter().map(|l| l.lag).sum();
+            json!({
+                "group": id,
+                "state": state.name(),
+                "protocol_type": protocol_type,
+                "generation": view.as_ref().map_or(0, |v| v.generation),
+                "protocol": view.as_ref().map(|v| v.protocol.clone()).unwrap_or_default(),
+                "members": members,
+                "lag": total,
+                "partitions": partitions,
+            })
+        })
+        .collect();
+    Json(json!({ "groups": list }))
+}
+
 /// Gauges computed from broker state at scrape time.
 fn state_gauges(b: &Broker) -> String {
     use std::fmt::Write;
@@ -157,6 +199,20 @@ fn state_gauges(b: &Broker) -> String {
         "# HELP weir_partition_size_bytes Bytes of the partition's segments on disk.\n# TYPE weir_partition_size_bytes gauge\n{sizes}# HELP weir_disk_used_bytes Bytes of all partitions on disk.\n# TYPE weir_disk_used_bytes gauge\nweir_disk_used_bytes {}",
         b.disk_bytes()
     );
+    let _ = writeln!(
+        out,
+        "# HELP weir_consumer_group_lag Records between a group's committed offset and the high watermark.\n# TYPE weir_consumer_group_lag gauge"
+    );
+    for l in b.group_lag() {
+        let _ = writeln!(
+            out,
+            "weir_consumer_group_lag{{group=\"{}\",topic=\"{}\",partition=\"{}\"}} {}",
+            crate::metrics::escape(&l.group),
+            crate::metrics::escape(&l.topic),
+            l.partition,
+            l.lag
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP weir_uptime_seconds Seconds since the broker started.\n# TYPE weir_uptime_seconds gauge\nweir_uptime_seconds {}",

@@ -57,6 +57,17 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         ApiKey::DescribeCluster => "DescribeCluster",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::OffsetDelete => "OffsetDelete",
         _ => "Other",
     }
 }
@@ -74,7 +85,10 @@ pub async fn serve<S>(
     let (rd, mut wr) = tokio::io::split(stream);
     let mut rd = BufReader::with_capacity(READ_CHUNK, rd);
     let mut out = BytesMut::with_capacity(8 * 1024);
-    let result = run(&broker, &mut rd, &mut wr, &mut out, &shutdown, &inflight).await;
+    let result = run(
+        &broker, peer, &mut rd, &mut wr, &mut out, &shutdown, &inflight,
+    )
+    .await;
     match result {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
         Err(ConnError::Io(e)) if is_disconnect(&e) => tracing::debug!(%peer, "peer disconnected"),
@@ -100,6 +114,7 @@ fn is_disconnect(e: &std::io::Error) -> bool {
 
 async fn run<R, W>(
     broker: &Arc<Broker>,
+    peer: SocketAddr,
     rd: &mut R,
     wr: &mut W,
     out: &mut BytesMut,
@@ -159,7 +174,7 @@ where
             }
             Decoded::Request { header, key, body } => {
                 let version = header.request_api_version;
-                let resp = api::handle(broker, &header, key, *body).await?;
+                let resp = api::handle(broker, &header, peer, key, *body).await?;
                 let micros = started.elapsed().as_micros() as u64;
                 broker.metrics.record_request(api_name(key), micros);
                 let Some(resp) = resp else { continue };

@@ -27,6 +27,12 @@ impl TestBroker {
 
     /// Starts with a tweak applied to the test configuration.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        if let Ok(filter) = std::env::var("WEIR_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::for_tests(dir.path().join("data"));
         tweak(&mut config);

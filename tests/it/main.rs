@@ -5,4 +5,5 @@ mod admin;
 mod bad_input;
 mod common;
 mod crash;
+mod groups;
 mod produce_fetch;
