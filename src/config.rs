@@ -8,7 +8,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Command line of the `weir` binary.
 #[derive(Debug, Parser)]
-#[command(name = "weir", version, about = "A Kafka-compatible message broker")]
+#[command(
+    name = "weir",
+    version,
+    about = "A Kafka-compatible message broker",
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

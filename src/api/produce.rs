@@ -31,7 +31,11 @@ pub async fn handle(
         } else {
             Ok(None)
         };
-        let counters = broker.metrics.topic(&name);
+        // Counters only for topics that exist: label values stay bounded.
+        let counters = match &topic {
+            Ok(Some(_)) => Some(broker.metrics.topic(&name)),
+            _ => None,
+        };
         let mut parts = Vec::with_capacity(td.partition_data.len());
         for pd in td.partition_data {
             let mut pr = PartitionProduceResponse::default()
@@ -61,12 +65,12 @@ pub async fn handle(
                 Ok(info) => {
                     if !info.duplicate {
                         appended_any = true;
-                        counters
-                            .bytes_in
-                            .fetch_add(records.len() as u64, Ordering::Relaxed);
-                        counters
-                            .records_in
-                            .fetch_add(info.records.max(0) as u64, Ordering::Relaxed);
+                        if let Some(c) = &counters {
+                            c.bytes_in
+                                .fetch_add(records.len() as u64, Ordering::Relaxed);
+                            c.records_in
+                                .fetch_add(info.records.max(0) as u64, Ordering::Relaxed);
+                        }
                     }
                     pr = pr
                         .with_base_offset(info.base_offset)

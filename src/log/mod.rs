@@ -71,6 +71,8 @@ pub struct LogConfig {
     pub max_message_bytes: usize,
     pub log_append_time: bool,
     pub index_interval_bytes: u64,
+    /// `cleanup.policy` includes `delete`: retention applies.
+    pub delete_retention: bool,
 }
 
 impl Default for LogConfig {
@@ -83,6 +85,7 @@ impl Default for LogConfig {
             max_message_bytes: 1_048_588,
             log_append_time: false,
             index_interval_bytes: 4096,
+            delete_retention: true,
         }
     }
 }
@@ -178,6 +181,7 @@ impl PartitionLog {
                 0,
                 Segment::create(dir, 0, now_ms, config.index_interval_bytes)?,
             );
+            sync_dir(dir)?;
         } else if let Some((_, active)) = segments.iter_mut().next_back() {
             let (headers, torn) = active.scan(true);
             if torn {
@@ -476,6 +480,23 @@ impl PartitionLog {
     pub fn apply_retention(&self, now_ms: i64) -> u64 {
         let mut inner = self.inner.lock();
         let cfg = inner.config.clone();
+        if !cfg.delete_retention {
+            return 0;
+        }
+        // An active segment whose every record is past retention is rolled,
+        // so that it can go like a sealed one (as Kafka does).
+        let active_expired = inner.segments.values().next_back().is_some_and(|s| {
+            !s.is_empty()
+                && cfg.retention_ms >= 0
+                && s.max_timestamp() >= 0
+                && now_ms.saturating_sub(s.max_timestamp()) > cfg.retention_ms
+        });
+        if active_expired {
+            let end = self.end_offset();
+            if let Err(e) = self.roll_locked(&mut inner, end, now_ms) {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "failed to roll an expired segment");
+            }
+        }
         let mut total: u64 = inner.segments.values().map(Segment::size).sum();
         let mut deleted = 0;
         loop {

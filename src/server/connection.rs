@@ -143,11 +143,14 @@ where
         }
         // Budget for request bytes held across all connections: wait for room
         // before reading the body.
-        let permits = u32::try_from(len.div_ceil(PERMIT_BYTES)).unwrap_or(u32::MAX);
-        let _permit = inflight
-            .acquire_many(permits)
-            .await
-            .map_err(|_| std::io::Error::other("broker shutting down"))?;
+        let permits = u32::try_from(len.div_ceil(PERMIT_BYTES))
+            .unwrap_or(u32::MAX)
+            .min(budget_permits(broker));
+        let _permit = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            p = inflight.acquire_many(permits) => p
+                .map_err(|_| std::io::Error::other("broker shutting down"))?,
+        };
         let mut frame = BytesMut::with_capacity(len.min(READ_CHUNK));
         while frame.len() < len {
             let want = (len - frame.len()).min(READ_CHUNK);
@@ -193,9 +196,16 @@ where
     }
 }
 
+/// Permits in the whole budget; one request never asks for more.
+fn budget_permits(broker: &Broker) -> u32 {
+    let total = (broker.config.args.max_inflight_request_bytes / PERMIT_BYTES)
+        .clamp(1, Semaphore::MAX_PERMITS);
+    u32::try_from(total).unwrap_or(u32::MAX)
+}
+
 /// The byte budget semaphore for `max_inflight_request_bytes`.
 pub fn inflight_budget(max_bytes: usize) -> Arc<Semaphore> {
     Arc::new(Semaphore::new(
-        (max_bytes / PERMIT_BYTES).min(Semaphore::MAX_PERMITS),
+        (max_bytes / PERMIT_BYTES).clamp(1, Semaphore::MAX_PERMITS),
     ))
 }

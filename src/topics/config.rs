@@ -258,6 +258,8 @@ pub fn log_config(configs: &BTreeMap<String, String>, defaults: &BrokerDefaults)
         .max(0) as usize,
         log_append_time: effective(configs, defaults, "message.timestamp.type").as_deref()
             == Some("LogAppendTime"),
+        delete_retention: effective(configs, defaults, "cleanup.policy")
+            .is_none_or(|v| v.split(',').any(|p| p.trim() == "delete")),
         index_interval_bytes: get_i64(
             configs,
             defaults,

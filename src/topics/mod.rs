@@ -441,12 +441,18 @@ impl Registry {
     /// Storage errors writing the metadata.
     pub fn allocate_producer_id(&self) -> Result<i64, LogError> {
         let _g = self.change.lock();
-        let id = self.next_producer_id.fetch_add(1, Ordering::AcqRel);
-        if id >= self.producer_id_block_end.load(Ordering::Acquire) {
+        let id = self.next_producer_id.load(Ordering::Acquire);
+        let end = self.producer_id_block_end.load(Ordering::Acquire);
+        if id >= end {
             self.producer_id_block_end
                 .store(id + PRODUCER_ID_BLOCK, Ordering::Release);
-            self.persist_locked()?;
+            if let Err(e) = self.persist_locked() {
+                // Not persisted: the block must not be used.
+                self.producer_id_block_end.store(end, Ordering::Release);
+                return Err(e);
+            }
         }
+        self.next_producer_id.store(id + 1, Ordering::Release);
         Ok(id)
     }
 
