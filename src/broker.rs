@@ -12,6 +12,8 @@ use crate::config::{Config, FsyncPolicy};
 use crate::group::{Coordinator, GroupSettings, OffsetStore};
 use crate::log::LogError;
 use crate::metrics::Metrics;
+use crate::retry::store::PendingStore;
+use crate::retry::{self, Retries};
 use crate::topics::config::BrokerDefaults;
 use crate::topics::{Registry, Topic, TopicError};
 
@@ -31,6 +33,8 @@ pub struct Broker {
     pub topics: Registry,
     /// Consumer groups and committed offsets.
     pub groups: Coordinator,
+    /// Held retries and their scheduler.
+    pub retries: Retries,
     pub metrics: Metrics,
     /// Notified after every append, so that waiting fetches re-check.
     pub data_appended: Notify,
@@ -114,10 +118,12 @@ impl Broker {
                 ..GroupSettings::default()
             },
         );
+        let retries = Retries::new(PendingStore::open(&dir)?);
         Ok(Arc::new(Self {
             config,
             topics,
             groups,
+            retries,
             metrics: Metrics::default(),
             data_appended: Notify::new(),
             started: Instant::now(),
@@ -154,6 +160,11 @@ impl Broker {
     ) -> Result<Option<Arc<Topic>>, TopicError> {
         if let Some(t) = self.topics.get(name) {
             return Ok(Some(t));
+        }
+        // Retry topics of a retry-enabled topic exist on first use, whatever
+        // the auto-creation setting.
+        if let Some(route) = retry::route_for(&self.topics, name) {
+            return self.topic_or_create_companion(name, &route.base).map(Some);
         }
         if !(allow && self.config.args.auto_create_topics) {
             crate::topics::validate_name(name)?;
@@ -196,6 +207,69 @@ impl Broker {
             (&a.group, &a.topic, a.partition).cmp(&(&b.group, &b.topic, b.partition))
         });
         out
+    }
+
+    /// A companion topic of `base` (`T.retry`, `T.retry.<group>`, `T.dlq`),
+    /// created with `base`'s partition count when missing.
+    ///
+    /// # Errors
+    /// Unknown base topic, invalid name, storage errors.
+    pub fn topic_or_create_companion(
+        &self,
+        name: &str,
+        base: &str,
+    ) -> Result<Arc<Topic>, TopicError> {
+        if let Some(t) = self.topics.get(name) {
+            return Ok(t);
+        }
+        let b = self
+            .topics
+            .get(base)
+            .ok_or_else(|| TopicError::Unknown(base.to_string()))?;
+        match self
+            .topics
+            .create(name, b.partition_count(), -1, Default::default(), now_ms())
+        {
+            Ok(t) => {
+                tracing::info!(topic = name, base, "created retry companion topic");
+                Ok(t)
+            }
+            Err(TopicError::AlreadyExists(_)) => self
+                .topics
+                .get(name)
+                .ok_or_else(|| TopicError::Unknown(name.to_string())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// When `base` has retries on: makes sure `T.retry` and `T.dlq` exist and
+    /// that every companion has at least `base`'s partition count.
+    ///
+    /// # Errors
+    /// Storage errors creating or growing companions.
+    pub fn sync_companions(&self, base: &str) -> Result<(), TopicError> {
+        let Some(t) = self.topics.get(base) else {
+            return Ok(());
+        };
+        let parts = t.partition_count();
+        if retry::RetryPolicy::from_configs(&t.configs()).is_some() {
+            for suffix in [retry::RETRY_SUFFIX, retry::DLQ_SUFFIX] {
+                self.topic_or_create_companion(&format!("{base}{suffix}"), base)?;
+            }
+        }
+        let prefix = format!("{base}{}", retry::RETRY_SUFFIX);
+        for c in self.topics.list() {
+            let is_companion = c.name == format!("{base}{}", retry::DLQ_SUFFIX)
+                || c.name == prefix
+                || c.name
+                    .strip_prefix(&prefix)
+                    .is_some_and(|r| r.starts_with('.'));
+            if is_companion && c.partition_count() < parts {
+                self.topics
+                    .create_partitions(&c.name, parts, false, now_ms())?;
+            }
+        }
+        Ok(())
     }
 
     /// Bytes of all partitions on disk.

@@ -28,6 +28,57 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Exit 0 when the broker's admin endpoint reports healthy.
     Health(HealthArgs),
+    /// Inspect and redrive a dead-letter topic through the admin API.
+    Dlq(DlqArgs),
+}
+
+/// `weir dlq`.
+#[derive(Debug, Args)]
+pub struct DlqArgs {
+    #[command(subcommand)]
+    pub action: DlqAction,
+    /// Admin HTTP address of the broker.
+    #[arg(
+        long,
+        global = true,
+        env = "WEIR_HTTP_LISTEN",
+        default_value = "127.0.0.1:9644"
+    )]
+    pub http_listen: String,
+    /// Bearer token for redrive, when the broker requires one.
+    #[arg(long, global = true, env = "WEIR_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+/// `weir dlq list|redrive`.
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// Print records of TOPIC.dlq with their headers (JSON).
+    List {
+        /// The original topic (T) or its DLQ (T.dlq).
+        topic: String,
+        #[arg(long)]
+        partition: Option<i32>,
+        #[arg(long, default_value_t = 0)]
+        offset: i64,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Send records of TOPIC.dlq back to their retry topic (attempts reset) or to TOPIC.
+    Redrive {
+        topic: String,
+        #[arg(long)]
+        partition: Option<i32>,
+        /// First offset to redrive.
+        #[arg(long)]
+        from_offset: Option<i64>,
+        /// Offset to stop before.
+        #[arg(long)]
+        to_offset: Option<i64>,
+        /// `retry` (the retry topic each record came from) or `topic` (T itself).
+        #[arg(long, default_value = "retry")]
+        to: String,
+    },
 }
 
 /// `weir health`.

@@ -11,6 +11,7 @@
 //!   nothing of the protocol.
 //! - [`topics`]: the topic registry, topic configs and their persistence.
 //! - [`group`]: the consumer-group coordinator and committed offsets.
+//! - [`retry`]: broker-managed retries, their durable store, dead letters.
 //! - [`http`]: the admin HTTP API (health, status, metrics, dashboard).
 //! - [`metrics`]: counters and latency histograms.
 //! - [`broker`]: the state the handlers share.
@@ -26,6 +27,7 @@ pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod protocol;
+pub mod retry;
 pub mod server;
 pub mod topics;
 
@@ -117,6 +119,7 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
         tokio::spawn(http::serve(Arc::clone(&broker), http, shutdown.clone())),
         tokio::spawn(retention_loop(Arc::clone(&broker), shutdown.clone())),
         tokio::spawn(group_ticker(Arc::clone(&broker), shutdown.clone())),
+        tokio::spawn(retry::Retries::run(Arc::clone(&broker), shutdown.clone())),
     ];
     broker.set_phase(Phase::Serving);
     tracing::info!(
@@ -190,6 +193,7 @@ impl Running {
         let _ = tokio::task::spawn_blocking(move || {
             b.topics.flush_all();
             b.groups.offsets.flush();
+            b.retries.store.flush();
         })
         .await;
         tracing::info!("weir stopped");

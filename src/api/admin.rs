@@ -139,6 +139,11 @@ pub fn create_topics(
         };
         match outcome {
             Ok(created) => {
+                if created.is_some() {
+                    if let Err(e) = broker.sync_companions(&name) {
+                        tracing::error!(topic = %name, error = %e, "failed to create retry companions");
+                    }
+                }
                 let mut r = res
                     .with_num_partitions(partitions)
                     .with_replication_factor(1);
@@ -238,7 +243,14 @@ pub fn create_partitions(
                 req.validate_only,
                 now_ms(),
             ) {
-                Ok(()) => r,
+                Ok(()) => {
+                    if !req.validate_only {
+                        if let Err(e) = broker.sync_companions(t.name.0.as_str()) {
+                            tracing::error!(topic = %t.name.0, error = %e, "failed to grow retry companions");
+                        }
+                    }
+                    r
+                }
                 Err(e) => r
                     .with_error_code(errors::topic_error_code(&e))
                     .with_error_message(Some(sb(e.to_string()))),
@@ -455,7 +467,10 @@ pub fn alter_configs(broker: &Arc<Broker>, req: AlterConfigsRequest) -> AlterCon
                 .topics
                 .set_configs(r.resource_name.as_str(), configs, req.validate_only)
             {
-                Ok(()) => resp,
+                Ok(()) => {
+                    companions_after_alter(broker, r.resource_name.as_str(), req.validate_only);
+                    resp
+                }
                 Err(e) => {
                     let (code, msg) = alter_error(&e);
                     resp.with_error_code(code).with_error_message(msg)
@@ -539,7 +554,10 @@ pub fn incremental_alter_configs(
                 .topics
                 .set_configs(&topic.name, configs, req.validate_only)
             {
-                Ok(()) => resp,
+                Ok(()) => {
+                    companions_after_alter(broker, &topic.name, req.validate_only);
+                    resp
+                }
                 Err(e) => {
                     let (code, msg) = alter_error(&e);
                     resp.with_error_code(code).with_error_message(msg)
@@ -548,4 +566,14 @@ pub fn incremental_alter_configs(
         })
         .collect();
     IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// Creates the retry companions of a topic whose configs now enable retries.
+fn companions_after_alter(broker: &Broker, topic: &str, validate_only: bool) {
+    if validate_only {
+        return;
+    }
+    if let Err(e) = broker.sync_companions(topic) {
+        tracing::error!(topic, error = %e, "failed to create retry companions");
+    }
 }

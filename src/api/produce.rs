@@ -10,7 +10,8 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use super::{errors, sb};
 use crate::broker::{now_ms, Broker};
 use crate::config::FsyncPolicy;
-use crate::log::PartitionLog;
+use crate::log::{PartitionLog, SequenceCheck};
+use crate::retry;
 
 /// Appends the request's batches. Returns `None` for acks=0 (no response).
 pub async fn handle(
@@ -30,6 +31,11 @@ pub async fn handle(
             broker.topic_or_create(&name, true)
         } else {
             Ok(None)
+        };
+        // A produce to a retry topic is a hand-back: held, not appended.
+        let route = match &topic {
+            Ok(Some(_)) => retry::route_for(&broker.topics, &name),
+            _ => None,
         };
         // Counters only for topics that exist: label values stay bounded.
         let counters = match &topic {
@@ -61,6 +67,19 @@ pub async fn handle(
                 parts.push(pr.with_error_code(errors::INVALID_RECORD));
                 continue;
             };
+            if let Some(route) = &route {
+                let sync = match broker.config.args.fsync {
+                    FsyncPolicy::Always => true,
+                    FsyncPolicy::AcksAll => acks == -1,
+                    FsyncPolicy::Never => false,
+                };
+                let code = hand_back(broker, route, &name, pd.index, &log, records, sync).await;
+                parts.push(
+                    pr.with_error_code(code)
+                        .with_log_start_offset(log.log_start_offset()),
+                );
+                continue;
+            }
             match log.append(&records, now) {
                 Ok(info) => {
                     if !info.duplicate {
@@ -135,4 +154,49 @@ pub async fn handle(
         return None;
     }
     Some(ProduceResponse::default().with_responses(responses))
+}
+
+/// Holds a hand-back to a retry topic. Answers with base offset -1: the
+/// records are not in the retry topic yet, and get their offsets when they
+/// are delivered. A retried batch of an idempotent producer is recognised by
+/// its sequence and not held twice.
+async fn hand_back(
+    broker: &Arc<Broker>,
+    route: &retry::RetryRoute,
+    topic: &str,
+    partition: i32,
+    log: &Arc<PartitionLog>,
+    records: bytes::Bytes,
+    sync: bool,
+) -> i16 {
+    let h = match log.check_external(&records) {
+        Ok((_, SequenceCheck::Duplicate(_))) => return errors::NONE,
+        Ok((_, SequenceCheck::OutOfOrder)) => return errors::OUT_OF_ORDER_SEQUENCE_NUMBER,
+        Ok((_, SequenceCheck::StaleEpoch)) => return errors::INVALID_PRODUCER_EPOCH,
+        Ok((h, SequenceCheck::Append)) => h,
+        Err(e) => return errors::log_error_code(&e),
+    };
+    let b = Arc::clone(broker);
+    let route = route.clone();
+    let topic = topic.to_string();
+    let res = tokio::task::spawn_blocking(move || {
+        b.retries
+            .hand_back(&b, &route, &topic, partition, &records, sync)
+    })
+    .await;
+    match res {
+        Ok(Ok(_)) => {
+            log.record_external(&h);
+            errors::NONE
+        }
+        Ok(Err(retry::RetryError::Decode(e))) => {
+            tracing::debug!(error = %e, "undecodable hand-back");
+            errors::CORRUPT_MESSAGE
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "hand-back failed");
+            errors::KAFKA_STORAGE_ERROR
+        }
+        Err(_) => errors::KAFKA_STORAGE_ERROR,
+    }
 }

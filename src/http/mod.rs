@@ -4,10 +4,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -25,6 +25,8 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/topics", get(topics))
         .route("/api/groups", get(groups))
+        .route("/api/dlq/{topic}", get(dlq_list))
+        .route("/api/dlq/{topic}/redrive", post(dlq_redrive))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(broker)
 }
@@ -89,7 +91,7 @@ fn status_json(b: &Broker) -> serde_json::Value {
         "partitions": partitions,
         "groups": b.groups.list().len(),
         "bytes_on_disk": b.disk_bytes(),
-        "pending_retries": 0,
+        "pending_retries": b.retries.store.pending(),
         "connections": b.metrics.connections.load(std::sync::atomic::Ordering::Relaxed),
         "records_in_total": b.metrics.records_in_total(),
     })
@@ -170,6 +172,129 @@ async fn groups(State(b): State<Arc<Broker>>) -> Json<serde_json::Value> {
     Json(json!({ "groups": list }))
 }
 
+/// Mutating endpoints: the bearer token when one is configured, else only
+/// clients on loopback.
+fn authorize(b: &Broker, headers: &HeaderMap, peer: SocketAddr) -> Result<(), Box<Response>> {
+    match &b.config.args.admin_token {
+        Some(token) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            // Constant-time comparison: no timing hint about the token.
+            let ok = given.len() == token.len()
+                && given
+                    .bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0;
+            if ok {
+                Ok(())
+            } else {
+                Err(Box::new(
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],
+                        Json(json!({"error": "a valid admin token is required"})),
+                    )
+                        .into_response(),
+                ))
+            }
+        }
+        None if peer.ip().is_loopback() => Ok(()),
+        None => Err(Box::new(
+            (
+                StatusCode::FORBIDDEN,
+                Json(json!({"error": "mutating endpoints are only open to loopback without --admin-token"})),
+            )
+                .into_response(),
+        )),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct DlqQuery {
+    partition: Option<i32>,
+    #[serde(default)]
+    offset: i64,
+    limit: Option<usize>,
+}
+
+fn base_topic(topic: &str) -> &str {
+    topic
+        .strip_suffix(crate::retry::DLQ_SUFFIX)
+        .unwrap_or(topic)
+}
+
+async fn dlq_list(
+    State(b): State<Arc<Broker>>,
+    Path(topic): Path<String>,
+    Query(q): Query<DlqQuery>,
+) -> Response {
+    let base = base_topic(&topic).to_string();
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    let b2 = Arc::clone(&b);
+    let res = tokio::task::spawn_blocking(move || {
+        crate::retry::dlq_list(&b2, &base, q.partition, q.offset, limit)
+    })
+    .await;
+    match res {
+        Ok(Ok(records)) => Json(json!({ "topic": topic, "records": records })).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": e.to_string() })),
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct RedriveBody {
+    partition: Option<i32>,
+    from_offset: Option<i64>,
+    /// Exclusive end.
+    to_offset: Option<i64>,
+    #[serde(default)]
+    to: crate::retry::RedriveTarget,
+}
+
+async fn dlq_redrive(
+    State(b): State<Arc<Broker>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(topic): Path<String>,
+    body: Option<Json<RedriveBody>>,
+) -> Response {
+    if let Err(r) = authorize(&b, &headers, peer) {
+        return *r;
+    }
+    let body = body.map(|Json(x)| x).unwrap_or_default();
+    let base = base_topic(&topic).to_string();
+    let b2 = Arc::clone(&b);
+    let res = tokio::task::spawn_blocking(move || {
+        crate::retry::dlq_redrive(
+            &b2,
+            &base,
+            body.partition,
+            body.from_offset.unwrap_or(0),
+            body.to_offset.unwrap_or(i64::MAX),
+            body.to,
+        )
+    })
+    .await;
+    match res {
+        Ok(Ok(n)) => Json(json!({ "topic": topic, "redriven": n })).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": e.to_string() })),
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
 /// Gauges computed from broker state at scrape time.
 fn state_gauges(b: &Broker) -> String {
     use std::fmt::Write;
@@ -213,6 +338,41 @@ fn state_gauges(b: &Broker) -> String {
             l.lag
         );
     }
+    type Field = fn(&crate::retry::RetryCounters) -> &std::sync::atomic::AtomicU64;
+    let counters = b.retries.all_counters();
+    let families: [(&str, &str, Field); 3] = [
+        (
+            "weir_retry_scheduled_total",
+            "Records handed back and held for a retry.",
+            |c| &c.scheduled,
+        ),
+        (
+            "weir_retry_delivered_total",
+            "Held records delivered to their retry topic.",
+            |c| &c.delivered,
+        ),
+        (
+            "weir_dlq_records_total",
+            "Records sent to the dead-letter topic.",
+            |c| &c.dead_lettered,
+        ),
+    ];
+    for (name, help, field) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (t, c) in &counters {
+            let _ = writeln!(
+                out,
+                "{name}{{topic=\"{}\"}} {}",
+                crate::metrics::escape(t),
+                field(c).load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP weir_retry_pending Records held for a later retry.\n# TYPE weir_retry_pending gauge\nweir_retry_pending {}",
+        b.retries.store.pending()
+    );
     let _ = writeln!(
         out,
         "# HELP weir_uptime_seconds Seconds since the broker started.\n# TYPE weir_uptime_seconds gauge\nweir_uptime_seconds {}",

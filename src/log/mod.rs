@@ -28,7 +28,8 @@ use parking_lot::Mutex;
 use thiserror::Error;
 
 use batch::{BatchError, BatchHeader, HEADER_LEN};
-use producers::{ProducerTable, SequenceCheck};
+use producers::ProducerTable;
+pub use producers::SequenceCheck;
 use segment::Segment;
 
 /// Name of the file holding a partition's log start offset when DeleteRecords
@@ -335,6 +336,40 @@ impl PartitionLog {
             duplicate: false,
             records: i64::from(h.records_count),
         })
+    }
+
+    /// Validates a batch that will not be appended here (a retry hand-back)
+    /// and checks its producer sequence, without recording it.
+    ///
+    /// # Errors
+    /// Invalid batches, size limits.
+    pub fn check_external(&self, records: &[u8]) -> Result<(BatchHeader, SequenceCheck), LogError> {
+        let batches = batch::split_batches(records)?;
+        if batches.len() != 1 {
+            return Err(
+                BatchError::Invalid("a produce must carry exactly one record batch").into(),
+            );
+        }
+        let (_, h) = batches[0];
+        if h.is_transactional() || h.is_control() {
+            return Err(LogError::Transactional);
+        }
+        let inner = self.inner.lock();
+        if records.len() > inner.config.max_message_bytes {
+            return Err(LogError::TooLarge {
+                size: records.len(),
+                max: inner.config.max_message_bytes,
+            });
+        }
+        Ok((h, inner.producers.check(&h)))
+    }
+
+    /// Records the sequence of a batch taken by [`PartitionLog::check_external`]
+    /// once it is durably held elsewhere, so that a retry of it is a duplicate.
+    pub fn record_external(&self, h: &BatchHeader) {
+        let mut h = *h;
+        h.base_offset = -1;
+        self.inner.lock().producers.record(&h);
     }
 
     /// Seals the active segment (trim, fsync) and starts a new one at `base`.

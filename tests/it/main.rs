@@ -7,3 +7,4 @@ mod common;
 mod crash;
 mod groups;
 mod produce_fetch;
+mod retry;
