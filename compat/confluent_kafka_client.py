@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """weir compatibility check: confluent-kafka (Python binding of librdkafka).
 
+Covers topic admin and configs, an idempotent producer, an assign() consumer,
+a subscribe() consumer group (commit, resume by a second member) inspected
+through the AdminClient group APIs, CreatePartitions and DeleteTopics.
+
 Needs env BOOTSTRAP=host:port. Exits 0 only when every check passed; prints
 each check as "ok:" or "FAIL:" and a summary of the failures at the end.
 """
@@ -321,6 +325,9 @@ def run(admin):
     finally:
         consumer.close()
 
+    # --- consumer group: subscribe, commit, a second member resumes ----------------------
+    group_section(admin, producer, on_delivery, rec, reports, counts)
+
     # --- create_partitions ---------------------------------------------------------------
     try:
         admin.create_partitions([NewPartitions(TOPIC, PARTITIONS + 1)],
@@ -347,6 +354,196 @@ def run(admin):
             break
         time.sleep(0.3)
     check(not present, "list_topics no longer shows the deleted topic")
+
+
+def group_consumer(group, client_id):
+    return Consumer({
+        "bootstrap.servers": BOOTSTRAP, **CLIENT_TIMEOUTS,
+        "group.id": group, "client.id": client_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 10000, "heartbeat.interval.ms": 1000,
+        "max.poll.interval.ms": 60000,
+    })
+
+
+def poll_group(consumer, want, label):
+    """Polls until `want` records arrived (or POLL_WINDOW passed), then 1 s more
+    so that extra records would show. Returns ({key: msg}, [problems])."""
+    got = {}
+    bad = []
+    deadline = time.monotonic() + POLL_WINDOW
+    settle = None
+    while time.monotonic() < (settle or deadline):
+        msg = consumer.poll(0.3)
+        if msg is None:
+            pass
+        elif msg.error():
+            bad.append(f"{label}: {msg.error()}")
+        else:
+            k = msg.key()
+            if k in got:
+                bad.append(f"{label}: duplicate {k!r}")
+            got[k] = msg
+        if settle is None and len(got) >= want:
+            settle = min(deadline, time.monotonic() + 1.0)
+        if len(bad) > 20:
+            break
+    return got, bad
+
+
+def admin_group(admin, group):
+    """(ConsumerGroupDescription or None, error or None)"""
+    try:
+        return admin.describe_consumer_groups([group], request_timeout=10)[group].result(15), None
+    except Exception as e:  # noqa: BLE001
+        return None, e
+
+
+def group_section(admin, producer, on_delivery, rec, reports, counts):
+    group = f"weir-compat-group-{TOPIC}"
+    tps = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
+
+    # --- member 1: subscribe, read everything, commit synchronously --------------------
+    c1 = group_consumer(group, "weir-compat-confluent-1")
+    c1_open = True
+    try:
+        c1.subscribe([TOPIC])
+        got, bad = poll_group(c1, N, "member 1")
+        assigned = sorted(tp.partition for tp in c1.assignment())
+        check(assigned == list(range(PARTITIONS)),
+              f"group member 1 was assigned all {PARTITIONS} partitions", f"got {assigned}")
+        check(not bad, "group member 1 saw no errors or duplicates", f"{bad[:5]}")
+        want = {rec(i)[0] for i in range(N)}
+        check(set(got) == want, f"group member 1 read all {N} records (auto.offset.reset=earliest)",
+              f"read {len(got)}; missing {len(want - set(got))}, unexpected "
+              f"{sorted(set(got) - want)[:5]}")
+        try:
+            res = c1.commit(asynchronous=False)
+            res = {tp.partition: (tp.offset, tp.error) for tp in res or []}
+            check(res == {p: (counts[p], None) for p in range(PARTITIONS)},
+                  "commit(asynchronous=False) committed the end of every partition",
+                  f"got {res}, expected offsets {counts}")
+        except Exception as e:  # noqa: BLE001
+            fail(f"commit(asynchronous=False) raised {e!r}")
+        try:
+            com = {tp.partition: tp.offset for tp in c1.committed(tps, timeout=10)}
+            check(com == counts, "committed() (OffsetFetch) = records per partition",
+                  f"got {com}, expected {counts}")
+        except Exception as e:  # noqa: BLE001
+            fail(f"committed() raised {e!r}")
+
+        # --- AdminClient view of the live group ----------------------------------------
+        if hasattr(admin, "list_consumer_groups"):
+            try:
+                listed = admin.list_consumer_groups(request_timeout=10).result(15)
+                mine = [g for g in listed.valid if g.group_id == group]
+                check(len(mine) == 1 and not mine[0].is_simple_consumer_group,
+                      "list_consumer_groups shows the group (not a simple group)",
+                      f"valid={[(g.group_id, g.state) for g in listed.valid]} "
+                      f"errors={listed.errors}")
+                if mine and mine[0].state is not None:
+                    check(mine[0].state == confluent_kafka.ConsumerGroupState.STABLE,
+                          "list_consumer_groups: state STABLE", f"got {mine[0].state}")
+            except Exception as e:  # noqa: BLE001
+                fail(f"list_consumer_groups raised {e!r}")
+        else:
+            print("      (this confluent-kafka has no list_consumer_groups)")
+        if hasattr(admin, "describe_consumer_groups"):
+            d, err = admin_group(admin, group)
+            if err is not None:
+                fail(f"describe_consumer_groups raised {err!r}")
+            else:
+                members = [(m.client_id, sorted(tp.partition for tp in m.assignment.topic_partitions
+                                                if tp.topic == TOPIC))
+                           for m in d.members]
+                check(d.state == confluent_kafka.ConsumerGroupState.STABLE and
+                      members == [("weir-compat-confluent-1", list(range(PARTITIONS)))],
+                      "describe_consumer_groups: STABLE, member 1 holds every partition",
+                      f"state={d.state} members={members}")
+                check(bool(d.partition_assignor) and not d.is_simple_consumer_group,
+                      f"describe_consumer_groups: assignor {d.partition_assignor!r}",
+                      f"assignor={d.partition_assignor!r} simple={d.is_simple_consumer_group}")
+        else:
+            print("      (this confluent-kafka has no describe_consumer_groups)")
+        if hasattr(admin, "list_consumer_group_offsets"):
+            try:
+                req = [confluent_kafka.ConsumerGroupTopicPartitions(group)]
+                r = admin.list_consumer_group_offsets(req, request_timeout=10)[group].result(15)
+                offs = {tp.partition: tp.offset for tp in r.topic_partitions if tp.topic == TOPIC}
+                check(offs == counts, "list_consumer_group_offsets = records per partition",
+                      f"got {offs}, expected {counts}")
+            except Exception as e:  # noqa: BLE001
+                fail(f"list_consumer_group_offsets raised {e!r}")
+        c1.close()  # LeaveGroup
+        c1_open = False
+    finally:
+        if c1_open:
+            c1.close()
+
+    # --- more records; member 2 of the same group resumes at the committed position ----
+    M = 30
+    for i in range(N, N + M):
+        k, v, h = rec(i)
+        producer.produce(TOPIC, key=k, value=v, headers=h, on_delivery=on_delivery)
+    remaining = producer.flush(POLL_WINDOW)
+    new = {i: reports.get(i) for i in range(N, N + M)}
+    check(remaining == 0 and all(new.values()), f"produced {M} more records",
+          f"{remaining} still queued; reports {new}")
+    new_counts = dict(counts)
+    for i, pos in new.items():
+        if pos:
+            new_counts[pos[0]] += 1
+    c2 = group_consumer(group, "weir-compat-confluent-2")
+    try:
+        c2.subscribe([TOPIC])
+        got, bad = poll_group(c2, M, "member 2")
+        check(not bad, "group member 2 saw no errors or duplicates", f"{bad[:5]}")
+        want = {rec(i)[0] for i in range(N, N + M)}
+        old = sorted(k.decode() for k in set(got) if k not in want)
+        check(not old, "group member 2 got no record before the committed offsets",
+              f"{len(old)} old records, e.g. {old[:5]}")
+        check(set(got) >= want, f"group member 2 read the {M} new records",
+              f"read {len(set(got) & want)} of {M}")
+        firsts = {}
+        for m in got.values():
+            firsts[m.partition()] = min(firsts.get(m.partition(), m.offset()), m.offset())
+        check(all(firsts[p] == counts[p] for p in firsts),
+              "member 2 started every partition at the committed offset",
+              f"first offsets {firsts}, committed {counts}")
+        try:
+            res = c2.commit(asynchronous=False)
+            res = {tp.partition: tp.offset for tp in res or []}
+            check(res == new_counts, "member 2 commit(asynchronous=False) = new end offsets",
+                  f"got {res}, expected {new_counts}")
+        except Exception as e:  # noqa: BLE001
+            fail(f"member 2 commit raised {e!r}")
+    finally:
+        c2.close()
+    counts.update(new_counts)
+
+    # --- after both left: Empty, then delete_consumer_groups ----------------------------
+    if hasattr(admin, "describe_consumer_groups"):
+        d, err = None, None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            d, err = admin_group(admin, group)
+            if d is not None and d.state == confluent_kafka.ConsumerGroupState.EMPTY:
+                break
+            time.sleep(0.3)
+        check(err is None and d.state == confluent_kafka.ConsumerGroupState.EMPTY
+              and not d.members, "describe_consumer_groups after close(): EMPTY, no members",
+              f"error={err!r}" if err else f"state={d.state} members={d.members}")
+    if hasattr(admin, "delete_consumer_groups"):
+        try:
+            admin.delete_consumer_groups([group], request_timeout=10)[group].result(15)
+            ok("delete_consumer_groups")
+            listed = admin.list_consumer_groups(request_timeout=10).result(15)
+            check(all(g.group_id != group for g in listed.valid),
+                  "list_consumer_groups no longer shows the deleted group",
+                  f"{[g.group_id for g in listed.valid]}")
+        except Exception as e:  # noqa: BLE001
+            fail(f"delete_consumer_groups raised {e!r}")
 
 
 if __name__ == "__main__":

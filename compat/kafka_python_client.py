@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """weir compatibility check: kafka-python (pure-Python client).
 
+Covers topic admin, a plain producer, an assign() consumer without a group,
+and a consumer group (subscribe, commit) inspected through the admin API.
+
 Needs env BOOTSTRAP=host:port. Exits 0 only when every check passed; prints
 each check as "ok:" or "FAIL:" and a summary of the failures at the end.
 """
@@ -225,6 +228,9 @@ def run(admin):
     finally:
         consumer.close()
 
+    # --- consumer group: subscribe, read everything, commit, inspect ------------------
+    group_section(admin, counts)
+
     # --- delete_topics ----------------------------------------------------------------
     try:
         admin.delete_topics([TOPIC], timeout_ms=15000)
@@ -241,6 +247,164 @@ def run(admin):
             break
         time.sleep(0.3)
     check(not present, "admin list_topics no longer shows the deleted topic")
+
+
+# The group admin calls were renamed in kafka-python 3 (list_consumer_groups ->
+# list_groups, ...); these accept either and return one shape.
+def admin_list_groups(admin):
+    """{group_id: protocol_type}"""
+    if hasattr(admin, "list_groups"):
+        return {g["group_id"]: g["protocol_type"] for g in admin.list_groups()}
+    return {g[0]: g[1] for g in admin.list_consumer_groups()}
+
+
+def admin_describe_group(admin, group):
+    """(state, protocol_type, protocol, [(client_id, {topic: [partitions]})])"""
+    if hasattr(admin, "describe_groups"):
+        d = admin.describe_groups([group])[group]
+        members = [(m["client_id"],
+                    {a["topic"]: sorted(a["partitions"])
+                     for a in (m.get("member_assignment") or {}).get("assigned_partitions", [])})
+                   for m in d["members"]]
+        return d["group_state"], d["protocol_type"], d["protocol_data"], members
+    d = admin.describe_consumer_groups([group])[0]
+    members = []
+    for m in d.members:
+        assigned = {}
+        for t, parts in getattr(m.member_assignment, "assignment", None) or []:
+            assigned[t] = sorted(parts)
+        members.append((m.client_id, assigned))
+    return d.state, d.protocol_type, d.protocol, members
+
+
+def admin_group_offsets(admin, group):
+    """{partition of TOPIC: committed offset}"""
+    if hasattr(admin, "list_group_offsets"):
+        res = admin.list_group_offsets({group: None})[group]
+    else:
+        res = admin.list_consumer_group_offsets(group)
+    return {tp.partition: om.offset for tp, om in res.items() if tp.topic == TOPIC}
+
+
+def admin_delete_group(admin, group):
+    """'OK' (kafka-python 3) or an error class with errno 0 (2.x) on success"""
+    if hasattr(admin, "delete_groups"):
+        res = admin.delete_groups([group])
+    else:
+        res = admin.delete_consumer_groups([group])
+    if isinstance(res, dict):
+        return res.get(group)
+    return dict(res).get(group)
+
+
+def group_section(admin, counts):
+    group = f"weir-compat-group-{TOPIC}"
+    consumer = KafkaConsumer(**supported(
+        KafkaConsumer, **COMMON, group_id=group, client_id="weir-compat-kafka-python",
+        enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=200,
+        session_timeout_ms=10000, heartbeat_interval_ms=1000, max_poll_interval_ms=60000))
+    closed = False
+    try:
+        consumer.subscribe([TOPIC])
+        got = {}
+        bad = []
+        deadline = time.monotonic() + POLL_WINDOW
+        while len(got) < N and time.monotonic() < deadline:
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                for r in records:
+                    try:
+                        i = int(r.key.decode().split("-")[1])
+                    except Exception:  # noqa: BLE001
+                        bad.append(f"unexpected key {r.key!r} at {tp.partition}/{r.offset}")
+                        continue
+                    if i in got:
+                        bad.append(f"duplicate key-{i}")
+                    got[i] = r
+        assigned = sorted(tp.partition for tp in consumer.assignment() if tp.topic == TOPIC)
+        check(assigned == list(range(PARTITIONS)),
+              f"group consumer was assigned all {PARTITIONS} partitions (subscribe)",
+              f"assignment {assigned}")
+        check(not bad, "group consumer saw no unexpected or duplicate records", f"{bad[:5]}")
+        check(len(got) == N, f"group consumer read all {N} records (auto_offset_reset=earliest)",
+              f"read {len(got)} in {POLL_WINDOW}s")
+        mism = [i for i, r in got.items() if (r.key, r.value) != rec(i)[:2]]
+        check(not mism, "group-consumed keys and values match", f"mismatched: {mism[:5]}")
+
+        try:
+            consumer.commit()
+            ok("consumer.commit() of the consumed position")
+        except Exception as e:  # noqa: BLE001
+            fail(f"consumer.commit() raised {e!r}")
+        try:
+            tps = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
+            committed = {tp.partition: consumer.committed(tp) for tp in tps}
+            check(committed == counts, "consumer.committed() = records per partition",
+                  f"got {committed}, expected {counts}")
+        except Exception as e:  # noqa: BLE001
+            fail(f"consumer.committed() raised {e!r}")
+
+        # --- admin view of the live group ------------------------------------------------
+        try:
+            groups = admin_list_groups(admin)
+            check(groups.get(group) == "consumer",
+                  "admin lists the group (protocol type consumer)", f"got {groups!r}")
+        except Exception as e:  # noqa: BLE001
+            fail(f"admin list groups raised {e!r}")
+        try:
+            state, ptype, proto, members = admin_describe_group(admin, group)
+            check(state == "Stable" and ptype == "consumer" and len(members) == 1,
+                  "admin describes the group: Stable, consumer, 1 member",
+                  f"state={state!r} protocol_type={ptype!r} members={members!r}")
+            if len(members) == 1:
+                check(bool(proto) and members[0][0] == "weir-compat-kafka-python" and
+                      members[0][1] == {TOPIC: list(range(PARTITIONS))},
+                      f"described member: assignor {proto!r}, client id and "
+                      f"assignment of all {PARTITIONS} partitions",
+                      f"protocol={proto!r} member={members[0]!r}")
+        except Exception as e:  # noqa: BLE001
+            fail(f"admin describe group raised {e!r}")
+        check_group_offsets(admin, group, counts, "while the consumer is a member")
+
+        consumer.close()
+        closed = True
+        try:
+            state = None
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                state, _, _, members = admin_describe_group(admin, group)
+                if state == "Empty":
+                    break
+                time.sleep(0.3)
+            check(state == "Empty" and not members,
+                  "after consumer.close() (LeaveGroup) the group is Empty",
+                  f"state={state!r} members={members!r}")
+        except Exception as e:  # noqa: BLE001
+            fail(f"admin describe group after close raised {e!r}")
+        check_group_offsets(admin, group, counts, "after the consumer left")
+        try:
+            err = admin_delete_group(admin, group)
+            check(err == "OK" or getattr(err, "errno", None) == 0,
+                  "admin delete_groups", f"got {err!r}")
+            groups = admin_list_groups(admin)
+            check(group not in groups, "admin no longer lists the deleted group",
+                  f"got {groups!r}")
+        except Exception as e:  # noqa: BLE001
+            fail(f"admin delete_groups raised {e!r}")
+    except Exception as e:  # noqa: BLE001
+        traceback.print_exc()
+        fail(f"consumer group section raised {e!r}")
+    finally:
+        if not closed:
+            consumer.close()
+
+
+def check_group_offsets(admin, group, counts, when):
+    try:
+        offs = admin_group_offsets(admin, group)
+        check(offs == counts, f"admin committed offsets {when} = records per partition",
+              f"got {offs}, expected {counts}")
+    except Exception as e:  # noqa: BLE001
+        fail(f"admin committed offsets {when} raised {e!r}")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@
 // Needs env BOOTSTRAP=host:port. Exits 0 only when every check passed; prints
 // each check as "ok:" or "FAIL:" and a summary of the failures at the end.
 //
-// kafkajs can only consume through consumer groups, so the default run checks
-// what was written via admin.fetchTopicOffsets. With KAFKAJS_GROUPS=1 an extra
-// section consumes everything back through a consumer group.
+// kafkajs can only consume through consumer groups: what was written is checked
+// via admin.fetchTopicOffsets, then read back by a consumer group
+// (fromBeginning), whose committed offsets and state are checked through the
+// admin API (describeGroups, listGroups, fetchOffsets, deleteGroups).
 'use strict';
 
 const { Kafka, logLevel, CompressionTypes, Partitioners } = require('kafkajs');
@@ -19,7 +20,6 @@ if (!BOOTSTRAP) {
 const TOPIC = `weir-compat-kafkajs-${process.pid}-${Math.floor(Date.now() / 1000)}`;
 const PARTITIONS = 2;
 const N = 200;
-const GROUPS = process.env.KAFKAJS_GROUPS === '1';
 const OVERALL_TIMEOUT_MS = Number(process.env.OVERALL_TIMEOUT || 100) * 1000;
 const POLL_WINDOW_MS = 30000;
 
@@ -167,13 +167,8 @@ async function run(admin, producer) {
     fail(`fetchTopicOffsetsByTimestamp failed: ${errStr(e)}`);
   }
 
-  // --- OPTIONAL: consume through a consumer group (KAFKAJS_GROUPS=1) -------------------
-  if (GROUPS) {
-    console.log('--- optional section: consumer group (KAFKAJS_GROUPS=1) ---');
-    await consumeViaGroup();
-  } else {
-    console.log('--- skipped optional consumer-group section (set KAFKAJS_GROUPS=1) ---');
-  }
+  // --- consume through a consumer group, commit, inspect the group ---------------------
+  await consumeViaGroup(admin);
 
   // --- deleteTopics ----------------------------------------------------------------------
   try {
@@ -194,9 +189,10 @@ async function run(admin, producer) {
   check(!present, 'listTopics no longer shows the deleted topic');
 }
 
-async function consumeViaGroup() {
+async function consumeViaGroup(admin) {
+  const groupId = `weir-compat-group-${TOPIC}`;
   const consumer = kafka.consumer({
-    groupId: `weir-compat-group-${TOPIC}`,
+    groupId,
     sessionTimeout: 10000,
     rebalanceTimeout: 10000,
     heartbeatInterval: 1000,
@@ -209,12 +205,18 @@ async function consumeViaGroup() {
   });
   const got = new Map();
   const bad = [];
+  const next = {}; // partition -> offset after the last record read
+  let connected = false;
   try {
     await withTimeout(consumer.connect(), 15000, 'consumer.connect');
+    connected = true;
     await withTimeout(consumer.subscribe({ topics: [TOPIC], fromBeginning: true }), 15000,
       'consumer.subscribe');
     await withTimeout(consumer.run({
+      autoCommit: false, // committed explicitly below
       eachMessage: async ({ partition, message }) => {
+        const off = Number(message.offset);
+        if (next[partition] === undefined || off + 1 > next[partition]) next[partition] = off + 1;
         const key = message.key && message.key.toString();
         const i = key && key.startsWith('key-') ? Number(key.slice(4)) : NaN;
         if (Number.isNaN(i)) {
@@ -244,10 +246,99 @@ async function consumeViaGroup() {
     }
     check(mism.length === 0, 'group-consumed values and headers match (incl. GZIP batch)',
       `${mism.length} mismatches, e.g. ${mism.slice(0, 3).join('; ')}`);
+
+    // --- OffsetCommit of the position after the last record, per partition -------------
+    const toCommit = Object.entries(next).map(([p, o]) => (
+      { topic: TOPIC, partition: Number(p), offset: String(o) }));
+    try {
+      await withTimeout(consumer.commitOffsets(toCommit), 15000, 'consumer.commitOffsets');
+      ok(`commitOffsets ${JSON.stringify(next)}`);
+    } catch (e) {
+      fail(`commitOffsets failed: ${errStr(e)}`);
+    }
+
+    // --- the admin API sees the live group ---------------------------------------------
+    try {
+      const { groups } = await withTimeout(admin.describeGroups([groupId]), 15000,
+        'admin.describeGroups');
+      const g = groups.find((x) => x.groupId === groupId);
+      check(g && g.errorCode === 0 && g.state === 'Stable' && g.protocolType === 'consumer' &&
+        g.members.length === 1,
+        'describeGroups: group is Stable, protocolType consumer, 1 member',
+        JSON.stringify(g && { ...g, members: g.members.map((m) => m.memberId) }));
+      if (g && g.members.length === 1) {
+        check(g.protocol !== '' && g.members[0].clientId === 'weir-compat-kafkajs',
+          `describeGroups: assignor "${g.protocol}" and member clientId reported`,
+          `protocol=${JSON.stringify(g.protocol)} clientId=${JSON.stringify(g.members[0].clientId)}`);
+      }
+    } catch (e) {
+      fail(`describeGroups failed: ${errStr(e)}`);
+    }
+    try {
+      const { groups } = await withTimeout(admin.listGroups(), 15000, 'admin.listGroups');
+      const g = groups.find((x) => x.groupId === groupId);
+      check(g && g.protocolType === 'consumer', 'listGroups shows the group (protocolType consumer)',
+        JSON.stringify(groups));
+    } catch (e) {
+      fail(`listGroups failed: ${errStr(e)}`);
+    }
+    await checkFetchOffsets(admin, groupId, 'while the consumer runs');
   } catch (e) {
     fail(`consumer group section failed: ${errStr(e)}`);
   } finally {
-    await withTimeout(consumer.disconnect(), 10000, 'consumer.disconnect').catch(() => {});
+    if (connected) {
+      try {
+        await withTimeout(consumer.disconnect(), 10000, 'consumer.disconnect');
+      } catch (e) {
+        fail(`consumer.disconnect failed: ${errStr(e)}`);
+      }
+    }
+  }
+  if (!connected) return;
+
+  // --- after LeaveGroup: Empty group keeps its offsets; then DeleteGroups --------------
+  try {
+    let g = null;
+    const deadline = Date.now() + 10000;
+    while (Date.now() < deadline) {
+      const { groups } = await withTimeout(admin.describeGroups([groupId]), 15000,
+        'admin.describeGroups');
+      g = groups.find((x) => x.groupId === groupId);
+      if (g && g.state === 'Empty') break;
+      await sleep(300);
+    }
+    check(g && g.state === 'Empty' && g.members.length === 0,
+      'describeGroups after disconnect (LeaveGroup): Empty, no members', JSON.stringify(g));
+  } catch (e) {
+    fail(`describeGroups after disconnect failed: ${errStr(e)}`);
+  }
+  await checkFetchOffsets(admin, groupId, 'after the consumer left');
+  try {
+    await withTimeout(admin.deleteGroups([groupId]), 15000, 'admin.deleteGroups');
+    ok('deleteGroups');
+    const { groups } = await withTimeout(admin.listGroups(), 15000, 'admin.listGroups');
+    check(!groups.some((x) => x.groupId === groupId), 'listGroups no longer shows the deleted group',
+      JSON.stringify(groups));
+  } catch (e) {
+    fail(`deleteGroups failed: ${errStr(e)}`);
+  }
+}
+
+// admin.fetchOffsets shows the committed offsets = the high watermarks.
+async function checkFetchOffsets(admin, groupId, when) {
+  try {
+    const high = {};
+    for (const p of await admin.fetchTopicOffsets(TOPIC)) high[p.partition] = Number(p.high);
+    const res = await withTimeout(admin.fetchOffsets({ groupId, topics: [TOPIC] }), 15000,
+      'admin.fetchOffsets');
+    const t = res.find((x) => x.topic === TOPIC);
+    const committed = {};
+    for (const p of (t ? t.partitions : [])) committed[p.partition] = Number(p.offset);
+    check(JSON.stringify(committed) === JSON.stringify(high),
+      `fetchOffsets ${when}: committed offsets = high watermarks`,
+      `committed ${JSON.stringify(committed)}, high watermarks ${JSON.stringify(high)}`);
+  } catch (e) {
+    fail(`fetchOffsets ${when} failed: ${errStr(e)}`);
   }
 }
 

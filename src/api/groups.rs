@@ -268,6 +268,11 @@ pub fn describe_groups(broker: &Broker, req: &DescribeGroupsRequest) -> Describe
         .iter()
         .map(|g| match broker.groups.describe(g.0.as_str()) {
             Some(v) => DescribedGroup::default()
+                .with_authorized_operations(if req.include_authorized_operations {
+                    super::metadata::GROUP_OPERATIONS
+                } else {
+                    i32::MIN
+                })
                 .with_group_id(g.clone())
                 .with_group_state(sb(v.state.name()))
                 .with_protocol_type(sb(v.protocol_type))

@@ -15,6 +15,18 @@ use super::{errors, sb, tn};
 use crate::broker::Broker;
 use crate::topics::Topic;
 
+/// Operations allowed on a topic without an authorizer, as Kafka reports
+/// them: READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS,
+/// ALTER_CONFIGS (AclOperation codes 3-8, 10, 11).
+pub const TOPIC_OPERATIONS: i32 =
+    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+/// Operations allowed on the cluster: CREATE, ALTER, DESCRIBE,
+/// CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE.
+pub const CLUSTER_OPERATIONS: i32 =
+    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
+/// Operations allowed on a group: READ, DELETE, DESCRIBE.
+pub const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+
 fn topic_metadata(broker: &Broker, t: &Topic) -> MetadataResponseTopic {
     let node = BrokerId(broker.node_id());
     let partitions = (0..t.partition_count())
@@ -85,7 +97,20 @@ pub fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Met
             }
         }
     }
+    if req.include_topic_authorized_operations {
+        for t in &mut topics {
+            if t.error_code == errors::NONE {
+                t.topic_authorized_operations = TOPIC_OPERATIONS;
+            }
+        }
+    }
+    let cluster_ops = if req.include_cluster_authorized_operations {
+        CLUSTER_OPERATIONS
+    } else {
+        i32::MIN
+    };
     MetadataResponse::default()
+        .with_cluster_authorized_operations(cluster_ops)
         .with_brokers(brokers)
         .with_cluster_id(Some(sb(broker.topics.cluster_id())))
         .with_controller_id(node)
@@ -105,6 +130,11 @@ pub fn describe_cluster(broker: &Broker, req: &DescribeClusterRequest) -> Descri
             .with_error_code(errors::UNSUPPORTED_VERSION)
             .with_error_message(Some(sb("unknown endpoint type")));
     }
+    let resp = if req.include_cluster_authorized_operations {
+        resp.with_cluster_authorized_operations(CLUSTER_OPERATIONS)
+    } else {
+        resp
+    };
     resp.with_brokers(vec![DescribeClusterBroker::default()
         .with_broker_id(BrokerId(broker.node_id()))
         .with_host(sb(cfg.advertised_host.clone()))

@@ -1,5 +1,8 @@
-//! The admin HTTP server: health, status, Prometheus metrics, topics and a
-//! small live dashboard. Every response carries security headers.
+//! The admin HTTP server: health, status, Prometheus metrics, topics, groups,
+//! DLQ inspection and redrive, and a small live dashboard. Every response
+//! carries security headers; requests pass the rate limit and CORS guard.
+
+pub mod guard;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,8 +20,14 @@ use crate::broker::{Broker, Phase};
 
 /// Builds the router.
 pub fn router(broker: Arc<Broker>) -> Router {
+    let guard = Arc::new(guard::Guard::new(
+        broker.config.args.http_rate_limit,
+        &broker.config.args.allowed_origins,
+    ));
     Router::new()
         .route("/", get(dashboard))
+        .route("/dashboard.js", get(dashboard_js))
+        .route("/dashboard.css", get(dashboard_css))
         .route("/api/health", get(health))
         .route("/api/status", get(status))
         .route("/api/metrics", get(metrics))
@@ -27,6 +36,8 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/api/groups", get(groups))
         .route("/api/dlq/{topic}", get(dlq_list))
         .route("/api/dlq/{topic}/redrive", post(dlq_redrive))
+        .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(broker)
 }
@@ -41,7 +52,7 @@ async fn security_headers(mut resp: Response) -> Response {
     h.insert(
         "content-security-policy",
         HeaderValue::from_static(
-            "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
         ),
     );
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
@@ -400,6 +411,28 @@ async fn metrics(State(b): State<Arc<Broker>>) -> Response {
 
 async fn dashboard() -> Html<&'static str> {
     Html(include_str!("dashboard.html"))
+}
+
+async fn dashboard_js() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/javascript; charset=utf-8"),
+        )],
+        include_str!("dashboard.js"),
+    )
+        .into_response()
+}
+
+async fn dashboard_css() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/css; charset=utf-8"),
+        )],
+        include_str!("dashboard.css"),
+    )
+        .into_response()
 }
 
 /// Serves the admin API until `shutdown` is cancelled.

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, dead_code)]
 
 mod admin;
+mod admin_http;
 mod bad_input;
 mod common;
 mod crash;
