@@ -68,8 +68,11 @@ pub struct Running {
     pub http_addr: SocketAddr,
     pub broker: Arc<Broker>,
     shutdown: CancellationToken,
+    /// Stops the admin HTTP server last, so health reports draining.
+    http_shutdown: CancellationToken,
     tracker: TaskTracker,
     tasks: Vec<JoinHandle<()>>,
+    http_task: JoinHandle<()>,
 }
 
 /// Opens the data dir, binds both listeners and starts serving.
@@ -108,6 +111,7 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
     }
     let broker = Broker::open(config)?;
     let shutdown = CancellationToken::new();
+    let http_shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let tasks = vec![
         tokio::spawn(server::accept_loop(
@@ -116,11 +120,15 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
             shutdown.clone(),
             tracker.clone(),
         )),
-        tokio::spawn(http::serve(Arc::clone(&broker), http, shutdown.clone())),
         tokio::spawn(retention_loop(Arc::clone(&broker), shutdown.clone())),
         tokio::spawn(group_ticker(Arc::clone(&broker), shutdown.clone())),
         tokio::spawn(retry::Retries::run(Arc::clone(&broker), shutdown.clone())),
     ];
+    let http_task = tokio::spawn(http::serve(
+        Arc::clone(&broker),
+        http,
+        http_shutdown.clone(),
+    ));
     broker.set_phase(Phase::Serving);
     tracing::info!(
         kafka = %kafka_addr,
@@ -134,8 +142,10 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
         http_addr,
         broker,
         shutdown,
+        http_shutdown,
         tracker,
         tasks,
+        http_task,
     })
 }
 
@@ -196,6 +206,13 @@ impl Running {
             b.retries.store.flush();
         })
         .await;
+        self.http_shutdown.cancel();
+        if tokio::time::timeout(Duration::from_secs(2), self.http_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("admin HTTP server did not stop in time");
+        }
         tracing::info!("weir stopped");
     }
 }

@@ -169,6 +169,7 @@ async fn hand_back(
     records: bytes::Bytes,
     sync: bool,
 ) -> i16 {
+    let _serial = broker.retries.handback_lock.lock().await;
     let h = match log.check_external(&records) {
         Ok((_, SequenceCheck::Duplicate(_))) => return errors::NONE,
         Ok((_, SequenceCheck::OutOfOrder)) => return errors::OUT_OF_ORDER_SEQUENCE_NUMBER,

@@ -36,6 +36,13 @@ pub const MEMBER_ID_REQUIRED: i16 = 79;
 pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
 pub const FENCED_INSTANCE_ID: i16 = 82;
 
+/// Longest group id accepted (ids are stored with a 16-bit length).
+pub const MAX_GROUP_ID_BYTES: usize = 1024;
+
+fn valid_group_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_GROUP_ID_BYTES
+}
+
 /// Coordinator settings (Kafka's group.* broker configs).
 #[derive(Debug, Clone)]
 pub struct GroupSettings {
@@ -445,7 +452,7 @@ impl Coordinator {
 
     /// JoinGroup.
     pub fn join(&self, req: JoinRequest, now: Instant) -> Reply<JoinOutcome> {
-        if req.group_id.is_empty() {
+        if !valid_group_id(&req.group_id) {
             return Reply::Now(JoinOutcome::error(INVALID_GROUP_ID, &req.member_id));
         }
         if req.session_timeout_ms < self.settings.min_session_timeout_ms
@@ -805,7 +812,7 @@ impl Coordinator {
         member_id: &str,
         instance_id: Option<&str>,
     ) -> i16 {
-        if group_id.is_empty() {
+        if !valid_group_id(group_id) {
             return INVALID_GROUP_ID;
         }
         let groups = self.groups.lock();

@@ -240,9 +240,15 @@ fn base_topic(topic: &str) -> &str {
 
 async fn dlq_list(
     State(b): State<Arc<Broker>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Path(topic): Path<String>,
     Query(q): Query<DlqQuery>,
 ) -> Response {
+    // Dead letters are record payloads: the same rule as for mutations.
+    if let Err(r) = authorize(&b, &headers, peer) {
+        return *r;
+    }
     let base = base_topic(&topic).to_string();
     let limit = q.limit.unwrap_or(100).min(10_000);
     let b2 = Arc::clone(&b);

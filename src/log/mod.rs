@@ -258,6 +258,25 @@ impl PartitionLog {
     /// # Errors
     /// Invalid batches, size limits, sequence errors and I/O errors.
     pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        self.append_checked(records, now_ms, true)
+    }
+
+    /// Appends a batch the broker built itself (retry deliveries, dead
+    /// letters, redrive): `max.message.bytes` limits producers, and a record
+    /// accepted once must not be stuck because re-encoding made it larger.
+    ///
+    /// # Errors
+    /// Invalid batches and I/O errors.
+    pub fn append_internal(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        self.append_checked(records, now_ms, false)
+    }
+
+    fn append_checked(
+        &self,
+        records: &[u8],
+        now_ms: i64,
+        limit_size: bool,
+    ) -> Result<AppendInfo, LogError> {
         let batches = batch::split_batches(records)?;
         if batches.len() != 1 {
             return Err(
@@ -269,7 +288,7 @@ impl PartitionLog {
             return Err(LogError::Transactional);
         }
         let mut inner = self.inner.lock();
-        if records.len() > inner.config.max_message_bytes {
+        if limit_size && records.len() > inner.config.max_message_bytes {
             return Err(LogError::TooLarge {
                 size: records.len(),
                 max: inner.config.max_message_bytes,

@@ -166,8 +166,10 @@ pub enum RetryError {
     Decode(String),
     #[error(transparent)]
     Storage(#[from] LogError),
-    #[error("dead-letter topic {0} cannot be created: {1}")]
+    #[error("dead-letter topic {0}: {1}")]
     Dlq(String, String),
+    #[error("{0} due records could not be delivered; they stay scheduled")]
+    Delivery(usize),
 }
 
 /// Result of a hand-back.
@@ -181,6 +183,9 @@ pub struct HandBack {
 #[derive(Debug)]
 pub struct Retries {
     pub store: PendingStore,
+    /// Serialises hand-backs, so that an idempotent producer's sequence check,
+    /// the hold and the sequence record are one step even across connections.
+    pub handback_lock: tokio::sync::Mutex<()>,
     wake: Notify,
     counters: Mutex<BTreeMap<String, Arc<RetryCounters>>>,
 }
@@ -193,6 +198,7 @@ impl Retries {
     pub fn new(store: PendingStore) -> Self {
         Self {
             store,
+            handback_lock: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
             counters: Mutex::new(BTreeMap::new()),
         }
@@ -306,6 +312,16 @@ impl Retries {
             });
         }
         let counters = self.counters(&route.base);
+        // Held records first: if the dead-letter append then fails, the
+        // producer's retry may hold them again (at-least-once), but dead
+        // letters are never written twice for one acknowledged hand-back.
+        if !held.is_empty() {
+            self.store.hold(&held, sync)?;
+            counters
+                .scheduled
+                .fetch_add(held.len() as u64, Ordering::Relaxed);
+            self.wake.notify_one();
+        }
         if !dead.is_empty() {
             let dlq = route.dlq_topic();
             let topic = broker
@@ -316,7 +332,7 @@ impl Retries {
                 .or_else(|| topic.partition(0))
                 .ok_or_else(|| RetryError::Dlq(dlq.clone(), "no partition".into()))?;
             let batch = encode_batch(dead.iter().map(|(ts, k, v, h)| (*ts, k, v, h)))?;
-            log.append(&batch, now)?;
+            log.append_internal(&batch, now)?;
             if sync {
                 log.flush()?;
             }
@@ -324,13 +340,6 @@ impl Retries {
             counters
                 .dead_lettered
                 .fetch_add(dead.len() as u64, Ordering::Relaxed);
-        }
-        if !held.is_empty() {
-            self.store.hold(&held, sync)?;
-            counters
-                .scheduled
-                .fetch_add(held.len() as u64, Ordering::Relaxed);
-            self.wake.notify_one();
         }
         Ok(HandBack {
             scheduled: held.len() as u64,
@@ -408,7 +417,7 @@ impl Retries {
             );
             let appended = batch
                 .map_err(|e| e.to_string())
-                .and_then(|b| log.append(&b, now_ms()).map_err(|e| e.to_string()))
+                .and_then(|b| log.append_internal(&b, now_ms()).map_err(|e| e.to_string()))
                 .and_then(|_| {
                     if sync {
                         log.flush().map_err(|e| e.to_string())
@@ -431,8 +440,12 @@ impl Retries {
             }
         }
         broker.data_appended.notify_waiters();
+        let failed_n = failed.len();
         self.store.reschedule(&failed);
         self.store.mark_done(&done, sync)?;
+        if failed_n > 0 {
+            return Err(RetryError::Delivery(failed_n));
+        }
         Ok(done.len())
     }
 }
@@ -747,7 +760,7 @@ pub fn dlq_redrive(
                 .ok_or_else(|| RetryError::Dlq(dest.clone(), "no partition".into()))?;
             for chunk in recs.chunks(DELIVERY_BATCH) {
                 let batch = encode_batch(chunk.iter().map(|(ts, k, v, h)| (*ts, k, v, h)))?;
-                target_log.append(&batch, now)?;
+                target_log.append_internal(&batch, now)?;
                 moved += chunk.len() as u64;
             }
             if broker.config.args.fsync != FsyncPolicy::Never {

@@ -428,3 +428,36 @@ async fn redrive_needs_the_admin_token_when_one_is_set() {
     );
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_hand_back_larger_than_the_limit_once_decompressed_is_still_delivered() {
+    let b = TestBroker::start().await;
+    let bs = b.bootstrap();
+    create_topic(
+        &bs,
+        "big",
+        1,
+        &[("retry.max.attempts", "1"), ("retry.backoff.ms", "200")],
+    )
+    .await;
+    let admin = admin(&bs);
+    let alter =
+        rdkafka::admin::AlterConfig::new(rdkafka::admin::ResourceSpecifier::Topic("big.retry"))
+            .set("max.message.bytes", "2000");
+    admin
+        .alter_configs([&alter], &rdkafka::admin::AdminOptions::new())
+        .await
+        .unwrap();
+    let p = producer(&bs, &[("compression.type", "gzip")]);
+    let value = "a".repeat(20_000);
+    p.send(
+        FutureRecord::to("big.retry").key("k").payload(&value),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("a 20 kB value compresses below the 2000-byte limit");
+    let r = reader(&bs, "big.retry", 1);
+    let g = tokio::task::block_in_place(|| next(&r, Duration::from_secs(10))).expect("delivered");
+    assert_eq!(g.value.len(), 20_000);
+    assert_eq!(b.broker().retries.store.pending(), 0);
+}
