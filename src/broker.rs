@@ -17,6 +17,9 @@ use crate::retry::{self, Retries};
 use crate::topics::config::BrokerDefaults;
 use crate::topics::{Registry, Topic, TopicError};
 
+/// Written after the final fsync of a clean shutdown.
+pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+
 /// Lifecycle of the broker, as `/api/health` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -107,7 +110,23 @@ impl Broker {
             segment_bytes: config.args.log_segment_bytes,
             retention_ms: config.args.log_retention_ms,
         };
-        let topics = Registry::open(&dir, defaults, now_ms())?;
+        // A clean-shutdown marker means every file was fsynced and trimmed
+        // by the last run: recovery can trust the batches' CRCs. It is
+        // removed before serving, so a crash from now on is not "clean".
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = marker.exists();
+        let started = std::time::Instant::now();
+        let topics = Registry::open_with(&dir, defaults, now_ms(), clean)?;
+        if clean {
+            std::fs::remove_file(&marker).map_err(dd)?;
+            crate::log::sync_dir(&dir)?;
+        }
+        tracing::info!(
+            clean_shutdown = clean,
+            topics = topics.list().len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "recovered the log"
+        );
         let offsets = OffsetStore::open(&dir, config.args.fsync != FsyncPolicy::Never)?;
         let groups = Coordinator::new(
             offsets,
@@ -270,6 +289,26 @@ impl Broker {
             }
         }
         Ok(())
+    }
+
+    /// Flushes everything and, when every fsync succeeded and `drained`
+    /// (no request was still running), writes the clean-shutdown marker.
+    pub fn close_cleanly(&self, drained: bool) {
+        let flushed = self.topics.flush_all();
+        self.groups.offsets.flush();
+        self.retries.store.flush();
+        if !(flushed && drained) {
+            tracing::warn!(
+                flushed,
+                drained,
+                "not a clean shutdown: the next start checks every batch"
+            );
+            return;
+        }
+        let marker = self.config.args.data_dir.join(CLEAN_SHUTDOWN_FILE);
+        if let Err(e) = crate::log::write_atomic(&marker, b"clean\n") {
+            tracing::warn!(error = %e, "failed to write the clean-shutdown marker");
+        }
     }
 
     /// Bytes of all partitions on disk.

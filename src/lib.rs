@@ -27,6 +27,7 @@ pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod protocol;
+pub mod records;
 pub mod retry;
 pub mod server;
 pub mod topics;
@@ -190,22 +191,17 @@ impl Running {
         self.shutdown.cancel();
         self.tracker.close();
         let grace = Duration::from_millis(self.broker.config.args.shutdown_grace_ms);
-        if tokio::time::timeout(grace, self.tracker.wait())
+        let drained = tokio::time::timeout(grace, self.tracker.wait())
             .await
-            .is_err()
-        {
+            .is_ok();
+        if !drained {
             tracing::warn!("in-flight requests did not finish within the grace period");
         }
         for t in self.tasks {
             t.abort();
         }
         let b = Arc::clone(&self.broker);
-        let _ = tokio::task::spawn_blocking(move || {
-            b.topics.flush_all();
-            b.groups.offsets.flush();
-            b.retries.store.flush();
-        })
-        .await;
+        let _ = tokio::task::spawn_blocking(move || b.close_cleanly(drained)).await;
         self.http_shutdown.cancel();
         if tokio::time::timeout(Duration::from_secs(2), self.http_task)
             .await

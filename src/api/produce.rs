@@ -194,6 +194,13 @@ async fn hand_back(
             tracing::debug!(error = %e, "undecodable hand-back");
             errors::CORRUPT_MESSAGE
         }
+        Ok(Err(retry::RetryError::Storage(e))) => {
+            let code = errors::log_error_code(&e);
+            if code == errors::KAFKA_STORAGE_ERROR {
+                tracing::error!(error = %e, "hand-back failed");
+            }
+            code
+        }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "hand-back failed");
             errors::KAFKA_STORAGE_ERROR

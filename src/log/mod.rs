@@ -113,6 +113,10 @@ pub struct ReadInfo {
 
 struct Inner {
     segments: BTreeMap<i64, Segment>,
+    /// Sealed segments whose data has not been fsynced yet: the next
+    /// [`PartitionLog::flush_to`] syncs them with the active one, so a roll
+    /// never fsyncs under the lock.
+    unsynced: Vec<Arc<std::fs::File>>,
     log_start_offset: i64,
     config: LogConfig,
     producers: ProducerTable,
@@ -131,6 +135,10 @@ pub struct PartitionLog {
     flushed_offset: AtomicI64,
     /// Serialises fsyncs so that concurrent waiters share one.
     flush_lock: tokio::sync::Mutex<()>,
+    /// Set when an fsync failed: the kernel may have dropped the dirty pages,
+    /// so nothing more is acknowledged as durable until a restart recovers
+    /// the log (as Kafka takes a failed log directory offline).
+    failed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -154,6 +162,21 @@ impl PartitionLog {
     /// # Errors
     /// I/O errors, or a layout that cannot be repaired by cutting a tail.
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Self, LogError> {
+        Self::open_with(dir, config, now_ms, false)
+    }
+
+    /// Like [`PartitionLog::open`]; after a clean shutdown (everything was
+    /// fsynced and the files trimmed) the active segment's batches are not
+    /// CRC-checked again, only walked by their headers.
+    ///
+    /// # Errors
+    /// I/O errors, or a layout that cannot be repaired by cutting a tail.
+    pub fn open_with(
+        dir: &Path,
+        config: LogConfig,
+        now_ms: i64,
+        clean: bool,
+    ) -> Result<Self, LogError> {
         fs::create_dir_all(dir).map_err(io_err(format!("failed to create {}", dir.display())))?;
         let mut bases = Vec::new();
         for entry in
@@ -184,7 +207,7 @@ impl PartitionLog {
             );
             sync_dir(dir)?;
         } else if let Some((_, active)) = segments.iter_mut().next_back() {
-            let (headers, torn) = active.scan(true);
+            let (headers, torn) = active.scan(!clean);
             if torn {
                 tracing::warn!(
                     segment = %active.path().display(),
@@ -192,7 +215,7 @@ impl PartitionLog {
                     "truncating torn tail of the active segment"
                 );
             }
-            active.trim()?;
+            active.trim(true)?;
             for h in &headers {
                 producers.record(h);
             }
@@ -211,6 +234,7 @@ impl PartitionLog {
             dir: dir.to_path_buf(),
             inner: Mutex::new(Inner {
                 segments,
+                unsynced: Vec::new(),
                 log_start_offset: log_start,
                 config,
                 producers,
@@ -220,6 +244,7 @@ impl PartitionLog {
             size_bytes: AtomicU64::new(size),
             flushed_offset: AtomicI64::new(end),
             flush_lock: tokio::sync::Mutex::new(()),
+            failed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -277,6 +302,7 @@ impl PartitionLog {
         now_ms: i64,
         limit_size: bool,
     ) -> Result<AppendInfo, LogError> {
+        self.check_not_failed()?;
         let batches = batch::split_batches(records)?;
         if batches.len() != 1 {
             return Err(
@@ -392,9 +418,24 @@ impl PartitionLog {
     }
 
     /// Seals the active segment (trim, fsync) and starts a new one at `base`.
+    fn check_not_failed(&self) -> Result<(), LogError> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(LogError::Io {
+                context: format!(
+                    "{} is offline after an fsync failure; restart to recover",
+                    self.dir.display()
+                ),
+                source: std::io::Error::other("earlier fsync failed"),
+            });
+        }
+        Ok(())
+    }
+
     fn roll_locked(&self, inner: &mut Inner, base: i64, now_ms: i64) -> Result<(), LogError> {
         if let Some(active) = inner.segments.values_mut().next_back() {
-            active.trim()?;
+            active.trim(false)?;
+            let file = Arc::clone(active.file());
+            inner.unsynced.push(file);
         }
         let seg = Segment::create(&self.dir, base, now_ms, inner.config.index_interval_bytes)?;
         sync_dir(&self.dir)?;
@@ -452,24 +493,30 @@ impl PartitionLog {
         if self.flushed_offset() >= offset {
             return Ok(());
         }
-        let (file, path, end) = {
-            let inner = self.inner.lock();
+        self.check_not_failed()?;
+        let (mut files, path, end) = {
+            let mut inner = self.inner.lock();
+            let files = std::mem::take(&mut inner.unsynced);
             match inner.segments.values().next_back() {
-                Some(s) => (
-                    Arc::clone(s.file()),
-                    s.path().to_path_buf(),
-                    self.end_offset(),
-                ),
+                Some(s) => (files, s.path().to_path_buf(), self.end_offset()),
                 None => return Ok(()),
             }
         };
-        tokio::task::spawn_blocking(move || file.sync_data())
+        if let Some(active) = self.inner.lock().segments.values().next_back() {
+            files.push(Arc::clone(active.file()));
+        }
+        let res = tokio::task::spawn_blocking(move || files.iter().try_for_each(|f| f.sync_data()))
             .await
             .map_err(|e| LogError::Io {
                 context: format!("fsync task for {} failed", path.display()),
                 source: std::io::Error::other(e),
-            })?
-            .map_err(io_err(format!("failed to sync {}", path.display())))?;
+            })
+            .and_then(|r| r.map_err(io_err(format!("failed to sync {}", path.display()))));
+        if let Err(e) = res {
+            self.failed.store(true, Ordering::Release);
+            tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; partition taken offline");
+            return Err(e);
+        }
         self.flushed_offset.fetch_max(end, Ordering::AcqRel);
         Ok(())
     }
@@ -479,10 +526,22 @@ impl PartitionLog {
     /// # Errors
     /// The fsync's I/O error.
     pub fn flush(&self) -> Result<(), LogError> {
-        let inner = self.inner.lock();
-        let end = self.end_offset();
-        if let Some(s) = inner.segments.values().next_back() {
-            s.sync()?;
+        self.check_not_failed()?;
+        let (files, end) = {
+            let mut inner = self.inner.lock();
+            let mut files = std::mem::take(&mut inner.unsynced);
+            if let Some(s) = inner.segments.values().next_back() {
+                files.push(Arc::clone(s.file()));
+            }
+            (files, self.end_offset())
+        };
+        if let Err(e) = files.iter().try_for_each(|f| f.sync_data()) {
+            self.failed.store(true, Ordering::Release);
+            tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; partition taken offline");
+            return Err(LogError::Io {
+                context: format!("failed to sync {}", self.dir.display()),
+                source: e,
+            });
         }
         self.flushed_offset.fetch_max(end, Ordering::AcqRel);
         Ok(())
@@ -591,47 +650,60 @@ impl PartitionLog {
     /// The first offset whose record timestamp is at or after `ts`, with that
     /// timestamp; `None` when every record is older.
     pub fn offset_for_timestamp(&self, ts: i64) -> Option<(i64, i64)> {
-        let mut inner = self.inner.lock();
-        let start = inner.log_start_offset;
-        for seg in inner.segments.values_mut() {
-            seg.ensure_scanned();
-            if seg.max_timestamp() < ts {
-                continue;
-            }
-            for (pos, h) in seg.headers() {
-                if h.max_timestamp < ts || h.last_offset() < start {
+        // Find the batch under the lock; decode it (maybe decompressing)
+        // after releasing it.
+        let (h, bytes, start) = {
+            let mut inner = self.inner.lock();
+            let start = inner.log_start_offset;
+            let mut found = None;
+            'segments: for seg in inner.segments.values_mut() {
+                seg.ensure_scanned();
+                if seg.max_timestamp() < ts {
                     continue;
                 }
-                let bytes = seg.batch_bytes(pos, &h);
-                return record_timestamps(&bytes, &h)
-                    .into_iter()
-                    .find(|&(o, t)| t >= ts && o >= start)
-                    .or(Some((h.base_offset.max(start), h.max_timestamp)));
+                for (pos, h) in seg.headers() {
+                    if h.max_timestamp >= ts && h.last_offset() >= start {
+                        found = Some((h, seg.batch_bytes(pos, &h)));
+                        break 'segments;
+                    }
+                }
             }
-        }
-        None
+            let (h, b) = found?;
+            (h, b, start)
+        };
+        record_timestamps(&bytes, &h)
+            .into_iter()
+            .find(|&(o, t)| t >= ts && o >= start)
+            .or(Some((h.base_offset.max(start), h.max_timestamp)))
     }
 
     /// Offset and timestamp of the record with the largest timestamp.
     pub fn max_timestamp_offset(&self) -> Option<(i64, i64)> {
-        let mut inner = self.inner.lock();
-        let mut best: Option<(BatchHeader, Bytes)> = None;
-        for seg in inner.segments.values_mut() {
-            seg.ensure_scanned();
-            for (pos, h) in seg.headers() {
-                if best
-                    .as_ref()
-                    .is_none_or(|(b, _)| h.max_timestamp > b.max_timestamp)
-                {
-                    best = Some((h, seg.batch_bytes(pos, &h)));
+        let (h, bytes, start) = {
+            let mut inner = self.inner.lock();
+            let start = inner.log_start_offset;
+            let mut best: Option<(BatchHeader, Bytes)> = None;
+            for seg in inner.segments.values_mut() {
+                seg.ensure_scanned();
+                for (pos, h) in seg.headers() {
+                    if h.last_offset() < start {
+                        continue;
+                    }
+                    if best
+                        .as_ref()
+                        .is_none_or(|(b, _)| h.max_timestamp > b.max_timestamp)
+                    {
+                        best = Some((h, seg.batch_bytes(pos, &h)));
+                    }
                 }
             }
-        }
-        let (h, bytes) = best?;
-        let ts = record_timestamps(&bytes, &h);
-        ts.into_iter()
+            let (h, b) = best?;
+            (h, b, start)
+        };
+        record_timestamps(&bytes, &h)
+            .into_iter()
             .rev()
-            .find(|&(_, t)| t == h.max_timestamp)
+            .find(|&(o, t)| t == h.max_timestamp && o >= start)
             .or(Some((h.last_offset(), h.max_timestamp)))
     }
 
@@ -654,11 +726,10 @@ fn record_timestamps(bytes: &Bytes, h: &BatchHeader) -> Vec<(i64, i64)> {
             .map(|o| (o, h.max_timestamp))
             .collect();
     }
-    let mut buf = bytes.clone();
-    match kafka_protocol::records::RecordBatchDecoder::decode(&mut buf) {
-        Ok(set) => set
-            .records
+    match crate::records::decode_all(bytes) {
+        Ok(sets) => sets
             .iter()
+            .flat_map(|s| s.records.iter())
             .map(|r| (r.offset, r.timestamp))
             .collect(),
         Err(_) => Vec::new(),

@@ -245,16 +245,18 @@ impl Segment {
     /// Cuts the file at the committed end (used for a torn tail during
     /// recovery, and to trim the preallocated tail of a sealed segment).
     /// The map is replaced by one of the new length.
-    pub fn trim(&mut self) -> Result<(), LogError> {
+    pub fn trim(&mut self, sync: bool) -> Result<(), LogError> {
         // Drop our map of the bytes being cut before cutting them.
         self.map = Arc::new(ReadMap::new_empty());
         self.file.set_len(self.size).map_err(io_err(format!(
             "failed to truncate {}",
             self.path.display()
         )))?;
-        self.file
-            .sync_all()
-            .map_err(io_err(format!("failed to sync {}", self.path.display())))?;
+        if sync {
+            self.file
+                .sync_all()
+                .map_err(io_err(format!("failed to sync {}", self.path.display())))?;
+        }
         self.capacity = self.size;
         self.map = Arc::new(
             ReadMap::new(&self.file, self.size)

@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -233,8 +233,7 @@ impl Retries {
         sync: bool,
     ) -> Result<HandBack, RetryError> {
         let now = now_ms();
-        let mut buf = Bytes::copy_from_slice(records);
-        let sets = RecordBatchDecoder::decode_all(&mut buf)
+        let sets = crate::records::decode_all(&Bytes::copy_from_slice(records))
             .map_err(|e| RetryError::Decode(format!("{e:#}")))?;
         let mut held = Vec::new();
         let mut dead = Vec::new();
@@ -615,8 +614,7 @@ fn read_records(
         if r.records.is_empty() {
             break;
         }
-        let mut buf = r.records.clone();
-        let sets = RecordBatchDecoder::decode_all(&mut buf)
+        let sets = crate::records::decode_all(&r.records)
             .map_err(|e| RetryError::Decode(format!("{e:#}")))?;
         let mut advanced = false;
         for rec in sets.into_iter().flat_map(|s| s.records) {

@@ -25,8 +25,10 @@ const DIR: &str = "__retry";
 const FILE: &str = "pending.log";
 const KIND_HELD: u8 = 1;
 const KIND_DONE: u8 = 2;
-/// Largest entry accepted at replay; anything larger is corruption.
-const MAX_ENTRY: u32 = 64 << 20;
+/// Largest entry: a hand-back decompresses to at most 64 MiB
+/// (`records::MAX_DECOMPRESSED_BYTES`), so anything larger at replay is
+/// corruption, and `hold` refuses to write one.
+const MAX_ENTRY: u32 = 128 << 20;
 
 /// One record held for later delivery.
 #[derive(Debug, Clone, PartialEq)]
@@ -253,8 +255,15 @@ impl PendingStore {
         let mut inner = self.inner.lock();
         let base = inner.len;
         for r in records {
+            let entry = encode_held(r);
+            if entry.len() > MAX_ENTRY as usize {
+                return Err(LogError::TooLarge {
+                    size: entry.len(),
+                    max: MAX_ENTRY as usize,
+                });
+            }
             entries.push((r.due_ms, base + buf.len() as u64));
-            buf.extend_from_slice(&encode_held(r));
+            buf.extend_from_slice(&entry);
         }
         self.append_locked(&mut inner, &buf, sync)?;
         for e in entries {

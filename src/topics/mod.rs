@@ -145,6 +145,20 @@ impl Registry {
     /// # Errors
     /// I/O errors, an unreadable metadata file, or a log that cannot be opened.
     pub fn open(data_dir: &Path, defaults: BrokerDefaults, now_ms: i64) -> Result<Self, LogError> {
+        Self::open_with(data_dir, defaults, now_ms, false)
+    }
+
+    /// Like [`Registry::open`]; `clean` says the previous run shut down
+    /// cleanly, so partition recovery skips CRC checks.
+    ///
+    /// # Errors
+    /// As [`Registry::open`].
+    pub fn open_with(
+        data_dir: &Path,
+        defaults: BrokerDefaults,
+        now_ms: i64,
+        clean: bool,
+    ) -> Result<Self, LogError> {
         let path = data_dir.join(META_FILE);
         let meta: MetaFile = match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| LogError::Corruption {
@@ -169,10 +183,11 @@ impl Registry {
             let mut parts = Vec::new();
             let lc = config::log_config(&t.configs, &defaults);
             for p in 0..t.partitions {
-                parts.push(Arc::new(PartitionLog::open(
+                parts.push(Arc::new(PartitionLog::open_with(
                     &partition_dir(data_dir, &t.name, p),
                     lc.clone(),
                     now_ms,
+                    clean,
                 )?));
             }
             topics.insert(
@@ -456,15 +471,18 @@ impl Registry {
         Ok(id)
     }
 
-    /// fsyncs every partition (shutdown).
-    pub fn flush_all(&self) {
+    /// fsyncs every partition (shutdown). Returns whether all succeeded.
+    pub fn flush_all(&self) -> bool {
+        let mut ok = true;
         for t in self.list() {
             for p in t.partitions() {
                 if let Err(e) = p.flush() {
+                    ok = false;
                     tracing::error!(topic = %t.name, error = %e, "failed to flush partition");
                 }
             }
         }
+        ok
     }
 }
 
