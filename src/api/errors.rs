@@ -38,6 +38,7 @@ pub fn log_error_code(e: &LogError) -> i16 {
         LogError::OutOfOrderSequence => OUT_OF_ORDER_SEQUENCE_NUMBER,
         LogError::InvalidProducerEpoch => INVALID_PRODUCER_EPOCH,
         LogError::Transactional => INVALID_RECORD,
+        LogError::Closed => UNKNOWN_TOPIC_OR_PARTITION,
     }
 }
 

@@ -60,6 +60,8 @@ pub enum LogError {
     Transactional,
     #[error("corrupt log in {dir}: {reason}")]
     Corruption { dir: String, reason: String },
+    #[error("the partition was deleted")]
+    Closed,
 }
 
 /// Per-partition settings, from the topic's configs.
@@ -139,6 +141,10 @@ pub struct PartitionLog {
     /// so nothing more is acknowledged as durable until a restart recovers
     /// the log (as Kafka takes a failed log directory offline).
     failed: std::sync::atomic::AtomicBool,
+    /// Set when the topic is deleted: handles still held by in-flight
+    /// requests must not write into a directory a new topic of the same
+    /// name may own.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -245,6 +251,7 @@ impl PartitionLog {
             flushed_offset: AtomicI64::new(end),
             flush_lock: tokio::sync::Mutex::new(()),
             failed: std::sync::atomic::AtomicBool::new(false),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -314,6 +321,9 @@ impl PartitionLog {
             return Err(LogError::Transactional);
         }
         let mut inner = self.inner.lock();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed);
+        }
         if limit_size && records.len() > inner.config.max_message_bytes {
             return Err(LogError::TooLarge {
                 size: records.len(),
@@ -418,7 +428,17 @@ impl PartitionLog {
     }
 
     /// Seals the active segment (trim, fsync) and starts a new one at `base`.
+    /// Marks the log deleted: every later write is refused.
+    pub fn close(&self) {
+        // Taking the lock orders this after any append in progress.
+        let _inner = self.inner.lock();
+        self.closed.store(true, Ordering::Release);
+    }
+
     fn check_not_failed(&self) -> Result<(), LogError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed);
+        }
         if self.failed.load(Ordering::Acquire) {
             return Err(LogError::Io {
                 context: format!(
@@ -554,6 +574,9 @@ impl PartitionLog {
     /// `OffsetOutOfRange` above the end; I/O errors.
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
         let mut inner = self.inner.lock();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed);
+        }
         let end = self.end_offset();
         let offset = if offset == -1 { end } else { offset };
         if offset < 0 || offset > end {
@@ -593,7 +616,7 @@ impl PartitionLog {
     pub fn apply_retention(&self, now_ms: i64) -> u64 {
         let mut inner = self.inner.lock();
         let cfg = inner.config.clone();
-        if !cfg.delete_retention {
+        if !cfg.delete_retention || self.closed.load(Ordering::Acquire) {
             return 0;
         }
         // An active segment whose every record is past retention is rolled,
@@ -936,6 +959,24 @@ mod tests {
         let r = log.read(log.log_start_offset(), 10_000, true).unwrap();
         assert!(!r.records.is_empty());
         assert!(log.read(0, 100, true).is_err() || bases[0] == 0);
+    }
+
+    #[test]
+    fn a_closed_log_refuses_writes_but_not_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+        log.append(&make_batch(2, 1), 0).unwrap();
+        log.close();
+        assert!(matches!(
+            log.append(&make_batch(2, 1), 0),
+            Err(LogError::Closed)
+        ));
+        assert!(matches!(
+            log.delete_records_before(1),
+            Err(LogError::Closed)
+        ));
+        assert_eq!(log.apply_retention(i64::MAX), 0);
+        assert!(!log.read(0, 100, true).unwrap().records.is_empty());
     }
 
     #[test]

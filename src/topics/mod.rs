@@ -355,6 +355,7 @@ impl Registry {
             return Err(e.into());
         }
         for log in topic.partitions() {
+            log.close();
             let dir = log.dir().to_path_buf();
             let doomed = dir.with_file_name(format!(
                 "{}.{}-delete",
