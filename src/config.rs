@@ -30,6 +30,35 @@ pub enum Command {
     Health(HealthArgs),
     /// Inspect and redrive a dead-letter topic through the admin API.
     Dlq(DlqArgs),
+    /// Take a consistent online backup through the running broker.
+    Backup(BackupArgs),
+    /// Restore a backup into a new, empty data dir (broker stopped).
+    Restore(RestoreArgs),
+}
+
+/// `weir backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Directory to write the backup to (on the broker's host; missing or empty).
+    #[arg(long)]
+    pub to: PathBuf,
+    /// Admin HTTP address of the broker.
+    #[arg(long, env = "WEIR_HTTP_LISTEN", default_value = "127.0.0.1:9644")]
+    pub http_listen: String,
+    /// Bearer token, when the broker requires one.
+    #[arg(long, env = "WEIR_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+/// `weir restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// A complete backup (holding BACKUP.json).
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The new data dir (missing or empty).
+    #[arg(long, env = "WEIR_DATA_DIR")]
+    pub data_dir: PathBuf,
 }
 
 /// `weir dlq`.

@@ -14,12 +14,14 @@
 //! - [`retry`]: broker-managed retries, their durable store, dead letters.
 //! - [`http`]: the admin HTTP API (health, status, metrics, dashboard).
 //! - [`metrics`]: counters and latency histograms.
+//! - [`backup`]: online backup and offline restore of a data dir.
 //! - [`broker`]: the state the handlers share.
 //!
 //! [`start`] brings a broker up on the configured listeners and returns a
 //! handle; [`run`] serves until a shutdown future completes.
 
 pub mod api;
+pub mod backup;
 pub mod broker;
 pub mod config;
 pub mod group;

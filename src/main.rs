@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use weir::config::{Cli, Command, Config, DlqAction, DlqArgs, HealthArgs, LogFormat, ServeArgs};
+use weir::config::{
+    BackupArgs, Cli, Command, Config, DlqAction, DlqArgs, HealthArgs, LogFormat, RestoreArgs,
+    ServeArgs,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -15,6 +18,8 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(*args),
         Some(Command::Health(args)) => health(&args),
         Some(Command::Dlq(args)) => dlq(&args),
+        Some(Command::Backup(args)) => backup(&args),
+        Some(Command::Restore(args)) => restore(&args),
     }
 }
 
@@ -144,6 +149,56 @@ fn http_call(
         .trim()
         .to_string();
     Ok((status, body))
+}
+
+fn backup(args: &BackupArgs) -> ExitCode {
+    let to = match std::path::absolute(&args.to) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("weir backup: bad --to: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let body = serde_json::json!({ "to": to }).to_string();
+    match http_call(
+        &args.http_listen,
+        "POST",
+        "/api/backup",
+        args.admin_token.as_deref(),
+        Some(&body),
+        Duration::from_secs(3600),
+    ) {
+        Ok((200, body)) => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprintln!("weir backup: HTTP {status}: {body}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("weir backup: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn restore(args: &RestoreArgs) -> ExitCode {
+    match weir::backup::restore(&args.from, &args.data_dir) {
+        Ok(m) => {
+            println!(
+                "restored {} partitions ({} bytes) into {}",
+                m.partitions.len(),
+                m.bytes,
+                args.data_dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("weir restore: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn dlq(args: &DlqArgs) -> ExitCode {

@@ -18,7 +18,7 @@ use crate::log::{self, LogError};
 
 /// Directory of the offsets log inside the data dir.
 pub const OFFSETS_DIR: &str = "__consumer_offsets";
-const OFFSETS_FILE: &str = "offsets.log";
+pub const OFFSETS_FILE: &str = "offsets.log";
 /// Longest metadata string accepted with a commit (Kafka's offset.metadata.max.bytes).
 pub const MAX_METADATA_BYTES: usize = 4096;
 /// Largest record accepted when replaying (anything bigger is corruption).
@@ -375,6 +375,31 @@ impl OffsetStore {
         inner.file = file;
         inner.records_written = n;
         Ok(())
+    }
+
+    /// Writes the current committed offsets, compacted, to `path` (backup).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn snapshot_to(&self, path: &Path) -> Result<(), LogError> {
+        let inner = self.inner.lock();
+        let mut buf = Vec::new();
+        for (group, offsets) in &inner.groups {
+            for ((topic, partition), committed) in offsets {
+                buf.extend_from_slice(&encode(&Change::Commit {
+                    group: group.clone(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                    committed: committed.clone(),
+                }));
+            }
+        }
+        drop(inner);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)
+                .map_err(io_err(format!("failed to create {}", dir.display())))?;
+        }
+        log::write_atomic(path, &buf)
     }
 
     /// A group's committed offsets.

@@ -36,6 +36,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/api/groups", get(groups))
         .route("/api/dlq/{topic}", get(dlq_list))
         .route("/api/dlq/{topic}/redrive", post(dlq_redrive))
+        .route("/api/backup", post(backup))
         .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .layer(axum::middleware::map_response(security_headers))
@@ -303,6 +304,40 @@ async fn dlq_redrive(
     .await;
     match res {
         Ok(Ok(n)) => Json(json!({ "topic": topic, "redriven": n })).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": e.to_string() })),
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct BackupBody {
+    /// Directory on the broker's host; missing or empty.
+    to: std::path::PathBuf,
+}
+
+async fn backup(
+    State(b): State<Arc<Broker>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Option<Json<BackupBody>>,
+) -> Response {
+    if let Err(r) = authorize(&b, &headers, peer) {
+        return *r;
+    }
+    let Some(Json(body)) = body else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "body must be {\"to\": \"/dir\"}"})),
+        )
+            .into_response();
+    };
+    let b2 = Arc::clone(&b);
+    match tokio::task::spawn_blocking(move || crate::backup::backup(&b2, &body.to)).await {
+        Ok(Ok(m)) => Json(json!({ "ok": true, "manifest": m })).into_response(),
         Ok(Err(e)) => (
             StatusCode::BAD_REQUEST,
             Json(json!({ "error": e.to_string() })),

@@ -730,6 +730,22 @@ impl PartitionLog {
             .or(Some((h.last_offset(), h.max_timestamp)))
     }
 
+    /// The segment files with their committed sizes, the log start offset
+    /// and the end offset, taken under the lock: bytes below each size never
+    /// change, so copying them later gives a consistent prefix of the log.
+    pub fn snapshot(&self) -> (Vec<(PathBuf, u64)>, i64, i64) {
+        let mut inner = self.inner.lock();
+        for seg in inner.segments.values_mut() {
+            seg.ensure_scanned();
+        }
+        let files = inner
+            .segments
+            .values()
+            .map(|s| (s.path().to_path_buf(), s.size()))
+            .collect();
+        (files, inner.log_start_offset, self.end_offset())
+    }
+
     /// Number of segments (for tests and metrics).
     pub fn segment_count(&self) -> usize {
         self.inner.lock().segments.len()

@@ -21,8 +21,8 @@ use parking_lot::Mutex;
 
 use crate::log::{self, LogError};
 
-const DIR: &str = "__retry";
-const FILE: &str = "pending.log";
+pub const DIR: &str = "__retry";
+pub const FILE: &str = "pending.log";
 const KIND_HELD: u8 = 1;
 const KIND_DONE: u8 = 2;
 /// Largest entry: a hand-back decompresses to at most 64 MiB
@@ -386,6 +386,28 @@ impl PendingStore {
         inner.schedule = schedule;
         inner.done = 0;
         Ok(())
+    }
+
+    /// Writes the pending records, compacted, to `path` (backup).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn snapshot_to(&self, path: &Path) -> Result<(), LogError> {
+        let inner = self.inner.lock();
+        let mut buf = Vec::new();
+        for Reverse((_, pos)) in inner.schedule.iter() {
+            let h = read_entry(&inner.file, *pos)
+                .map_err(io_err(format!("failed to read {}", self.path.display())))?;
+            if let Some(h) = h {
+                buf.extend_from_slice(&encode_held(&h));
+            }
+        }
+        drop(inner);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)
+                .map_err(io_err(format!("failed to create {}", dir.display())))?;
+        }
+        log::write_atomic(path, &buf)
     }
 
     /// Records pending delivery.

@@ -3,6 +3,7 @@
 
 mod admin;
 mod admin_http;
+mod backup;
 mod bad_input;
 mod common;
 mod crash;
