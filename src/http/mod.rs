@@ -347,6 +347,60 @@ async fn backup(
     }
 }
 
+/// The standard Prometheus process metrics, from `/proc/self`.
+fn process_metrics() -> String {
+    use std::fmt::Write;
+    const PAGE: u64 = 4096;
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let mut out = String::new();
+    if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
+        let mut f = statm
+            .split_whitespace()
+            .map(|v| v.parse::<u64>().unwrap_or(0));
+        let (size, resident) = (f.next().unwrap_or(0), f.next().unwrap_or(0));
+        let _ = writeln!(
+            out,
+            "# HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}\n# HELP process_virtual_memory_bytes Virtual memory size in bytes (includes mapped segments).\n# TYPE process_virtual_memory_bytes gauge\nprocess_virtual_memory_bytes {}",
+            resident * PAGE,
+            size * PAGE
+        );
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        let _ = writeln!(
+            out,
+            "# HELP process_open_fds Number of open file descriptors.\n# TYPE process_open_fds gauge\nprocess_open_fds {}",
+            fds.count()
+        );
+    }
+    if let Ok(limits) = std::fs::read_to_string("/proc/self/limits") {
+        if let Some(max) = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            let _ = writeln!(
+                out,
+                "# HELP process_max_fds Maximum number of open file descriptors.\n# TYPE process_max_fds gauge\nprocess_max_fds {max}"
+            );
+        }
+    }
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields after the command name (which may hold spaces) start at ')'.
+        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            // utime and stime are fields 14 and 15 of stat: 11 and 12 here.
+            let cpu = (ticks(11) + ticks(12)) / TICKS_PER_SECOND;
+            let _ = writeln!(
+                out,
+                "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu}"
+            );
+        }
+    }
+    out
+}
+
 /// Gauges computed from broker state at scrape time.
 fn state_gauges(b: &Broker) -> String {
     use std::fmt::Write;
@@ -430,6 +484,7 @@ fn state_gauges(b: &Broker) -> String {
         "# HELP weir_uptime_seconds Seconds since the broker started.\n# TYPE weir_uptime_seconds gauge\nweir_uptime_seconds {}",
         b.started.elapsed().as_secs()
     );
+    out.push_str(&process_metrics());
     let _ = writeln!(
         out,
         "# HELP weir_up Whether the broker is serving (1) or starting or draining (0).\n# TYPE weir_up gauge\nweir_up {}",

@@ -40,6 +40,13 @@ pub enum ConnError {
     Api(#[from] api::ApiError),
 }
 
+/// What the connection last said about itself, for its log events.
+#[derive(Debug, Default)]
+struct ConnCtx {
+    client_id: Option<String>,
+    api: Option<&'static str>,
+}
+
 /// Static name of an API, for metrics labels.
 pub fn api_name(key: ApiKey) -> &'static str {
     match key {
@@ -85,20 +92,25 @@ pub async fn serve<S>(
     let (rd, mut wr) = tokio::io::split(stream);
     let mut rd = BufReader::with_capacity(READ_CHUNK, rd);
     let mut out = BytesMut::with_capacity(8 * 1024);
+    let mut ctx = ConnCtx::default();
     let result = run(
-        &broker, peer, &mut rd, &mut wr, &mut out, &shutdown, &inflight,
+        &broker, peer, &mut ctx, &mut rd, &mut wr, &mut out, &shutdown, &inflight,
     )
     .await;
+    let client_id = ctx.client_id.as_deref().unwrap_or("-");
+    let api = ctx.api.unwrap_or("-");
     match result {
-        Ok(()) => tracing::debug!(%peer, "connection closed"),
-        Err(ConnError::Io(e)) if is_disconnect(&e) => tracing::debug!(%peer, "peer disconnected"),
-        Err(ConnError::Idle) => tracing::debug!(%peer, "closing idle connection"),
+        Ok(()) => tracing::debug!(%peer, client_id, "connection closed"),
+        Err(ConnError::Io(e)) if is_disconnect(&e) => {
+            tracing::debug!(%peer, client_id, "peer disconnected")
+        }
+        Err(ConnError::Idle) => tracing::debug!(%peer, client_id, "closing idle connection"),
         Err(e) => {
             broker
                 .metrics
                 .connection_errors_total
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%peer, error = %e, "closing connection");
+            tracing::warn!(%peer, client_id, api, error = %e, "closing connection");
         }
     }
     let _ = wr.shutdown().await;
@@ -112,9 +124,11 @@ fn is_disconnect(e: &std::io::Error) -> bool {
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run<R, W>(
     broker: &Arc<Broker>,
     peer: SocketAddr,
+    ctx: &mut ConnCtx,
     rd: &mut R,
     wr: &mut W,
     out: &mut BytesMut,
@@ -177,6 +191,13 @@ where
             }
             Decoded::Request { header, key, body } => {
                 let version = header.request_api_version;
+                ctx.api = Some(api_name(key));
+                if ctx.client_id.is_none() {
+                    ctx.client_id = header
+                        .client_id
+                        .as_ref()
+                        .map(|c| c.chars().take(128).collect());
+                }
                 let resp = api::handle(broker, &header, peer, key, *body).await?;
                 let micros = started.elapsed().as_micros() as u64;
                 broker.metrics.record_request(api_name(key), micros);

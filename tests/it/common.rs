@@ -83,13 +83,22 @@ pub struct ChildBroker {
 }
 
 impl ChildBroker {
+    /// Starts on free ports; another test may take a port between our probe
+    /// and the child's bind, so a child that exits at once is retried.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
-        let port = free_port();
-        let http_port = free_port();
-        Self::start_on(data_dir, port, http_port, extra)
+        for _ in 0..5 {
+            if let Some(b) = Self::try_start(data_dir, free_port(), free_port(), extra) {
+                return b;
+            }
+        }
+        panic!("weir child did not start after 5 attempts");
     }
 
     pub fn start_on(data_dir: &Path, port: u16, http_port: u16, extra: &[&str]) -> Self {
+        Self::try_start(data_dir, port, http_port, extra).expect("weir child did not start")
+    }
+
+    fn try_start(data_dir: &Path, port: u16, http_port: u16, extra: &[&str]) -> Option<Self> {
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .args(["--listen", &addr, "--advertised-listener", &addr])
@@ -102,17 +111,22 @@ impl ChildBroker {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn weir");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "weir child did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self {
+        let mut b = Self {
             child,
             port,
             http_port,
             data_dir: data_dir.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(&addr).is_err() {
+            if matches!(b.child.try_wait(), Ok(Some(_))) {
+                return None;
+            }
+            assert!(Instant::now() < deadline, "weir child did not start");
+            std::thread::sleep(Duration::from_millis(20));
         }
+        // Both listeners are bound before the Kafka port accepts.
+        Some(b)
     }
 
     pub fn bootstrap(&self) -> String {

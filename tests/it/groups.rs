@@ -366,10 +366,8 @@ async fn committed_offsets_survive_a_broker_kill_9() {
     .await
     .unwrap();
     broker.kill9();
-    let port = broker.port;
-    let http = broker.http_port;
     drop(broker);
-    let broker = ChildBroker::start_on(dir.path(), port, http, &[]);
+    let broker = ChildBroker::start(dir.path(), &[]);
     let bs = broker.bootstrap();
     tokio::task::spawn_blocking(move || {
         let c = group_consumer(&bs, "keepers", &[]);
