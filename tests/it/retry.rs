@@ -461,3 +461,102 @@ async fn a_compressed_hand_back_larger_than_the_limit_once_decompressed_is_still
     assert_eq!(g.value.len(), 20_000);
     assert_eq!(b.broker().retries.store.pending(), 0);
 }
+
+/// A consumer-group member that subscribes to `T` and its group's retry
+/// topic, and hands back every record it reads from `T` once.
+fn group_member(bootstrap: &str, group: &str, topics: &[&str]) -> BaseConsumer {
+    let c: BaseConsumer = client_config(bootstrap)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "true")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .create()
+        .unwrap();
+    c.subscribe(topics).unwrap();
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_consumer_groups_on_one_topic_each_get_back_only_their_own_failures() {
+    let b = TestBroker::start().await;
+    let bs = b.bootstrap();
+    create_topic(
+        &bs,
+        "shared",
+        1,
+        &[("retry.max.attempts", "2"), ("retry.backoff.ms", "500")],
+    )
+    .await;
+    let p = producer(&bs, &[]);
+    p.send(
+        FutureRecord::to("shared").key("k").payload("v"),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    // Group "billing" fails the record and hands it back to its own retry
+    // topic; group "audit" processes it fine. Each subscribes to T and its
+    // own retry topic, created on first use.
+    let billing = group_member(&bs, "billing", &["shared", "shared.retry.billing"]);
+    let audit = group_member(&bs, "audit", &["shared", "shared.retry.audit"]);
+    let seen = tokio::task::block_in_place(|| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut billing_seen: Vec<(String, Option<String>)> = Vec::new();
+        let mut audit_seen: Vec<(String, Option<String>)> = Vec::new();
+        let mut handed_back = false;
+        while Instant::now() < deadline && !(billing_seen.len() >= 2 && audit_seen.len() >= 1) {
+            if let Some(Ok(m)) = billing.poll(Duration::from_millis(50)) {
+                let attempt = m.headers().and_then(|h| {
+                    h.iter()
+                        .find(|x| x.key == "retry.attempt")
+                        .and_then(|x| x.value)
+                        .map(|v| String::from_utf8_lossy(v).to_string())
+                });
+                billing_seen.push((m.topic().to_string(), attempt));
+                if !handed_back {
+                    handed_back = true;
+                    let p = p.clone();
+                    let key = m.key().unwrap_or_default().to_vec();
+                    let value = m.payload().unwrap_or_default().to_vec();
+                    tokio::runtime::Handle::current().block_on(async move {
+                        p.send(
+                            FutureRecord::to("shared.retry.billing")
+                                .key(&key)
+                                .payload(&value),
+                            Duration::from_secs(10),
+                        )
+                        .await
+                        .unwrap();
+                    });
+                }
+            }
+            if let Some(Ok(m)) = audit.poll(Duration::from_millis(50)) {
+                audit_seen.push((m.topic().to_string(), None));
+            }
+        }
+        // Give a wrongly routed redelivery time to show up in audit.
+        let until = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < until {
+            if let Some(Ok(m)) = audit.poll(Duration::from_millis(50)) {
+                audit_seen.push((m.topic().to_string(), None));
+            }
+        }
+        (billing_seen, audit_seen)
+    });
+    let (billing_seen, audit_seen) = seen;
+    assert_eq!(
+        billing_seen,
+        vec![
+            ("shared".to_string(), None),
+            ("shared.retry.billing".to_string(), Some("1".to_string()))
+        ],
+        "billing gets its failure back on its own retry topic"
+    );
+    assert_eq!(
+        audit_seen,
+        vec![("shared".to_string(), None)],
+        "audit never sees billing's retry"
+    );
+}
