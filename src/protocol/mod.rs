@@ -119,3 +119,6 @@ pub fn encode(
     out[start..start + 4].copy_from_slice(&size.to_be_bytes());
     Ok(())
 }
+
+#[cfg(test)]
+mod fuzz_tests;
