@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 
-use crate::log::{self, LogError};
+use crate::log::{self, framed, LogError};
 
 /// Directory of the offsets log inside the data dir.
 pub const OFFSETS_DIR: &str = "__consumer_offsets";
@@ -119,53 +119,15 @@ fn encode(change: &Change) -> Vec<u8> {
             put_str(&mut p, group);
         }
     }
-    let mut rec = Vec::with_capacity(p.len() + 8);
-    rec.extend_from_slice(&(p.len() as u32).to_be_bytes());
-    rec.extend_from_slice(&crc32c::crc32c(&p).to_be_bytes());
-    rec.extend_from_slice(&p);
-    rec
-}
-
-struct Cursor<'a>(&'a [u8]);
-
-impl Cursor<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Some(a)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-    fn i32(&mut self) -> Option<i32> {
-        self.take(4)
-            .and_then(|b| b.try_into().ok())
-            .map(i32::from_be_bytes)
-    }
-    fn i64(&mut self) -> Option<i64> {
-        self.take(8)
-            .and_then(|b| b.try_into().ok())
-            .map(i64::from_be_bytes)
-    }
-    fn string(&mut self) -> Option<String> {
-        let n = self
-            .take(2)
-            .and_then(|b| b.try_into().ok())
-            .map(u16::from_be_bytes)?;
-        self.take(n as usize)
-            .and_then(|b| String::from_utf8(b.to_vec()).ok())
-    }
+    framed::frame(&p)
 }
 
 fn decode(payload: &[u8]) -> Option<Change> {
-    let mut c = Cursor(payload);
+    let mut c = framed::Reader(payload);
     let change = match c.u8()? {
         KIND_COMMIT => {
-            let group = c.string()?;
-            let topic = c.string()?;
+            let group = c.str16()?;
+            let topic = c.str16()?;
             let partition = c.i32()?;
             let offset = c.i64()?;
             let leader_epoch = c.i32()?;
@@ -189,14 +151,14 @@ fn decode(payload: &[u8]) -> Option<Change> {
             }
         }
         KIND_DELETE_OFFSET => Change::DeleteOffset {
-            group: c.string()?,
-            topic: c.string()?,
+            group: c.str16()?,
+            topic: c.str16()?,
             partition: c.i32()?,
         },
-        KIND_DELETE_GROUP => Change::DeleteGroup { group: c.string()? },
+        KIND_DELETE_GROUP => Change::DeleteGroup { group: c.str16()? },
         _ => return None,
     };
-    c.0.is_empty().then_some(change)
+    c.is_done().then_some(change)
 }
 
 fn apply(groups: &mut HashMap<String, GroupOffsets>, change: Change) {
@@ -249,28 +211,15 @@ impl OffsetStore {
                 .map_err(io_err(format!("failed to read {}", path.display())))?;
         }
         let mut groups = HashMap::new();
-        let mut pos = 0usize;
         let mut records = 0u64;
-        while pos + 8 <= bytes.len() {
-            let len =
-                u32::from_be_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]]);
-            let crc = u32::from_be_bytes([
-                bytes[pos + 4],
-                bytes[pos + 5],
-                bytes[pos + 6],
-                bytes[pos + 7],
-            ]);
-            if len > MAX_RECORD_BYTES || pos + 8 + len as usize > bytes.len() {
-                break;
-            }
-            let payload = &bytes[pos + 8..pos + 8 + len as usize];
-            if crc32c::crc32c(payload) != crc {
-                break;
-            }
+        // The end of the last entry applied: an entry that frames well but
+        // does not decode also ends the log.
+        let mut pos = 0usize;
+        for (at, payload) in framed::Frames::new(&bytes, MAX_RECORD_BYTES) {
             let Some(change) = decode(payload) else { break };
             apply(&mut groups, change);
             records += 1;
-            pos += 8 + len as usize;
+            pos = at as usize + 8 + payload.len();
         }
         let file = OpenOptions::new()
             .create(true)

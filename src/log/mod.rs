@@ -12,6 +12,7 @@
 //! commit).
 
 pub mod batch;
+pub mod framed;
 pub mod mmap;
 pub mod producers;
 pub mod segment;
@@ -310,16 +311,7 @@ impl PartitionLog {
         limit_size: bool,
     ) -> Result<AppendInfo, LogError> {
         self.check_not_failed()?;
-        let batches = batch::split_batches(records)?;
-        if batches.len() != 1 {
-            return Err(
-                BatchError::Invalid("a produce must carry exactly one record batch").into(),
-            );
-        }
-        let (_, h) = batches[0];
-        if h.is_transactional() || h.is_control() {
-            return Err(LogError::Transactional);
-        }
+        let h = single_batch(records)?;
         let mut inner = self.inner.lock();
         if self.closed.load(Ordering::Acquire) {
             return Err(LogError::Closed);
@@ -399,16 +391,7 @@ impl PartitionLog {
     /// # Errors
     /// Invalid batches, size limits.
     pub fn check_external(&self, records: &[u8]) -> Result<(BatchHeader, SequenceCheck), LogError> {
-        let batches = batch::split_batches(records)?;
-        if batches.len() != 1 {
-            return Err(
-                BatchError::Invalid("a produce must carry exactly one record batch").into(),
-            );
-        }
-        let (_, h) = batches[0];
-        if h.is_transactional() || h.is_control() {
-            return Err(LogError::Transactional);
-        }
+        let h = single_batch(records)?;
         let inner = self.inner.lock();
         if records.len() > inner.config.max_message_bytes {
             return Err(LogError::TooLarge {
@@ -755,6 +738,20 @@ impl PartitionLog {
     pub fn segment_bases(&self) -> Vec<i64> {
         self.inner.lock().segments.keys().copied().collect()
     }
+}
+
+/// Validates a produce payload for one partition: exactly one v2 batch (as
+/// Kafka requires from Produce v3 on), not transactional.
+fn single_batch(records: &[u8]) -> Result<BatchHeader, LogError> {
+    let batches = batch::split_batches(records)?;
+    if batches.len() != 1 {
+        return Err(BatchError::Invalid("a produce must carry exactly one record batch").into());
+    }
+    let (_, h) = batches[0];
+    if h.is_transactional() || h.is_control() {
+        return Err(LogError::Transactional);
+    }
+    Ok(h)
 }
 
 /// Offsets and timestamps of every record in a batch (decodes the batch; only

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use crate::log::{self, LogError};
+use crate::log::{self, framed, LogError};
 
 pub const DIR: &str = "__retry";
 pub const FILE: &str = "pending.log";
@@ -68,71 +68,33 @@ fn encode_held(h: &Held) -> Vec<u8> {
         put_bytes(&mut p, Some(k.as_bytes()));
         put_bytes(&mut p, v.as_deref());
     }
-    frame(p)
+    framed::frame(&p)
 }
 
 fn encode_done(pos: u64) -> Vec<u8> {
     let mut p = vec![KIND_DONE];
     p.extend_from_slice(&pos.to_be_bytes());
-    frame(p)
-}
-
-fn frame(p: Vec<u8>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(p.len() + 8);
-    out.extend_from_slice(&(p.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&p).to_be_bytes());
-    out.extend_from_slice(&p);
-    out
-}
-
-struct Cur<'a>(&'a [u8]);
-
-impl Cur<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        (self.0.len() >= n).then(|| {
-            let (a, b) = self.0.split_at(n);
-            self.0 = b;
-            a
-        })
-    }
-    fn i32(&mut self) -> Option<i32> {
-        self.take(4)
-            .and_then(|b| b.try_into().ok())
-            .map(i32::from_be_bytes)
-    }
-    fn i64(&mut self) -> Option<i64> {
-        self.take(8)
-            .and_then(|b| b.try_into().ok())
-            .map(i64::from_be_bytes)
-    }
-    fn bytes(&mut self) -> Option<Option<Bytes>> {
-        let n = self.i32()?;
-        if n < 0 {
-            return Some(None);
-        }
-        self.take(n as usize)
-            .map(|b| Some(Bytes::copy_from_slice(b)))
-    }
+    framed::frame(&p)
 }
 
 fn decode_held(p: &[u8]) -> Option<Held> {
-    let mut c = Cur(p);
-    if c.take(1)? != [KIND_HELD] {
+    let mut c = framed::Reader(p);
+    if c.u8()? != KIND_HELD {
         return None;
     }
     let due_ms = c.i64()?;
-    let topic = String::from_utf8(c.bytes()??.to_vec()).ok()?;
+    let topic = String::from_utf8(c.bytes32()??.to_vec()).ok()?;
     let partition = c.i32()?;
     let timestamp = c.i64()?;
-    let key = c.bytes()?;
-    let value = c.bytes()?;
+    let key = c.bytes32()?;
+    let value = c.bytes32()?;
     let n = c.i32()?;
     let mut headers = Vec::with_capacity((n.max(0) as usize).min(c.0.len()));
     for _ in 0..n.max(0) {
-        let k = String::from_utf8(c.bytes()??.to_vec()).ok()?;
-        headers.push((k, c.bytes()?));
+        let k = String::from_utf8(c.bytes32()??.to_vec()).ok()?;
+        headers.push((k, c.bytes32()?));
     }
-    c.0.is_empty().then_some(Held {
+    c.is_done().then_some(Held {
         due_ms,
         topic,
         partition,
@@ -186,27 +148,14 @@ impl PendingStore {
         }
         let mut held: HashMap<u64, i64> = HashMap::new();
         let mut done = 0u64;
+        // The end of the last entry applied: an entry that frames well but
+        // does not decode also ends the store.
         let mut pos = 0usize;
-        while pos + 8 <= bytes.len() {
-            let len =
-                u32::from_be_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]]);
-            let crc = u32::from_be_bytes([
-                bytes[pos + 4],
-                bytes[pos + 5],
-                bytes[pos + 6],
-                bytes[pos + 7],
-            ]);
-            if len == 0 || len > MAX_ENTRY || pos + 8 + len as usize > bytes.len() {
-                break;
-            }
-            let p = &bytes[pos + 8..pos + 8 + len as usize];
-            if crc32c::crc32c(p) != crc {
-                break;
-            }
+        for (at, p) in framed::Frames::new(&bytes, MAX_ENTRY) {
             match p[0] {
                 KIND_HELD => {
                     let Some(h) = decode_held(p) else { break };
-                    held.insert(pos as u64, h.due_ms);
+                    held.insert(at, h.due_ms);
                 }
                 KIND_DONE if p.len() == 9 => {
                     let mut b = [0u8; 8];
@@ -216,7 +165,7 @@ impl PendingStore {
                 }
                 _ => break,
             }
-            pos += 8 + len as usize;
+            pos = at as usize + 8 + p.len();
         }
         let file = OpenOptions::new()
             .create(true)
