@@ -9,10 +9,8 @@ Needs env BOOTSTRAP=host:port. Exits 0 only when every check passed; prints
 each check as "ok:" or "FAIL:" and a summary of the failures at the end.
 """
 import os
-import signal
 import sys
 import time
-import traceback
 
 import confluent_kafka
 from confluent_kafka import (
@@ -31,56 +29,25 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-BOOTSTRAP = os.environ.get("BOOTSTRAP")
-if not BOOTSTRAP:
-    sys.exit("set BOOTSTRAP=host:port")
-TOPIC = f"weir-compat-confluent-{os.getpid()}-{int(time.time())}"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (  # noqa: E402 - needs the script's directory on sys.path
+    CLIENT_TIMEOUTS,
+    POLL_WINDOW,
+    STATE,
+    check,
+    confluent_versions,
+    fail,
+    ok,
+    reporting,
+    require_bootstrap,
+    run_script,
+    unique_topic,
+)
+
+BOOTSTRAP = require_bootstrap()
+TOPIC = unique_topic("confluent")
 PARTITIONS = 3
 N = 300
-OVERALL_TIMEOUT = int(os.environ.get("OVERALL_TIMEOUT", "100"))
-POLL_WINDOW = 30.0  # seconds any single wait/poll loop may take
-
-CLIENT_TIMEOUTS = {
-    "socket.timeout.ms": 10000,
-    "socket.connection.setup.timeout.ms": 5000,
-}
-
-checks = 0
-failures = []
-STATE = {"created": False}  # True while the topic may exist and needs cleanup
-
-
-class Abort(Exception):
-    """A check failed that later steps depend on."""
-
-
-def ok(msg):
-    global checks
-    checks += 1
-    print(f"ok:   {msg}", flush=True)
-
-
-def fail(msg, fatal=False):
-    global checks
-    checks += 1
-    failures.append(msg)
-    print(f"FAIL: {msg}", flush=True)
-    if fatal:
-        raise Abort(msg)
-
-
-def check(cond, msg, detail="", fatal=False):
-    if cond:
-        ok(msg)
-    else:
-        fail(f"{msg}{' -- ' + detail if detail else ''}", fatal=fatal)
-    return cond
-
-
-def on_alarm(_sig, _frame):
-    print(f"FAIL: overall timeout of {OVERALL_TIMEOUT}s reached; "
-          f"failures so far: {failures}", flush=True)
-    os._exit(2)
 
 
 def source(entry):
@@ -117,19 +84,12 @@ def wait_partitions(admin, topic, want, what):
 
 
 def main():
-    version = confluent_kafka.version()  # a str in some releases, a tuple in others
-    if isinstance(version, tuple):
-        version = version[0]
-    print(f"confluent-kafka {version}, librdkafka {confluent_kafka.libversion()[0]}")
+    print(confluent_versions())
     print(f"bootstrap: {BOOTSTRAP}  topic: {TOPIC}", flush=True)
     admin = AdminClient({"bootstrap.servers": BOOTSTRAP, **CLIENT_TIMEOUTS})
     try:
-        run(admin)
-    except Abort as e:
-        print(f"aborting remaining steps: {e}", flush=True)
-    except Exception as e:  # noqa: BLE001 - report anything as a failure
-        traceback.print_exc()
-        fail(f"unexpected exception: {e!r}")
+        with reporting():
+            run(admin)
     finally:
         if STATE["created"]:
             # best-effort cleanup after an aborted run
@@ -547,13 +507,4 @@ def group_section(admin, producer, on_delivery, rec, reports, counts):
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(OVERALL_TIMEOUT)
-    main()
-    print()
-    if failures:
-        print(f"confluent-kafka: {len(failures)} of {checks} checks FAILED:")
-        for f in failures:
-            print(f"  - {f}")
-        sys.exit(1)
-    print(f"confluent-kafka: all {checks} checks passed")
+    run_script("confluent-kafka", main)

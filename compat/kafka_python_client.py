@@ -9,7 +9,6 @@ each check as "ok:" or "FAIL:" and a summary of the failures at the end.
 """
 import logging
 import os
-import signal
 import sys
 import time
 import traceback
@@ -18,57 +17,29 @@ import kafka
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
-BOOTSTRAP = os.environ.get("BOOTSTRAP")
-if not BOOTSTRAP:
-    sys.exit("set BOOTSTRAP=host:port")
-TOPIC = f"weir-compat-kafkapython-{os.getpid()}-{int(time.time())}"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (  # noqa: E402 - needs the script's directory on sys.path
+    POLL_WINDOW,
+    STATE,
+    check,
+    fail,
+    ok,
+    reporting,
+    require_bootstrap,
+    run_script,
+    unique_topic,
+)
+
+BOOTSTRAP = require_bootstrap()
+TOPIC = unique_topic("kafkapython")
 PARTITIONS = 2
 N = 200
-OVERALL_TIMEOUT = int(os.environ.get("OVERALL_TIMEOUT", "100"))
-POLL_WINDOW = 30.0  # seconds any single wait/poll loop may take
 
 COMMON = {
     "bootstrap_servers": BOOTSTRAP,
     "request_timeout_ms": 15000,
     "reconnect_backoff_max_ms": 1000,
 }
-
-checks = 0
-failures = []
-STATE = {"created": False}  # True while the topic may exist and needs cleanup
-
-
-class Abort(Exception):
-    """A check failed that later steps depend on."""
-
-
-def ok(msg):
-    global checks
-    checks += 1
-    print(f"ok:   {msg}", flush=True)
-
-
-def fail(msg, fatal=False):
-    global checks
-    checks += 1
-    failures.append(msg)
-    print(f"FAIL: {msg}", flush=True)
-    if fatal:
-        raise Abort(msg)
-
-
-def check(cond, msg, detail="", fatal=False):
-    if cond:
-        ok(msg)
-    else:
-        fail(f"{msg}{' -- ' + detail if detail else ''}", fatal=fatal)
-    return cond
-
-
-def on_alarm(_sig, _frame):
-    print(f"FAIL: overall timeout of {OVERALL_TIMEOUT}s reached; "
-          f"failures so far: {failures}", flush=True)
-    os._exit(2)
 
 
 def supported(cls, **opts):
@@ -86,19 +57,15 @@ def main():
     print(f"bootstrap: {BOOTSTRAP}  topic: {TOPIC}", flush=True)
     admin = None
     try:
-        try:
-            admin = KafkaAdminClient(client_id="weir-compat-admin",
-                                     **supported(KafkaAdminClient, **COMMON,
-                                                 bootstrap_timeout_ms=15000))
-            ok("KafkaAdminClient connected")
-        except Exception as e:  # noqa: BLE001
-            fail(f"KafkaAdminClient could not connect: {e!r}", fatal=True)
-        run(admin)
-    except Abort as e:
-        print(f"aborting remaining steps: {e}", flush=True)
-    except Exception as e:  # noqa: BLE001 - report anything as a failure
-        traceback.print_exc()
-        fail(f"unexpected exception: {e!r}")
+        with reporting():
+            try:
+                admin = KafkaAdminClient(client_id="weir-compat-admin",
+                                         **supported(KafkaAdminClient, **COMMON,
+                                                     bootstrap_timeout_ms=15000))
+                ok("KafkaAdminClient connected")
+            except Exception as e:  # noqa: BLE001
+                fail(f"KafkaAdminClient could not connect: {e!r}", fatal=True)
+            run(admin)
     finally:
         if admin is not None:
             if STATE["created"]:
@@ -409,13 +376,4 @@ def check_group_offsets(admin, group, counts, when):
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.ERROR, format="      log: %(name)s %(levelname)s %(message)s")
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(OVERALL_TIMEOUT)
-    main()
-    print()
-    if failures:
-        print(f"kafka-python: {len(failures)} of {checks} checks FAILED:")
-        for f in failures:
-            print(f"  - {f}")
-        sys.exit(1)
-    print(f"kafka-python: all {checks} checks passed")
+    run_script("kafka-python", main)

@@ -15,74 +15,42 @@ and a summary of the failures at the end.
 """
 import json
 import os
-import signal
 import sys
 import time
-import traceback
 import urllib.error
 import urllib.request
 
-import confluent_kafka
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (  # noqa: E402 - needs the script's directory on sys.path
+    CLIENT_TIMEOUTS,
+    STATE,
+    check,
+    confluent_versions,
+    fail,
+    ok,
+    reporting,
+    run_script,
+    unique_topic,
+)
 
 BOOTSTRAP = os.environ.get("BOOTSTRAP")
 HTTP = os.environ.get("WEIR_HTTP")
 if not BOOTSTRAP or not HTTP:
     sys.exit("set BOOTSTRAP=host:port (Kafka) and WEIR_HTTP=host:port (admin HTTP)")
-TOPIC = f"weir-compat-retry-{os.getpid()}-{int(time.time())}"
+TOPIC = unique_topic("retry")
 RETRY = f"{TOPIC}.retry"
 DLQ = f"{TOPIC}.dlq"
 MAX_ATTEMPTS = 2
 BACKOFF_MS = 500
 MULTIPLIER = 2
-OVERALL_TIMEOUT = int(os.environ.get("OVERALL_TIMEOUT", "100"))
 LATE_MS = 10000  # a redelivery later than due + this counts as lost
 
-CLIENT_TIMEOUTS = {
-    "socket.timeout.ms": 10000,
-    "socket.connection.setup.timeout.ms": 5000,
-}
 KEY = b"order-42"
 VALUE = b"payload that keeps failing"
 APP_HEADER = ("trace-id", b"abc-123")
-
-checks = 0
-failures = []
-STATE = {"created": False}
-
-
-class Abort(Exception):
-    """A check failed that later steps depend on."""
-
-
-def ok(msg):
-    global checks
-    checks += 1
-    print(f"ok:   {msg}", flush=True)
-
-
-def fail(msg, fatal=False):
-    global checks
-    checks += 1
-    failures.append(msg)
-    print(f"FAIL: {msg}", flush=True)
-    if fatal:
-        raise Abort(msg)
-
-
-def check(cond, msg, detail="", fatal=False):
-    if cond:
-        ok(msg)
-    else:
-        fail(f"{msg}{' -- ' + detail if detail else ''}", fatal=fatal)
-    return cond
-
-
-def on_alarm(_sig, _frame):
-    print(f"FAIL: overall timeout of {OVERALL_TIMEOUT}s reached; "
-          f"failures so far: {failures}", flush=True)
-    os._exit(2)
 
 
 def now_ms():
@@ -170,20 +138,13 @@ class Tail:
 
 
 def main():
-    version = confluent_kafka.version()
-    if isinstance(version, tuple):
-        version = version[0]
-    print(f"confluent-kafka {version}, librdkafka {confluent_kafka.libversion()[0]}")
+    print(confluent_versions())
     print(f"bootstrap: {BOOTSTRAP}  http: {HTTP}  topic: {TOPIC}", flush=True)
     admin = AdminClient({"bootstrap.servers": BOOTSTRAP, **CLIENT_TIMEOUTS})
     tails = []
     try:
-        run(admin, tails)
-    except Abort as e:
-        print(f"aborting remaining steps: {e}", flush=True)
-    except Exception as e:  # noqa: BLE001 - report anything as a failure
-        traceback.print_exc()
-        fail(f"unexpected exception: {e!r}")
+        with reporting():
+            run(admin, tails)
     finally:
         for t in tails:
             try:
@@ -396,13 +357,4 @@ def run(admin, tails):
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(OVERALL_TIMEOUT)
-    main()
-    print()
-    if failures:
-        print(f"retry-dlq: {len(failures)} of {checks} checks FAILED:")
-        for f in failures:
-            print(f"  - {f}")
-        sys.exit(1)
-    print(f"retry-dlq: all {checks} checks passed")
+    run_script("retry-dlq", main)
