@@ -192,6 +192,24 @@ fn apply(groups: &mut HashMap<String, GroupOffsets>, change: Change) {
     }
 }
 
+/// Every live committed offset as commit entries, and how many.
+fn encode_live(groups: &HashMap<String, GroupOffsets>) -> (Vec<u8>, u64) {
+    let mut buf = Vec::new();
+    let mut n = 0;
+    for (group, offsets) in groups {
+        for ((topic, partition), committed) in offsets {
+            buf.extend_from_slice(&encode(&Change::Commit {
+                group: group.clone(),
+                topic: topic.clone(),
+                partition: *partition,
+                committed: committed.clone(),
+            }));
+            n += 1;
+        }
+    }
+    (buf, n)
+}
+
 fn io_err(context: String) -> impl FnOnce(std::io::Error) -> LogError {
     move |source| LogError::Io { context, source }
 }
@@ -221,24 +239,7 @@ impl OffsetStore {
             records += 1;
             pos = at as usize + 8 + payload.len();
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(io_err(format!("failed to open {}", path.display())))?;
-        if (pos as u64) < bytes.len() as u64 {
-            tracing::warn!(
-                file = %path.display(),
-                valid_bytes = pos,
-                dropped_bytes = bytes.len() - pos,
-                "truncating torn tail of the offsets log"
-            );
-            file.set_len(pos as u64)
-                .and_then(|()| file.sync_all())
-                .map_err(io_err(format!("failed to truncate {}", path.display())))?;
-        }
+        let file = framed::open_truncated(&path, pos, bytes.len(), "offsets log")?;
         let store = Self {
             path,
             sync,
@@ -302,19 +303,7 @@ impl OffsetStore {
     }
 
     fn compact_locked(&self, inner: &mut Inner) -> Result<(), LogError> {
-        let mut buf = Vec::new();
-        let mut n = 0;
-        for (group, offsets) in &inner.groups {
-            for ((topic, partition), committed) in offsets {
-                buf.extend_from_slice(&encode(&Change::Commit {
-                    group: group.clone(),
-                    topic: topic.clone(),
-                    partition: *partition,
-                    committed: committed.clone(),
-                }));
-                n += 1;
-            }
-        }
+        let (buf, n) = encode_live(&inner.groups);
         log::write_atomic(&self.path, &buf)?;
         let file = OpenOptions::new()
             .read(true)
@@ -331,19 +320,7 @@ impl OffsetStore {
     /// # Errors
     /// I/O errors.
     pub fn snapshot_to(&self, path: &Path) -> Result<(), LogError> {
-        let inner = self.inner.lock();
-        let mut buf = Vec::new();
-        for (group, offsets) in &inner.groups {
-            for ((topic, partition), committed) in offsets {
-                buf.extend_from_slice(&encode(&Change::Commit {
-                    group: group.clone(),
-                    topic: topic.clone(),
-                    partition: *partition,
-                    committed: committed.clone(),
-                }));
-            }
-        }
-        drop(inner);
+        let (buf, _) = encode_live(&self.inner.lock().groups);
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)
                 .map_err(io_err(format!("failed to create {}", dir.display())))?;

@@ -6,7 +6,40 @@
 //! one that is short, empty, too long or fails its CRC: everything from there
 //! is a torn tail, cut by the caller.
 
+use std::fs::{File, OpenOptions};
+use std::path::Path;
+
 use bytes::Bytes;
+
+use super::LogError;
+
+/// Opens an internal log for reading and appending; when replay stopped at
+/// `valid` before `len`, cuts the file there (fsynced) and logs it as `what`.
+///
+/// # Errors
+/// I/O errors opening or truncating.
+pub fn open_truncated(path: &Path, valid: usize, len: usize, what: &str) -> Result<File, LogError> {
+    let err = |context: String| move |source| LogError::Io { context, source };
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(err(format!("failed to open {}", path.display())))?;
+    if valid < len {
+        tracing::warn!(
+            file = %path.display(),
+            valid_bytes = valid,
+            dropped_bytes = len - valid,
+            "truncating torn tail of the {what}"
+        );
+        file.set_len(valid as u64)
+            .and_then(|()| file.sync_all())
+            .map_err(err(format!("failed to truncate {}", path.display())))?;
+    }
+    Ok(file)
+}
 
 /// Frames `payload` as one entry.
 pub fn frame(payload: &[u8]) -> Vec<u8> {

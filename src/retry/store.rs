@@ -105,11 +105,13 @@ fn decode_held(p: &[u8]) -> Option<Held> {
     })
 }
 
+/// Earliest due first: (due ms, position of the held entry).
+type Schedule = BinaryHeap<Reverse<(i64, u64)>>;
+
 struct Inner {
     file: File,
     len: u64,
-    /// Earliest due first: (due ms, position of the held entry).
-    schedule: BinaryHeap<Reverse<(i64, u64)>>,
+    schedule: Schedule,
     live: u64,
     done: u64,
 }
@@ -167,19 +169,7 @@ impl PendingStore {
             }
             pos = at as usize + 8 + p.len();
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(io_err(format!("failed to open {}", path.display())))?;
-        if pos < bytes.len() {
-            tracing::warn!(file = %path.display(), valid_bytes = pos, "truncating torn tail of the pending-retry store");
-            file.set_len(pos as u64)
-                .and_then(|()| file.sync_all())
-                .map_err(io_err(format!("failed to truncate {}", path.display())))?;
-        }
+        let file = framed::open_truncated(&path, pos, bytes.len(), "pending-retry store")?;
         let live = held.len() as u64;
         let schedule = held.into_iter().map(|(p, d)| Reverse((d, p))).collect();
         Ok(Self {
@@ -313,7 +303,9 @@ impl PendingStore {
         Ok(())
     }
 
-    fn compact_locked(&self, inner: &mut Inner) -> Result<(), LogError> {
+    /// The live held entries re-encoded back to back, and their schedule
+    /// at their new positions.
+    fn encode_live(&self, inner: &Inner) -> Result<(Vec<u8>, Schedule), LogError> {
         let mut buf = Vec::new();
         let mut schedule = BinaryHeap::with_capacity(inner.schedule.len());
         for Reverse((due, pos)) in inner.schedule.iter() {
@@ -324,6 +316,11 @@ impl PendingStore {
                 buf.extend_from_slice(&encode_held(&h));
             }
         }
+        Ok((buf, schedule))
+    }
+
+    fn compact_locked(&self, inner: &mut Inner) -> Result<(), LogError> {
+        let (buf, schedule) = self.encode_live(inner)?;
         log::write_atomic(&self.path, &buf)?;
         inner.file = OpenOptions::new()
             .read(true)
@@ -342,16 +339,7 @@ impl PendingStore {
     /// # Errors
     /// I/O errors.
     pub fn snapshot_to(&self, path: &Path) -> Result<(), LogError> {
-        let inner = self.inner.lock();
-        let mut buf = Vec::new();
-        for Reverse((_, pos)) in inner.schedule.iter() {
-            let h = read_entry(&inner.file, *pos)
-                .map_err(io_err(format!("failed to read {}", self.path.display())))?;
-            if let Some(h) = h {
-                buf.extend_from_slice(&encode_held(&h));
-            }
-        }
-        drop(inner);
+        let (buf, _) = self.encode_live(&self.inner.lock())?;
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)
                 .map_err(io_err(format!("failed to create {}", dir.display())))?;
