@@ -294,7 +294,7 @@ impl Broker {
     /// Flushes everything and, when every fsync succeeded and `drained`
     /// (no request was still running), writes the clean-shutdown marker.
     pub fn close_cleanly(&self, drained: bool) {
-        let flushed = self.topics.flush_all();
+        let flushed = self.topics.flush_all() && self.topics.checkpoint_all();
         self.groups.offsets.flush();
         self.retries.store.flush();
         if !(flushed && drained) {

@@ -212,6 +212,20 @@ pub struct ServeArgs {
         default_value_t = 300_000
     )]
     pub log_retention_check_interval_ms: u64,
+    /// How often each partition's recovery point is written, in ms: start-up
+    /// after a crash scans only what was written since (Kafka's
+    /// log.flush.offset.checkpoint.interval.ms).
+    #[arg(
+        long,
+        env = "WEIR_RECOVERY_CHECKPOINT_INTERVAL_MS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(100..)
+    )]
+    pub recovery_checkpoint_interval_ms: u64,
+    /// Sealed segments not read for this long have their maps released, in
+    /// ms.
+    #[arg(long, env = "WEIR_SEGMENT_IDLE_RELEASE_MS", default_value_t = 60_000)]
+    pub segment_idle_release_ms: u64,
     /// Delay of an empty group's first rebalance, in ms (Kafka's
     /// group.initial.rebalance.delay.ms).
     #[arg(

@@ -124,6 +124,7 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
             tracker.clone(),
         )),
         tokio::spawn(retention_loop(Arc::clone(&broker), shutdown.clone())),
+        tokio::spawn(checkpoint_loop(Arc::clone(&broker), shutdown.clone())),
         tokio::spawn(group_ticker(Arc::clone(&broker), shutdown.clone())),
         tokio::spawn(retry::Retries::run(Arc::clone(&broker), shutdown.clone())),
     ];
@@ -165,6 +166,29 @@ async fn retention_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
             for t in b.topics.list() {
                 for p in t.partitions() {
                     p.apply_retention(now);
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Writes recovery points and releases idle segment maps.
+async fn checkpoint_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
+    let every = Duration::from_millis(broker.config.args.recovery_checkpoint_interval_ms);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let b = Arc::clone(&broker);
+        let _ = tokio::task::spawn_blocking(move || {
+            b.topics.checkpoint_all();
+            let idle = i64::try_from(b.config.args.segment_idle_release_ms).unwrap_or(i64::MAX);
+            let before = broker::now_ms().saturating_sub(idle);
+            for t in b.topics.list() {
+                for p in t.partitions() {
+                    p.release_idle(before);
                 }
             }
         })
@@ -215,11 +239,29 @@ impl Running {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit: each partition's
+/// active segment holds one descriptor, every connection another.
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        let from = lim.current;
+        lim.current = lim.maximum;
+        match setrlimit(Resource::Nofile, lim) {
+            Ok(()) => {
+                tracing::debug!(from = ?from, to = ?lim.current, "raised the open files limit")
+            }
+            Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+        }
+    }
+}
+
 /// Serves until `signal` completes, then shuts down gracefully.
 ///
 /// # Errors
 /// See [`start`].
 pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(), Error> {
+    raise_open_files_limit();
     let running = start(config).await?;
     signal.await;
     tracing::info!("shutting down");

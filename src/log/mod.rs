@@ -12,7 +12,9 @@
 //! commit).
 
 pub mod batch;
+pub mod checkpoint;
 pub mod framed;
+pub mod index;
 pub mod mmap;
 pub mod producers;
 pub mod segment;
@@ -136,8 +138,12 @@ pub struct PartitionLog {
     size_bytes: AtomicU64,
     /// Every offset below this is on stable storage.
     flushed_offset: AtomicI64,
+    /// End offset recorded by the last recovery checkpoint.
+    checkpointed_offset: AtomicI64,
     /// Serialises fsyncs so that concurrent waiters share one.
     flush_lock: tokio::sync::Mutex<()>,
+    /// Serialises recovery checkpoints.
+    checkpoint_lock: Mutex<()>,
     /// Set when an fsync failed: the kernel may have dropped the dirty pages,
     /// so nothing more is acknowledged as durable until a restart recovers
     /// the log (as Kafka takes a failed log directory offline).
@@ -199,36 +205,85 @@ impl PartitionLog {
             }
         }
         bases.sort_by_key(|(b, _)| *b);
+        let interval = config.index_interval_bytes;
         let mut segments = BTreeMap::new();
-        for (base, path) in bases {
-            segments.insert(
-                base,
-                Segment::open(path, base, config.index_interval_bytes)?,
-            );
-        }
         let mut producers = ProducerTable::default();
-        if segments.is_empty() {
-            segments.insert(
-                0,
-                Segment::create(dir, 0, now_ms, config.index_interval_bytes)?,
-            );
+        let mut unsynced = Vec::new();
+        let mut covered_end = None;
+        if bases.is_empty() {
+            segments.insert(0, Segment::create(dir, 0, now_ms, interval)?);
             sync_dir(dir)?;
-        } else if let Some((_, active)) = segments.iter_mut().next_back() {
-            let (headers, torn) = active.scan(!clean);
-            if torn {
-                tracing::warn!(
-                    segment = %active.path().display(),
-                    valid_bytes = active.size(),
-                    "truncating torn tail of the active segment"
-                );
+        } else {
+            // Segments from the checkpoint's on are recovered (scanned with
+            // CRC checks); the ones before it were fsynced and are trusted.
+            // Without a checkpoint only the last segment is scanned.
+            let rp = checkpoint::read(dir)
+                .filter(|rp| bases.iter().any(|(b, _)| *b == rp.segment.base_offset));
+            let last_base = bases.last().map_or(0, |(b, _)| *b);
+            let from = rp.as_ref().map_or(last_base, |rp| rp.segment.base_offset);
+            let mut next_bases = bases.iter().skip(1).map(|(b, _)| *b);
+            let mut torn_at = None;
+            for (base, path) in &bases {
+                let next = next_bases.next();
+                if *base < from {
+                    let next = next.unwrap_or(*base);
+                    segments.insert(
+                        *base,
+                        Segment::open_sealed(path.clone(), *base, next, interval)?,
+                    );
+                    continue;
+                }
+                if torn_at.is_some() {
+                    // After a torn segment: not part of the log any more.
+                    tracing::warn!(segment = %path.display(), "deleting a segment after a torn one");
+                    let _ = fs::remove_file(path);
+                    index::remove_files(path);
+                    continue;
+                }
+                let mut seg = Segment::open_active(path.clone(), *base, interval)?;
+                let restored = rp
+                    .as_ref()
+                    .filter(|rp| rp.segment.base_offset == *base)
+                    .is_some_and(|rp| seg.restore(&rp.segment));
+                if restored {
+                    if let Some(rp) = &rp {
+                        producers = ProducerTable::from_snapshot(&rp.producers);
+                    }
+                } else if rp
+                    .as_ref()
+                    .is_some_and(|rp| rp.segment.base_offset == *base)
+                {
+                    tracing::warn!(
+                        segment = %path.display(),
+                        "recovery point does not match the segment; scanning all of it"
+                    );
+                }
+                let (headers, torn) = seg.scan(!clean);
+                for h in &headers {
+                    producers.record(h);
+                }
+                if torn {
+                    tracing::warn!(
+                        segment = %path.display(),
+                        valid_bytes = seg.size(),
+                        "truncating torn tail of the log"
+                    );
+                    seg.trim(true)?;
+                    torn_at = Some(*base);
+                }
+                let is_last = *base == last_base || torn;
+                if !is_last {
+                    unsynced.extend(seg.seal()?);
+                }
+                segments.insert(*base, seg);
             }
-            active.trim(true)?;
-            for h in &headers {
-                producers.record(h);
+            if torn_at.is_some() {
+                sync_dir(dir)?;
             }
+            covered_end = rp
+                .filter(|rp| rp.segment.base_offset == last_base && torn_at.is_none())
+                .map(|rp| rp.segment.next_offset);
         }
-        // An empty active segment after a non-empty sealed one: the sealed
-        // segment's end is the active one's base, checked on first scan.
         let first_base = segments.keys().next().copied().unwrap_or(0);
         let end = segments
             .values()
@@ -237,11 +292,13 @@ impl PartitionLog {
         let checkpoint = read_log_start(dir).unwrap_or(first_base);
         let log_start = checkpoint.clamp(first_base, end);
         let size = segments.values().map(Segment::size).sum();
+        // A recovery point that already covers everything needs no rewrite.
+        let checkpointed = if covered_end == Some(end) { end } else { -1 };
         Ok(Self {
             dir: dir.to_path_buf(),
             inner: Mutex::new(Inner {
                 segments,
-                unsynced: Vec::new(),
+                unsynced,
                 log_start_offset: log_start,
                 config,
                 producers,
@@ -250,7 +307,9 @@ impl PartitionLog {
             start_offset: AtomicI64::new(log_start),
             size_bytes: AtomicU64::new(size),
             flushed_offset: AtomicI64::new(end),
+            checkpointed_offset: AtomicI64::new(checkpointed),
             flush_lock: tokio::sync::Mutex::new(()),
+            checkpoint_lock: Mutex::new(()),
             failed: std::sync::atomic::AtomicBool::new(false),
             closed: std::sync::atomic::AtomicBool::new(false),
         })
@@ -436,9 +495,8 @@ impl PartitionLog {
 
     fn roll_locked(&self, inner: &mut Inner, base: i64, now_ms: i64) -> Result<(), LogError> {
         if let Some(active) = inner.segments.values_mut().next_back() {
-            active.trim(false)?;
-            let file = Arc::clone(active.file());
-            inner.unsynced.push(file);
+            let files = active.seal()?;
+            inner.unsynced.extend(files);
         }
         let seg = Segment::create(&self.dir, base, now_ms, inner.config.index_interval_bytes)?;
         sync_dir(&self.dir)?;
@@ -451,6 +509,7 @@ impl PartitionLog {
     /// # Errors
     /// `OffsetOutOfRange` below the log start or above the end.
     pub fn read(&self, offset: i64, max_bytes: usize, min_one: bool) -> Result<ReadInfo, LogError> {
+        let now = wall_clock_ms();
         let mut inner = self.inner.lock();
         let end = self.end_offset();
         let start = inner.log_start_offset;
@@ -459,20 +518,21 @@ impl PartitionLog {
         }
         let mut records = Bytes::new();
         if offset < end {
-            let bases: Vec<i64> = inner.segments.range(..=offset).map(|(b, _)| *b).collect();
-            let later: Vec<i64> = inner
+            let mut base = inner
                 .segments
-                .range(offset + 1..)
-                .map(|(b, _)| *b)
-                .collect();
-            for base in bases.into_iter().rev().take(1).chain(later) {
-                if let Some(seg) = inner.segments.get_mut(&base) {
-                    seg.ensure_scanned();
+                .range(..=offset)
+                .next_back()
+                .or_else(|| inner.segments.iter().next())
+                .map(|(b, _)| *b);
+            while let Some(b) = base {
+                if let Some(seg) = inner.segments.get_mut(&b) {
+                    seg.ensure_open(now)?;
                     if let Some((pos, _)) = seg.find_batch(offset) {
                         records = seg.read_from(pos, max_bytes, min_one);
                         break;
                     }
                 }
+                base = inner.segments.range(b + 1..).next().map(|(k, _)| *k);
             }
         }
         Ok(ReadInfo {
@@ -497,17 +557,17 @@ impl PartitionLog {
             return Ok(());
         }
         self.check_not_failed()?;
-        let (mut files, path, end) = {
+        let (files, path, end) = {
             let mut inner = self.inner.lock();
-            let files = std::mem::take(&mut inner.unsynced);
+            let mut files = std::mem::take(&mut inner.unsynced);
             match inner.segments.values().next_back() {
-                Some(s) => (files, s.path().to_path_buf(), self.end_offset()),
+                Some(s) => {
+                    files.extend(s.file().cloned());
+                    (files, s.path().to_path_buf(), self.end_offset())
+                }
                 None => return Ok(()),
             }
         };
-        if let Some(active) = self.inner.lock().segments.values().next_back() {
-            files.push(Arc::clone(active.file()));
-        }
         let res = tokio::task::spawn_blocking(move || files.iter().try_for_each(|f| f.sync_data()))
             .await
             .map_err(|e| LogError::Io {
@@ -534,7 +594,7 @@ impl PartitionLog {
             let mut inner = self.inner.lock();
             let mut files = std::mem::take(&mut inner.unsynced);
             if let Some(s) = inner.segments.values().next_back() {
-                files.push(Arc::clone(s.file()));
+                files.extend(s.file().cloned());
             }
             (files, self.end_offset())
         };
@@ -590,6 +650,7 @@ impl PartitionLog {
                 if let Err(e) = fs::remove_file(seg.path()) {
                     tracing::warn!(segment = %seg.path().display(), error = %e, "failed to delete segment");
                 }
+                index::remove_files(seg.path());
             }
         }
     }
@@ -605,10 +666,11 @@ impl PartitionLog {
         // An active segment whose every record is past retention is rolled,
         // so that it can go like a sealed one (as Kafka does).
         let active_expired = inner.segments.values().next_back().is_some_and(|s| {
+            let max_ts = s.max_timestamp().unwrap_or(-1);
             !s.is_empty()
                 && cfg.retention_ms >= 0
-                && s.max_timestamp() >= 0
-                && now_ms.saturating_sub(s.max_timestamp()) > cfg.retention_ms
+                && max_ts >= 0
+                && now_ms.saturating_sub(max_ts) > cfg.retention_ms
         });
         if active_expired {
             let end = self.end_offset();
@@ -625,10 +687,18 @@ impl PartitionLog {
             let Some((&base, seg)) = inner.segments.iter_mut().next() else {
                 break;
             };
-            seg.ensure_scanned();
+            let max_ts = if cfg.retention_ms >= 0 {
+                if let Err(e) = seg.ensure_open(now_ms) {
+                    tracing::warn!(segment = %seg.path().display(), error = %e, "cannot read segment for retention");
+                    break;
+                }
+                seg.max_timestamp().unwrap_or(-1)
+            } else {
+                -1
+            };
             let expired = cfg.retention_ms >= 0
-                && seg.max_timestamp() >= 0
-                && now_ms.saturating_sub(seg.max_timestamp()) > cfg.retention_ms;
+                && max_ts >= 0
+                && now_ms.saturating_sub(max_ts) > cfg.retention_ms;
             let too_big = cfg.retention_bytes >= 0
                 && total.saturating_sub(seg.size()) >= cfg.retention_bytes as u64;
             if !(expired || too_big) {
@@ -640,6 +710,7 @@ impl PartitionLog {
             if let Err(e) = fs::remove_file(&path) {
                 tracing::warn!(segment = %path.display(), error = %e, "failed to delete segment");
             }
+            index::remove_files(&path);
             total -= size;
             deleted += size;
             self.size_bytes.fetch_sub(size, Ordering::Relaxed);
@@ -658,20 +729,25 @@ impl PartitionLog {
     pub fn offset_for_timestamp(&self, ts: i64) -> Option<(i64, i64)> {
         // Find the batch under the lock; decode it (maybe decompressing)
         // after releasing it.
+        let now = wall_clock_ms();
         let (h, bytes, start) = {
             let mut inner = self.inner.lock();
             let start = inner.log_start_offset;
             let mut found = None;
-            'segments: for seg in inner.segments.values_mut() {
-                seg.ensure_scanned();
-                if seg.max_timestamp() < ts {
+            for seg in inner.segments.values_mut() {
+                if seg.next_offset() <= start && seg.base_offset < start {
                     continue;
                 }
-                for (pos, h) in seg.headers() {
-                    if h.max_timestamp >= ts && h.last_offset() >= start {
-                        found = Some((h, seg.batch_bytes(pos, &h)));
-                        break 'segments;
-                    }
+                if seg.ensure_open(now).is_err() || seg.max_timestamp().unwrap_or(-1) < ts {
+                    continue;
+                }
+                let from = seg.time_lookup_start(ts);
+                found = seg
+                    .headers_from(from)
+                    .find(|(_, h)| h.max_timestamp >= ts && h.last_offset() >= start)
+                    .map(|(pos, h)| (h, seg.batch_bytes(pos, &h)));
+                if found.is_some() {
+                    break;
                 }
             }
             let (h, b) = found?;
@@ -685,13 +761,28 @@ impl PartitionLog {
 
     /// Offset and timestamp of the record with the largest timestamp.
     pub fn max_timestamp_offset(&self) -> Option<(i64, i64)> {
+        let now = wall_clock_ms();
         let (h, bytes, start) = {
             let mut inner = self.inner.lock();
             let start = inner.log_start_offset;
             let mut best: Option<(BatchHeader, Bytes)> = None;
             for seg in inner.segments.values_mut() {
-                seg.ensure_scanned();
-                for (pos, h) in seg.headers() {
+                if seg.next_offset() <= start && seg.base_offset < start {
+                    continue;
+                }
+                if seg.ensure_open(now).is_err() {
+                    continue;
+                }
+                // Only a segment whose largest timestamp beats the best so
+                // far needs its batches walked.
+                let seg_max = seg.max_timestamp().unwrap_or(-1);
+                if best
+                    .as_ref()
+                    .is_some_and(|(b, _)| seg_max <= b.max_timestamp)
+                {
+                    continue;
+                }
+                for (pos, h) in seg.headers_from(0) {
                     if h.last_offset() < start {
                         continue;
                     }
@@ -717,16 +808,105 @@ impl PartitionLog {
     /// and the end offset, taken under the lock: bytes below each size never
     /// change, so copying them later gives a consistent prefix of the log.
     pub fn snapshot(&self) -> (Vec<(PathBuf, u64)>, i64, i64) {
-        let mut inner = self.inner.lock();
-        for seg in inner.segments.values_mut() {
-            seg.ensure_scanned();
-        }
+        let inner = self.inner.lock();
         let files = inner
             .segments
             .values()
             .map(|s| (s.path().to_path_buf(), s.size()))
             .collect();
         (files, inner.log_start_offset, self.end_offset())
+    }
+
+    /// Writes a recovery checkpoint when data was appended since the last
+    /// one: fsyncs the segments (and sealed ones not yet synced) and the
+    /// active segment's new index entries, then records how far they reach
+    /// and the producer table in `recovery-point`. Returns whether it wrote
+    /// one. Blocking: run it off the async threads.
+    ///
+    /// # Errors
+    /// I/O errors; an fsync failure takes the partition offline.
+    pub fn checkpoint(&self) -> Result<bool, LogError> {
+        let _guard = self.checkpoint_lock.lock();
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        self.check_not_failed()?;
+        let (files, index_path, rp) = {
+            let mut inner = self.inner.lock();
+            if self.checkpointed_offset.load(Ordering::Acquire) == self.end_offset()
+                && inner.unsynced.is_empty()
+            {
+                return Ok(false);
+            }
+            let mut files = std::mem::take(&mut inner.unsynced);
+            let producers = inner.producers.snapshot();
+            let Some(active) = inner.segments.values_mut().next_back() else {
+                return Ok(false);
+            };
+            files.extend(active.file().cloned());
+            let index_ok = match active.persist_index() {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "failed to write index entries");
+                    false
+                }
+            };
+            let mut state = active.state();
+            if !index_ok {
+                state.index_entries = 0;
+                state.time_entries = 0;
+            }
+            let rp = checkpoint::RecoveryPoint {
+                segment: state,
+                producers,
+            };
+            (files, active.path().to_path_buf(), rp)
+        };
+        if let Err(e) = files.iter().try_for_each(|f| f.sync_data()) {
+            self.failed.store(true, Ordering::Release);
+            tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; partition taken offline");
+            return Err(LogError::Io {
+                context: format!("failed to sync {}", self.dir.display()),
+                source: e,
+            });
+        }
+        let mut rp = rp;
+        if rp.segment.index_entries > 0 || rp.segment.time_entries > 0 {
+            if let Err(e) = segment::sync_index_files(&index_path) {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "failed to sync index files");
+                rp.segment.index_entries = 0;
+                rp.segment.time_entries = 0;
+            }
+        }
+        checkpoint::write(&self.dir, &rp)?;
+        self.flushed_offset
+            .fetch_max(rp.segment.next_offset, Ordering::AcqRel);
+        self.checkpointed_offset
+            .store(rp.segment.next_offset, Ordering::Release);
+        Ok(true)
+    }
+
+    /// Releases the maps of sealed segments not read since `before_ms`.
+    /// Returns how many it released.
+    pub fn release_idle(&self, before_ms: i64) -> usize {
+        let mut inner = self.inner.lock();
+        inner
+            .segments
+            .values_mut()
+            .filter_map(|s| s.release_if_idle(before_ms).then_some(()))
+            .count()
+    }
+
+    /// Number of sealed segments whose files are mapped now.
+    pub fn mapped_sealed_segments(&self) -> usize {
+        let inner = self.inner.lock();
+        let n = inner.segments.len().saturating_sub(1);
+        inner
+            .segments
+            .values()
+            .take(n)
+            .filter(|s| s.is_mapped())
+            .count()
     }
 
     /// Number of segments (for tests and metrics).
@@ -738,6 +918,13 @@ impl PartitionLog {
     pub fn segment_bases(&self) -> Vec<i64> {
         self.inner.lock().segments.keys().copied().collect()
     }
+}
+
+/// Milliseconds since the epoch, for the last-use time of segments.
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Validates a produce payload for one partition: exactly one v2 batch (as
@@ -831,20 +1018,30 @@ mod tests {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Append(i32),
+        /// Records, and their timestamp.
+        Append(i32, u8),
         Read(u16),
         Restart,
         DeleteRecords(u16),
         TearTail(u8),
+        Checkpoint,
+        ReleaseIdle,
+        TimeLookup(u8),
+        /// Which index file, which byte, which bit.
+        DamageIndex(u8, u16, u8),
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            6 => (1..20i32).prop_map(Op::Append),
+            6 => (1..20i32, any::<u8>()).prop_map(|(n, t)| Op::Append(n, t)),
             3 => any::<u16>().prop_map(Op::Read),
             1 => Just(Op::Restart),
             1 => any::<u16>().prop_map(Op::DeleteRecords),
             1 => any::<u8>().prop_map(Op::TearTail),
+            2 => Just(Op::Checkpoint),
+            1 => Just(Op::ReleaseIdle),
+            2 => any::<u8>().prop_map(Op::TimeLookup),
+            1 => (any::<u8>(), any::<u16>(), 0..8u8).prop_map(|(f, b, x)| Op::DamageIndex(f, b, x)),
         ]
     }
 
@@ -878,17 +1075,54 @@ mod tests {
         fn the_log_matches_a_model_through_appends_reads_restarts_and_torn_tails(ops in proptest::collection::vec(op(), 1..40)) {
             let dir = tempfile::tempdir().unwrap();
             let mut log = PartitionLog::open(dir.path(), small_config(), 0).unwrap();
-            // Model: record counts of the batches, and the log start.
-            let mut batches: Vec<(i64, i32)> = Vec::new();
+            // Model: base offset, record count and timestamp of the
+            // batches, and the log start.
+            let mut batches: Vec<(i64, i32, i64)> = Vec::new();
             let mut start = 0i64;
-            let end = |b: &Vec<(i64, i32)>| b.last().map_or(0, |(o, n)| o + i64::from(*n));
+            let end = |b: &Vec<(i64, i32, i64)>| b.last().map_or(0, |(o, n, _)| o + i64::from(*n));
             for op in ops {
                 match op {
-                    Op::Append(n) => {
-                        let info = log.append(&make_batch(n, 1000), 0).unwrap();
+                    Op::Append(n, t) => {
+                        let ts = 1000 + i64::from(t);
+                        let info = log.append(&make_batch(n, ts), 0).unwrap();
                         prop_assert_eq!(info.base_offset, end(&batches));
                         prop_assert_eq!(info.last_offset, end(&batches) + i64::from(n) - 1);
-                        batches.push((info.base_offset, n));
+                        batches.push((info.base_offset, n, ts));
+                    }
+                    Op::Checkpoint => {
+                        log.checkpoint().unwrap();
+                    }
+                    Op::ReleaseIdle => {
+                        log.release_idle(i64::MAX);
+                        prop_assert_eq!(log.mapped_sealed_segments(), 0);
+                    }
+                    Op::TimeLookup(t) => {
+                        let ts = 1000 + i64::from(t);
+                        let want = batches
+                            .iter()
+                            .find(|(b, n, bt)| *bt >= ts && b + i64::from(*n) > start)
+                            .map(|(b, _, bt)| ((*b).max(start), *bt));
+                        prop_assert_eq!(log.offset_for_timestamp(ts), want);
+                    }
+                    Op::DamageIndex(f, at, bit) => {
+                        // A flipped bit in an offset index, found at start-up
+                        // or when an entry does not match its batch.
+                        drop(log);
+                        let files: Vec<PathBuf> = fs::read_dir(dir.path())
+                            .unwrap()
+                            .map(|e| e.unwrap().path())
+                            .filter(|p| p.extension().is_some_and(|x| x == "index"))
+                            .collect();
+                        if !files.is_empty() {
+                            let path = &files[usize::from(f) % files.len()];
+                            let mut bytes = fs::read(path).unwrap();
+                            if !bytes.is_empty() {
+                                let i = usize::from(at) % bytes.len();
+                                bytes[i] ^= 1 << bit;
+                                fs::write(path, &bytes).unwrap();
+                            }
+                        }
+                        log = PartitionLog::open(dir.path(), small_config(), 0).unwrap();
                     }
                     Op::Read(x) => {
                         let e = end(&batches);

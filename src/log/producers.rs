@@ -2,10 +2,12 @@
 //! and the last five batches it wrote, so that a retried batch is answered with
 //! its original offset instead of being written twice, and a gap is refused.
 //!
-//! The table is rebuilt from the batch headers of the active segment at
-//! start-up. A producer whose last batch lies in an older segment is unknown
-//! after a restart; like Kafka since KIP-360, an unknown producer's first batch
-//! is accepted whatever its sequence.
+//! The table is saved with each recovery checkpoint and brought up to date at
+//! start-up from the batch headers written after it (the whole active segment
+//! when there is no checkpoint), so producers survive rolls and restarts. A
+//! producer unknown to the table (a log without a checkpoint, whose last batch
+//! lies in a sealed segment) has its first batch accepted whatever its
+//! sequence, as Kafka does since KIP-360.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -39,6 +41,15 @@ pub enum SequenceCheck {
     OutOfOrder,
     /// An epoch older than the producer's current one.
     StaleEpoch,
+}
+
+/// One producer's state in a recovery checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerSnapshot {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// (first sequence, last sequence, base offset) of its last batches.
+    pub batches: Vec<(i32, i32, i64)>,
 }
 
 /// Producer id → state, for one partition.
@@ -106,6 +117,53 @@ impl ProducerTable {
         while entry.batches.len() > REMEMBERED_BATCHES {
             entry.batches.pop_front();
         }
+    }
+
+    /// The table as (producer id, epoch, [(first seq, last seq, base offset)]),
+    /// for a recovery checkpoint.
+    pub fn snapshot(&self) -> Vec<ProducerSnapshot> {
+        let mut out: Vec<ProducerSnapshot> = self
+            .producers
+            .iter()
+            .map(|(&pid, e)| ProducerSnapshot {
+                producer_id: pid,
+                epoch: e.epoch,
+                batches: e
+                    .batches
+                    .iter()
+                    .map(|b| (b.first_seq, b.last_seq, b.base_offset))
+                    .collect(),
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
+    }
+
+    /// Rebuilds a table from [`ProducerTable::snapshot`].
+    pub fn from_snapshot(snap: &[ProducerSnapshot]) -> Self {
+        let mut t = Self::default();
+        for p in snap {
+            let batches = p
+                .batches
+                .iter()
+                .rev()
+                .take(REMEMBERED_BATCHES)
+                .rev()
+                .map(|&(first_seq, last_seq, base_offset)| BatchMeta {
+                    first_seq,
+                    last_seq,
+                    base_offset,
+                })
+                .collect();
+            t.producers.insert(
+                p.producer_id,
+                ProducerEntry {
+                    epoch: p.epoch,
+                    batches,
+                },
+            );
+        }
+        t
     }
 
     pub fn len(&self) -> usize {

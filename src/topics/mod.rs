@@ -472,6 +472,21 @@ impl Registry {
         Ok(id)
     }
 
+    /// Writes the recovery point of every partition that changed since its
+    /// last one. Returns false when any failed.
+    pub fn checkpoint_all(&self) -> bool {
+        let mut ok = true;
+        for t in self.list() {
+            for p in t.partitions() {
+                if let Err(e) = p.checkpoint() {
+                    ok = false;
+                    tracing::error!(topic = %t.name, error = %e, "failed to checkpoint partition");
+                }
+            }
+        }
+        ok
+    }
+
     /// fsyncs every partition (shutdown). Returns whether all succeeded.
     pub fn flush_all(&self) -> bool {
         let mut ok = true;

@@ -10,3 +10,4 @@ mod crash;
 mod groups;
 mod produce_fetch;
 mod retry;
+mod storage;
