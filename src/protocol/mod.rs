@@ -4,6 +4,7 @@
 //! A [`ProtocolError`] means the connection must be closed: the request cannot
 //! be understood well enough to answer it.
 
+pub mod fetch_frame;
 pub mod versions;
 
 use bytes::{BufMut, Bytes, BytesMut};

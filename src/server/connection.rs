@@ -2,12 +2,14 @@
 //! handle → encode → write, one request at a time, so responses leave in
 //! request order (Kafka's model; pipelined requests wait in the socket).
 
+use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::Semaphore;
@@ -15,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api;
 use crate::broker::Broker;
-use crate::protocol::{self, Decoded};
+use crate::protocol::{self, fetch_frame, Decoded};
 
 /// Bytes read per step while a frame arrives: memory follows the bytes that
 /// actually came, not the size the peer announced.
@@ -205,6 +207,16 @@ where
                 for code in api::response_error_codes(&resp) {
                     broker.metrics.record_error(code);
                 }
+                if let ResponseKind::Fetch(f) = &resp {
+                    if fetch_frame::supported(f, version) {
+                        // Record data goes from the segment maps to the
+                        // socket without a copy.
+                        let chunks = fetch_frame::frame(header.correlation_id, version, f)?;
+                        write_chunks(wr, chunks).await?;
+                        wr.flush().await?;
+                        continue;
+                    }
+                }
                 protocol::encode(out, header.correlation_id, key, version, &resp)?;
             }
         }
@@ -215,6 +227,37 @@ where
             *out = BytesMut::with_capacity(8 * 1024);
         }
     }
+}
+
+/// Writes `chunks` in order with vectored writes.
+async fn write_chunks<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    chunks: Vec<Bytes>,
+) -> std::io::Result<()> {
+    let mut chunks: VecDeque<Bytes> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
+    while !chunks.is_empty() {
+        let mut n = {
+            let slices: Vec<IoSlice<'_>> =
+                chunks.iter().take(64).map(|c| IoSlice::new(c)).collect();
+            wr.write_vectored(&slices).await?
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let Some(front) = chunks.front_mut() else {
+                break;
+            };
+            if n >= front.len() {
+                n -= front.len();
+                chunks.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Permits in the whole budget; one request never asks for more.
