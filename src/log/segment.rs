@@ -27,6 +27,9 @@ use super::LogError;
 pub const FILE_NAME_DIGITS: usize = 20;
 /// Extension of segment data files.
 pub const LOG_SUFFIX: &str = ".log";
+/// How far past the end of the data recovery looks for the non-zero bytes of
+/// a torn write.
+const TORN_WINDOW: usize = 64 << 10;
 /// Smallest step by which a segment file grows.
 const MIN_GROW_BYTES: u64 = 1 << 20;
 
@@ -353,9 +356,12 @@ impl Segment {
                 break;
             };
             if h.batch_length == 0 && h.base_offset == 0 {
-                // Preallocated zeros: the end of the data. Anything non-zero
-                // beyond means a torn write.
-                torn = data[pos..].iter().any(|&b| b != 0);
+                // Preallocated zeros: the end of the data. Non-zero bytes just
+                // beyond mean a torn write. Only a window is looked at: the
+                // preallocated tail can be most of the file, and bytes past
+                // the committed end are never read.
+                let window = (pos + TORN_WINDOW).min(limit);
+                torn = data[pos..window].iter().any(|&b| b != 0);
                 break;
             }
             let total = h.total_len();

@@ -1,0 +1,205 @@
+//! The storage engine on its own: append and read throughput, offset lookups,
+//! recovery time against the size of the unflushed tail, and start-up time
+//! with many partitions.
+//!
+//! Run with `cargo bench --bench storage`. Appends go to the page cache (no
+//! fsync), as with `--fsync never`; the fsync policy is measured end to end.
+//! `WEIR_BENCH_PARTITIONS` and `WEIR_BENCH_PARTITION_MIB` size the start-up
+//! case (default 1,000 partitions of 1 MiB).
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use weir::log::{LogConfig, PartitionLog};
+
+/// One v2 batch of `count` records with `size`-byte values.
+fn batch(count: usize, size: usize) -> Bytes {
+    let value = Bytes::from(vec![b'v'; size]);
+    let recs: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The encoder keeps records in one batch while offset − sequence
+            // is constant; the base sequence is reset to -1 below.
+            sequence: i as i32,
+            timestamp: 1_700_000_000_000 + i as i64,
+            key: Some(Bytes::from(format!("key-{i}"))),
+            value: Some(value.clone()),
+            headers: std::iter::once((StrBytes::from_static_str("h"), None)).collect(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        recs.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode");
+    buf[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+    let crc = weir::log::batch::compute_crc(&buf);
+    buf[17..21].copy_from_slice(&crc.to_be_bytes());
+    buf.freeze()
+}
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 256 << 20,
+        ..LogConfig::default()
+    }
+}
+
+/// A log in `dir` holding at least `bytes` of `batch`es.
+fn fill(dir: &Path, b: &Bytes, bytes: usize) -> PartitionLog {
+    let log = PartitionLog::open(dir, config(), 0).expect("open");
+    for _ in 0..bytes.div_ceil(b.len()) {
+        log.append(b, 0).expect("append");
+    }
+    log
+}
+
+fn append(c: &mut Criterion) {
+    let mut g = c.benchmark_group("append");
+    g.measurement_time(Duration::from_secs(5));
+    for (size, count) in [(100usize, 160usize), (1024, 16)] {
+        let b = batch(count, size);
+        g.throughput(Throughput::Bytes(b.len() as u64));
+        g.bench_with_input(
+            BenchmarkId::new("batch_of_16KiB", format!("{size}B_records")),
+            &b,
+            |bench, b| {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let log = PartitionLog::open(dir.path(), config(), 0).expect("open");
+                bench.iter(|| log.append(b, 0).expect("append"));
+            },
+        );
+    }
+    g.finish();
+}
+
+fn read(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = batch(16, 1024);
+    let log = fill(dir.path(), &b, 256 << 20);
+    let end = log.end_offset();
+    let mut g = c.benchmark_group("read");
+    g.measurement_time(Duration::from_secs(5));
+    let chunk = 1 << 20;
+    g.throughput(Throughput::Bytes(chunk as u64));
+    // Sequential reads of 1 MiB, as a consumer catching up does; the bytes
+    // are touched (summed) as a socket write would.
+    let mut next = 0i64;
+    g.bench_function("sequential_1MiB_from_page_cache", |bench| {
+        bench.iter(|| {
+            if next >= end {
+                next = 0;
+            }
+            let r = log.read(next, chunk, true).expect("read");
+            next += (r.records.len() / b.len()) as i64 * 16;
+            black_box(r.records.iter().map(|&x| u64::from(x)).sum::<u64>())
+        });
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("lookup");
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    g.bench_function("random_offset_in_256MiB", |bench| {
+        bench.iter(|| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let off = (x % end as u64) as i64;
+            black_box(log.read(off, 1, true).expect("read").records.len())
+        });
+    });
+    g.finish();
+}
+
+fn recovery(c: &mut Criterion) {
+    let mut g = c.benchmark_group("recovery");
+    g.sample_size(10);
+    let b = batch(16, 1024);
+    for tail_mib in [1usize, 16, 64] {
+        // A 64 MiB log checkpointed up to all but its last `tail_mib`.
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let log = fill(dir.path(), &b, (64 - tail_mib.min(64)) << 20);
+            log.checkpoint().expect("checkpoint");
+            for _ in 0..(tail_mib << 20).div_ceil(b.len()) {
+                log.append(&b, 0).expect("append");
+            }
+        }
+        g.throughput(Throughput::Bytes((tail_mib << 20) as u64));
+        g.bench_function(
+            BenchmarkId::new("open_with_unflushed_tail", format!("{tail_mib}MiB")),
+            |bench| {
+                bench
+                    .iter(|| black_box(PartitionLog::open(dir.path(), config(), 0).expect("open")));
+            },
+        );
+    }
+    g.finish();
+}
+
+fn startup(c: &mut Criterion) {
+    let partitions: usize = std::env::var("WEIR_BENCH_PARTITIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let mib: usize = std::env::var("WEIR_BENCH_PARTITION_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = batch(16, 1024);
+    let built = Instant::now();
+    for p in 0..partitions {
+        let log = fill(&dir.path().join(format!("t-{p}")), &b, mib << 20);
+        log.flush().expect("flush");
+        log.checkpoint().expect("checkpoint");
+    }
+    eprintln!(
+        "startup: wrote {partitions} partitions x {mib} MiB in {:.1?}",
+        built.elapsed()
+    );
+    let mut g = c.benchmark_group("startup");
+    g.sample_size(10);
+    g.bench_function(
+        BenchmarkId::new("open_after_clean_stop", format!("{partitions}x{mib}MiB")),
+        |bench| {
+            bench.iter(|| {
+                let logs: Vec<PartitionLog> = (0..partitions)
+                    .map(|p| {
+                        PartitionLog::open_with(
+                            &dir.path().join(format!("t-{p}")),
+                            config(),
+                            0,
+                            true,
+                        )
+                        .expect("open")
+                    })
+                    .collect();
+                black_box(logs.len())
+            });
+        },
+    );
+    g.finish();
+}
+
+criterion_group!(benches, append, read, recovery, startup);
+criterion_main!(benches);
