@@ -73,6 +73,42 @@ fn fill(dir: &Path, b: &Bytes, bytes: usize) -> PartitionLog {
     log
 }
 
+/// What the machine does with the same bytes without the log: a copy (as a
+/// write into the page cache does) and a CRC-32C (as validation does).
+fn baseline(c: &mut Criterion) {
+    let mut g = c.benchmark_group("baseline");
+    g.measurement_time(Duration::from_secs(3));
+    let src = batch(16, 1024).to_vec();
+    let mut dst = vec![0u8; src.len()];
+    g.throughput(Throughput::Bytes(src.len() as u64));
+    g.bench_function("memcpy_16KiB", |bench| {
+        bench.iter(|| {
+            dst.copy_from_slice(black_box(&src));
+            black_box(&dst);
+        });
+    });
+    g.bench_function("crc32c_16KiB", |bench| {
+        bench.iter(|| black_box(crc32c::crc32c(black_box(&src))));
+    });
+    // Appending the same bytes to a file with pwrite: the kernel's share of
+    // an append (page-cache allocation and copy), restarting every 256 MiB.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = std::fs::File::create(dir.path().join("raw")).expect("create");
+    let mut at = 0u64;
+    g.bench_function("pwrite_16KiB_append", |bench| {
+        use std::os::unix::fs::FileExt;
+        bench.iter(|| {
+            if at >= 256 << 20 {
+                file.set_len(0).expect("truncate");
+                at = 0;
+            }
+            file.write_all_at(&src, at).expect("pwrite");
+            at += src.len() as u64;
+        });
+    });
+    g.finish();
+}
+
 fn append(c: &mut Criterion) {
     let mut g = c.benchmark_group("append");
     g.measurement_time(Duration::from_secs(5));
@@ -201,5 +237,5 @@ fn startup(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, append, read, recovery, startup);
+criterion_group!(benches, baseline, append, read, recovery, startup);
 criterion_main!(benches);

@@ -137,3 +137,107 @@ async fn a_full_disk_fails_writes_keeps_reads_and_recovers_when_space_returns() 
     drop(child);
     drop(disk);
 }
+
+/// Descriptors of a process, and its maps of `.log` files.
+fn fds_and_log_maps(pid: u32) -> (usize, usize) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.ends_with(".log"))
+        .count();
+    (fds, maps)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_segments_hold_no_descriptors_and_idle_maps_are_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = ChildBroker::start(
+        dir.path(),
+        &[
+            "--log-segment-bytes",
+            "16384",
+            "--segment-idle-release-ms",
+            "300",
+            "--recovery-checkpoint-interval-ms",
+            "100",
+        ],
+    );
+    let bs = child.bootstrap();
+    let partitions = 8;
+    create_topic(&bs, "many", partitions, &[]).await;
+    let p = producer(&bs, &[("batch.size", "4000"), ("linger.ms", "1")]);
+    let n = 4000;
+    let value = "x".repeat(500);
+    let mut futs = Vec::new();
+    for i in 0..n {
+        futs.push(
+            p.send_result(
+                FutureRecord::to("many")
+                    .partition(i % partitions)
+                    .key("k")
+                    .payload(&value),
+            )
+            .ok()
+            .unwrap(),
+        );
+    }
+    for f in futs {
+        f.await.unwrap().unwrap();
+    }
+    drop(p);
+    let segments = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.unwrap();
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("many-")
+                .then(|| e.path())
+        })
+        .flat_map(|d| std::fs::read_dir(d).unwrap())
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "log")
+        })
+        .count();
+    assert!(segments > 8 * partitions as usize, "{segments} segments");
+    // Read everything: every sealed segment is mapped on the way.
+    let bs2 = bs.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        read_all(
+            &bs2,
+            "many",
+            partitions,
+            n as usize,
+            Duration::from_secs(30),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(read.len(), n as usize);
+    let pid = child.child.id();
+    let (fds, _) = fds_and_log_maps(pid);
+    assert!(
+        fds < partitions as usize + 40,
+        "{fds} descriptors for {segments} segments in {partitions} partitions"
+    );
+    // Once idle, only the active segments stay mapped.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, maps) = fds_and_log_maps(pid);
+        if maps <= partitions as usize {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{maps} segment maps still held after the idle release"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
