@@ -24,6 +24,9 @@ pub mod api;
 pub mod backup;
 pub mod broker;
 pub mod config;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod group;
 pub mod http;
 pub mod log;

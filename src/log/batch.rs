@@ -175,7 +175,41 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     if h.compression() > 4 {
         return Err(BatchError::Invalid("unknown compression codec"));
     }
+    if h.compression() == 0 && count_records(&batch[HEADER_LEN..]) != Some(h.records_count as usize) {
+        // Uncompressed records are counted by their length prefixes (no
+        // decode): a header claiming more records than the batch holds would
+        // take offsets it does not use.
+        return Err(BatchError::Invalid(
+            "record count does not match the records in the batch",
+        ));
+    }
     Ok(h)
+}
+
+/// Number of records in an uncompressed batch body, by walking their varint
+/// length prefixes; `None` when they do not tile the body exactly.
+fn count_records(mut body: &[u8]) -> Option<usize> {
+    let mut n = 0usize;
+    while !body.is_empty() {
+        let (len, used) = read_varint(body)?;
+        let len = usize::try_from(len).ok()?;
+        body = body.get(used..)?.get(len..)?;
+        n += 1;
+    }
+    Some(n)
+}
+
+/// A zigzag varint (the record format's `varint`): value and bytes used.
+fn read_varint(b: &[u8]) -> Option<(i64, usize)> {
+    let mut raw: u64 = 0;
+    for (i, &byte) in b.iter().enumerate().take(10) {
+        raw |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            let v = ((raw >> 1) as i64) ^ -((raw & 1) as i64);
+            return Some((v, i + 1));
+        }
+    }
+    None
 }
 
 /// Splits a buffer of concatenated batches, validating each.

@@ -753,9 +753,7 @@ impl PartitionLog {
             let (h, b) = found?;
             (h, b, start)
         };
-        record_timestamps(&bytes, &h)
-            .into_iter()
-            .find(|&(o, t)| t >= ts && o >= start)
+        first_record_at_or_after(&bytes, &h, start, ts)
             .or(Some((h.base_offset.max(start), h.max_timestamp)))
     }
 
@@ -797,10 +795,7 @@ impl PartitionLog {
             let (h, b) = best?;
             (h, b, start)
         };
-        record_timestamps(&bytes, &h)
-            .into_iter()
-            .rev()
-            .find(|&(o, t)| t == h.max_timestamp && o >= start)
+        last_record_with_max_timestamp(&bytes, &h, start)
             .or(Some((h.last_offset(), h.max_timestamp)))
     }
 
@@ -941,22 +936,37 @@ fn single_batch(records: &[u8]) -> Result<BatchHeader, LogError> {
     Ok(h)
 }
 
-/// Offsets and timestamps of every record in a batch (decodes the batch; only
-/// used by timestamp lookups).
-fn record_timestamps(bytes: &Bytes, h: &BatchHeader) -> Vec<(i64, i64)> {
+/// The first record of a batch at or after offset `from` whose timestamp is
+/// `ts` or later (decodes the batch; timestamp lookups only).
+fn first_record_at_or_after(bytes: &Bytes, h: &BatchHeader, from: i64, ts: i64) -> Option<(i64, i64)> {
     if h.is_log_append_time() {
-        return (h.base_offset..=h.last_offset())
-            .map(|o| (o, h.max_timestamp))
-            .collect();
+        // Every record carries the batch's timestamp.
+        return (h.max_timestamp >= ts && h.last_offset() >= from)
+            .then(|| (h.base_offset.max(from), h.max_timestamp));
     }
-    match crate::records::decode_all(bytes) {
-        Ok(sets) => sets
-            .iter()
-            .flat_map(|s| s.records.iter())
-            .map(|r| (r.offset, r.timestamp))
-            .collect(),
-        Err(_) => Vec::new(),
+    let sets = crate::records::decode_all(bytes).ok()?;
+    let found = sets
+        .iter()
+        .flat_map(|s| s.records.iter())
+        .find(|r| r.timestamp >= ts && r.offset >= from)
+        .map(|r| (r.offset, r.timestamp));
+    found
+}
+
+/// The last record of a batch at or after offset `from` whose timestamp is
+/// the batch's largest.
+fn last_record_with_max_timestamp(bytes: &Bytes, h: &BatchHeader, from: i64) -> Option<(i64, i64)> {
+    if h.is_log_append_time() {
+        return (h.last_offset() >= from).then(|| (h.last_offset(), h.max_timestamp));
     }
+    let sets = crate::records::decode_all(bytes).ok()?;
+    let found = sets
+        .iter()
+        .flat_map(|s| s.records.iter())
+        .filter(|r| r.timestamp == h.max_timestamp && r.offset >= from)
+        .last()
+        .map(|r| (r.offset, r.timestamp));
+    found
 }
 
 fn read_log_start(dir: &Path) -> Option<i64> {

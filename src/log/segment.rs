@@ -306,17 +306,29 @@ impl Segment {
         if !idx.is_sane(st.position, span) || !time.is_sane(span) {
             return false;
         }
+        // From the last index entry (about one index interval before the
+        // position at most), the batch headers must lead exactly to the
+        // position and the next offset.
         let map = self.map.as_deref().map_or(&[][..], ReadMap::as_slice);
+        let end = st.position as usize;
         if let Some(last) = idx.last() {
-            let at = last.position as usize;
-            let ok = map
-                .get(at..)
-                .and_then(|b| BatchHeader::parse(b).ok())
-                .is_some_and(|h| {
-                    h.base_offset == self.base_offset + i64::from(last.rel_offset)
-                        && at + h.total_len() <= st.position as usize
-                });
-            if !ok {
+            let mut at = last.position as usize;
+            let mut expect = self.base_offset + i64::from(last.rel_offset);
+            while at < end {
+                let next = map
+                    .get(at..end)
+                    .and_then(|b| BatchHeader::parse(b).ok())
+                    .filter(|h| {
+                        h.base_offset == expect
+                            && h.batch_length > 0
+                            && h.last_offset_delta >= 0
+                            && at + h.total_len() <= end
+                    });
+                let Some(h) = next else { return false };
+                expect = h.last_offset() + 1;
+                at += h.total_len();
+            }
+            if expect != st.next_offset {
                 return false;
             }
         }
