@@ -117,7 +117,8 @@ pub(crate) fn tn(s: impl Into<String>) -> TopicName {
     TopicName(sb(s))
 }
 
-/// The first error code found in a response, for metrics.
+/// Every error code in a response (top level, per resource, per
+/// partition), for the error metrics.
 pub fn response_error_codes(resp: &ResponseKind) -> Vec<i16> {
     let mut codes = Vec::new();
     match resp {
@@ -140,6 +141,57 @@ pub fn response_error_codes(resp: &ResponseKind) -> Vec<i16> {
             }
         }
         ResponseKind::Metadata(r) => codes.extend(r.topics.iter().map(|t| t.error_code)),
+        ResponseKind::ApiVersions(r) => codes.push(r.error_code),
+        ResponseKind::DescribeCluster(r) => codes.push(r.error_code),
+        ResponseKind::InitProducerId(r) => codes.push(r.error_code),
+        ResponseKind::DeleteRecords(r) => {
+            for t in &r.topics {
+                codes.extend(t.partitions.iter().map(|p| p.error_code));
+            }
+        }
+        ResponseKind::CreatePartitions(r) => codes.extend(r.results.iter().map(|t| t.error_code)),
+        ResponseKind::DescribeConfigs(r) => codes.extend(r.results.iter().map(|t| t.error_code)),
+        ResponseKind::AlterConfigs(r) => codes.extend(r.responses.iter().map(|t| t.error_code)),
+        ResponseKind::IncrementalAlterConfigs(r) => {
+            codes.extend(r.responses.iter().map(|t| t.error_code));
+        }
+        ResponseKind::FindCoordinator(r) => {
+            codes.push(r.error_code);
+            codes.extend(r.coordinators.iter().map(|c| c.error_code));
+        }
+        ResponseKind::JoinGroup(r) => codes.push(r.error_code),
+        ResponseKind::SyncGroup(r) => codes.push(r.error_code),
+        ResponseKind::Heartbeat(r) => codes.push(r.error_code),
+        ResponseKind::LeaveGroup(r) => {
+            codes.push(r.error_code);
+            codes.extend(r.members.iter().map(|m| m.error_code));
+        }
+        ResponseKind::ListGroups(r) => codes.push(r.error_code),
+        ResponseKind::DescribeGroups(r) => codes.extend(r.groups.iter().map(|g| g.error_code)),
+        ResponseKind::DeleteGroups(r) => codes.extend(r.results.iter().map(|g| g.error_code)),
+        ResponseKind::OffsetCommit(r) => {
+            for t in &r.topics {
+                codes.extend(t.partitions.iter().map(|p| p.error_code));
+            }
+        }
+        ResponseKind::OffsetFetch(r) => {
+            codes.push(r.error_code);
+            for t in &r.topics {
+                codes.extend(t.partitions.iter().map(|p| p.error_code));
+            }
+            for g in &r.groups {
+                codes.push(g.error_code);
+                for t in &g.topics {
+                    codes.extend(t.partitions.iter().map(|p| p.error_code));
+                }
+            }
+        }
+        ResponseKind::OffsetDelete(r) => {
+            codes.push(r.error_code);
+            for t in &r.topics {
+                codes.extend(t.partitions.iter().map(|p| p.error_code));
+            }
+        }
         _ => {}
     }
     codes.retain(|&c| c != 0);

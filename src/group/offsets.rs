@@ -273,10 +273,12 @@ impl OffsetStore {
             .len();
         let written = {
             use std::os::unix::fs::FileExt;
-            inner.file.write_all_at(&buf, end)
+            crate::log::faults::check(crate::log::faults::Op::Write, &self.path)
+                .and_then(|()| inner.file.write_all_at(&buf, end))
         };
         if let Err(e) = written.and_then(|()| {
             if self.sync {
+                crate::log::faults::check(crate::log::faults::Op::Sync, &self.path)?;
                 inner.file.sync_data()
             } else {
                 Ok(())

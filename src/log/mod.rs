@@ -13,6 +13,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod faults;
 pub mod framed;
 pub mod index;
 pub mod mmap;
@@ -568,13 +569,17 @@ impl PartitionLog {
                 None => return Ok(()),
             }
         };
-        let res = tokio::task::spawn_blocking(move || files.iter().try_for_each(|f| f.sync_data()))
-            .await
-            .map_err(|e| LogError::Io {
-                context: format!("fsync task for {} failed", path.display()),
-                source: std::io::Error::other(e),
-            })
-            .and_then(|r| r.map_err(io_err(format!("failed to sync {}", path.display()))));
+        let dir = self.dir.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            faults::check(faults::Op::Sync, &dir)?;
+            files.iter().try_for_each(|f| f.sync_data())
+        })
+        .await
+        .map_err(|e| LogError::Io {
+            context: format!("fsync task for {} failed", path.display()),
+            source: std::io::Error::other(e),
+        })
+        .and_then(|r| r.map_err(io_err(format!("failed to sync {}", path.display()))));
         if let Err(e) = res {
             self.failed.store(true, Ordering::Release);
             tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; partition taken offline");
@@ -598,7 +603,9 @@ impl PartitionLog {
             }
             (files, self.end_offset())
         };
-        if let Err(e) = files.iter().try_for_each(|f| f.sync_data()) {
+        let synced = faults::check(faults::Op::Sync, &self.dir)
+            .and_then(|()| files.iter().try_for_each(|f| f.sync_data()));
+        if let Err(e) = synced {
             self.failed.store(true, Ordering::Release);
             tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; partition taken offline");
             return Err(LogError::Io {
@@ -857,7 +864,9 @@ impl PartitionLog {
             };
             (files, active.path().to_path_buf(), rp)
         };
-        if let Err(e) = files.iter().try_for_each(|f| f.sync_data()) {
+        let synced = faults::check(faults::Op::Sync, &self.dir)
+            .and_then(|()| files.iter().try_for_each(|f| f.sync_data()));
+        if let Err(e) = synced {
             self.failed.store(true, Ordering::Release);
             tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; partition taken offline");
             return Err(LogError::Io {
@@ -938,7 +947,12 @@ fn single_batch(records: &[u8]) -> Result<BatchHeader, LogError> {
 
 /// The first record of a batch at or after offset `from` whose timestamp is
 /// `ts` or later (decodes the batch; timestamp lookups only).
-fn first_record_at_or_after(bytes: &Bytes, h: &BatchHeader, from: i64, ts: i64) -> Option<(i64, i64)> {
+fn first_record_at_or_after(
+    bytes: &Bytes,
+    h: &BatchHeader,
+    from: i64,
+    ts: i64,
+) -> Option<(i64, i64)> {
     if h.is_log_append_time() {
         // Every record carries the batch's timestamp.
         return (h.max_timestamp >= ts && h.last_offset() >= from)

@@ -633,10 +633,12 @@ impl Segment {
             return Err(LogError::Closed);
         };
         let write = |buf: &[u8], at: u64| {
-            file.write_all_at(buf, at).map_err(io_err(format!(
-                "failed to write {} at {at}",
-                self.path.display()
-            )))
+            super::faults::check(super::faults::Op::Write, &self.path)
+                .and_then(|()| file.write_all_at(buf, at))
+                .map_err(io_err(format!(
+                    "failed to write {} at {at}",
+                    self.path.display()
+                )))
         };
         write(header, pos)?;
         write(body, pos + HEADER_LEN as u64)?;

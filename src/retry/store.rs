@@ -214,13 +214,16 @@ impl PendingStore {
 
     fn append_locked(&self, inner: &mut Inner, buf: &[u8], sync: bool) -> Result<(), LogError> {
         let at = inner.len;
-        let res = inner.file.write_all_at(buf, at).and_then(|()| {
-            if sync {
-                inner.file.sync_data()
-            } else {
-                Ok(())
-            }
-        });
+        let res = crate::log::faults::check(crate::log::faults::Op::Write, &self.path)
+            .and_then(|()| inner.file.write_all_at(buf, at))
+            .and_then(|()| {
+                if sync {
+                    crate::log::faults::check(crate::log::faults::Op::Sync, &self.path)?;
+                    inner.file.sync_data()
+                } else {
+                    Ok(())
+                }
+            });
         if let Err(e) = res {
             let _ = inner.file.set_len(at);
             return Err(LogError::Io {

@@ -7,6 +7,7 @@ mod backup;
 mod bad_input;
 mod common;
 mod crash;
+mod faults;
 mod groups;
 mod produce_fetch;
 mod retry;
