@@ -22,6 +22,8 @@ use crate::protocol::{self, fetch_frame, Decoded};
 /// Bytes read per step while a frame arrives: memory follows the bytes that
 /// actually came, not the size the peer announced.
 const READ_CHUNK: usize = 64 * 1024;
+/// The buffered reader's size: request headers and small requests.
+const READ_BUFFER: usize = 4 * 1024;
 /// Granularity of the in-flight byte budget (permits are KiB).
 const PERMIT_BYTES: usize = 1024;
 
@@ -92,8 +94,11 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (rd, mut wr) = tokio::io::split(stream);
-    let mut rd = BufReader::with_capacity(READ_CHUNK, rd);
-    let mut out = BytesMut::with_capacity(8 * 1024);
+    // Small buffers for idle and chatty connections: a request body larger
+    // than the read buffer bypasses it, and the output buffer grows with the
+    // responses it carries.
+    let mut rd = BufReader::with_capacity(READ_BUFFER, rd);
+    let mut out = BytesMut::new();
     let mut ctx = ConnCtx::default();
     let result = run(
         &broker, peer, &mut ctx, &mut rd, &mut wr, &mut out, &shutdown, &inflight,
@@ -224,7 +229,7 @@ where
         wr.flush().await?;
         if out.capacity() > 1 << 20 {
             // Do not keep a large buffer alive for an idle connection.
-            *out = BytesMut::with_capacity(8 * 1024);
+            *out = BytesMut::new();
         }
     }
 }

@@ -243,3 +243,267 @@ async fn a_corrupt_batch_gets_corrupt_message_and_pipelined_responses_keep_order
     .await
     .unwrap();
 }
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap()
+        * 1024
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+fn gauge(http: SocketAddr, name: &str) -> Option<f64> {
+    let (_, _, body) = http_get(http, "/metrics", &[]);
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A produce of one record of `size` bytes, as raw bytes on a new connection;
+/// returns whether it was answered within `within`.
+fn raw_produce(addr: SocketAddr, topic: &str, size: usize, within: Duration) -> bool {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let rec = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: 0,
+        key: None,
+        value: Some(bytes::Bytes::from(vec![b'x'; size])),
+        headers: Default::default(),
+    };
+    let mut batch = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut batch,
+        [rec].iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    let req = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(kafka_protocol::messages::TopicName(StrBytes::from_string(
+                topic.to_string(),
+            )))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch.freeze()))])]);
+    let mut s = connect(addr);
+    s.set_read_timeout(Some(within)).unwrap();
+    s.write_all(&frame(ApiKey::Produce, 9, 11, &req)).unwrap();
+    read_response(&mut s).is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanishing_clients_give_back_their_byte_budget_and_leave_no_connection_behind() {
+    let b = TestBroker::start_with(|c| {
+        c.args.max_request_bytes = 1 << 20;
+        c.args.max_inflight_request_bytes = 2 << 20;
+    })
+    .await;
+    let addr = b.kafka_addr();
+    let http = b.http_addr();
+    create_topic(&b.bootstrap(), "vanish", 1, &[]).await;
+    tokio::task::spawn_blocking(move || {
+        // Half a large frame, then gone.
+        let mut a = connect(addr);
+        a.write_all(&1_000_000i32.to_be_bytes()).unwrap();
+        a.write_all(&[0u8; 100]).unwrap();
+        drop(a);
+        // Most of a large frame, then gone.
+        let mut c = connect(addr);
+        c.write_all(&1_000_000i32.to_be_bytes()).unwrap();
+        c.write_all(&vec![0u8; 900_000]).unwrap();
+        drop(c);
+        // A request whose answer it never reads: closing with unread data
+        // resets the connection.
+        let mut r = connect(addr);
+        r.write_all(&frame(
+            ApiKey::Metadata,
+            12,
+            1,
+            &MetadataRequest::default().with_topics(None),
+        ))
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        drop(r);
+        // A long-poll fetch, abandoned.
+        let mut f = connect(addr);
+        let fetch = kafka_protocol::messages::FetchRequest::default()
+            .with_max_wait_ms(2000)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![
+                kafka_protocol::messages::fetch_request::FetchTopic::default()
+                    .with_topic(kafka_protocol::messages::TopicName(
+                        StrBytes::from_static_str("vanish"),
+                    ))
+                    .with_partitions(vec![
+                        kafka_protocol::messages::fetch_request::FetchPartition::default()
+                            .with_partition(0)
+                            .with_fetch_offset(0)
+                            .with_partition_max_bytes(1 << 20),
+                    ]),
+            ]);
+        f.write_all(&frame(ApiKey::Fetch, 12, 2, &fetch)).unwrap();
+        drop(f);
+        // The whole budget is free again: a near-maximum request goes through
+        // at once.
+        assert!(
+            raw_produce(addr, "vanish", 900_000, Duration::from_secs(5)),
+            "a 900 KB produce is answered: no budget leaked"
+        );
+        // The abandoned long poll ends at its max wait; then no connection
+        // is left.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while gauge(http, "weir_connections") != Some(0.0) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "connections left behind"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        still_serving(addr);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_maximum_size_frames_are_held_to_the_byte_budget_and_timed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = ChildBroker::start(
+        dir.path(),
+        &[
+            "--max-request-bytes",
+            "1048576",
+            "--max-inflight-request-bytes",
+            "4194304",
+            "--connections-max-idle-ms",
+            "3000",
+        ],
+    );
+    let addr: SocketAddr = child.bootstrap().parse().unwrap();
+    create_topic(&child.bootstrap(), "stall", 1, &[]).await;
+    let pid = child.child.id();
+    tokio::task::spawn_blocking(move || {
+        let before = rss(pid);
+        // 300 clients each claim a 1 MiB frame, send 32 KiB of it and stall.
+        let stalled: Vec<TcpStream> = (0..300)
+            .map(|_| {
+                let mut s = connect(addr);
+                s.write_all(&1_048_000i32.to_be_bytes()).unwrap();
+                s.write_all(&[7u8; 32 * 1024]).unwrap();
+                s
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(1));
+        let grown = rss(pid).saturating_sub(before);
+        assert!(
+            grown < 48 << 20,
+            "300 stalled 1 MiB frames grew the broker by {} MiB",
+            grown >> 20
+        );
+        // They go away: the budget they held is free at once.
+        drop(stalled);
+        assert!(
+            raw_produce(addr, "stall", 100, Duration::from_secs(5)),
+            "a produce is answered once the stalled clients are gone"
+        );
+        // A client that stops sending mid-frame is closed by the idle
+        // timeout, giving its budget back.
+        let mut s = connect(addr);
+        s.write_all(&1_048_000i32.to_be_bytes()).unwrap();
+        s.write_all(&[7u8; 1024]).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let started = std::time::Instant::now();
+        assert!(
+            closed(&mut s),
+            "a stalled client is closed by the idle timeout"
+        );
+        assert!(started.elapsed() < Duration::from_secs(8));
+        assert!(raw_produce(addr, "stall", 100, Duration::from_secs(5)));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_idle_connections_cost_little_and_the_broker_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = ChildBroker::start(dir.path(), &["--max-connections", "12000"]);
+    let bs = child.bootstrap();
+    let addr: SocketAddr = bs.parse().unwrap();
+    let pid = child.child.id();
+    create_topic(&bs, "idle", 1, &[]).await;
+    let (conns, before, fds) = tokio::task::spawn_blocking(move || {
+        let before = rss(pid);
+        let conns: Vec<TcpStream> = (0..10_000)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        // Every one accepted and served by the broker.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while open_fds(pid) < 10_000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "connections not accepted"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (conns, before, open_fds(pid))
+    })
+    .await
+    .unwrap();
+    let per_conn = rss(pid).saturating_sub(before) / 10_000;
+    eprintln!("10,000 idle connections: {per_conn} bytes of RSS each, {fds} descriptors");
+    assert!(per_conn < 16 * 1024, "{per_conn} bytes per idle connection");
+    // Real clients still get through.
+    let p = producer(&bs, &[]);
+    for i in 0..100 {
+        p.send(
+            rdkafka::producer::FutureRecord::to("idle")
+                .key("k")
+                .payload(&format!("{i}")),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    }
+    let bs2 = bs.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        read_all(&bs2, "idle", 1, 100, Duration::from_secs(20))
+    })
+    .await
+    .unwrap();
+    assert_eq!(read.len(), 100);
+    drop(conns);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while open_fds(pid) > 1000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "closed connections not released"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
