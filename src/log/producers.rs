@@ -139,10 +139,18 @@ impl ProducerTable {
         out
     }
 
-    /// Rebuilds a table from [`ProducerTable::snapshot`].
+    /// Rebuilds a table from [`ProducerTable::snapshot`]. Producers whose
+    /// last batch was held outside this log (a retry hand-back, recorded
+    /// with base offset -1) are left out: batches they sent after the
+    /// snapshot are not in the log to bring them up to date, so they are
+    /// unknown again (their next batch is accepted whatever its sequence)
+    /// rather than known at a stale sequence.
     pub fn from_snapshot(snap: &[ProducerSnapshot]) -> Self {
         let mut t = Self::default();
         for p in snap {
+            if p.batches.last().is_some_and(|&(_, _, base)| base < 0) {
+                continue;
+            }
             let batches = p
                 .batches
                 .iter()

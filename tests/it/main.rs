@@ -11,4 +11,5 @@ mod faults;
 mod groups;
 mod produce_fetch;
 mod retry;
+mod soak;
 mod storage;
