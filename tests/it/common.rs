@@ -100,7 +100,11 @@ impl ChildBroker {
 
     fn try_start(data_dir: &Path, port: u16, http_port: u16, extra: &[&str]) -> Option<Self> {
         let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        // WEIR_TEST_BIN runs another build of the broker (a long soak can
+        // then go on while this tree is rebuilt).
+        let bin =
+            std::env::var("WEIR_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_weir").into());
+        let child = Command::new(bin)
             .args(["--listen", &addr, "--advertised-listener", &addr])
             .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
             .arg("--data-dir")
