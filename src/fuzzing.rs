@@ -104,7 +104,9 @@ impl Harness {
         let resp = match res {
             Ok(Some(resp)) => resp,
             Ok(None) => return,
-            Err(e) => panic!("{key:?} v{version} admitted by the version table but not served: {e}"),
+            Err(e) => {
+                panic!("{key:?} v{version} admitted by the version table but not served: {e}")
+            }
         };
         let mut out = BytesMut::new();
         if let Err(e) = protocol::encode(&mut out, header.correlation_id, key, version, &resp) {
@@ -131,8 +133,9 @@ impl Harness {
         let input = data.to_vec();
         self.rt.block_on(async move {
             let (mut client, server) = tokio::io::duplex(64 * 1024);
-            let inflight =
-                crate::server::connection::inflight_budget(broker.config.args.max_inflight_request_bytes);
+            let inflight = crate::server::connection::inflight_budget(
+                broker.config.args.max_inflight_request_bytes,
+            );
             let task = tokio::spawn(crate::server::connection::serve(
                 Arc::clone(&broker),
                 server,
@@ -148,7 +151,10 @@ impl Harness {
                 out
             };
             let out = tokio::time::timeout(Duration::from_secs(3600), reader).await;
-            assert!(out.is_ok(), "a connection whose client stopped sending never closed");
+            assert!(
+                out.is_ok(),
+                "a connection whose client stopped sending never closed"
+            );
             let _ = task.await;
         });
     }
@@ -275,9 +281,7 @@ pub fn segment_recovery(data: &[u8]) {
     }
     let dir = scratch();
     let p = dir.path();
-    let name = |base: i64, ext: &str| -> PathBuf {
-        p.join(format!("{base:020}.{ext}"))
-    };
+    let name = |base: i64, ext: &str| -> PathBuf { p.join(format!("{base:020}.{ext}")) };
     let write = |path: PathBuf, bytes: Option<&[u8]>| {
         if let Some(b) = bytes {
             let _ = std::fs::write(path, b);
@@ -312,7 +316,11 @@ pub fn segment_recovery(data: &[u8]) {
     drop(log);
     let log = PartitionLog::open(p, small_log_config(), 0)
         .unwrap_or_else(|e| panic!("reopen after an append: {e}"));
-    assert_eq!(log.end_offset(), info.last_offset + 1, "the append survives a reopen");
+    assert_eq!(
+        log.end_offset(),
+        info.last_offset + 1,
+        "the append survives a reopen"
+    );
     let r = log
         .read(info.base_offset, usize::MAX, true)
         .unwrap_or_else(|e| panic!("read the append: {e}"));
@@ -381,7 +389,8 @@ fn tiny_batch() -> Vec<u8> {
 pub fn pending_store(data: &[u8]) {
     let dir = scratch();
     let sub = dir.path().join(store::DIR);
-    if std::fs::create_dir_all(&sub).is_err() || std::fs::write(sub.join(store::FILE), data).is_err()
+    if std::fs::create_dir_all(&sub).is_err()
+        || std::fs::write(sub.join(store::FILE), data).is_err()
     {
         return;
     }
@@ -515,9 +524,11 @@ mod tests {
                     r.timeout_ms = 1000;
                     r.topic_data = vec![produce_request::TopicProduceData::default()
                         .with_name(topic.clone())
-                        .with_partition_data(vec![produce_request::PartitionProduceData::default()
-                            .with_index(0)
-                            .with_records(Some(Bytes::from(tiny_batch())))])];
+                        .with_partition_data(vec![
+                            produce_request::PartitionProduceData::default()
+                                .with_index(0)
+                                .with_records(Some(Bytes::from(tiny_batch()))),
+                        ])];
                 }
                 RequestKind::Fetch(r) => {
                     r.max_wait_ms = 100;
@@ -591,11 +602,15 @@ mod tests {
             packed.extend_from_slice(&(f.len() as u16).to_be_bytes());
             packed.extend_from_slice(&f);
         }
-        let rp = std::fs::read(dir.path().join(crate::log::checkpoint::RECOVERY_POINT_FILE))
-            .unwrap();
+        let rp =
+            std::fs::read(dir.path().join(crate::log::checkpoint::RECOVERY_POINT_FILE)).unwrap();
         packed.extend_from_slice(&(rp.len() as u16).to_be_bytes());
         packed.extend_from_slice(&rp);
-        put("segment_recovery", "two-segments-and-a-recovery-point", &packed);
+        put(
+            "segment_recovery",
+            "two-segments-and-a-recovery-point",
+            &packed,
+        );
         // A pending store with held records and a done mark.
         let dir = scratch();
         let s = PendingStore::open(dir.path()).unwrap();

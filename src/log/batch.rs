@@ -175,7 +175,8 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     if h.compression() > 4 {
         return Err(BatchError::Invalid("unknown compression codec"));
     }
-    if h.compression() == 0 && count_records(&batch[HEADER_LEN..]) != Some(h.records_count as usize) {
+    if h.compression() == 0 && count_records(&batch[HEADER_LEN..]) != Some(h.records_count as usize)
+    {
         // Uncompressed records are counted by their length prefixes (no
         // decode): a header claiming more records than the batch holds would
         // take offsets it does not use.
