@@ -34,6 +34,83 @@ pub enum Command {
     Backup(BackupArgs),
     /// Restore a backup into a new, empty data dir (broker stopped).
     Restore(RestoreArgs),
+    /// Drive load against any Kafka-compatible broker and report throughput
+    /// and latency.
+    Bench(BenchArgs),
+}
+
+/// What `weir bench` drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchMode {
+    /// Producers only; latency is produce-to-acknowledgement.
+    Produce,
+    /// Consumers only, from the earliest offsets.
+    Consume,
+    /// Producers and consumers; latency is send-to-fetch.
+    E2e,
+}
+
+/// `weir bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// produce, consume or e2e.
+    #[arg(value_enum)]
+    pub mode: BenchMode,
+    /// Any broker of the cluster.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub bootstrap: String,
+    /// Topic to use (created with --partitions when missing).
+    #[arg(long, default_value = "weir-bench")]
+    pub topic: String,
+    /// Stop after this many records (produced, or consumed in consume mode).
+    #[arg(long)]
+    pub records: Option<u64>,
+    /// Stop after this long, whatever else.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub duration_secs: u64,
+    /// Bytes of each record's value.
+    #[arg(long, default_value_t = 1024)]
+    pub record_size: usize,
+    /// Partitions of a topic the tool creates.
+    #[arg(long, default_value_t = 1)]
+    pub partitions: i32,
+    /// 0, 1 or all (-1).
+    #[arg(long, default_value = "1", value_parser = parse_acks)]
+    pub acks: i16,
+    /// none, gzip, snappy, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    pub compression: String,
+    /// Bytes of records per batch (one batch per produce request).
+    #[arg(long, default_value_t = 16_384)]
+    pub batch_bytes: usize,
+    /// Concurrent producer connections.
+    #[arg(long, default_value_t = 1)]
+    pub producers: usize,
+    /// Concurrent consumer connections.
+    #[arg(long, default_value_t = 1)]
+    pub consumers: usize,
+    /// Records per second in total (fixed-rate mode: latency is measured from
+    /// each batch's intended send time).
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Produce requests outstanding per producer connection.
+    #[arg(long, default_value_t = 5)]
+    pub max_in_flight: usize,
+    /// Create the topic when it is missing.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub create_topic: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_acks(v: &str) -> Result<i16, String> {
+    match v {
+        "all" | "-1" => Ok(-1),
+        "0" => Ok(0),
+        "1" => Ok(1),
+        _ => Err("acks must be 0, 1 or all".into()),
+    }
 }
 
 /// `weir backup`.

@@ -22,6 +22,7 @@
 
 pub mod api;
 pub mod backup;
+pub mod bench;
 pub mod broker;
 pub mod config;
 #[cfg(any(test, feature = "fuzzing"))]

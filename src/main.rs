@@ -20,6 +20,27 @@ fn main() -> ExitCode {
         Some(Command::Dlq(args)) => dlq(&args),
         Some(Command::Backup(args)) => backup(&args),
         Some(Command::Restore(args)) => restore(&args),
+        Some(Command::Bench(args)) => bench(args),
+    }
+}
+
+fn bench(args: weir::config::BenchArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weir bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(weir::bench::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weir bench: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -212,3 +212,49 @@ async fn delete_records_moves_the_low_watermark() {
     let log = b.broker().topics.get("dr").unwrap().partition(0).unwrap();
     assert_eq!(log.log_start_offset(), 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_tool_produces_consumes_and_measures_end_to_end() {
+    use weir::config::{BenchArgs, BenchMode};
+    let b = TestBroker::start().await;
+    let args = |mode: BenchMode, topic: &str| BenchArgs {
+        mode,
+        bootstrap: b.bootstrap(),
+        topic: topic.into(),
+        records: Some(20_000),
+        duration_secs: 20,
+        record_size: 100,
+        partitions: 3,
+        acks: -1,
+        compression: "none".into(),
+        batch_bytes: 4000,
+        producers: 2,
+        consumers: 1,
+        rate: None,
+        max_in_flight: 5,
+        create_topic: true,
+        json: true,
+    };
+    weir::bench::run(args(BenchMode::Produce, "bench-p"))
+        .await
+        .unwrap();
+    let c = consumer(&b.bootstrap());
+    let total: i64 = (0..3)
+        .map(|p| {
+            c.fetch_watermarks("bench-p", p, std::time::Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .sum();
+    assert_eq!(
+        total, 20_000,
+        "exactly --records records, over 3 partitions"
+    );
+    weir::bench::run(args(BenchMode::Consume, "bench-p"))
+        .await
+        .unwrap();
+    let mut e2e = args(BenchMode::E2e, "bench-e");
+    e2e.rate = Some(5000);
+    e2e.records = Some(5000);
+    weir::bench::run(e2e).await.unwrap();
+}
