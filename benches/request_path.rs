@@ -7,7 +7,6 @@
 //! pipelined (16 in flight), so the figures are the broker's, not a client
 //! library's.
 
-use std::hint::black_box;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
