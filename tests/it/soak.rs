@@ -40,15 +40,22 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A `/proc/<pid>/status` field in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Resident memory: all of it, and the anonymous part (the heap; the rest
+/// is pages of mapped segment files, which the kernel can drop).
+fn rss_kib(pid: u32) -> (u64, u64) {
+    (status_kib(pid, "VmRSS:"), status_kib(pid, "RssAnon:"))
 }
 
 /// Open descriptors of the broker, without pipes: a child process inherits
@@ -366,7 +373,8 @@ async fn soak() {
             "acked_per_s": ((acked_n - last_acked) as f64 / (t - last_t)).round(),
             "group_a_processed": group_a.lock().unwrap().processed.len(),
             "group_b_processed": group_b.lock().unwrap().processed.len(),
-            "rss_mib": rss_kib(pid) / 1024,
+            "rss_mib": rss_kib(pid).0 / 1024,
+            "rss_anon_mib": rss_kib(pid).1 / 1024,
             "fds": fds(pid),
         });
         eprintln!("soak: {sample}");
@@ -460,7 +468,9 @@ async fn soak() {
         "admin_errors": admin_errors.load(Ordering::Relaxed),
         "rss_mib_min": rss.iter().min(),
         "rss_mib_max": rss.iter().max(),
-        "rss_mib_end": rss_kib(pid) / 1024,
+        "rss_mib_end": rss_kib(pid).0 / 1024,
+        "rss_anon_mib_min": anon.iter().min(),
+        "rss_anon_mib_max": anon.iter().max(),
         "fds_max": samples.iter().filter_map(|s| s["fds"].as_u64()).max(),
         "samples": samples,
     });
