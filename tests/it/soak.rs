@@ -448,6 +448,10 @@ async fn soak() {
         .iter()
         .filter_map(|s| s["rss_mib"].as_u64())
         .collect();
+    let anon: Vec<u64> = samples
+        .iter()
+        .filter_map(|s| s["rss_anon_mib"].as_u64())
+        .collect();
     let report = serde_json::json!({
         "seconds": secs,
         "rate": rate,
