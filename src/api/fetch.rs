@@ -1,11 +1,17 @@
 //! Fetch: whole batches served from the mapped segments, with the
 //! max_wait_ms / min_bytes long poll, max_bytes and partition_max_bytes (and
 //! at least one batch even when it is larger than both, as KIP-74 says).
+//!
+//! A partition answered with an error carries an empty record set, never a
+//! null one: librdkafka fails to parse a null set and drops the whole
+//! response, so it would never see the error (and never reset an
+//! out-of-range offset).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
@@ -52,7 +58,7 @@ fn build(broker: &Broker, req: &FetchRequest, version: i16) -> Built {
                 parts.push(
                     pd.with_error_code(unknown)
                         .with_high_watermark(-1)
-                        .with_records(None),
+                        .with_records(Some(Bytes::new())),
                 );
                 continue;
             };
@@ -80,7 +86,7 @@ fn build(broker: &Broker, req: &FetchRequest, version: i16) -> Built {
                             .with_high_watermark(log.end_offset())
                             .with_last_stable_offset(log.end_offset())
                             .with_log_start_offset(log.log_start_offset())
-                            .with_records(None),
+                            .with_records(Some(Bytes::new())),
                     );
                 }
             }

@@ -284,3 +284,57 @@ async fn records_over_max_message_bytes_are_refused() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_out_of_range_fetch_offset_is_reset_by_the_client() {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    let b = TestBroker::start().await;
+    let bs = b.bootstrap();
+    create_topic(&bs, "reset", 2, &[]).await;
+    let p = producer(&bs, &[]);
+    for i in 0..20 {
+        p.send(
+            FutureRecord::to("reset")
+                .partition(i % 2)
+                .key("k")
+                .payload(&format!("{i}")),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    }
+    // Partition 0 is fetched far past its end, partition 1 from the start,
+    // in the same fetch requests: the out-of-range answer must neither be
+    // lost nor take partition 1's data down with it.
+    let got = tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = client_config(&bs)
+            .set("group.id", "reset-test")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("reset", 0, Offset::Offset(1000))
+            .unwrap();
+        tpl.add_partition_offset("reset", 1, Offset::Beginning)
+            .unwrap();
+        c.assign(&tpl).unwrap();
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while got.len() < 20 && std::time::Instant::now() < deadline {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+                got.push((m.partition(), m.offset()));
+            }
+        }
+        got
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        got.len(),
+        20,
+        "partition 0 reset to its start and was read: {got:?}"
+    );
+    assert!(got.contains(&(0, 0)) && got.contains(&(1, 0)));
+}
