@@ -96,6 +96,19 @@ else
   fail "records at offsets 50..59 have wrong keys/values" "$TMP/O2.diff"
 fi
 
+# 4b. an offset past the end is reset by the client (auto.offset.reset): the
+# broker's OFFSET_OUT_OF_RANGE must reach librdkafka (an error partition
+# carries an empty record set, never a null one) -------------------------------
+seq 0 4 >"$TMP/reset.expected"
+if kc -C -t "$T" -p 0 -o 100000 -c 5 -e -q -X topic.auto.offset.reset=earliest -f '%o\n' \
+     >"$TMP/R.out" 2>"$TMP/R.err" &&
+   diff -u "$TMP/reset.expected" "$TMP/R.out" >"$TMP/R.diff"; then
+  pass "-o past the end is reset to the earliest offset by auto.offset.reset"
+else
+  cat "$TMP/R.err" >>"$TMP/R.diff" 2>/dev/null
+  fail "-o past the end was not reset to the earliest offset" "$TMP/R.diff"
+fi
+
 # 5. kcat -L -t T shows the topic with 1 partition ------------------------------
 if kc -L -t "$T" >"$TMP/LT.out" 2>"$TMP/LT.err"; then
   if grep -Fq "topic \"$T\" with 1 partitions:" "$TMP/LT.out" &&
