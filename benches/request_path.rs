@@ -17,47 +17,19 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ApiKey, FetchRequest, ProduceRequest, RequestHeader, TopicName};
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 use weir::config::{Config, FsyncPolicy};
 
 const IN_FLIGHT: usize = 16;
 
 fn batch(count: usize, size: usize) -> Bytes {
     let value = Bytes::from(vec![b'v'; size]);
-    let recs: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            // Now: older records would be deleted by retention mid-run.
-            timestamp: weir::broker::now_ms(),
-            key: None,
-            value: Some(value.clone()),
-            headers: Default::default(),
-        })
+    // Now: older records would be deleted by retention mid-run.
+    let now = weir::broker::now_ms();
+    let recs: Vec<_> = (0..count)
+        .map(|i| weir::records::plain_record(i as i64, now, None, Some(value.clone()), &[]))
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        recs.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
-    buf[53..57].copy_from_slice(&(-1i32).to_be_bytes());
-    let crc = weir::log::batch::compute_crc(&buf);
-    buf[17..21].copy_from_slice(&crc.to_be_bytes());
-    buf.freeze()
+    weir::records::encode_batch(&recs, Compression::None).expect("encode")
 }
 
 fn frame<T: Encodable>(key: ApiKey, version: i16, body: &T) -> Vec<u8> {

@@ -11,50 +11,27 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 use weir::log::{LogConfig, PartitionLog};
 
 /// One v2 batch of `count` records with `size`-byte values.
 fn batch(count: usize, size: usize) -> Bytes {
     let value = Bytes::from(vec![b'v'; size]);
-    let recs: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The encoder keeps records in one batch while offset − sequence
-            // is constant; the base sequence is reset to -1 below.
-            sequence: i as i32,
-            timestamp: 1_700_000_000_000 + i as i64,
-            key: Some(Bytes::from(format!("key-{i}"))),
-            value: Some(value.clone()),
-            headers: std::iter::once((StrBytes::from_static_str("h"), None)).collect(),
+    let header = [("h".to_string(), None)];
+    let recs: Vec<_> = (0..count)
+        .map(|i| {
+            weir::records::plain_record(
+                i as i64,
+                1_700_000_000_000 + i as i64,
+                Some(Bytes::from(format!("key-{i}"))),
+                Some(value.clone()),
+                &header,
+            )
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        recs.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
-    buf[53..57].copy_from_slice(&(-1i32).to_be_bytes());
-    let crc = weir::log::batch::compute_crc(&buf);
-    buf[17..21].copy_from_slice(&crc.to_be_bytes());
-    buf.freeze()
+    weir::records::encode_batch(&recs, Compression::None).expect("encode")
 }
 
 fn config() -> LogConfig {

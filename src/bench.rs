@@ -29,9 +29,7 @@ use kafka_protocol::messages::{
     ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -206,23 +204,8 @@ fn template(args: &BenchArgs) -> Result<Template> {
     let mut value = vec![b'w'; args.record_size.max(8)];
     value[..8].copy_from_slice(&STAMP_MARK);
     let value = Bytes::from(value);
-    let recs: Vec<Record> = (0..records)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The encoder keeps one batch while offset − sequence is constant.
-            sequence: i as i32,
-            timestamp: 0,
-            key: None,
-            value: Some(value.clone()),
-            headers: Default::default(),
-        })
+    let recs: Vec<_> = (0..records)
+        .map(|i| crate::records::plain_record(i as i64, 0, None, Some(value.clone()), &[]))
         .collect();
     let compression = match args.compression.as_str() {
         "none" => Compression::None,
@@ -232,17 +215,7 @@ fn template(args: &BenchArgs) -> Result<Template> {
         "zstd" => Compression::Zstd,
         other => bail!("unknown compression {other}"),
     };
-    let mut bytes = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut bytes,
-        recs.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )?;
-    // Not idempotent: base sequence -1.
-    bytes[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+    let bytes = BytesMut::from(&crate::records::encode_batch(&recs, compression)?[..]);
     let stamp_at = bytes
         .windows(8)
         .position(|w| w == STAMP_MARK)

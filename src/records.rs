@@ -12,7 +12,10 @@ use std::io::Read;
 
 use anyhow::{bail, Context};
 use bytes::{Buf, Bytes};
-use kafka_protocol::records::{Compression, RecordBatchDecoder, RecordSet};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, RecordSet,
+    TimestampType,
+};
 
 /// Largest decompressed size of one batch the broker will materialise.
 pub const MAX_DECOMPRESSED_BYTES: usize = 64 << 20;
@@ -97,6 +100,66 @@ pub fn decode_all(bytes: &Bytes) -> anyhow::Result<Vec<RecordSet>> {
         )?);
     }
     Ok(sets)
+}
+
+/// A record for [`encode_batch`]: not idempotent, not transactional,
+/// CreateTime, at `offset` within its batch.
+pub fn plain_record(
+    offset: i64,
+    timestamp: i64,
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+    headers: &[(String, Option<Bytes>)],
+) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset,
+        // The encoder keeps records in one batch while offset − sequence is
+        // constant; `encode_batch` resets the base sequence to -1.
+        sequence: offset as i32,
+        timestamp,
+        key,
+        value,
+        headers: headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    kafka_protocol::protocol::StrBytes::from_string(n.clone()),
+                    v.clone(),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Encodes [`plain_record`]s as one v2 batch that is not idempotent (base
+/// sequence -1, CRC over it): what the broker builds for retry deliveries
+/// and dead letters, and what benchmarks and tests send.
+///
+/// # Errors
+/// The encoder's error.
+pub fn encode_batch(records: &[Record], compression: Compression) -> anyhow::Result<Bytes> {
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )?;
+    if buf.len() >= crate::log::batch::HEADER_LEN {
+        buf[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+        let crc = crate::log::batch::compute_crc(&buf);
+        buf[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
+    Ok(buf.freeze())
 }
 
 #[cfg(test)]

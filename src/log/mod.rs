@@ -478,6 +478,21 @@ impl PartitionLog {
         self.closed.store(true, Ordering::Release);
     }
 
+    /// fsyncs `files` on this thread; a failure takes the partition offline.
+    fn sync_files(&self, files: &[Arc<std::fs::File>]) -> Result<(), LogError> {
+        let synced = faults::check(faults::Op::Sync, &self.dir)
+            .and_then(|()| files.iter().try_for_each(|f| f.sync_data()));
+        if let Err(e) = synced {
+            self.failed.store(true, Ordering::Release);
+            tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; partition taken offline");
+            return Err(LogError::Io {
+                context: format!("failed to sync {}", self.dir.display()),
+                source: e,
+            });
+        }
+        Ok(())
+    }
+
     fn check_not_failed(&self) -> Result<(), LogError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(LogError::Closed);
@@ -603,16 +618,7 @@ impl PartitionLog {
             }
             (files, self.end_offset())
         };
-        let synced = faults::check(faults::Op::Sync, &self.dir)
-            .and_then(|()| files.iter().try_for_each(|f| f.sync_data()));
-        if let Err(e) = synced {
-            self.failed.store(true, Ordering::Release);
-            tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; partition taken offline");
-            return Err(LogError::Io {
-                context: format!("failed to sync {}", self.dir.display()),
-                source: e,
-            });
-        }
+        self.sync_files(&files)?;
         self.flushed_offset.fetch_max(end, Ordering::AcqRel);
         Ok(())
     }
@@ -864,16 +870,7 @@ impl PartitionLog {
             };
             (files, active.path().to_path_buf(), rp)
         };
-        let synced = faults::check(faults::Op::Sync, &self.dir)
-            .and_then(|()| files.iter().try_for_each(|f| f.sync_data()));
-        if let Err(e) = synced {
-            self.failed.store(true, Ordering::Release);
-            tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; partition taken offline");
-            return Err(LogError::Io {
-                context: format!("failed to sync {}", self.dir.display()),
-                source: e,
-            });
-        }
+        self.sync_files(&files)?;
         let mut rp = rp;
         if rp.segment.index_entries > 0 || rp.segment.time_entries > 0 {
             if let Err(e) = segment::sync_index_files(&index_path) {

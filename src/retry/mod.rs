@@ -20,11 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
+use kafka_protocol::records::{Compression, Record};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -461,49 +458,16 @@ fn encode_batch<'a>(
         ),
     >,
 ) -> Result<Bytes, LogError> {
-    let recs: Vec<Record> = records
+    let recs: Vec<_> = records
         .enumerate()
-        .map(|(i, (ts, k, v, h))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The encoder keeps records in one batch while offset − sequence
-            // is constant; the batch's base sequence is reset to -1 below.
-            sequence: i as i32,
-            timestamp: ts,
-            key: k.clone(),
-            value: v.clone(),
-            headers: h
-                .iter()
-                .map(|(n, v)| (StrBytes::from_string(n.clone()), v.clone()))
-                .collect(),
+        .map(|(i, (ts, k, v, h))| {
+            crate::records::plain_record(i as i64, ts, k.clone(), v.clone(), h)
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        recs.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .map_err(|e| LogError::Io {
+    crate::records::encode_batch(&recs, Compression::None).map_err(|e| LogError::Io {
         context: "failed to encode a retry batch".into(),
         source: std::io::Error::other(format!("{e:#}")),
-    })?;
-    if buf.len() >= crate::log::batch::HEADER_LEN {
-        // Not an idempotent batch: base sequence -1, and the CRC over it.
-        buf[53..57].copy_from_slice(&(-1i32).to_be_bytes());
-        let crc = crate::log::batch::compute_crc(&buf);
-        buf[17..21].copy_from_slice(&crc.to_be_bytes());
-    }
-    Ok(buf.freeze())
+    })
 }
 
 #[cfg(test)]

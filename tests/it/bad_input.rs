@@ -271,34 +271,15 @@ fn gauge(http: SocketAddr, name: &str) -> Option<f64> {
 /// A produce of one record of `size` bytes, as raw bytes on a new connection;
 /// returns whether it was answered within `within`.
 fn raw_produce(addr: SocketAddr, topic: &str, size: usize, within: Duration) -> bool {
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
-    let rec = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 0,
-        key: None,
-        value: Some(bytes::Bytes::from(vec![b'x'; size])),
-        headers: Default::default(),
-    };
-    let mut batch = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut batch,
-        [rec].iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
+    let rec = weir::records::plain_record(
+        0,
+        weir::broker::now_ms(),
+        None,
+        Some(bytes::Bytes::from(vec![b'x'; size])),
+        &[],
+    );
+    let batch =
+        weir::records::encode_batch(&[rec], kafka_protocol::records::Compression::None).unwrap();
     let req = ProduceRequest::default()
         .with_acks(1)
         .with_timeout_ms(5000)
@@ -308,7 +289,7 @@ fn raw_produce(addr: SocketAddr, topic: &str, size: usize, within: Duration) -> 
             )))
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(0)
-                .with_records(Some(batch.freeze()))])]);
+                .with_records(Some(batch))])]);
     let mut s = connect(addr);
     s.set_read_timeout(Some(within)).unwrap();
     s.write_all(&frame(ApiKey::Produce, 9, 11, &req)).unwrap();
