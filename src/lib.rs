@@ -157,47 +157,50 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
     })
 }
 
-async fn retention_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
-    let every = Duration::from_millis(broker.config.args.log_retention_check_interval_ms.max(100));
+/// Runs `work` on the blocking pool every `every` until shutdown.
+async fn every_interval(
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+    every: Duration,
+    work: fn(&Broker),
+) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
         let b = Arc::clone(&broker);
-        let _ = tokio::task::spawn_blocking(move || {
-            let now = broker::now_ms();
-            for t in b.topics.list() {
-                for p in t.partitions() {
-                    p.apply_retention(now);
-                }
-            }
-        })
-        .await;
+        let _ = tokio::task::spawn_blocking(move || work(&b)).await;
     }
+}
+
+async fn retention_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
+    let every = Duration::from_millis(broker.config.args.log_retention_check_interval_ms.max(100));
+    every_interval(broker, shutdown, every, |b| {
+        let now = broker::now_ms();
+        for t in b.topics.list() {
+            for p in t.partitions() {
+                p.apply_retention(now);
+            }
+        }
+    })
+    .await;
 }
 
 /// Writes recovery points and releases idle segment maps.
 async fn checkpoint_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
     let every = Duration::from_millis(broker.config.args.recovery_checkpoint_interval_ms);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(every) => {}
-        }
-        let b = Arc::clone(&broker);
-        let _ = tokio::task::spawn_blocking(move || {
-            b.topics.checkpoint_all();
-            let idle = i64::try_from(b.config.args.segment_idle_release_ms).unwrap_or(i64::MAX);
-            let before = broker::now_ms().saturating_sub(idle);
-            for t in b.topics.list() {
-                for p in t.partitions() {
-                    p.release_idle(before);
-                }
+    every_interval(broker, shutdown, every, |b| {
+        b.topics.checkpoint_all();
+        let idle = i64::try_from(b.config.args.segment_idle_release_ms).unwrap_or(i64::MAX);
+        let before = broker::now_ms().saturating_sub(idle);
+        for t in b.topics.list() {
+            for p in t.partitions() {
+                p.release_idle(before);
             }
-        })
-        .await;
-    }
+        }
+    })
+    .await;
 }
 
 async fn group_ticker(broker: Arc<Broker>, shutdown: CancellationToken) {

@@ -175,35 +175,18 @@ async fn a_corrupt_batch_gets_corrupt_message_and_pipelined_responses_keep_order
     let addr = b.kafka_addr();
     tokio::task::spawn_blocking(move || {
         let mut s = connect(addr);
-        let batch = {
-            use kafka_protocol::records::*;
-            let rec = Record {
-                transactional: false,
-                control: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: 0,
-                sequence: -1,
-                timestamp: 1,
-                key: Some(bytes::Bytes::from_static(b"k")),
-                value: Some(bytes::Bytes::from_static(b"v")),
-                headers: Default::default(),
-                delete_horizon: false,
-            };
-            let mut buf = BytesMut::new();
-            RecordBatchEncoder::encode(
-                &mut buf,
-                [&rec],
-                &RecordEncodeOptions {
-                    version: 2,
-                    compression: Compression::None,
-                },
-            )
-            .unwrap();
-            buf.to_vec()
-        };
+        let batch = weir::records::encode_batch(
+            &[weir::records::plain_record(
+                0,
+                1,
+                Some(bytes::Bytes::from_static(b"k")),
+                Some(bytes::Bytes::from_static(b"v")),
+                &[],
+            )],
+            kafka_protocol::records::Compression::None,
+        )
+        .unwrap()
+        .to_vec();
         let produce = |records: Vec<u8>| {
             ProduceRequest::default()
                 .with_acks(1)
