@@ -14,6 +14,10 @@ use crate::log::LogError;
 use crate::metrics::Metrics;
 use crate::retry::store::PendingStore;
 use crate::retry::{self, Retries};
+use crate::security::acl::{AclError, Authorizer};
+use crate::security::quotas::{QuotaError, Quotas};
+use crate::security::tls::{Tls, TlsError};
+use crate::security::users::UserStore;
 use crate::topics::config::BrokerDefaults;
 use crate::topics::{Registry, Topic, TopicError};
 
@@ -39,6 +43,17 @@ pub struct Broker {
     /// Held retries and their scheduler.
     pub retries: Retries,
     pub metrics: Metrics,
+    /// ACLs and the check against them.
+    pub authorizer: Authorizer,
+    /// SASL credentials.
+    pub users: UserStore,
+    /// Client quotas and their meters.
+    pub quotas: Quotas,
+    /// Certificates of the TLS listeners, when any.
+    pub tls: Option<Tls>,
+    /// Connection slots and the in-flight request byte budget, shared by
+    /// every listener.
+    limits: (Arc<tokio::sync::Semaphore>, Arc<tokio::sync::Semaphore>),
     /// Notified after every append, so that waiting fetches re-check.
     pub data_appended: Notify,
     pub started: Instant,
@@ -79,6 +94,14 @@ pub enum StartError {
     Locked(String),
     #[error(transparent)]
     Storage(#[from] LogError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Acls(#[from] AclError),
+    #[error(transparent)]
+    Quotas(#[from] QuotaError),
+    #[error("cannot open the user store: {0}")]
+    Users(std::io::Error),
 }
 
 impl Broker {
@@ -138,17 +161,45 @@ impl Broker {
             },
         );
         let retries = Retries::new(PendingStore::open(&dir)?);
+        let tls = match (&config.args.tls_cert, &config.args.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(Tls::load(cert, key, config.args.tls_client_ca.as_deref())?)
+            }
+            _ => None,
+        };
+        let authorizer = Authorizer::open(
+            &dir,
+            config.args.authorizer == crate::config::AuthorizerMode::Acl,
+            config.args.super_users.clone(),
+        )?;
+        let users = UserStore::open(&dir).map_err(StartError::Users)?;
+        let quotas = Quotas::open(&dir)?;
+        let config_max_connections = config.args.max_connections;
+        let config_max_inflight = config.args.max_inflight_request_bytes;
         Ok(Arc::new(Self {
             config,
             topics,
             groups,
             retries,
             metrics: Metrics::default(),
+            authorizer,
+            users,
+            quotas,
+            tls,
+            limits: (
+                Arc::new(tokio::sync::Semaphore::new(config_max_connections)),
+                crate::server::connection::inflight_budget(config_max_inflight),
+            ),
             data_appended: Notify::new(),
             started: Instant::now(),
             phase: AtomicU8::new(Phase::Starting as u8),
             _lock: lock,
         }))
+    }
+
+    /// Connection slots and the in-flight byte budget of the listeners.
+    pub fn connection_limits(&self) -> &(Arc<tokio::sync::Semaphore>, Arc<tokio::sync::Semaphore>) {
+        &self.limits
     }
 
     pub fn phase(&self) -> Phase {

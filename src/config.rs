@@ -209,6 +209,66 @@ pub enum FsyncPolicy {
     Never,
 }
 
+/// Whether requests are checked against ACLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthorizerMode {
+    /// Every principal may do everything.
+    Off,
+    /// Kafka's ACL authorizer; what no ACL allows is denied.
+    Acl,
+}
+
+/// A listener's security protocol (Kafka's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// Kafka's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Plaintext => "PLAINTEXT",
+            Self::Ssl => "SSL",
+            Self::SaslPlaintext => "SASL_PLAINTEXT",
+            Self::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Plaintext,
+            Self::Ssl,
+            Self::SaslPlaintext,
+            Self::SaslSsl,
+        ]
+        .into_iter()
+        .find(|p| p.name().eq_ignore_ascii_case(s))
+    }
+
+    /// Whether the transport is TLS.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+
+    /// Whether clients must authenticate with SASL.
+    pub fn is_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
+
+/// One Kafka listener.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub protocol: SecurityProtocol,
+    pub addr: SocketAddr,
+    pub advertised_host: String,
+    pub advertised_port: i32,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -219,12 +279,60 @@ pub enum LogFormat {
 /// Settings of `weir serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Kafka listener address.
+    /// Kafka listeners: `host:port`, or a comma list of
+    /// `PROTOCOL://host:port` with PROTOCOL one of PLAINTEXT, SSL,
+    /// SASL_PLAINTEXT, SASL_SSL (Kafka's `listeners`).
     #[arg(long, env = "WEIR_LISTEN", default_value = "0.0.0.0:9092")]
     pub listen: String,
-    /// host:port clients are told to connect to. Default: localhost:<listen port>.
+    /// host:port clients are told to connect to, or a comma list matched to
+    /// the listeners by position. Default: localhost:<listen port>.
     #[arg(long, env = "WEIR_ADVERTISED_LISTENER")]
     pub advertised_listener: Option<String>,
+    /// PEM certificate chain for SSL and SASL_SSL listeners (and --http-tls).
+    #[arg(long, env = "WEIR_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, RSA or EC) of --tls-cert.
+    #[arg(long, env = "WEIR_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: SSL listeners require client certificates signed
+    /// by one of them (mutual TLS); the certificate subject is the principal.
+    #[arg(long, env = "WEIR_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// How often the TLS files are checked for changes and reloaded, in ms.
+    #[arg(
+        long,
+        env = "WEIR_TLS_RELOAD_INTERVAL_MS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(100..)
+    )]
+    pub tls_reload_interval_ms: u64,
+    /// SASL mechanisms offered on SASL listeners (comma list).
+    #[arg(
+        long,
+        env = "WEIR_SASL_MECHANISMS",
+        value_delimiter = ',',
+        default_value = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"
+    )]
+    pub sasl_mechanisms: Vec<String>,
+    /// Delay before a failed SASL authentication is answered and the
+    /// connection closed, in ms (Kafka's
+    /// connection.failed.authentication.delay.ms).
+    #[arg(long, env = "WEIR_SASL_FAILURE_DELAY_MS", default_value_t = 500)]
+    pub sasl_failure_delay_ms: u64,
+    /// Principals that bypass ACLs (comma list, e.g. `User:admin`).
+    #[arg(
+        long,
+        env = "WEIR_SUPER_USERS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub super_users: Vec<String>,
+    /// `off`, or `acl`: deny what no ACL allows.
+    #[arg(long, env = "WEIR_AUTHORIZER", value_enum, default_value = "off")]
+    pub authorizer: AuthorizerMode,
+    /// Serve the admin HTTP API over TLS with --tls-cert and --tls-key.
+    #[arg(long, env = "WEIR_HTTP_TLS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub http_tls: bool,
     /// Admin HTTP listener address.
     #[arg(long, env = "WEIR_HTTP_LISTEN", default_value = "0.0.0.0:9644")]
     pub http_listen: String,
@@ -348,42 +456,119 @@ fn bad(flag: &'static str, reason: impl Into<String>) -> ConfigError {
 /// Validated broker configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The first listener's address (the one tests and tools use).
     pub listen: SocketAddr,
+    /// The first listener's advertised host.
     pub advertised_host: String,
+    /// The first listener's advertised port.
     pub advertised_port: i32,
+    /// Every Kafka listener, in the order given.
+    pub listeners: Vec<ListenerConfig>,
     pub http_listen: SocketAddr,
     pub args: ServeArgs,
 }
 
-fn parse_listener(flag: &'static str, value: &str) -> Result<String, ConfigError> {
+/// Splits `PROTOCOL://host:port` (PROTOCOL defaults to PLAINTEXT).
+fn split_protocol(
+    flag: &'static str,
+    value: &str,
+) -> Result<(SecurityProtocol, String), ConfigError> {
     let v = value.trim();
-    let v = match v.split_once("://") {
+    match v.split_once("://") {
         Some((proto, rest)) => {
-            if !proto.eq_ignore_ascii_case("PLAINTEXT") {
-                return Err(bad(
+            let p = SecurityProtocol::parse(proto).ok_or_else(|| {
+                bad(
                     flag,
                     format!(
-                        "security protocol {proto} is not supported by this build; use PLAINTEXT"
+                        "unknown security protocol {proto:?}; use PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
                     ),
-                ));
-            }
-            rest
+                )
+            })?;
+            Ok((p, rest.to_string()))
         }
-        None => v,
-    };
-    if v.contains(',') {
-        return Err(bad(flag, "only one listener is supported"));
+        None => Ok((SecurityProtocol::Plaintext, v.to_string())),
     }
-    Ok(v.to_string())
 }
 
-fn parse_addr(flag: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
-    let v = parse_listener(flag, value)?;
+fn resolve(flag: &'static str, v: &str) -> Result<SocketAddr, ConfigError> {
     use std::net::ToSocketAddrs;
     v.to_socket_addrs()
         .map_err(|e| bad(flag, format!("{v:?} is not a host:port address ({e})")))?
         .next()
         .ok_or_else(|| bad(flag, format!("{v:?} resolves to no address")))
+}
+
+fn parse_addr(flag: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let (p, v) = split_protocol(flag, value)?;
+    if p != SecurityProtocol::Plaintext {
+        return Err(bad(flag, "takes a plain host:port"));
+    }
+    resolve(flag, &v)
+}
+
+/// `--listen` and `--advertised-listener`, matched by position.
+fn parse_listeners(
+    listen: &str,
+    advertised: Option<&str>,
+) -> Result<Vec<ListenerConfig>, ConfigError> {
+    let mut out: Vec<ListenerConfig> = Vec::new();
+    for item in listen.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (protocol, hostport) = split_protocol("listen", item)?;
+        let addr = resolve("listen", &hostport)?;
+        if addr.port() != 0 && out.iter().any(|l| l.addr.port() == addr.port()) {
+            return Err(bad("listen", format!("port {} is used twice", addr.port())));
+        }
+        out.push(ListenerConfig {
+            protocol,
+            addr,
+            advertised_host: "localhost".to_string(),
+            advertised_port: i32::from(addr.port()),
+        });
+    }
+    if out.is_empty() {
+        return Err(bad("listen", "no listener given"));
+    }
+    if let Some(adv) = advertised {
+        let items: Vec<&str> = adv
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if items.len() > out.len() {
+            return Err(bad(
+                "advertised-listener",
+                format!("{} addresses for {} listeners", items.len(), out.len()),
+            ));
+        }
+        for (l, item) in out.iter_mut().zip(items) {
+            let (p, v) = split_protocol("advertised-listener", item)?;
+            if item.contains("://") && p != l.protocol {
+                return Err(bad(
+                    "advertised-listener",
+                    format!(
+                        "{item:?} does not match the {} listener at its position",
+                        l.protocol.name()
+                    ),
+                ));
+            }
+            let (host, port) = v
+                .rsplit_once(':')
+                .ok_or_else(|| bad("advertised-listener", format!("{v:?} is not host:port")))?;
+            let port: u16 = port
+                .parse()
+                .map_err(|_| bad("advertised-listener", format!("{port:?} is not a port")))?;
+            if host.is_empty() {
+                return Err(bad("advertised-listener", "the host is empty"));
+            }
+            l.advertised_host = host.trim_matches(['[', ']']).to_string();
+            l.advertised_port = if port == 0 {
+                i32::from(l.addr.port())
+            } else {
+                i32::from(port)
+            };
+        }
+    }
+    Ok(out)
 }
 
 impl Config {
@@ -392,25 +577,72 @@ impl Config {
     /// # Errors
     /// The first invalid setting, named by its flag.
     pub fn from_args(args: ServeArgs) -> Result<Self, ConfigError> {
-        let listen = parse_addr("listen", &args.listen)?;
+        let listeners = parse_listeners(&args.listen, args.advertised_listener.as_deref())?;
         let http_listen = parse_addr("http-listen", &args.http_listen)?;
-        let (advertised_host, advertised_port) = match &args.advertised_listener {
-            None => ("localhost".to_string(), i32::from(listen.port())),
-            Some(a) => {
-                let v = parse_listener("advertised-listener", a)?;
-                let (host, port) = v
-                    .rsplit_once(':')
-                    .ok_or_else(|| bad("advertised-listener", format!("{v:?} is not host:port")))?;
-                let port: u16 = port
-                    .parse()
-                    .map_err(|_| bad("advertised-listener", format!("{port:?} is not a port")))?;
-                if host.is_empty() {
-                    return Err(bad("advertised-listener", "the host is empty"));
-                }
-                let port = if port == 0 { listen.port() } else { port };
-                (host.trim_matches(['[', ']']).to_string(), i32::from(port))
+        let first = &listeners[0];
+        let (listen, advertised_host, advertised_port) = (
+            first.addr,
+            first.advertised_host.clone(),
+            first.advertised_port,
+        );
+        let needs_tls = listeners.iter().any(|l| l.protocol.is_tls()) || args.http_tls;
+        match (&args.tls_cert, &args.tls_key) {
+            (None, None) if needs_tls => {
+                return Err(bad(
+                    "tls-cert",
+                    "SSL and SASL_SSL listeners and --http-tls need --tls-cert and --tls-key",
+                ))
             }
-        };
+            (Some(_), None) => return Err(bad("tls-key", "--tls-cert needs --tls-key")),
+            (None, Some(_)) => return Err(bad("tls-cert", "--tls-key needs --tls-cert")),
+            _ => {}
+        }
+        if args.tls_client_ca.is_some() && args.tls_cert.is_none() {
+            return Err(bad("tls-client-ca", "needs --tls-cert and --tls-key"));
+        }
+        let mut mechanisms = Vec::new();
+        for m in args
+            .sasl_mechanisms
+            .iter()
+            .map(|m| m.trim())
+            .filter(|m| !m.is_empty())
+        {
+            if !crate::security::SASL_MECHANISMS.contains(&m) {
+                return Err(bad(
+                    "sasl-mechanisms",
+                    format!("{m:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
+                ));
+            }
+            mechanisms.push(m.to_string());
+        }
+        if mechanisms.is_empty() && listeners.iter().any(|l| l.protocol.is_sasl()) {
+            return Err(bad(
+                "sasl-mechanisms",
+                "SASL listeners need at least one mechanism",
+            ));
+        }
+        let mut super_users = Vec::new();
+        for u in args
+            .super_users
+            .iter()
+            .map(|u| u.trim())
+            .filter(|u| !u.is_empty())
+        {
+            match u.split_once(':') {
+                Some((kind, name)) if !kind.is_empty() && !name.is_empty() => {
+                    super_users.push(u.to_string());
+                }
+                _ => {
+                    return Err(bad(
+                        "super-users",
+                        format!("{u:?} is not a principal like User:admin"),
+                    ))
+                }
+            }
+        }
+        let mut args = args;
+        args.sasl_mechanisms = mechanisms;
+        args.super_users = super_users;
         if args.node_id < 0 {
             return Err(bad("node-id", "must be 0 or more"));
         }
@@ -462,6 +694,7 @@ impl Config {
             listen,
             advertised_host,
             advertised_port,
+            listeners,
             http_listen,
             args,
         })

@@ -92,11 +92,12 @@ impl Harness {
         let body = tame(*body);
         let broker = Arc::clone(&self.broker);
         let peer: SocketAddr = ([127, 0, 0, 1], 9).into();
+        let session = crate::security::Session::anonymous(peer);
         let version = header.request_api_version;
         let res = self.rt.block_on(async {
             tokio::time::timeout(
                 Duration::from_secs(120),
-                crate::api::handle(&broker, &header, peer, key, body),
+                crate::api::handle(&broker, &header, &session, key, body),
             )
             .await
         });
@@ -139,7 +140,7 @@ impl Harness {
             let task = tokio::spawn(crate::server::connection::serve(
                 Arc::clone(&broker),
                 server,
-                ([127, 0, 0, 1], 9).into(),
+                crate::security::Session::anonymous(([127, 0, 0, 1], 9).into()),
                 CancellationToken::new(),
                 inflight,
             ));

@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod records;
 pub mod retry;
+pub mod security;
 pub mod server;
 pub mod topics;
 
@@ -69,7 +70,8 @@ pub enum Error {
 /// A running broker.
 #[derive(Debug)]
 pub struct Running {
-    /// Address the Kafka listener is bound to.
+    /// Address the first Kafka listener is bound to (the others are in
+    /// `broker.config.listeners`).
     pub kafka_addr: SocketAddr,
     /// Address the admin HTTP listener is bound to.
     pub http_addr: SocketAddr,
@@ -89,13 +91,29 @@ pub struct Running {
 /// # Errors
 /// An unusable data dir or a listener that cannot be bound.
 pub async fn start(mut config: Config) -> Result<Running, Error> {
-    let kafka = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| Error::Bind {
-            what: "the Kafka listener",
-            addr: config.listen,
+    let mut kafka = Vec::new();
+    for l in &mut config.listeners {
+        let bound = TcpListener::bind(l.addr)
+            .await
+            .map_err(|source| Error::Bind {
+                what: "a Kafka listener",
+                addr: l.addr,
+                source,
+            })?;
+        let addr = bound.local_addr().map_err(|source| Error::Bind {
+            what: "a Kafka listener",
+            addr: l.addr,
             source,
         })?;
+        if l.advertised_port == 0 || l.addr.port() == 0 {
+            l.advertised_port = i32::from(addr.port());
+        }
+        l.addr = addr;
+        kafka.push(bound);
+    }
+    let kafka_addr = config.listeners[0].addr;
+    config.listen = kafka_addr;
+    config.advertised_port = config.listeners[0].advertised_port;
     let http = TcpListener::bind(config.http_listen)
         .await
         .map_err(|source| Error::Bind {
@@ -103,45 +121,57 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
             addr: config.http_listen,
             source,
         })?;
-    let kafka_addr = kafka.local_addr().map_err(|source| Error::Bind {
-        what: "the Kafka listener",
-        addr: config.listen,
-        source,
-    })?;
     let http_addr = http.local_addr().map_err(|source| Error::Bind {
         what: "the admin HTTP listener",
         addr: config.http_listen,
         source,
     })?;
-    if config.advertised_port == 0 || config.listen.port() == 0 {
-        config.advertised_port = i32::from(kafka_addr.port());
-    }
     let broker = Broker::open(config)?;
     let shutdown = CancellationToken::new();
     let http_shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let tasks = vec![
-        tokio::spawn(server::accept_loop(
+    let mut tasks = Vec::new();
+    for (index, listener) in kafka.into_iter().enumerate() {
+        tasks.push(tokio::spawn(server::accept_loop(
             Arc::clone(&broker),
-            kafka,
+            index,
+            listener,
             shutdown.clone(),
             tracker.clone(),
-        )),
+        )));
+    }
+    tasks.extend([
         tokio::spawn(retention_loop(Arc::clone(&broker), shutdown.clone())),
         tokio::spawn(checkpoint_loop(Arc::clone(&broker), shutdown.clone())),
+        tokio::spawn(tls_reload_loop(Arc::clone(&broker), shutdown.clone())),
         tokio::spawn(group_ticker(Arc::clone(&broker), shutdown.clone())),
         tokio::spawn(retry::Retries::run(Arc::clone(&broker), shutdown.clone())),
-    ];
+    ]);
     let http_task = tokio::spawn(http::serve(
         Arc::clone(&broker),
         http,
         http_shutdown.clone(),
     ));
     broker.set_phase(Phase::Serving);
+    let listeners: Vec<String> = broker
+        .config
+        .listeners
+        .iter()
+        .map(|l| {
+            format!(
+                "{}://{} (advertised {}:{})",
+                l.protocol.name(),
+                l.addr,
+                l.advertised_host,
+                l.advertised_port
+            )
+        })
+        .collect();
     tracing::info!(
-        kafka = %kafka_addr,
+        kafka = %listeners.join(", "),
         http = %http_addr,
-        advertised = %format!("{}:{}", broker.config.advertised_host, broker.config.advertised_port),
+        http_tls = broker.config.args.http_tls,
+        authorizer = ?broker.config.args.authorizer,
         data_dir = %broker.config.args.data_dir.display(),
         "weir is serving"
     );
@@ -155,6 +185,24 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
         tasks,
         http_task,
     })
+}
+
+/// Reloads the TLS files when they change.
+async fn tls_reload_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
+    if broker.tls.is_none() {
+        return;
+    }
+    let every = Duration::from_millis(broker.config.args.tls_reload_interval_ms);
+    every_interval(broker, shutdown, every, |b| {
+        if let Some(tls) = &b.tls {
+            match tls.reload_if_changed() {
+                Ok(true) => tracing::info!("reloaded the TLS certificate and key"),
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "TLS files changed but cannot be used; keeping the previous ones"),
+            }
+        }
+    })
+    .await;
 }
 
 /// Runs `work` on the blocking pool every `every` until shutdown.

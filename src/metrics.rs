@@ -35,6 +35,12 @@ pub struct Metrics {
     pub connections: AtomicI64,
     pub connections_total: AtomicU64,
     pub connection_errors_total: AtomicU64,
+    /// Failed SASL authentications.
+    pub sasl_authentication_failures_total: AtomicU64,
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshake_failures_total: AtomicU64,
+    /// Responses throttled by a client quota.
+    pub throttled_responses_total: AtomicU64,
 }
 
 /// Upper bounds, in seconds, of the latency histogram buckets.
@@ -194,6 +200,29 @@ impl Metrics {
             "# HELP weir_connection_errors_total Connections closed because of a protocol or I/O error.\n# TYPE weir_connection_errors_total counter\nweir_connection_errors_total {}",
             self.connection_errors_total.load(Ordering::Relaxed)
         );
+        for (name, help, v) in [
+            (
+                "weir_sasl_authentication_failures_total",
+                "Failed SASL authentications.",
+                &self.sasl_authentication_failures_total,
+            ),
+            (
+                "weir_tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out.",
+                &self.tls_handshake_failures_total,
+            ),
+            (
+                "weir_throttled_responses_total",
+                "Responses delayed by a client quota.",
+                &self.throttled_responses_total,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
         out.push_str(extra);
         out
     }

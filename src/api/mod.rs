@@ -5,6 +5,7 @@
 //! `Err` from [`handle`] means the connection must be closed.
 
 pub mod admin;
+pub mod authz;
 pub mod commits;
 pub mod errors;
 pub mod fetch;
@@ -13,15 +14,16 @@ pub mod metadata;
 pub mod offsets;
 pub mod produce;
 pub mod producer_ids;
+pub mod security;
 pub mod versions;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
+use crate::security::Session;
 
 /// A request that cannot be answered; the connection is closed.
 #[derive(Debug, thiserror::Error)]
@@ -36,11 +38,70 @@ pub struct ApiError(pub String);
 pub async fn handle(
     broker: &Arc<Broker>,
     header: &RequestHeader,
-    peer: SocketAddr,
+    session: &Session,
     key: ApiKey,
     body: RequestKind,
 ) -> Result<Option<ResponseKind>, ApiError> {
     let v = header.request_api_version;
+    let (body, post) = match authz::guard(broker, session, body, v) {
+        authz::Guard::Respond(resp) => return Ok(Some(*resp)),
+        authz::Guard::Proceed(body, post) => (*body, post),
+    };
+    let Some(mut resp) = dispatch(broker, header, session, key, body).await? else {
+        return Ok(None);
+    };
+    authz::finish(broker, session, &mut resp, post);
+    advertise(broker, session, &mut resp);
+    Ok(Some(resp))
+}
+
+/// Tells a client the address of the listener it came in on.
+fn advertise(broker: &Broker, session: &Session, resp: &mut ResponseKind) {
+    if session.listener == 0 {
+        return;
+    }
+    let Some(l) = broker.config.listeners.get(session.listener) else {
+        return;
+    };
+    let host = sb(l.advertised_host.clone());
+    match resp {
+        ResponseKind::Metadata(r) => {
+            for b in &mut r.brokers {
+                b.host = host.clone();
+                b.port = l.advertised_port;
+            }
+        }
+        ResponseKind::DescribeCluster(r) => {
+            for b in &mut r.brokers {
+                b.host = host.clone();
+                b.port = l.advertised_port;
+            }
+        }
+        ResponseKind::FindCoordinator(r) => {
+            if r.port >= 0 && r.error_code == 0 && r.coordinators.is_empty() {
+                r.host = host.clone();
+                r.port = l.advertised_port;
+            }
+            for c in &mut r.coordinators {
+                if c.error_code == 0 {
+                    c.host = host.clone();
+                    c.port = l.advertised_port;
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+async fn dispatch(
+    broker: &Arc<Broker>,
+    header: &RequestHeader,
+    session: &Session,
+    key: ApiKey,
+    body: RequestKind,
+) -> Result<Option<ResponseKind>, ApiError> {
+    let v = header.request_api_version;
+    let peer = session.peer;
     let resp = match body {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(versions::handle(&r, v)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::metadata(broker, r, v)),
@@ -101,6 +162,36 @@ pub async fn handle(
         }
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(commits::offset_delete(broker, r))
+        }
+        // The connection answers these itself; here only out of turn.
+        RequestKind::SaslHandshake(_) => ResponseKind::SaslHandshake(
+            kafka_protocol::messages::SaslHandshakeResponse::default()
+                .with_error_code(errors::ILLEGAL_SASL_STATE),
+        ),
+        RequestKind::SaslAuthenticate(_) => ResponseKind::SaslAuthenticate(
+            kafka_protocol::messages::SaslAuthenticateResponse::default()
+                .with_error_code(errors::ILLEGAL_SASL_STATE),
+        ),
+        RequestKind::CreateAcls(r) => {
+            ResponseKind::CreateAcls(security::create_acls(broker, session, r))
+        }
+        RequestKind::DescribeAcls(r) => {
+            ResponseKind::DescribeAcls(security::describe_acls(broker, session, &r))
+        }
+        RequestKind::DeleteAcls(r) => {
+            ResponseKind::DeleteAcls(security::delete_acls(broker, session, r))
+        }
+        RequestKind::DescribeUserScramCredentials(r) => ResponseKind::DescribeUserScramCredentials(
+            security::describe_scram(broker, session, &r),
+        ),
+        RequestKind::AlterUserScramCredentials(r) => {
+            ResponseKind::AlterUserScramCredentials(security::alter_scram(broker, session, r))
+        }
+        RequestKind::DescribeClientQuotas(r) => {
+            ResponseKind::DescribeClientQuotas(security::describe_quotas(broker, session, &r))
+        }
+        RequestKind::AlterClientQuotas(r) => {
+            ResponseKind::AlterClientQuotas(security::alter_quotas(broker, session, r))
         }
         _ => return Err(ApiError(format!("{key:?} is not served"))),
     };

@@ -46,6 +46,17 @@ pub const SUPPORTED: &[Supported] = &[
     s(ApiKey::DescribeGroups, 0, 5),
     s(ApiKey::DeleteGroups, 0, 2),
     s(ApiKey::OffsetDelete, 0, 0),
+    // v0 of SaslHandshake switches the connection to raw SASL tokens; every
+    // client that speaks SaslAuthenticate sends v1.
+    s(ApiKey::SaslHandshake, 1, 1),
+    s(ApiKey::SaslAuthenticate, 0, 2),
+    s(ApiKey::DescribeAcls, 1, 3),
+    s(ApiKey::CreateAcls, 1, 3),
+    s(ApiKey::DeleteAcls, 1, 3),
+    s(ApiKey::DescribeClientQuotas, 0, 1),
+    s(ApiKey::AlterClientQuotas, 0, 1),
+    s(ApiKey::DescribeUserScramCredentials, 0, 0),
+    s(ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// The supported range of `key`, if weir serves it.

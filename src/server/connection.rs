@@ -4,7 +4,6 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +17,9 @@ use tokio_util::sync::CancellationToken;
 use crate::api;
 use crate::broker::Broker;
 use crate::protocol::{self, fetch_frame, Decoded};
+use crate::security::quotas::QuotaKind;
+use crate::security::sasl::{HandshakeError, SaslSession, Step};
+use crate::security::Session;
 
 /// Bytes read per step while a frame arrives: memory follows the bytes that
 /// actually came, not the size the peer announced.
@@ -42,6 +44,10 @@ pub enum ConnError {
     Protocol(#[from] protocol::ProtocolError),
     #[error(transparent)]
     Api(#[from] api::ApiError),
+    #[error("{0} before SASL authentication")]
+    Unauthenticated(&'static str),
+    #[error("SASL authentication failed")]
+    AuthenticationFailed,
 }
 
 /// What the connection last said about itself, for its log events.
@@ -79,6 +85,15 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::DescribeGroups => "DescribeGroups",
         ApiKey::DeleteGroups => "DeleteGroups",
         ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::SaslHandshake => "SaslHandshake",
+        ApiKey::SaslAuthenticate => "SaslAuthenticate",
+        ApiKey::CreateAcls => "CreateAcls",
+        ApiKey::DescribeAcls => "DescribeAcls",
+        ApiKey::DeleteAcls => "DeleteAcls",
+        ApiKey::DescribeUserScramCredentials => "DescribeUserScramCredentials",
+        ApiKey::AlterUserScramCredentials => "AlterUserScramCredentials",
+        ApiKey::DescribeClientQuotas => "DescribeClientQuotas",
+        ApiKey::AlterClientQuotas => "AlterClientQuotas",
         _ => "Other",
     }
 }
@@ -87,7 +102,7 @@ pub fn api_name(key: ApiKey) -> &'static str {
 pub async fn serve<S>(
     broker: Arc<Broker>,
     stream: S,
-    peer: SocketAddr,
+    mut session: Session,
     shutdown: CancellationToken,
     inflight: Arc<Semaphore>,
 ) where
@@ -100,8 +115,16 @@ pub async fn serve<S>(
     let mut rd = BufReader::with_capacity(READ_BUFFER, rd);
     let mut out = BytesMut::new();
     let mut ctx = ConnCtx::default();
+    let peer = session.peer;
     let result = run(
-        &broker, peer, &mut ctx, &mut rd, &mut wr, &mut out, &shutdown, &inflight,
+        &broker,
+        &mut session,
+        &mut ctx,
+        &mut rd,
+        &mut wr,
+        &mut out,
+        &shutdown,
+        &inflight,
     )
     .await;
     let client_id = ctx.client_id.as_deref().unwrap_or("-");
@@ -112,6 +135,9 @@ pub async fn serve<S>(
             tracing::debug!(%peer, client_id, "peer disconnected")
         }
         Err(ConnError::Idle) => tracing::debug!(%peer, client_id, "closing idle connection"),
+        Err(ConnError::AuthenticationFailed) => {
+            tracing::debug!(%peer, client_id, "closed after failed authentication")
+        }
         Err(e) => {
             broker
                 .metrics
@@ -134,7 +160,7 @@ fn is_disconnect(e: &std::io::Error) -> bool {
 #[allow(clippy::too_many_arguments)]
 async fn run<R, W>(
     broker: &Arc<Broker>,
-    peer: SocketAddr,
+    session: &mut Session,
     ctx: &mut ConnCtx,
     rd: &mut R,
     wr: &mut W,
@@ -148,6 +174,8 @@ where
 {
     let idle = Duration::from_millis(broker.config.args.connections_max_idle_ms);
     let max = broker.config.args.max_request_bytes;
+    let mut sasl = SaslSession::default();
+    let mut authenticated = !session.protocol.is_sasl();
     loop {
         let size = tokio::select! {
             biased;
@@ -204,11 +232,40 @@ where
                         .client_id
                         .as_ref()
                         .map(|c| c.chars().take(128).collect());
+                    session.client_id = ctx.client_id.clone().unwrap_or_default();
                 }
-                let resp = api::handle(broker, &header, peer, key, *body).await?;
+                if matches!(key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
+                    let (resp, close) =
+                        sasl_step(broker, session, &mut sasl, &mut authenticated, *body).await;
+                    protocol::encode(out, header.correlation_id, key, version, &resp)?;
+                    wr.write_all(out).await?;
+                    wr.flush().await?;
+                    if close {
+                        return Err(ConnError::AuthenticationFailed);
+                    }
+                    continue;
+                }
+                if !authenticated && key != ApiKey::ApiVersions {
+                    // Kafka closes a SASL connection that skips the handshake.
+                    return Err(ConnError::Unauthenticated(api_name(key)));
+                }
+                let resp = api::handle(broker, &header, session, key, *body).await?;
                 let micros = started.elapsed().as_micros() as u64;
                 broker.metrics.record_request(api_name(key), micros);
-                let Some(resp) = resp else { continue };
+                let Some(mut resp) = resp else {
+                    if broker.quotas.any() {
+                        let t = throttle(broker, session, key, len, micros, None);
+                        mute(broker, t, shutdown).await;
+                    }
+                    continue;
+                };
+                let throttled = if broker.quotas.any() {
+                    let t = throttle(broker, session, key, len, micros, Some(&resp));
+                    set_throttle(&mut resp, t);
+                    t
+                } else {
+                    Duration::ZERO
+                };
                 for code in api::response_error_codes(&resp) {
                     broker.metrics.record_error(code);
                 }
@@ -219,10 +276,18 @@ where
                         let chunks = fetch_frame::frame(header.correlation_id, version, f)?;
                         write_chunks(wr, chunks).await?;
                         wr.flush().await?;
+                        mute(broker, throttled, shutdown).await;
                         continue;
                     }
                 }
                 protocol::encode(out, header.correlation_id, key, version, &resp)?;
+                wr.write_all(out).await?;
+                wr.flush().await?;
+                mute(broker, throttled, shutdown).await;
+                if out.capacity() > 1 << 20 {
+                    *out = BytesMut::new();
+                }
+                continue;
             }
         }
         wr.write_all(out).await?;
@@ -277,4 +342,182 @@ pub fn inflight_budget(max_bytes: usize) -> Arc<Semaphore> {
     Arc::new(Semaphore::new(
         (max_bytes / PERMIT_BYTES).clamp(1, Semaphore::MAX_PERMITS),
     ))
+}
+
+/// How long the client must wait for the quotas it is charged to: produce
+/// bytes (the request), fetch bytes (the records returned) and handler
+/// time.
+fn throttle(
+    broker: &Broker,
+    session: &Session,
+    key: ApiKey,
+    request_len: usize,
+    micros: u64,
+    resp: Option<&ResponseKind>,
+) -> Duration {
+    let q = &broker.quotas;
+    let (user, client) = (session.user(), session.client_id.as_str());
+    let mut t = q.charge(user, client, QuotaKind::Request, micros);
+    match (key, resp) {
+        (ApiKey::Produce, _) => {
+            t = t.max(q.charge(user, client, QuotaKind::Produce, request_len as u64));
+        }
+        (ApiKey::Fetch, Some(ResponseKind::Fetch(f))) => {
+            let bytes: usize = f
+                .responses
+                .iter()
+                .flat_map(|t| t.partitions.iter())
+                .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+                .sum();
+            t = t.max(q.charge(user, client, QuotaKind::Fetch, bytes as u64));
+        }
+        _ => {}
+    }
+    t
+}
+
+/// Puts the throttle time into the responses that carry one.
+fn set_throttle(resp: &mut ResponseKind, t: Duration) {
+    if t.is_zero() {
+        return;
+    }
+    let ms = i32::try_from(t.as_millis()).unwrap_or(i32::MAX);
+    match resp {
+        ResponseKind::Produce(r) => r.throttle_time_ms = ms,
+        ResponseKind::Fetch(r) => r.throttle_time_ms = ms,
+        ResponseKind::Metadata(r) => r.throttle_time_ms = ms,
+        ResponseKind::ListOffsets(r) => r.throttle_time_ms = ms,
+        ResponseKind::OffsetCommit(r) => r.throttle_time_ms = ms,
+        ResponseKind::OffsetFetch(r) => r.throttle_time_ms = ms,
+        ResponseKind::JoinGroup(r) => r.throttle_time_ms = ms,
+        ResponseKind::Heartbeat(r) => r.throttle_time_ms = ms,
+        ResponseKind::SyncGroup(r) => r.throttle_time_ms = ms,
+        ResponseKind::FindCoordinator(r) => r.throttle_time_ms = ms,
+        _ => {}
+    }
+}
+
+/// Reads nothing more from the connection for `t` (Kafka mutes a throttled
+/// channel).
+async fn mute(broker: &Broker, t: Duration, shutdown: &CancellationToken) {
+    if t.is_zero() {
+        return;
+    }
+    broker
+        .metrics
+        .throttled_responses_total
+        .fetch_add(1, Ordering::Relaxed);
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = tokio::time::sleep(t) => {}
+    }
+}
+
+/// SaslHandshake and SaslAuthenticate: the response, and whether to close
+/// the connection after it.
+async fn sasl_step(
+    broker: &Broker,
+    session: &mut Session,
+    sasl: &mut SaslSession,
+    authenticated: &mut bool,
+    body: kafka_protocol::messages::RequestKind,
+) -> (ResponseKind, bool) {
+    use crate::api::errors::{
+        ILLEGAL_SASL_STATE, SASL_AUTHENTICATION_FAILED, UNSUPPORTED_SASL_MECHANISM,
+    };
+    use kafka_protocol::messages::{RequestKind, SaslAuthenticateResponse, SaslHandshakeResponse};
+    use kafka_protocol::protocol::StrBytes;
+    let enabled = &broker.config.args.sasl_mechanisms;
+    let offered = || {
+        enabled
+            .iter()
+            .map(|m| StrBytes::from_string(m.clone()))
+            .collect::<Vec<_>>()
+    };
+    let sasl_listener = session.protocol.is_sasl();
+    match body {
+        RequestKind::SaslHandshake(r) => {
+            if !sasl_listener || *authenticated {
+                let resp = SaslHandshakeResponse::default()
+                    .with_error_code(ILLEGAL_SASL_STATE)
+                    .with_mechanisms(if sasl_listener { offered() } else { Vec::new() });
+                return (ResponseKind::SaslHandshake(resp), sasl_listener);
+            }
+            let code = match sasl.handshake(r.mechanism.as_str(), enabled) {
+                Ok(()) => 0,
+                Err(HandshakeError::Unsupported) => UNSUPPORTED_SASL_MECHANISM,
+                Err(HandshakeError::IllegalState) => ILLEGAL_SASL_STATE,
+            };
+            let resp = SaslHandshakeResponse::default()
+                .with_error_code(code)
+                .with_mechanisms(offered());
+            (
+                ResponseKind::SaslHandshake(resp),
+                code == ILLEGAL_SASL_STATE,
+            )
+        }
+        RequestKind::SaslAuthenticate(r) => {
+            if !sasl_listener || *authenticated {
+                let resp = SaslAuthenticateResponse::default()
+                    .with_error_code(ILLEGAL_SASL_STATE)
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "no SASL authentication in progress",
+                    )));
+                return (ResponseKind::SaslAuthenticate(resp), sasl_listener);
+            }
+            let mechanism = sasl.mechanism().unwrap_or("-");
+            match sasl.authenticate(&r.auth_bytes, &broker.users) {
+                Step::Continue(reply) => {
+                    let resp = SaslAuthenticateResponse::default().with_auth_bytes(reply.into());
+                    (ResponseKind::SaslAuthenticate(resp), false)
+                }
+                Step::Done { user, reply } => {
+                    *authenticated = true;
+                    session.principal = format!("User:{user}");
+                    tracing::debug!(peer = %session.peer, principal = %session.principal, mechanism, "authenticated");
+                    let resp = SaslAuthenticateResponse::default().with_auth_bytes(reply.into());
+                    (ResponseKind::SaslAuthenticate(resp), false)
+                }
+                Step::Failed { user, reason } => {
+                    broker
+                        .metrics
+                        .sasl_authentication_failures_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        peer = %session.peer,
+                        user = user.as_deref().unwrap_or("-"),
+                        mechanism,
+                        reason,
+                        "SASL authentication failed"
+                    );
+                    // Slow down password guessing: the answer, and the
+                    // close, come after the delay.
+                    tokio::time::sleep(Duration::from_millis(
+                        broker.config.args.sasl_failure_delay_ms,
+                    ))
+                    .await;
+                    let resp = SaslAuthenticateResponse::default()
+                        .with_error_code(SASL_AUTHENTICATION_FAILED)
+                        .with_error_message(Some(StrBytes::from_string(format!(
+                            "Authentication failed during authentication due to invalid credentials with SASL mechanism {mechanism}"
+                        ))));
+                    (ResponseKind::SaslAuthenticate(resp), true)
+                }
+                Step::IllegalState => {
+                    let resp = SaslAuthenticateResponse::default()
+                        .with_error_code(ILLEGAL_SASL_STATE)
+                        .with_error_message(Some(StrBytes::from_static_str(
+                            "SaslAuthenticate before SaslHandshake",
+                        )));
+                    (ResponseKind::SaslAuthenticate(resp), true)
+                }
+            }
+        }
+        _ => (
+            ResponseKind::SaslHandshake(
+                SaslHandshakeResponse::default().with_error_code(ILLEGAL_SASL_STATE),
+            ),
+            true,
+        ),
+    }
 }

@@ -1,6 +1,8 @@
-//! The Kafka listener: accepts connections (at most `--max-connections`,
-//! taken before `accept`), backs off on accept errors, and runs one task per
-//! connection, tracked so that shutdown can wait for them.
+//! The Kafka listeners: each accepts connections (at most
+//! `--max-connections` across all, taken before `accept`), backs off on
+//! accept errors, and runs one task per connection, tracked so that shutdown
+//! can wait for them. On SSL and SASL_SSL listeners the task first completes
+//! the TLS handshake (bounded in time).
 
 pub mod connection;
 
@@ -14,16 +16,29 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
+use crate::config::SecurityProtocol;
+use crate::security::{self, Session};
 
-/// Accepts connections until `shutdown` is cancelled.
+/// Longest a TLS handshake may take.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections on listener `index` until `shutdown` is cancelled.
 pub async fn accept_loop(
     broker: Arc<Broker>,
+    index: usize,
     listener: TcpListener,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let limit = Arc::new(Semaphore::new(broker.config.args.max_connections));
-    let inflight = connection::inflight_budget(broker.config.args.max_inflight_request_bytes);
+    let (limit, inflight) = {
+        let shared = broker.connection_limits();
+        (Arc::clone(&shared.0), Arc::clone(&shared.1))
+    };
+    let protocol = broker
+        .config
+        .listeners
+        .get(index)
+        .map_or(SecurityProtocol::Plaintext, |l| l.protocol);
     let mut backoff = Duration::from_millis(5);
     loop {
         let permit = tokio::select! {
@@ -60,9 +75,73 @@ pub async fn accept_loop(
             .connections_total
             .fetch_add(1, Ordering::Relaxed);
         tracker.spawn(async move {
-            connection::serve(Arc::clone(&broker), stream, peer, shutdown, inflight).await;
+            let session = Session {
+                listener: index,
+                protocol,
+                peer,
+                principal: security::ANONYMOUS.to_string(),
+                client_id: String::new(),
+            };
+            if protocol.is_tls() {
+                tls_then_serve(&broker, stream, session, shutdown, inflight).await;
+            } else {
+                connection::serve(Arc::clone(&broker), stream, session, shutdown, inflight).await;
+            }
             broker.metrics.connections.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
     }
+}
+
+/// Completes the TLS handshake, takes the principal from a client
+/// certificate, and serves the connection.
+async fn tls_then_serve(
+    broker: &Arc<Broker>,
+    stream: tokio::net::TcpStream,
+    mut session: Session,
+    shutdown: CancellationToken,
+    inflight: Arc<Semaphore>,
+) {
+    let Some(tls) = &broker.tls else {
+        // Configuration validation makes this unreachable; refuse safely.
+        tracing::error!(peer = %session.peer, "TLS listener without a certificate");
+        return;
+    };
+    let mutual = session.protocol == SecurityProtocol::Ssl && tls.has_client_ca();
+    let acceptor = tls.acceptor(mutual);
+    let handshake = tokio::select! {
+        () = shutdown.cancelled() => return,
+        r = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
+    };
+    let stream = match handshake {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            broker
+                .metrics
+                .tls_handshake_failures_total
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(peer = %session.peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            broker
+                .metrics
+                .tls_handshake_failures_total
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(peer = %session.peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    if mutual {
+        let subject = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| security::tls::principal_of_certificate(c));
+        if let Some(p) = subject {
+            session.principal = p;
+        }
+    }
+    connection::serve(Arc::clone(broker), stream, session, shutdown, inflight).await;
 }
