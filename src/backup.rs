@@ -182,7 +182,22 @@ pub fn backup(broker: &Broker, dest: &Path) -> Result<Manifest, BackupError> {
             .join(crate::retry::store::DIR)
             .join(crate::retry::store::FILE),
     )?;
-    // 5. The manifest, last.
+    // 5. Users, ACLs and quotas (each replaced atomically when it changes,
+    //    so a copy is whole).
+    for file in [
+        crate::security::users::USERS_FILE,
+        crate::security::acl::ACLS_FILE,
+        crate::security::quotas::QUOTAS_FILE,
+    ] {
+        let from = data.join(file);
+        match fs::read(&from) {
+            Ok(bytes) => crate::security::write_atomically(&dest.join(file), &bytes, 0o600)
+                .map_err(io(format!("failed to copy {}", from.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(format!("failed to read {}", from.display()))(e)),
+        }
+    }
+    // 6. The manifest, last.
     let manifest = Manifest {
         version: 1,
         cluster_id: broker.topics.cluster_id().to_string(),
@@ -241,6 +256,19 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<Manifest, BackupError> {
         .map_err(|e| BackupError::Target(format!("unreadable {MANIFEST}: {e}")))?;
     empty_or_missing(data_dir)?;
     copy_tree(from, data_dir)?;
+    #[cfg(unix)]
+    for file in [
+        crate::security::users::USERS_FILE,
+        crate::security::acl::ACLS_FILE,
+        crate::security::quotas::QUOTAS_FILE,
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let path = data_dir.join(file);
+        if path.exists() {
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                .map_err(io(format!("failed to restrict {}", path.display())))?;
+        }
+    }
     let mut note = fs::File::create(data_dir.join("RESTORED_FROM"))
         .map_err(io("failed to write RESTORED_FROM".into()))?;
     let _ = writeln!(

@@ -37,6 +37,39 @@ pub enum Command {
     /// Drive load against any Kafka-compatible broker and report throughput
     /// and latency.
     Bench(BenchArgs),
+    /// Manage the SASL users (PLAIN and SCRAM) in the data dir; works while
+    /// the broker runs.
+    Users(UsersArgs),
+}
+
+/// `weir users`.
+#[derive(Debug, Args)]
+pub struct UsersArgs {
+    #[command(subcommand)]
+    pub action: UsersAction,
+    /// The broker's data dir.
+    #[arg(long, global = true, env = "WEIR_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+/// `weir users add|delete|list`.
+#[derive(Debug, Subcommand)]
+pub enum UsersAction {
+    /// Add a user, or replace its password (SCRAM-SHA-256 and SCRAM-SHA-512
+    /// credentials; PLAIN checks against them).
+    Add {
+        name: String,
+        /// The password; read from standard input when absent.
+        #[arg(long, env = "WEIR_USER_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// PBKDF2 iterations (4096..=16384).
+        #[arg(long, default_value_t = 4096)]
+        iterations: u32,
+    },
+    /// Delete a user.
+    Delete { name: String },
+    /// List users and their mechanisms (never passwords).
+    List,
 }
 
 /// What `weir bench` drives.
@@ -124,7 +157,7 @@ pub struct BackupArgs {
     pub http_listen: String,
     /// Bearer token, when the broker requires one.
     #[arg(long, env = "WEIR_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
 }
 
 /// `weir restore`.
@@ -153,7 +186,7 @@ pub struct DlqArgs {
     pub http_listen: String,
     /// Bearer token for redrive, when the broker requires one.
     #[arg(long, global = true, env = "WEIR_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
 }
 
 /// `weir dlq list|redrive`.
@@ -196,6 +229,30 @@ pub struct HealthArgs {
     /// Seconds to wait for an answer.
     #[arg(long, default_value_t = 3)]
     pub timeout_secs: u64,
+}
+
+/// A setting that must never reach a log line: `Debug` prints `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_string()))
+    }
+}
+
+impl std::ops::Deref for Secret {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
 }
 
 /// When produced data is fsynced.
@@ -367,7 +424,7 @@ pub struct ServeArgs {
     pub allowed_origins: Vec<String>,
     /// Bearer token required by mutating admin HTTP endpoints.
     #[arg(long, env = "WEIR_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
     /// Admin HTTP requests per second per client IP (burst 2x).
     #[arg(long, env = "WEIR_HTTP_RATE_LIMIT", default_value_t = 50)]
     pub http_rate_limit: u32,

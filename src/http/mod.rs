@@ -11,9 +11,10 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::json;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, Phase};
@@ -536,11 +537,87 @@ async fn dashboard_css() -> Response {
 /// # Errors
 /// Never after binding; serve errors are logged.
 pub async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: CancellationToken) {
-    let app = router(broker).into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-    {
+    let app = router(Arc::clone(&broker)).into_make_service_with_connect_info::<SocketAddr>();
+    let stop = shutdown.clone();
+    let result = if broker.config.args.http_tls {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(tls_accept(
+            Arc::clone(&broker),
+            listener,
+            tx,
+            shutdown.clone(),
+        ));
+        let tls = TlsListener { rx, local: None };
+        axum::serve(tls.tap_io(|_| {}), app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    } else {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    };
+    if let Err(e) = result {
         tracing::error!(error = %e, "admin HTTP server failed");
+    }
+}
+
+/// Accepted TLS connections of the admin API: handshakes run in their own
+/// tasks (bounded in time), so a slow client never holds up `accept`.
+struct TlsListener {
+    rx: tokio::sync::mpsc::Receiver<(tokio_rustls::server::TlsStream<TcpStream>, SocketAddr)>,
+    local: Option<SocketAddr>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(conn) => conn,
+            // The acceptor stopped (shutdown): wait for the server to stop.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.local
+            .ok_or_else(|| std::io::Error::other("TLS listener address unknown"))
+    }
+}
+
+async fn tls_accept(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    tx: tokio::sync::mpsc::Sender<(tokio_rustls::server::TlsStream<TcpStream>, SocketAddr)>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin HTTP accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(tls) = &broker.tls else { return };
+        let acceptor = tls.acceptor(false);
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream))
+                .await
+            {
+                Ok(Ok(s)) => {
+                    let _ = tx.send((s, peer)).await;
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "admin HTTP TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "admin HTTP TLS handshake timed out"),
+            }
+        });
     }
 }

@@ -15,13 +15,18 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use crate::common::*;
 
-fn connect(addr: SocketAddr) -> TcpStream {
+pub(crate) fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s
 }
 
-fn frame<T: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &T) -> Vec<u8> {
+pub(crate) fn frame<T: Encodable>(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+) -> Vec<u8> {
     let mut buf = BytesMut::new();
     RequestHeader::default()
         .with_request_api_key(key as i16)
@@ -36,7 +41,7 @@ fn frame<T: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &T)
     out
 }
 
-fn read_response(s: &mut TcpStream) -> Option<Vec<u8>> {
+pub(crate) fn read_response(s: &mut TcpStream) -> Option<Vec<u8>> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).ok()?;
     let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
@@ -45,7 +50,7 @@ fn read_response(s: &mut TcpStream) -> Option<Vec<u8>> {
 }
 
 /// True when the peer closed the connection (EOF) rather than hanging.
-fn closed(s: &mut TcpStream) -> bool {
+pub(crate) fn closed(s: &mut TcpStream) -> bool {
     let mut b = [0u8; 1];
     matches!(s.read(&mut b), Ok(0) | Err(_))
 }

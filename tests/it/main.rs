@@ -11,5 +11,6 @@ mod faults;
 mod groups;
 mod produce_fetch;
 mod retry;
+mod security;
 mod soak;
 mod storage;

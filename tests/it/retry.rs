@@ -415,7 +415,7 @@ async fn a_group_scoped_retry_comes_back_to_that_group_alone_also_after_redrive(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redrive_needs_the_admin_token_when_one_is_set() {
-    let b = TestBroker::start_with(|c| c.args.admin_token = Some("s3cret".into())).await;
+    let b = TestBroker::start_with(|c| c.args.admin_token = Some("s3cret".parse().unwrap())).await;
     let bs = b.bootstrap();
     create_topic(&bs, "guarded", 1, &[("retry.max.attempts", "1")]).await;
     let (status, _) = http_post(b.http_addr(), "/api/dlq/guarded/redrive", "{}", &[]);
