@@ -836,4 +836,75 @@ mod tests {
         assert_eq!(c.advertised_host, "broker.example");
         assert_eq!(c.advertised_port, 19092);
     }
+
+    #[test]
+    fn listener_lists_pair_with_advertised_addresses_by_position() {
+        let c = args(&[
+            "--listen",
+            "PLAINTEXT://127.0.0.1:9092,SASL_SSL://0.0.0.0:9094",
+            "--advertised-listener",
+            "PLAINTEXT://a.example:19092,SASL_SSL://b.example:19094",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+        ])
+        .unwrap();
+        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.listeners[1].protocol, SecurityProtocol::SaslSsl);
+        assert_eq!(c.listeners[1].advertised_host, "b.example");
+        assert_eq!(c.listeners[1].advertised_port, 19094);
+        assert_eq!(c.advertised_host, "a.example");
+        // Fewer advertised addresses than listeners: the rest default.
+        let c = args(&["--listen", "127.0.0.1:1,SASL_PLAINTEXT://127.0.0.1:2"]).unwrap();
+        assert_eq!(c.listeners[1].advertised_host, "localhost");
+        assert_eq!(c.listeners[1].advertised_port, 2);
+    }
+
+    #[test]
+    fn security_settings_are_checked() {
+        let e = args(&["--listen", "SSL://127.0.0.1:9093"]).unwrap_err();
+        assert_eq!(e.flag, "tls-cert");
+        let e = args(&["--listen", "QUIC://127.0.0.1:9093"]).unwrap_err();
+        assert_eq!(e.flag, "listen");
+        let e = args(&["--listen", "127.0.0.1:9093,SASL_PLAINTEXT://127.0.0.1:9093"]).unwrap_err();
+        assert!(e.reason.contains("twice"), "{e}");
+        let e = args(&["--sasl-mechanisms", "GSSAPI"]).unwrap_err();
+        assert_eq!(e.flag, "sasl-mechanisms");
+        let e = args(&["--super-users", "admin"]).unwrap_err();
+        assert_eq!(e.flag, "super-users");
+        let e = args(&["--tls-cert", "c.pem"]).unwrap_err();
+        assert_eq!(e.flag, "tls-key");
+        let e = args(&["--http-tls"]).unwrap_err();
+        assert_eq!(e.flag, "tls-cert");
+        let e = args(&[
+            "--listen",
+            "127.0.0.1:1",
+            "--advertised-listener",
+            "SSL://x:1",
+        ])
+        .unwrap_err();
+        assert_eq!(e.flag, "advertised-listener");
+        let c = args(&[
+            "--super-users",
+            "User:admin, User:ops",
+            "--authorizer",
+            "acl",
+        ])
+        .unwrap();
+        assert_eq!(c.args.super_users, vec!["User:admin", "User:ops"]);
+        assert_eq!(c.args.authorizer, AuthorizerMode::Acl);
+        assert_eq!(
+            c.args.sasl_mechanisms,
+            vec!["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+        );
+    }
+
+    #[test]
+    fn the_admin_token_is_never_printed() {
+        let c = args(&["--admin-token", "hunter2"]).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(c.args.admin_token.as_deref(), Some("hunter2"));
+    }
 }
