@@ -346,7 +346,7 @@ pub fn inflight_budget(max_bytes: usize) -> Arc<Semaphore> {
 
 /// How long the client must wait for the quotas it is charged to: produce
 /// bytes (the request), fetch bytes (the records returned) and handler
-/// time.
+/// time (wall-clock, including a produce's wait for its fsync).
 fn throttle(
     broker: &Broker,
     session: &Session,
@@ -357,7 +357,13 @@ fn throttle(
 ) -> Duration {
     let q = &broker.quotas;
     let (user, client) = (session.user(), session.client_id.as_str());
-    let mut t = q.charge(user, client, QuotaKind::Request, micros);
+    // Handler time; requests that wait by design (long-polling fetches,
+    // joins held for a rebalance) are not charged for their wait.
+    let busy = match key {
+        ApiKey::Fetch | ApiKey::JoinGroup | ApiKey::SyncGroup => 0,
+        _ => micros,
+    };
+    let mut t = q.charge(user, client, QuotaKind::Request, busy);
     match (key, resp) {
         (ApiKey::Produce, _) => {
             t = t.max(q.charge(user, client, QuotaKind::Produce, request_len as u64));
@@ -416,7 +422,7 @@ async fn mute(broker: &Broker, t: Duration, shutdown: &CancellationToken) {
 /// SaslHandshake and SaslAuthenticate: the response, and whether to close
 /// the connection after it.
 async fn sasl_step(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     session: &mut Session,
     sasl: &mut SaslSession,
     authenticated: &mut bool,
@@ -466,7 +472,27 @@ async fn sasl_step(
                 return (ResponseKind::SaslAuthenticate(resp), sasl_listener);
             }
             let mechanism = sasl.mechanism().unwrap_or("-");
-            match sasl.authenticate(&r.auth_bytes, &broker.users) {
+            // Key derivation (PBKDF2) and the credential file's reload are
+            // blocking work: off the connection's task.
+            let mut exchange = std::mem::take(sasl);
+            let b = Arc::clone(broker);
+            let token = r.auth_bytes;
+            let step = match tokio::task::spawn_blocking(move || {
+                let step = exchange.authenticate(&token, &b.users);
+                (exchange, step)
+            })
+            .await
+            {
+                Ok((exchange, step)) => {
+                    *sasl = exchange;
+                    step
+                }
+                Err(e) => Step::Failed {
+                    user: None,
+                    reason: format!("authentication task failed: {e}"),
+                },
+            };
+            match step {
                 Step::Continue(reply) => {
                     let resp = SaslAuthenticateResponse::default().with_auth_bytes(reply.into());
                     (ResponseKind::SaslAuthenticate(resp), false)
