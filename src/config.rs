@@ -376,13 +376,10 @@ pub struct ServeArgs {
     /// connection.failed.authentication.delay.ms).
     #[arg(long, env = "WEIR_SASL_FAILURE_DELAY_MS", default_value_t = 500)]
     pub sasl_failure_delay_ms: u64,
-    /// Principals that bypass ACLs (comma list, e.g. `User:admin`).
-    #[arg(
-        long,
-        env = "WEIR_SUPER_USERS",
-        value_delimiter = ',',
-        default_value = ""
-    )]
+    /// Principals that bypass ACLs: a comma list (`User:admin,User:ops`), or
+    /// a semicolon list as Kafka's super.users when a principal holds commas
+    /// (`User:CN=ops,O=Example;User:admin`).
+    #[arg(long, env = "WEIR_SUPER_USERS")]
     pub super_users: Vec<String>,
     /// `off`, or `acl`: deny what no ACL allows.
     #[arg(long, env = "WEIR_AUTHORIZER", value_enum, default_value = "off")]
@@ -679,12 +676,11 @@ impl Config {
             ));
         }
         let mut super_users = Vec::new();
-        for u in args
-            .super_users
-            .iter()
-            .map(|u| u.trim())
-            .filter(|u| !u.is_empty())
-        {
+        let listed = args.super_users.iter().flat_map(|v| {
+            let sep = if v.contains(';') { ';' } else { ',' };
+            v.split(sep)
+        });
+        for u in listed.map(str::trim).filter(|u| !u.is_empty()) {
             match u.split_once(':') {
                 Some((kind, name)) if !kind.is_empty() && !name.is_empty() => {
                     super_users.push(u.to_string());
@@ -893,6 +889,11 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.args.super_users, vec!["User:admin", "User:ops"]);
+        let c = args(&["--super-users", "User:CN=ops,O=Example;User:admin"]).unwrap();
+        assert_eq!(
+            c.args.super_users,
+            vec!["User:CN=ops,O=Example", "User:admin"]
+        );
         assert_eq!(c.args.authorizer, AuthorizerMode::Acl);
         assert_eq!(
             c.args.sasl_mechanisms,

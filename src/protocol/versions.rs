@@ -46,9 +46,10 @@ pub const SUPPORTED: &[Supported] = &[
     s(ApiKey::DescribeGroups, 0, 5),
     s(ApiKey::DeleteGroups, 0, 2),
     s(ApiKey::OffsetDelete, 0, 0),
-    // v0 of SaslHandshake switches the connection to raw SASL tokens; every
-    // client that speaks SaslAuthenticate sends v1.
-    s(ApiKey::SaslHandshake, 1, 1),
+    // After v0 of SaslHandshake the tokens come as bare size-prefixed frames
+    // (older sarama); v1 clients then send SaslAuthenticate. librdkafka 2.0
+    // only looks for SASL support when v0 is listed.
+    s(ApiKey::SaslHandshake, 0, 1),
     s(ApiKey::SaslAuthenticate, 0, 2),
     s(ApiKey::DescribeAcls, 1, 3),
     s(ApiKey::CreateAcls, 1, 3),

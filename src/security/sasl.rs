@@ -114,13 +114,16 @@ impl SaslSession {
                     },
                 }
             }
-            State::ScramFinal(mut server) => match server.client_final(token) {
-                Ok((reply, user)) => Step::Done { user, reply },
-                Err(e) => Step::Failed {
-                    user: None,
-                    reason: e.to_string(),
-                },
-            },
+            State::ScramFinal(mut server) => {
+                let named = server.username().map(str::to_string);
+                match server.client_final(token) {
+                    Ok((reply, user)) => Step::Done { user, reply },
+                    Err(e) => Step::Failed {
+                        user: named,
+                        reason: e.to_string(),
+                    },
+                }
+            }
             s @ (State::Handshake | State::Finished) => {
                 self.state = s;
                 Step::IllegalState

@@ -311,6 +311,16 @@ impl ScramServer {
         self.mech
     }
 
+    /// The user named in client-first, while the exchange awaits
+    /// client-final (for log lines).
+    #[must_use]
+    pub fn username(&self) -> Option<&str> {
+        match &self.state {
+            State::AwaitingFinal(f) => Some(&f.username),
+            _ => None,
+        }
+    }
+
     /// client-first-message → server-first-message. `lookup` gives the
     /// user's credential for this mechanism (`None`: unknown user, which
     /// only fails at [`client_final`](Self::client_final)).
@@ -410,7 +420,10 @@ impl ScramServer {
                 "channel binding differs from the gs2 header",
             ));
         }
-        if nonce != first.nonce {
+        // Kafka accepts a final nonce that ends with the server's:
+        // librdkafka before 2.6.1 sends the client part twice. The proof is
+        // computed over the bytes as received, so this loosens nothing.
+        if !nonce.ends_with(first.nonce.as_str()) {
             return Err(ScramError::NonceMismatch);
         }
         let proof = B64

@@ -26,6 +26,8 @@ use crate::security::Session;
 const READ_CHUNK: usize = 64 * 1024;
 /// The buffered reader's size: request headers and small requests.
 const READ_BUFFER: usize = 4 * 1024;
+/// Largest bare SASL token accepted after a v0 SaslHandshake.
+const MAX_SASL_TOKEN: usize = 64 * 1024;
 /// Granularity of the in-flight byte budget (permits are KiB).
 const PERMIT_BYTES: usize = 1024;
 
@@ -176,6 +178,8 @@ where
     let max = broker.config.args.max_request_bytes;
     let mut sasl = SaslSession::default();
     let mut authenticated = !session.protocol.is_sasl();
+    // After a v0 SaslHandshake: the next frames are bare SASL tokens.
+    let mut raw_tokens = false;
     loop {
         let size = tokio::select! {
             biased;
@@ -215,6 +219,24 @@ where
         let started = Instant::now();
         let frame = frame.freeze();
         out.clear();
+        if raw_tokens {
+            if frame.len() > MAX_SASL_TOKEN {
+                return Err(ConnError::BadSize(size, MAX_SASL_TOKEN));
+            }
+            match token_step(broker, session, &mut sasl, frame).await {
+                Step::Continue(reply) => write_token(wr, &reply).await?,
+                Step::Done { reply, .. } => {
+                    write_token(wr, &reply).await?;
+                    raw_tokens = false;
+                    authenticated = true;
+                }
+                // Without SaslAuthenticate there is no error response:
+                // Kafka closes the connection.
+                Step::Failed { .. } => return Err(ConnError::AuthenticationFailed),
+                Step::IllegalState => return Err(ConnError::Unauthenticated("a SASL token")),
+            }
+            continue;
+        }
         match protocol::decode(frame)? {
             Decoded::ApiVersionsTooNew {
                 correlation_id,
@@ -235,8 +257,16 @@ where
                     session.client_id = ctx.client_id.clone().unwrap_or_default();
                 }
                 if matches!(key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
-                    let (resp, close) =
-                        sasl_step(broker, session, &mut sasl, &mut authenticated, *body).await;
+                    let (resp, close) = sasl_step(
+                        broker,
+                        session,
+                        &mut sasl,
+                        &mut authenticated,
+                        &mut raw_tokens,
+                        version,
+                        *body,
+                    )
+                    .await;
                     protocol::encode(out, header.correlation_id, key, version, &resp)?;
                     wr.write_all(out).await?;
                     wr.flush().await?;
@@ -297,6 +327,14 @@ where
             *out = BytesMut::new();
         }
     }
+}
+
+/// A bare SASL token: size prefix and bytes (SaslHandshake v0).
+async fn write_token<W: AsyncWrite + Unpin>(wr: &mut W, token: &[u8]) -> std::io::Result<()> {
+    let len = u32::try_from(token.len()).map_err(std::io::Error::other)?;
+    wr.write_all(&len.to_be_bytes()).await?;
+    wr.write_all(token).await?;
+    wr.flush().await
 }
 
 /// Writes `chunks` in order with vectored writes.
@@ -419,13 +457,73 @@ async fn mute(broker: &Broker, t: Duration, shutdown: &CancellationToken) {
     }
 }
 
+/// One SASL token through the exchange, off the connection's task (key
+/// derivation and the credential file's reload are blocking work). On
+/// success the session takes the principal; a failure is logged, counted
+/// and returned after `--sasl-failure-delay-ms`.
+async fn token_step(
+    broker: &Arc<Broker>,
+    session: &mut Session,
+    sasl: &mut SaslSession,
+    token: Bytes,
+) -> Step {
+    let mechanism = sasl.mechanism().unwrap_or("-");
+    let mut exchange = std::mem::take(sasl);
+    let b = Arc::clone(broker);
+    let step = match tokio::task::spawn_blocking(move || {
+        let step = exchange.authenticate(&token, &b.users);
+        (exchange, step)
+    })
+    .await
+    {
+        Ok((exchange, step)) => {
+            *sasl = exchange;
+            step
+        }
+        Err(e) => Step::Failed {
+            user: None,
+            reason: format!("authentication task failed: {e}"),
+        },
+    };
+    match &step {
+        Step::Done { user, .. } => {
+            session.principal = format!("User:{user}");
+            tracing::debug!(peer = %session.peer, principal = %session.principal, mechanism, "authenticated");
+        }
+        Step::Failed { user, reason } => {
+            broker
+                .metrics
+                .sasl_authentication_failures_total
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                peer = %session.peer,
+                user = user.as_deref().unwrap_or("-"),
+                mechanism,
+                reason,
+                "SASL authentication failed"
+            );
+            // Slow down password guessing: the answer, and the close, come
+            // after the delay.
+            tokio::time::sleep(Duration::from_millis(
+                broker.config.args.sasl_failure_delay_ms,
+            ))
+            .await;
+        }
+        Step::Continue(_) | Step::IllegalState => {}
+    }
+    step
+}
+
 /// SaslHandshake and SaslAuthenticate: the response, and whether to close
 /// the connection after it.
+#[allow(clippy::too_many_arguments)]
 async fn sasl_step(
     broker: &Arc<Broker>,
     session: &mut Session,
     sasl: &mut SaslSession,
     authenticated: &mut bool,
+    raw_tokens: &mut bool,
+    version: i16,
     body: kafka_protocol::messages::RequestKind,
 ) -> (ResponseKind, bool) {
     use crate::api::errors::{
@@ -454,6 +552,9 @@ async fn sasl_step(
                 Err(HandshakeError::Unsupported) => UNSUPPORTED_SASL_MECHANISM,
                 Err(HandshakeError::IllegalState) => ILLEGAL_SASL_STATE,
             };
+            // v0: the tokens follow as bare size-prefixed frames, not
+            // SaslAuthenticate requests.
+            *raw_tokens = code == 0 && version == 0;
             let resp = SaslHandshakeResponse::default()
                 .with_error_code(code)
                 .with_mechanisms(offered());
@@ -472,56 +573,17 @@ async fn sasl_step(
                 return (ResponseKind::SaslAuthenticate(resp), sasl_listener);
             }
             let mechanism = sasl.mechanism().unwrap_or("-");
-            // Key derivation (PBKDF2) and the credential file's reload are
-            // blocking work: off the connection's task.
-            let mut exchange = std::mem::take(sasl);
-            let b = Arc::clone(broker);
-            let token = r.auth_bytes;
-            let step = match tokio::task::spawn_blocking(move || {
-                let step = exchange.authenticate(&token, &b.users);
-                (exchange, step)
-            })
-            .await
-            {
-                Ok((exchange, step)) => {
-                    *sasl = exchange;
-                    step
-                }
-                Err(e) => Step::Failed {
-                    user: None,
-                    reason: format!("authentication task failed: {e}"),
-                },
-            };
-            match step {
+            match token_step(broker, session, sasl, r.auth_bytes).await {
                 Step::Continue(reply) => {
                     let resp = SaslAuthenticateResponse::default().with_auth_bytes(reply.into());
                     (ResponseKind::SaslAuthenticate(resp), false)
                 }
-                Step::Done { user, reply } => {
+                Step::Done { reply, .. } => {
                     *authenticated = true;
-                    session.principal = format!("User:{user}");
-                    tracing::debug!(peer = %session.peer, principal = %session.principal, mechanism, "authenticated");
                     let resp = SaslAuthenticateResponse::default().with_auth_bytes(reply.into());
                     (ResponseKind::SaslAuthenticate(resp), false)
                 }
-                Step::Failed { user, reason } => {
-                    broker
-                        .metrics
-                        .sasl_authentication_failures_total
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        peer = %session.peer,
-                        user = user.as_deref().unwrap_or("-"),
-                        mechanism,
-                        reason,
-                        "SASL authentication failed"
-                    );
-                    // Slow down password guessing: the answer, and the
-                    // close, come after the delay.
-                    tokio::time::sleep(Duration::from_millis(
-                        broker.config.args.sasl_failure_delay_ms,
-                    ))
-                    .await;
+                Step::Failed { .. } => {
                     let resp = SaslAuthenticateResponse::default()
                         .with_error_code(SASL_AUTHENTICATION_FAILED)
                         .with_error_message(Some(StrBytes::from_string(format!(
