@@ -760,3 +760,55 @@ async fn users_added_by_the_command_work_in_a_running_broker() {
     assert!(out.status.success());
     assert!(metadata_error(&c).is_some(), "a deleted user cannot log in");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_handshake_v0_takes_bare_tokens() {
+    let pki = Pki::new();
+    let b = secure_broker(&pki, |_| {}).await;
+    let sasl_addr: SocketAddr = b
+        .broker()
+        .config
+        .listeners
+        .iter()
+        .find(|l| l.protocol == SecurityProtocol::SaslPlaintext)
+        .unwrap()
+        .addr;
+    let handshake = |s: &mut std::net::TcpStream| {
+        s.write_all(&frame(
+            ApiKey::SaslHandshake,
+            0,
+            1,
+            &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+        ))
+        .unwrap();
+        let r = read_response(s).unwrap();
+        let hs = SaslHandshakeResponse::decode(&mut Bytes::from(r[4..].to_vec()), 0).unwrap();
+        assert_eq!(hs.error_code, 0);
+    };
+    let token = |s: &mut std::net::TcpStream, t: &[u8]| {
+        let mut f = (t.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(t);
+        s.write_all(&f).unwrap();
+    };
+    // The right password: an empty token back, then Kafka requests.
+    let mut s = connect(sasl_addr);
+    handshake(&mut s);
+    token(&mut s, b"\0bob\0bob-pw");
+    assert_eq!(read_response(&mut s), Some(Vec::new()));
+    s.write_all(&frame(
+        ApiKey::Metadata,
+        12,
+        2,
+        &MetadataRequest::default().with_topics(None),
+    ))
+    .unwrap();
+    assert!(
+        read_response(&mut s).is_some(),
+        "served after bare-token PLAIN"
+    );
+    // A wrong one: the connection closes, with no error response.
+    let mut s = connect(sasl_addr);
+    handshake(&mut s);
+    token(&mut s, b"\0bob\0nope");
+    assert!(closed(&mut s));
+}
