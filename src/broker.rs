@@ -54,6 +54,8 @@ pub struct Broker {
     /// Connection slots and the in-flight request byte budget, shared by
     /// every listener.
     limits: (Arc<tokio::sync::Semaphore>, Arc<tokio::sync::Semaphore>),
+    /// SASL key derivations running at once.
+    auth_slots: tokio::sync::Semaphore,
     /// Notified after every append, so that waiting fetches re-check.
     pub data_appended: Notify,
     pub started: Instant,
@@ -190,6 +192,9 @@ impl Broker {
                 Arc::new(tokio::sync::Semaphore::new(config_max_connections)),
                 crate::server::connection::inflight_budget(config_max_inflight),
             ),
+            auth_slots: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
             data_appended: Notify::new(),
             started: Instant::now(),
             phase: AtomicU8::new(Phase::Starting as u8),
@@ -200,6 +205,11 @@ impl Broker {
     /// Connection slots and the in-flight byte budget of the listeners.
     pub fn connection_limits(&self) -> &(Arc<tokio::sync::Semaphore>, Arc<tokio::sync::Semaphore>) {
         &self.limits
+    }
+
+    /// Slots for SASL key derivations (one per core).
+    pub fn auth_slots(&self) -> &tokio::sync::Semaphore {
+        &self.auth_slots
     }
 
     pub fn phase(&self) -> Phase {

@@ -680,6 +680,16 @@ impl Config {
             let sep = if v.contains(';') { ';' } else { ',' };
             v.split(sep)
         });
+        let comma_split_dn = args
+            .super_users
+            .iter()
+            .any(|v| !v.contains(';') && v.split(',').skip(1).any(|p| p.contains('=')));
+        if comma_split_dn {
+            return Err(bad(
+                "super-users",
+                "a certificate principal holds commas: separate principals with ';' (User:CN=ops,O=Example;User:admin)",
+            ));
+        }
         for u in listed.map(str::trim).filter(|u| !u.is_empty()) {
             match u.split_once(':') {
                 Some((kind, name)) if !kind.is_empty() && !name.is_empty() => {
@@ -869,6 +879,8 @@ mod tests {
         assert_eq!(e.flag, "sasl-mechanisms");
         let e = args(&["--super-users", "admin"]).unwrap_err();
         assert_eq!(e.flag, "super-users");
+        let e = args(&["--super-users", "User:CN=ops,O=Example"]).unwrap_err();
+        assert!(e.reason.contains("';'"), "{e}");
         let e = args(&["--tls-cert", "c.pem"]).unwrap_err();
         assert_eq!(e.flag, "tls-key");
         let e = args(&["--http-tls"]).unwrap_err();
@@ -889,9 +901,9 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.args.super_users, vec!["User:admin", "User:ops"]);
-        let c = args(&["--super-users", "User:CN=ops,O=Example;User:admin"]).unwrap();
+        let semi = args(&["--super-users", "User:CN=ops,O=Example;User:admin"]).unwrap();
         assert_eq!(
-            c.args.super_users,
+            semi.args.super_users,
             vec!["User:CN=ops,O=Example", "User:admin"]
         );
         assert_eq!(c.args.authorizer, AuthorizerMode::Acl);

@@ -28,6 +28,17 @@ pub enum Guard {
     Respond(Box<ResponseKind>),
 }
 
+/// Metadata topics the principal may not describe.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Hidden {
+    /// None can be in the response.
+    Nothing,
+    /// All topics were asked for: leave them out.
+    LeaveOut,
+    /// Asked for by id: answer TOPIC_AUTHORIZATION_FAILED without the name.
+    Refuse,
+}
+
 /// Denied parts to put back into the response.
 #[derive(Default)]
 pub enum Post {
@@ -36,11 +47,13 @@ pub enum Post {
     Produce(Vec<(TopicName, Vec<i32>, i16)>),
     Fetch(Vec<(TopicName, Uuid, Vec<i32>)>),
     ListOffsets(Vec<(TopicName, Vec<i32>)>),
-    /// Denied names, and whether to keep only describable topics.
-    Metadata(Vec<(TopicName, i16)>, bool),
+    /// Denied names, and what to do with topics the principal may not
+    /// describe.
+    Metadata(Vec<(TopicName, i16)>, Hidden),
     OffsetCommit(Vec<(TopicName, Vec<i32>)>),
-    /// Denied groups (v8), and offsets of topics to hide.
-    OffsetFetch(Vec<GroupId>),
+    /// Denied groups (v8), and per group whether all its topics were asked
+    /// for (undescribable ones are then left out, not reported).
+    OffsetFetch(Vec<GroupId>, Vec<bool>),
     DeleteRecords(Vec<(TopicName, Vec<i32>)>),
     CreateTopics(Vec<TopicName>),
     DeleteTopics(Vec<(Option<TopicName>, Uuid)>),
@@ -51,7 +64,7 @@ pub enum Post {
     DeleteGroups(Vec<GroupId>),
     DescribeGroups(Vec<GroupId>),
     ListGroups,
-    FindCoordinator(Vec<StrBytes>),
+    FindCoordinator(Vec<StrBytes>, i16),
     OffsetDelete(Vec<(TopicName, Vec<i32>)>),
 }
 
@@ -135,7 +148,9 @@ pub fn guard(broker: &Broker, session: &Session, body: RequestKind, version: i16
             }
             // weir creates unknown topics on produce: that needs Create.
             let (keep, missing) = split(keep, |t| {
-                broker.topics.get(t.name.as_str()).is_some() || cx.may_create(t.name.as_str())
+                broker.topics.get(t.name.as_str()).is_some()
+                    || crate::retry::route_for(&broker.topics, t.name.as_str()).is_some()
+                    || cx.may_create(t.name.as_str())
             });
             for t in missing {
                 let parts = t.partition_data.iter().map(|p| p.index).collect();
@@ -191,9 +206,15 @@ pub fn guard(broker: &Broker, session: &Session, body: RequestKind, version: i16
             match r.topics.take() {
                 t if all => {
                     r.topics = t;
-                    proceed(RequestKind::Metadata(r), Post::Metadata(Vec::new(), true))
+                    proceed(
+                        RequestKind::Metadata(r),
+                        Post::Metadata(Vec::new(), Hidden::LeaveOut),
+                    )
                 }
-                None => proceed(RequestKind::Metadata(r), Post::Metadata(Vec::new(), true)),
+                None => proceed(
+                    RequestKind::Metadata(r),
+                    Post::Metadata(Vec::new(), Hidden::LeaveOut),
+                ),
                 Some(topics) => {
                     let mut denied = Vec::new();
                     let mut keep = Vec::new();
@@ -215,7 +236,12 @@ pub fn guard(broker: &Broker, session: &Session, body: RequestKind, version: i16
                     }
                     let by_id = keep.iter().any(|t| t.name.is_none());
                     r.topics = Some(keep);
-                    proceed(RequestKind::Metadata(r), Post::Metadata(denied, by_id))
+                    let hidden = if by_id {
+                        Hidden::Refuse
+                    } else {
+                        Hidden::Nothing
+                    };
+                    proceed(RequestKind::Metadata(r), Post::Metadata(denied, hidden))
                 }
             }
         }
@@ -254,18 +280,47 @@ pub fn guard(broker: &Broker, session: &Session, body: RequestKind, version: i16
         RequestKind::OffsetFetch(mut r) => {
             if version < 8 {
                 if !cx.group(Describe, r.group_id.as_str()) {
+                    // v1 has no top-level error: each partition carries it.
+                    use offset_fetch_response::*;
+                    let topics = r
+                        .topics
+                        .iter()
+                        .flatten()
+                        .map(|t| {
+                            OffsetFetchResponseTopic::default()
+                                .with_name(t.name.clone())
+                                .with_partitions(
+                                    t.partition_indexes
+                                        .iter()
+                                        .map(|p| {
+                                            OffsetFetchResponsePartition::default()
+                                                .with_partition_index(*p)
+                                                .with_committed_offset(-1)
+                                                .with_error_code(GROUP_AUTHORIZATION_FAILED)
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect();
                     return respond(ResponseKind::OffsetFetch(
-                        OffsetFetchResponse::default().with_error_code(GROUP_AUTHORIZATION_FAILED),
+                        OffsetFetchResponse::default()
+                            .with_error_code(GROUP_AUTHORIZATION_FAILED)
+                            .with_topics(topics),
                     ));
                 }
-                return proceed(RequestKind::OffsetFetch(r), Post::OffsetFetch(Vec::new()));
+                let all = r.topics.is_none();
+                return proceed(
+                    RequestKind::OffsetFetch(r),
+                    Post::OffsetFetch(Vec::new(), vec![all]),
+                );
             }
             let (keep, refused) = split(std::mem::take(&mut r.groups), |g| {
                 cx.group(Describe, g.group_id.as_str())
             });
             r.groups = keep;
             let denied = refused.into_iter().map(|g| g.group_id).collect();
-            proceed(RequestKind::OffsetFetch(r), Post::OffsetFetch(denied))
+            let all = r.groups.iter().map(|g| g.topics.is_none()).collect();
+            proceed(RequestKind::OffsetFetch(r), Post::OffsetFetch(denied, all))
         }
         RequestKind::JoinGroup(r) => {
             if cx.group(Read, r.group_id.as_str()) {
@@ -333,7 +388,7 @@ pub fn guard(broker: &Broker, session: &Session, body: RequestKind, version: i16
                 r.coordinator_keys = keep;
                 proceed(
                     RequestKind::FindCoordinator(r),
-                    Post::FindCoordinator(refused),
+                    Post::FindCoordinator(refused, err),
                 )
             }
         }
@@ -627,13 +682,24 @@ pub fn finish(broker: &Broker, session: &Session, resp: &mut ResponseKind, post:
                 );
             }
         }
-        (ResponseKind::Metadata(r), Post::Metadata(denied, filter)) => {
-            if filter {
-                r.topics.retain(|t| {
-                    t.name
-                        .as_ref()
-                        .is_some_and(|n| cx.topic(Operation::Describe, n.as_str()))
-                });
+        (ResponseKind::Metadata(r), Post::Metadata(denied, hidden)) => {
+            let visible = |t: &metadata_response::MetadataResponseTopic| {
+                t.name
+                    .as_ref()
+                    .is_some_and(|n| cx.topic(Operation::Describe, n.as_str()))
+            };
+            match hidden {
+                Hidden::Nothing => {}
+                Hidden::LeaveOut => r.topics.retain(visible),
+                Hidden::Refuse => {
+                    for t in &mut r.topics {
+                        if t.name.is_some() && !visible(t) {
+                            *t = metadata_response::MetadataResponseTopic::default()
+                                .with_topic_id(t.topic_id)
+                                .with_error_code(TOPIC_AUTHORIZATION_FAILED);
+                        }
+                    }
+                }
             }
             for (name, code) in denied {
                 r.topics.push(
@@ -646,18 +712,15 @@ pub fn finish(broker: &Broker, session: &Session, resp: &mut ResponseKind, post:
         (ResponseKind::OffsetCommit(r), Post::OffsetCommit(denied)) => {
             append_offset_commit(r, &denied, TOPIC_AUTHORIZATION_FAILED);
         }
-        (ResponseKind::OffsetFetch(r), Post::OffsetFetch(denied)) => {
-            for g in denied {
-                r.groups.push(
-                    offset_fetch_response::OffsetFetchResponseGroup::default()
-                        .with_group_id(g)
-                        .with_error_code(GROUP_AUTHORIZATION_FAILED),
-                );
+        (ResponseKind::OffsetFetch(r), Post::OffsetFetch(denied, all)) => {
+            let can = |n: &str| cx.topic(Operation::Describe, n);
+            // Offsets of topics the principal may not describe: left out
+            // when all were asked for, answered with the error when named.
+            if all.first().copied().unwrap_or(false) {
+                r.topics.retain(|t| can(t.name.as_str()));
             }
-            // Offsets of topics the principal may not describe are hidden,
-            // or answered with the error when asked for by name.
             for t in &mut r.topics {
-                if !cx.topic(Operation::Describe, t.name.as_str()) {
+                if !can(t.name.as_str()) {
                     for p in &mut t.partitions {
                         p.error_code = TOPIC_AUTHORIZATION_FAILED;
                         p.committed_offset = -1;
@@ -665,9 +728,12 @@ pub fn finish(broker: &Broker, session: &Session, resp: &mut ResponseKind, post:
                     }
                 }
             }
-            for g in &mut r.groups {
+            for (i, g) in r.groups.iter_mut().enumerate() {
+                if all.get(i).copied().unwrap_or(false) {
+                    g.topics.retain(|t| can(t.name.as_str()));
+                }
                 for t in &mut g.topics {
-                    if !cx.topic(Operation::Describe, t.name.as_str()) {
+                    if !can(t.name.as_str()) {
                         for p in &mut t.partitions {
                             p.error_code = TOPIC_AUTHORIZATION_FAILED;
                             p.committed_offset = -1;
@@ -675,6 +741,13 @@ pub fn finish(broker: &Broker, session: &Session, resp: &mut ResponseKind, post:
                         }
                     }
                 }
+            }
+            for g in denied {
+                r.groups.push(
+                    offset_fetch_response::OffsetFetchResponseGroup::default()
+                        .with_group_id(g)
+                        .with_error_code(GROUP_AUTHORIZATION_FAILED),
+                );
             }
         }
         (ResponseKind::DeleteRecords(r), Post::DeleteRecords(denied)) => {
@@ -779,14 +852,14 @@ pub fn finish(broker: &Broker, session: &Session, resp: &mut ResponseKind, post:
             r.groups
                 .retain(|g| cx.group(Operation::Describe, g.group_id.as_str()));
         }
-        (ResponseKind::FindCoordinator(r), Post::FindCoordinator(denied)) => {
+        (ResponseKind::FindCoordinator(r), Post::FindCoordinator(denied, code)) => {
             for key in denied {
                 r.coordinators.push(
                     find_coordinator_response::Coordinator::default()
                         .with_key(key)
                         .with_node_id(BrokerId(-1))
                         .with_port(-1)
-                        .with_error_code(GROUP_AUTHORIZATION_FAILED),
+                        .with_error_code(code),
                 );
             }
         }
@@ -817,6 +890,14 @@ pub fn finish(broker: &Broker, session: &Session, resp: &mut ResponseKind, post:
 /// (`Describe` to read ACLs, SCRAM users and quotas' configs, `Alter` or
 /// `AlterConfigs` to change them).
 pub fn cluster_allowed(broker: &Broker, session: &Session, op: Operation) -> bool {
+    if !broker.authorizer.enabled() {
+        // Without ACLs, on a broker with SASL users, only super users may
+        // read or change users and quotas: anyone else could take over an
+        // account. A broker without SASL listeners has no identities to
+        // protect and answers everyone, as Kafka does.
+        let sasl = broker.config.listeners.iter().any(|l| l.protocol.is_sasl());
+        return !sasl || broker.config.args.super_users.contains(&session.principal);
+    }
     broker.authorizer.authorize(
         &session.principal,
         session.peer.ip(),

@@ -592,6 +592,7 @@ async fn tls_accept(
     tx: tokio::sync::mpsc::Sender<(tokio_rustls::server::TlsStream<TcpStream>, SocketAddr)>,
     shutdown: CancellationToken,
 ) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(256));
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -608,7 +609,14 @@ async fn tls_accept(
         let Some(tls) = &broker.tls else { return };
         let acceptor = tls.acceptor(false);
         let tx = tx.clone();
+        // Handshakes in progress are bounded; past that, new connections
+        // are refused.
+        let Ok(slot) = Arc::clone(&handshakes).try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
         tokio::spawn(async move {
+            let _slot = slot;
             match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream))
                 .await
             {

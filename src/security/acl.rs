@@ -305,6 +305,9 @@ pub struct Authorizer {
     super_users: Vec<String>,
     path: PathBuf,
     acls: RwLock<Vec<AclBinding>>,
+    /// Serializes changes (the file is written outside `acls`' lock, which
+    /// every request reads).
+    writer: parking_lot::Mutex<()>,
 }
 
 impl Authorizer {
@@ -339,6 +342,7 @@ impl Authorizer {
             super_users,
             path,
             acls: RwLock::new(acls),
+            writer: parking_lot::Mutex::new(()),
         })
     }
 
@@ -360,7 +364,7 @@ impl Authorizer {
         if !self.enabled || self.super_users.iter().any(|s| s == principal) {
             return true;
         }
-        let host = host.to_string();
+        let host = host.to_canonical().to_string();
         let acls = self.acls.read();
         let mut allowed = false;
         for b in acls
@@ -391,7 +395,7 @@ impl Authorizer {
         if !self.enabled || self.super_users.iter().any(|s| s == principal) {
             return true;
         }
-        let host_s = host.to_string();
+        let host_s = host.to_canonical().to_string();
         // Names whose allow binding could apply; checked without the lock
         // held (a read lock is not re-entered).
         let candidates: Vec<String> = self
@@ -416,15 +420,20 @@ impl Authorizer {
     /// # Errors
     /// The store could not be written; nothing changed.
     pub fn create(&self, new: &[AclBinding]) -> Result<(), AclError> {
-        let mut acls = self.acls.write();
-        let mut next = acls.clone();
+        let _writer = self.writer.lock();
+        let mut next = self.acls.read().clone();
         for b in new {
-            if !next.contains(b) {
-                next.push(b.clone());
+            let mut b = b.clone();
+            // One spelling per address, as peers are compared.
+            if let Ok(ip) = b.host.parse::<IpAddr>() {
+                b.host = ip.to_canonical().to_string();
+            }
+            if !next.contains(&b) {
+                next.push(b);
             }
         }
         self.persist(&next)?;
-        *acls = next;
+        *self.acls.write() = next;
         Ok(())
     }
 
@@ -443,7 +452,8 @@ impl Authorizer {
     /// # Errors
     /// The store could not be written; nothing changed.
     pub fn delete(&self, filters: &[AclFilter]) -> Result<Vec<Vec<AclBinding>>, AclError> {
-        let mut acls = self.acls.write();
+        let _writer = self.writer.lock();
+        let acls = self.acls.read().clone();
         let removed: Vec<Vec<AclBinding>> = filters
             .iter()
             .map(|f| acls.iter().filter(|b| f.matches(b)).cloned().collect())
@@ -455,7 +465,7 @@ impl Authorizer {
             .collect();
         if next.len() != acls.len() {
             self.persist(&next)?;
-            *acls = next;
+            *self.acls.write() = next;
         }
         Ok(removed)
     }

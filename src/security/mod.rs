@@ -75,9 +75,15 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result
         .ok_or_else(|| std::io::Error::other("path has no file name"))?
         .to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp"));
+    // A leftover temporary (or a link planted in its place) is not reused.
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     {
         let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
+        opts.write(true).create_new(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;

@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
@@ -35,6 +36,8 @@ pub const KEYS: [&str; 3] = [PRODUCER_BYTE_RATE, CONSUMER_BYTE_RATE, REQUEST_PER
 
 /// Longest throttle applied at once (Kafka caps it at the quota window).
 const MAX_THROTTLE: Duration = Duration::from_secs(10);
+/// Meters kept before idle ones are dropped.
+const MAX_METERS: usize = 100_000;
 /// Burst allowed before throttling starts.
 const BURST: Duration = Duration::from_secs(1);
 
@@ -109,6 +112,10 @@ struct Clock {
 pub struct Quotas {
     path: PathBuf,
     entries: RwLock<BTreeMap<Entity, BTreeMap<String, f64>>>,
+    /// Whether any quota is set: read on every request.
+    any: AtomicBool,
+    /// Serializes changes (the file is written outside `entries`' lock).
+    writer: Mutex<()>,
     clocks: Mutex<HashMap<(Entity, QuotaKind), Clock>>,
 }
 
@@ -138,6 +145,8 @@ impl Quotas {
         };
         Ok(Self {
             path,
+            any: AtomicBool::new(!entries.is_empty()),
+            writer: Mutex::new(()),
             entries: RwLock::new(entries),
             clocks: Mutex::new(HashMap::new()),
         })
@@ -145,7 +154,7 @@ impl Quotas {
 
     /// Whether any quota is set (the request path skips metering otherwise).
     pub fn any(&self) -> bool {
-        !self.entries.read().is_empty()
+        self.any.load(Ordering::Relaxed)
     }
 
     /// The entity a request of `user` / `client_id` is charged to for
@@ -165,14 +174,23 @@ impl Quotas {
             (None, c()),
             (None, Some(None)),
         ];
-        order.into_iter().find_map(|(user, client_id)| {
-            let e = Entity { user, client_id };
+        order.into_iter().find_map(|(u, c)| {
+            let e = Entity {
+                user: u,
+                client_id: c,
+            };
             let v = *entries.get(&e)?.get(kind.key())?;
             let rate = match kind {
                 QuotaKind::Request => v * 10_000.0,
                 _ => v,
             };
-            Some((e, rate))
+            // A default quota applies to each user or client id on its own,
+            // as in Kafka: the meter is named by the real names.
+            let metered = Entity {
+                user: e.user.as_ref().map(|_| Some(user.to_string())),
+                client_id: e.client_id.as_ref().map(|_| Some(client_id.to_string())),
+            };
+            Some((metered, rate))
         })
     }
 
@@ -191,6 +209,11 @@ impl Quotas {
         let now = Instant::now();
         let cost = Duration::from_secs_f64((amount as f64 / rate).min(3600.0));
         let mut clocks = self.clocks.lock();
+        if clocks.len() >= MAX_METERS && !clocks.contains_key(&(entity.clone(), kind)) {
+            // Client ids are the client's choice: forget meters whose debt
+            // is paid (they would start afresh anyway).
+            clocks.retain(|_, c| c.tat > now);
+        }
         let clock = clocks.entry((entity, kind)).or_insert(Clock { tat: now });
         clock.tat = clock.tat.max(now) + cost;
         clock
@@ -206,8 +229,8 @@ impl Quotas {
     /// # Errors
     /// The store could not be written; nothing changed.
     pub fn alter(&self, changes: &[QuotaChange]) -> Result<(), QuotaError> {
-        let mut entries = self.entries.write();
-        let mut next = entries.clone();
+        let _writer = self.writer.lock();
+        let mut next = self.entries.read().clone();
         for (entity, ops) in changes {
             let slot = next.entry(entity.clone()).or_default();
             for (key, value) in ops {
@@ -230,7 +253,8 @@ impl Quotas {
         };
         let bytes = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
         super::write_atomically(&self.path, &bytes, 0o600)?;
-        *entries = next;
+        self.any.store(!next.is_empty(), Ordering::Relaxed);
+        *self.entries.write() = next;
         // Meters of removed or changed quotas start afresh.
         self.clocks.lock().clear();
         Ok(())
@@ -315,5 +339,16 @@ mod tests {
             q.charge("v", "c", QuotaKind::Produce, 1 << 30),
             Duration::ZERO
         );
+        // A default quota meters each user on its own.
+        q.alter(&[(
+            Entity {
+                user: Some(None),
+                client_id: None,
+            },
+            vec![(PRODUCER_BYTE_RATE.into(), Some(1000.0))],
+        )])
+        .unwrap();
+        assert!(q.charge("v", "c", QuotaKind::Produce, 5000) > Duration::ZERO);
+        assert_eq!(q.charge("w", "c", QuotaKind::Produce, 1000), Duration::ZERO);
     }
 }

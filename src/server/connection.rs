@@ -26,8 +26,11 @@ use crate::security::Session;
 const READ_CHUNK: usize = 64 * 1024;
 /// The buffered reader's size: request headers and small requests.
 const READ_BUFFER: usize = 4 * 1024;
-/// Largest bare SASL token accepted after a v0 SaslHandshake.
-const MAX_SASL_TOKEN: usize = 64 * 1024;
+/// Largest frame before authentication on a SASL listener (Kafka's
+/// sasl.server.max.receive.size).
+const MAX_UNAUTHENTICATED_FRAME: usize = 512 * 1024;
+/// Time a SASL connection has to authenticate.
+const AUTHENTICATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Granularity of the in-flight byte budget (permits are KiB).
 const PERMIT_BYTES: usize = 1024;
 
@@ -180,11 +183,23 @@ where
     let mut authenticated = !session.protocol.is_sasl();
     // After a v0 SaslHandshake: the next frames are bare SASL tokens.
     let mut raw_tokens = false;
+    let auth_deadline = tokio::time::Instant::now() + AUTHENTICATION_TIMEOUT;
     loop {
+        // Until it has authenticated, a SASL connection gets small frames
+        // and a fixed time to authenticate in.
+        let (max, wait) = if authenticated {
+            (max, idle)
+        } else {
+            let left = auth_deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(ConnError::Unauthenticated("no authentication in time"));
+            }
+            (max.min(MAX_UNAUTHENTICATED_FRAME), idle.min(left))
+        };
         let size = tokio::select! {
             biased;
             () = shutdown.cancelled() => return Ok(()),
-            r = tokio::time::timeout(idle, rd.read_i32()) => match r {
+            r = tokio::time::timeout(wait, rd.read_i32()) => match r {
                 Err(_) => return Err(ConnError::Idle),
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
                 Ok(r) => r?,
@@ -199,7 +214,7 @@ where
         let permits = u32::try_from(len.div_ceil(PERMIT_BYTES))
             .unwrap_or(u32::MAX)
             .min(budget_permits(broker));
-        let _permit = tokio::select! {
+        let permit = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             p = inflight.acquire_many(permits) => p
                 .map_err(|_| std::io::Error::other("broker shutting down"))?,
@@ -209,7 +224,7 @@ where
             let want = (len - frame.len()).min(READ_CHUNK);
             frame.reserve(want);
             let mut limited = (&mut *rd).take(want as u64);
-            let n = tokio::time::timeout(idle, limited.read_buf(&mut frame))
+            let n = tokio::time::timeout(wait, limited.read_buf(&mut frame))
                 .await
                 .map_err(|_| ConnError::Idle)??;
             if n == 0 {
@@ -220,9 +235,7 @@ where
         let frame = frame.freeze();
         out.clear();
         if raw_tokens {
-            if frame.len() > MAX_SASL_TOKEN {
-                return Err(ConnError::BadSize(size, MAX_SASL_TOKEN));
-            }
+            drop(permit);
             match token_step(broker, session, &mut sasl, frame).await {
                 Step::Continue(reply) => write_token(wr, &reply).await?,
                 Step::Done { reply, .. } => {
@@ -257,6 +270,8 @@ where
                     session.client_id = ctx.client_id.clone().unwrap_or_default();
                 }
                 if matches!(key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
+                    // Small requests; the failure delay must not hold budget.
+                    drop(permit);
                     let (resp, close) = sasl_step(
                         broker,
                         session,
@@ -282,15 +297,17 @@ where
                 let resp = api::handle(broker, &header, session, key, *body).await?;
                 let micros = started.elapsed().as_micros() as u64;
                 broker.metrics.record_request(api_name(key), micros);
+                let client_id = header.client_id.as_ref().map_or("", |c| c.as_str());
                 let Some(mut resp) = resp else {
                     if broker.quotas.any() {
-                        let t = throttle(broker, session, key, len, micros, None);
+                        let t = throttle(broker, session, client_id, key, len, micros, None);
+                        drop(permit);
                         mute(broker, t, shutdown).await;
                     }
                     continue;
                 };
                 let throttled = if broker.quotas.any() {
-                    let t = throttle(broker, session, key, len, micros, Some(&resp));
+                    let t = throttle(broker, session, client_id, key, len, micros, Some(&resp));
                     set_throttle(&mut resp, t);
                     t
                 } else {
@@ -306,6 +323,7 @@ where
                         let chunks = fetch_frame::frame(header.correlation_id, version, f)?;
                         write_chunks(wr, chunks).await?;
                         wr.flush().await?;
+                        drop(permit);
                         mute(broker, throttled, shutdown).await;
                         continue;
                     }
@@ -313,6 +331,7 @@ where
                 protocol::encode(out, header.correlation_id, key, version, &resp)?;
                 wr.write_all(out).await?;
                 wr.flush().await?;
+                drop(permit);
                 mute(broker, throttled, shutdown).await;
                 if out.capacity() > 1 << 20 {
                     *out = BytesMut::new();
@@ -388,13 +407,14 @@ pub fn inflight_budget(max_bytes: usize) -> Arc<Semaphore> {
 fn throttle(
     broker: &Broker,
     session: &Session,
+    client: &str,
     key: ApiKey,
     request_len: usize,
     micros: u64,
     resp: Option<&ResponseKind>,
 ) -> Duration {
     let q = &broker.quotas;
-    let (user, client) = (session.user(), session.client_id.as_str());
+    let user = session.user();
     // Handler time; requests that wait by design (long-polling fetches,
     // joins held for a rebalance) are not charged for their wait.
     let busy = match key {
@@ -468,6 +488,14 @@ async fn token_step(
     token: Bytes,
 ) -> Step {
     let mechanism = sasl.mechanism().unwrap_or("-");
+    // Key derivations run a few at a time (one per core): a flood of
+    // attempts queues here instead of taking every core.
+    let Ok(_slot) = broker.auth_slots().acquire().await else {
+        return Step::Failed {
+            user: None,
+            reason: "broker shutting down".into(),
+        };
+    };
     let mut exchange = std::mem::take(sasl);
     let b = Arc::clone(broker);
     let step = match tokio::task::spawn_blocking(move || {

@@ -139,8 +139,18 @@ async fn tls_then_serve(
             .peer_certificates()
             .and_then(|c| c.first())
             .and_then(|c| security::tls::principal_of_certificate(c));
-        if let Some(p) = subject {
-            session.principal = p;
+        match subject {
+            Some(p) => session.principal = p,
+            None => {
+                // A trusted certificate whose subject cannot be read must
+                // not become ANONYMOUS and take its permissions.
+                broker
+                    .metrics
+                    .tls_handshake_failures_total
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(peer = %session.peer, "client certificate without a usable subject; closing");
+                return;
+            }
         }
     }
     connection::serve(Arc::clone(broker), stream, session, shutdown, inflight).await;

@@ -277,6 +277,14 @@ async fn wrong_passwords_and_unauthenticated_requests_are_refused() {
         "Metadata before authentication closes the connection"
     );
 
+    // Before authentication, frames above 512 KiB are refused at their size.
+    let mut s = connect(sasl_addr);
+    s.write_all(&(1_048_576i32).to_be_bytes()).unwrap();
+    assert!(
+        closed(&mut s),
+        "a 1 MiB frame before authentication closes the connection"
+    );
+
     // A wrong PLAIN password over raw requests: the error code, after the
     // delay, then the connection closes.
     let mut s = connect(sasl_addr);
