@@ -1,0 +1,482 @@
+//! The performance targets, measured with librdkafka clients against the
+//! broker binary in a child process, each as a ratio against a limit of this
+//! machine measured in the same run:
+//!
+//! - produce, 1 KiB records, acks=1, one partition, one producer: MB/s over
+//!   single-stream loopback TCP bandwidth; broker CPU seconds per GiB
+//!   ingested over the cost of copying plus CRC-32C of a GiB;
+//! - acks=all with `--fsync acks-all`, four producers, over acks=1 with four;
+//! - consume from the page cache over loopback bandwidth;
+//! - end-to-end p50/p99 at 10,000 records/s of 1 KiB, acks=1 and acks=all;
+//! - idle RSS, RSS with 1,000 partitions holding data, start-up time with
+//!   1,000 partitions after a clean stop.
+//!
+//! Run with `cargo bench --bench targets` (about two minutes).
+//! `WEIR_TARGETS_SECS` sets each throughput phase's length (default 5).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+const MIB: f64 = 1024.0 * 1024.0;
+const GIB: f64 = 1024.0 * MIB;
+
+fn secs() -> Duration {
+    Duration::from_secs(
+        std::env::var("WEIR_TARGETS_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5),
+    )
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Single-stream loopback TCP bandwidth, bytes/s (1 MiB writes, a reader
+/// that discards).
+fn loopback_bandwidth() -> f64 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().expect("accept");
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0u64;
+        while let Ok(k) = s.read(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            n += k as u64;
+        }
+        n
+    });
+    let mut s = TcpStream::connect(addr).expect("connect");
+    let chunk = vec![7u8; 1 << 20];
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(2) {
+        s.write_all(&chunk).expect("write");
+    }
+    drop(s);
+    let n = reader.join().expect("reader");
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+/// CPU seconds to copy one GiB and CRC-32C it (the work a produce cannot
+/// avoid).
+fn copy_and_crc_secs_per_gib() -> f64 {
+    let src = vec![5u8; 64 << 20];
+    let mut dst = vec![0u8; 64 << 20];
+    let t = Instant::now();
+    let mut crc = 0u32;
+    for _ in 0..16 {
+        dst.copy_from_slice(&src);
+        crc = crc32c::crc32c_append(crc, &dst);
+    }
+    std::hint::black_box(crc);
+    t.elapsed().as_secs_f64()
+}
+
+struct Broker {
+    child: Child,
+    port: u16,
+    http: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Broker {
+    fn start(dir: &std::path::Path, port: u16) -> Self {
+        let addr = format!("127.0.0.1:{port}");
+        let http = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["--listen", &addr, "--advertised-listener", &addr])
+            .args(["--http-listen", &format!("127.0.0.1:{http}")])
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--log-format", "text", "--log-level", "warn"])
+            .args(["--group-initial-rebalance-delay-ms", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn weir");
+        let b = Self {
+            child,
+            port,
+            http,
+            dir: dir.to_path_buf(),
+        };
+        // Serving: the health endpoint answers 200 once the log is open
+        // (the Kafka port listens earlier, while recovery runs).
+        let t = Instant::now();
+        while !b.healthy() {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "broker did not start"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        b
+    }
+
+    fn healthy(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.http)) else {
+            return false;
+        };
+        let _ = s.write_all(b"GET /api/health HTTP/1.0\r\nHost: x\r\n\r\n");
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).is_ok() && &head[9..12] == b"200"
+    }
+
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory, and its anonymous part (not file pages of mapped
+    /// segments), MiB.
+    fn rss_mib(&self) -> (f64, f64) {
+        (self.status_mib("VmRSS:"), self.status_mib("RssAnon:"))
+    }
+
+    fn status_mib(&self, field: &str) -> f64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .map_or(f64::NAN, |kib| kib / 1024.0)
+    }
+
+    /// User plus system CPU seconds so far.
+    fn cpu_secs(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces).
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // utime and stime are fields 14 and 15 (1-based); `rest` starts at 3.
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
+    /// SIGTERM, wait for the exit.
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4")
+        .set("log_level", "3");
+    c
+}
+
+fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = client(bootstrap).create().expect("admin");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let r = admin
+            .create_topics([&t], &AdminOptions::new())
+            .await
+            .expect("create topics");
+        for x in r {
+            x.expect("topic created");
+        }
+    });
+}
+
+/// `producers` threads produce 1 KiB records to `topic` for `run`; returns
+/// acknowledged bytes per second.
+fn produce(bootstrap: &str, topic: &str, acks: &str, producers: usize, run: Duration) -> f64 {
+    let acked = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..producers)
+        .map(|_| {
+            let acked = Arc::clone(&acked);
+            let bootstrap = bootstrap.to_string();
+            let topic = topic.to_string();
+            let acks = acks.to_string();
+            std::thread::spawn(move || {
+                let p: BaseProducer = client(&bootstrap)
+                    .set("acks", &acks)
+                    .set("linger.ms", "5")
+                    .set("batch.size", "1000000")
+                    .set("queue.buffering.max.kbytes", "262144")
+                    .set("enable.idempotence", "false")
+                    .create()
+                    .expect("producer");
+                let value = vec![b'x'; 1024];
+                let t = Instant::now();
+                let mut sent = 0u64;
+                while t.elapsed() < run {
+                    match p.send(BaseRecord::<(), _>::to(&topic).payload(&value)) {
+                        Ok(()) => sent += 1,
+                        Err(_) => {
+                            p.poll(Duration::from_millis(1));
+                        }
+                    }
+                    if sent.is_multiple_of(1024) {
+                        p.poll(Duration::ZERO);
+                    }
+                }
+                // What is still queued does not count: stop the clock here
+                // and count what the broker acknowledged by now.
+                let in_queue = p.in_flight_count() as u64;
+                acked.fetch_add((sent.saturating_sub(in_queue)) * 1024, Ordering::Relaxed);
+                let _ = p.flush(Duration::from_secs(30));
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("producer thread");
+    }
+    acked.load(Ordering::Relaxed) as f64 / run.as_secs_f64()
+}
+
+/// Reads `topic` partition 0 from the start until `bytes` of values came;
+/// returns bytes per second.
+fn consume(bootstrap: &str, topic: &str, bytes: u64) -> f64 {
+    let c: BaseConsumer = client(bootstrap)
+        .set("group.id", "targets")
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("tpl");
+    c.assign(&tpl).expect("assign");
+    let mut got = 0u64;
+    let t = Instant::now();
+    while got < bytes && t.elapsed() < Duration::from_secs(120) {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            got += m.payload().map_or(0, |p| p.len() as u64);
+        }
+    }
+    got as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Produces 1 KiB records at `rate`/s for `run` with the send time in the
+/// value; a consumer measures arrival minus send. Returns (p50, p99) ms.
+fn end_to_end(bootstrap: &str, topic: &str, acks: &str, rate: u64, run: Duration) -> (f64, f64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let epoch = Instant::now();
+    let consumer = {
+        let bootstrap = bootstrap.to_string();
+        let topic = topic.to_string();
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let c: BaseConsumer = client(&bootstrap)
+                .set("group.id", "targets-e2e")
+                .set("enable.auto.commit", "false")
+                .set("fetch.wait.max.ms", "100")
+                .set("fetch.min.bytes", "1")
+                .create()
+                .expect("consumer");
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&topic, 0, Offset::End)
+                .expect("tpl");
+            c.assign(&tpl).expect("assign");
+            let mut lat = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+                    if let Some(p) = m.payload() {
+                        let mut ns = [0u8; 8];
+                        ns.copy_from_slice(&p[..8]);
+                        let sent = u64::from_le_bytes(ns);
+                        let now = epoch.elapsed().as_nanos() as u64;
+                        lat.push(now.saturating_sub(sent) as f64 / 1e6);
+                    }
+                }
+            }
+            lat
+        })
+    };
+    // Let the consumer reach the end first.
+    std::thread::sleep(Duration::from_secs(2));
+    let p: BaseProducer = client(bootstrap)
+        .set("acks", acks)
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
+    let mut value = vec![b'x'; 1024];
+    let interval = Duration::from_nanos(1_000_000_000 / rate);
+    let start = Instant::now();
+    let mut next = start;
+    while start.elapsed() < run {
+        let now = Instant::now();
+        if now < next {
+            p.poll(next - now);
+            continue;
+        }
+        value[..8].copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_le_bytes());
+        let _ = p.send(BaseRecord::<(), _>::to(topic).payload(&value));
+        next += interval;
+    }
+    let _ = p.flush(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let mut lat = consumer.join().expect("consumer");
+    // The first second warms connections up.
+    let skip = (rate as usize).min(lat.len());
+    let mut lat = lat.split_off(skip);
+    lat.sort_by(f64::total_cmp);
+    let pct = |q: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    (pct(0.5), pct(0.99))
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let run = secs();
+    let loopback = loopback_bandwidth();
+    let copy_crc = copy_and_crc_secs_per_gib();
+    println!(
+        "machine: loopback TCP {:.0} MiB/s; copy + CRC-32C {:.3} s/GiB",
+        loopback / MIB,
+        copy_crc
+    );
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    let port = free_port();
+    let mut b = Broker::start(&dir, port);
+    std::thread::sleep(Duration::from_millis(500));
+    let (idle_rss, idle_anon) = b.rss_mib();
+    let bs = b.bootstrap();
+
+    create_topic(&bs, "p1", 1);
+    let cpu0 = b.cpu_secs();
+    let t = Instant::now();
+    let acks1 = produce(&bs, "p1", "1", 1, run);
+    let cpu = b.cpu_secs() - cpu0;
+    let ingested = acks1 * t.elapsed().as_secs_f64();
+    let cpu_per_gib = if ingested > 0.0 {
+        cpu / (ingested / GIB)
+    } else {
+        f64::NAN
+    };
+
+    create_topic(&bs, "p4a1", 1);
+    let acks1_x4 = produce(&bs, "p4a1", "1", 4, run);
+    create_topic(&bs, "p4all", 1);
+    let acksall_x4 = produce(&bs, "p4all", "all", 4, run);
+
+    let consumed = consume(&bs, "p1", (acks1 * run.as_secs_f64() * 0.9) as u64);
+
+    create_topic(&bs, "e2e1", 1);
+    let (e1p50, e1p99) = end_to_end(&bs, "e2e1", "1", 10_000, run + Duration::from_secs(1));
+    create_topic(&bs, "e2eall", 1);
+    let (eap50, eap99) = end_to_end(&bs, "e2eall", "all", 10_000, run + Duration::from_secs(1));
+
+    b.stop();
+    drop(b);
+
+    // 1,000 partitions, each holding a record, in a broker of their own.
+    let dir = tmp.path().join("wide");
+    let mut b = Broker::start(&dir, port);
+    let bs = b.bootstrap();
+    create_topic(&bs, "wide", 1000);
+    {
+        let p: BaseProducer = client(&bs)
+            .set("linger.ms", "20")
+            .create()
+            .expect("producer");
+        let value = vec![b'w'; 1024];
+        for part in 0..1000 {
+            let mut r = BaseRecord::<(), _>::to("wide")
+                .payload(&value)
+                .partition(part);
+            loop {
+                match p.send(r) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        r = back;
+                        p.poll(Duration::from_millis(5));
+                    }
+                }
+            }
+        }
+        let _ = p.flush(Duration::from_secs(60));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let (wide_rss, wide_anon) = b.rss_mib();
+    b.stop();
+    let t = Instant::now();
+    let b2 = Broker::start(&b.dir, port);
+    let startup = t.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    let (restarted_rss, _) = b2.rss_mib();
+    drop(b2);
+
+    println!();
+    println!("| target | measured | ratio | goal |");
+    println!("|---|---|---|---|");
+    println!(
+        "| produce 1 KiB, acks=1, 1 partition, 1 producer | {:.0} MiB/s | {:.2} of loopback | >= 0.5 |",
+        acks1 / MIB,
+        acks1 / loopback
+    );
+    println!(
+        "| broker CPU per GiB ingested (that run) | {:.2} s | {:.1}x copy + CRC-32C | <= 3x |",
+        cpu_per_gib,
+        cpu_per_gib / copy_crc
+    );
+    println!(
+        "| acks=all (--fsync acks-all), 4 producers | {:.0} MiB/s | {:.2} of acks=1 with 4 ({:.0} MiB/s) | >= 0.8 |",
+        acksall_x4 / MIB,
+        acksall_x4 / acks1_x4,
+        acks1_x4 / MIB
+    );
+    println!(
+        "| consume from the page cache | {:.0} MiB/s | {:.2} of loopback | >= 0.7 |",
+        consumed / MIB,
+        consumed / loopback
+    );
+    println!("| end-to-end at 10,000 records/s, acks=1 | p50 {e1p50:.2} ms, p99 {e1p99:.2} ms | | p99 < 2 ms |");
+    println!("| end-to-end at 10,000 records/s, acks=all + fsync | p50 {eap50:.2} ms, p99 {eap99:.2} ms | | p99 < 5 ms |");
+    println!("| idle RSS | {idle_rss:.1} MiB ({idle_anon:.1} MiB anonymous) | | < 20 MB |");
+    println!("| RSS with 1,000 partitions holding data | {wide_rss:.1} MiB ({wide_anon:.1} MiB anonymous); after a restart {restarted_rss:.1} MiB | | < 200 MB |");
+    println!(
+        "| start-up with 1,000 partitions after a clean stop (to serving) | {} ms | | < 1 s |",
+        startup.as_millis()
+    );
+}
