@@ -108,15 +108,19 @@ async fn secure_broker(pki: &Pki, tweak: impl FnOnce(&mut Config)) -> TestBroker
     b
 }
 
-fn addr_of(b: &TestBroker, protocol: SecurityProtocol) -> String {
-    let l = b
-        .broker()
+/// The bound address of the broker's listener for `protocol`.
+fn listener_addr(b: &TestBroker, protocol: SecurityProtocol) -> SocketAddr {
+    b.broker()
         .config
         .listeners
         .iter()
         .find(|l| l.protocol == protocol)
-        .unwrap();
-    format!("localhost:{}", l.addr.port())
+        .unwrap()
+        .addr
+}
+
+fn addr_of(b: &TestBroker, protocol: SecurityProtocol) -> String {
+    format!("localhost:{}", listener_addr(b, protocol).port())
 }
 
 fn secure_config(
@@ -248,14 +252,7 @@ async fn wrong_passwords_and_unauthenticated_requests_are_refused() {
 
     // A client that skips SASL on a SASL listener is cut off at its first
     // request other than ApiVersions.
-    let sasl_addr: SocketAddr = b
-        .broker()
-        .config
-        .listeners
-        .iter()
-        .find(|l| l.protocol == SecurityProtocol::SaslPlaintext)
-        .unwrap()
-        .addr;
+    let sasl_addr = listener_addr(&b, SecurityProtocol::SaslPlaintext);
     let mut s = connect(sasl_addr);
     s.write_all(&frame(
         ApiKey::ApiVersions,
@@ -773,14 +770,7 @@ async fn users_added_by_the_command_work_in_a_running_broker() {
 async fn sasl_handshake_v0_takes_bare_tokens() {
     let pki = Pki::new();
     let b = secure_broker(&pki, |_| {}).await;
-    let sasl_addr: SocketAddr = b
-        .broker()
-        .config
-        .listeners
-        .iter()
-        .find(|l| l.protocol == SecurityProtocol::SaslPlaintext)
-        .unwrap()
-        .addr;
+    let sasl_addr = listener_addr(&b, SecurityProtocol::SaslPlaintext);
     let handshake = |s: &mut std::net::TcpStream| {
         s.write_all(&frame(
             ApiKey::SaslHandshake,
