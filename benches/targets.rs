@@ -12,7 +12,8 @@
 //!   1,000 partitions after a clean stop.
 //!
 //! Run with `cargo bench --bench targets` (about two minutes).
-//! `WEIR_TARGETS_SECS` sets each throughput phase's length (default 5).
+//! `WEIR_TARGETS_SECS` sets each throughput phase's length (default 5);
+//! `WEIR_TARGETS_LOG` the brokers' log level (default warn).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -106,7 +107,8 @@ impl Broker {
             .args(["--http-listen", &format!("127.0.0.1:{http}")])
             .arg("--data-dir")
             .arg(dir)
-            .args(["--log-format", "text", "--log-level", "warn"])
+            .args(["--log-format", "text", "--log-level"])
+            .arg(std::env::var("WEIR_TARGETS_LOG").unwrap_or_else(|_| "warn".into()))
             .args(["--group-initial-rebalance-delay-ms", "0"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
