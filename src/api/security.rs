@@ -286,8 +286,11 @@ pub fn delete_acls(
                     .collect(),
             ),
         })
-        .collect();
-    tracing::info!(principal = %session.principal, "ACLs deleted");
+        .collect::<Vec<_>>();
+    let deleted: usize = results.iter().map(|r| r.matching_acls.len()).sum();
+    if deleted > 0 {
+        tracing::info!(principal = %session.principal, count = deleted, "ACLs deleted");
+    }
     DeleteAclsResponse::default().with_filter_results(results)
 }
 
@@ -487,9 +490,15 @@ pub fn describe_quotas(
             .with_error_code(CLUSTER_AUTHORIZATION_FAILED)
             .with_error_message(denied_msg());
     }
-    for c in &req.components {
+    for (i, c) in req.components.iter().enumerate() {
+        // Kafka: a known entity type, once; EXACT (0) names what it matches.
+        let repeated = req.components[..i]
+            .iter()
+            .any(|o| o.entity_type == c.entity_type);
         if !matches!(c.entity_type.as_str(), "user" | "client-id")
             || !(0..=2).contains(&c.match_type)
+            || (c.match_type == 0 && c._match.is_none())
+            || repeated
         {
             return DescribeClientQuotasResponse::default()
                 .with_error_code(INVALID_REQUEST)
