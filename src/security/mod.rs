@@ -37,8 +37,6 @@ pub struct Session {
     pub peer: SocketAddr,
     /// `User:<name>`.
     pub principal: String,
-    /// The client id of the connection's first request, for quotas.
-    pub client_id: String,
 }
 
 impl Session {
@@ -49,7 +47,6 @@ impl Session {
             protocol: SecurityProtocol::Plaintext,
             peer,
             principal: ANONYMOUS.to_string(),
-            client_id: String::new(),
         }
     }
 

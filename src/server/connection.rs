@@ -267,7 +267,6 @@ where
                         .client_id
                         .as_ref()
                         .map(|c| c.chars().take(128).collect());
-                    session.client_id = ctx.client_id.clone().unwrap_or_default();
                 }
                 if matches!(key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
                     // Small requests; the failure delay must not hold budget.

@@ -80,7 +80,6 @@ pub async fn accept_loop(
                 protocol,
                 peer,
                 principal: security::ANONYMOUS.to_string(),
-                client_id: String::new(),
             };
             if protocol.is_tls() {
                 tls_then_serve(&broker, stream, session, shutdown, inflight).await;
