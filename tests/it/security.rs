@@ -552,6 +552,19 @@ async fn acl_quota_and_scram_apis_round_trip() {
     assert_eq!(r.results[0].credential_infos[0].iterations, 4096);
 }
 
+/// DescribeAcls matching every binding (ANY type, pattern, operation and
+/// permission; no name, principal or host filter).
+fn describe_every_acl() -> DescribeAclsRequest {
+    DescribeAclsRequest::default()
+        .with_resource_type_filter(1)
+        .with_resource_name_filter(None)
+        .with_pattern_type_filter(1)
+        .with_principal_filter(None)
+        .with_host_filter(None)
+        .with_operation(1)
+        .with_permission_type(1)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acl_apis_need_cluster_permission() {
     let b = TestBroker::start_with(|c| c.args.authorizer = AuthorizerMode::Acl).await;
@@ -559,11 +572,7 @@ async fn acl_apis_need_cluster_permission() {
         b.kafka_addr(),
         ApiKey::DescribeAcls,
         3,
-        &DescribeAclsRequest::default()
-            .with_resource_type_filter(1)
-            .with_pattern_type_filter(1)
-            .with_operation(1)
-            .with_permission_type(1),
+        &describe_every_acl(),
     );
     assert_eq!(r.error_code, 31, "CLUSTER_AUTHORIZATION_FAILED");
     // With the authorizer off, the ACL APIs say security is disabled.
@@ -572,11 +581,7 @@ async fn acl_apis_need_cluster_permission() {
         off.kafka_addr(),
         ApiKey::DescribeAcls,
         3,
-        &DescribeAclsRequest::default()
-            .with_resource_type_filter(1)
-            .with_pattern_type_filter(1)
-            .with_operation(1)
-            .with_permission_type(1),
+        &describe_every_acl(),
     );
     assert_eq!(r.error_code, 54, "SECURITY_DISABLED");
 }
