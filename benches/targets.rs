@@ -220,6 +220,34 @@ fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
     });
 }
 
+/// Deletes `name`, so its files leave the page cache (dirty pages of a
+/// deleted file are never written back), then waits for the disk to finish
+/// writing back what is left: each phase starts from the same quiet disk
+/// instead of competing with the last one's write-back.
+fn settle(bootstrap: &str, name: &str) {
+    let admin: AdminClient<DefaultClientContext> = client(bootstrap).create().expect("admin");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let r = admin
+            .delete_topics(&[name], &AdminOptions::new())
+            .await
+            .expect("delete topics");
+        for x in r {
+            x.expect("topic deleted");
+        }
+    });
+    quiet_disk();
+}
+
+/// `sync(1)`, then a moment for the broker's own background work.
+fn quiet_disk() {
+    let _ = Command::new("sync").status();
+    std::thread::sleep(Duration::from_millis(500));
+}
+
 /// `producers` threads produce 1 KiB records to `topic` for `run`; returns
 /// acknowledged bytes per second.
 fn produce(bootstrap: &str, topic: &str, acks: &str, producers: usize, run: Duration) -> f64 {
@@ -386,6 +414,7 @@ fn main() {
     let bs = b.bootstrap();
 
     create_topic(&bs, "p1", 1);
+    quiet_disk();
     let cpu0 = b.cpu_secs();
     let t = Instant::now();
     let acks1 = produce(&bs, "p1", "1", 1, run);
@@ -396,16 +425,20 @@ fn main() {
     } else {
         f64::NAN
     };
+    // From the page cache: read it back while it is there.
+    let consumed = consume(&bs, "p1", (acks1 * run.as_secs_f64() * 0.9) as u64);
+    settle(&bs, "p1");
 
     create_topic(&bs, "p4a1", 1);
     let acks1_x4 = produce(&bs, "p4a1", "1", 4, run);
+    settle(&bs, "p4a1");
     create_topic(&bs, "p4all", 1);
     let acksall_x4 = produce(&bs, "p4all", "all", 4, run);
-
-    let consumed = consume(&bs, "p1", (acks1 * run.as_secs_f64() * 0.9) as u64);
+    settle(&bs, "p4all");
 
     create_topic(&bs, "e2e1", 1);
     let (e1p50, e1p99) = end_to_end(&bs, "e2e1", "1", 10_000, run + Duration::from_secs(1));
+    settle(&bs, "e2e1");
     create_topic(&bs, "e2eall", 1);
     let (eap50, eap99) = end_to_end(&bs, "e2eall", "all", 10_000, run + Duration::from_secs(1));
 
@@ -442,6 +475,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs(1));
     let (wide_rss, wide_anon) = b.rss_mib();
     b.stop();
+    quiet_disk();
     let t = Instant::now();
     let b2 = Broker::start(&b.dir, port);
     let startup = t.elapsed();

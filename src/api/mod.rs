@@ -42,17 +42,64 @@ pub async fn handle(
     key: ApiKey,
     body: RequestKind,
 ) -> Result<Option<ResponseKind>, ApiError> {
+    Ok(start(broker, header, session, key, body)
+        .await?
+        .finish()
+        .await)
+}
+
+/// A handled request whose response may still wait for an fsync.
+pub struct Started {
+    pub resp: Option<ResponseKind>,
+    pub flush: Option<produce::Flush>,
+}
+
+impl Started {
+    /// Waits for the fsyncs the response depends on and returns it.
+    pub async fn finish(self) -> Option<ResponseKind> {
+        let Started { mut resp, flush } = self;
+        if let Some(flush) = flush {
+            let produce = match resp.as_mut() {
+                Some(ResponseKind::Produce(r)) => Some(r),
+                _ => None,
+            };
+            flush.wait(produce).await;
+        }
+        resp
+    }
+}
+
+/// Handles one request up to its wait for durability: a produce's records
+/// are appended when this returns, and [`Started::finish`] waits for their
+/// fsync. Other requests are complete.
+///
+/// # Errors
+/// As [`handle`].
+pub async fn start(
+    broker: &Arc<Broker>,
+    header: &RequestHeader,
+    session: &Session,
+    key: ApiKey,
+    body: RequestKind,
+) -> Result<Started, ApiError> {
     let v = header.request_api_version;
     let (body, post) = match authz::guard(broker, session, body, v) {
-        authz::Guard::Respond(resp) => return Ok(Some(*resp)),
+        authz::Guard::Respond(resp) => {
+            return Ok(Started {
+                resp: Some(*resp),
+                flush: None,
+            })
+        }
         authz::Guard::Proceed(body, post) => (*body, post),
     };
-    let Some(mut resp) = dispatch(broker, header, session, key, body).await? else {
-        return Ok(None);
-    };
-    authz::finish(broker, session, &mut resp, post);
-    advertise(broker, session, &mut resp);
-    Ok(Some(resp))
+    let mut flush = None;
+    let resp = dispatch(broker, header, session, key, body, &mut flush).await?;
+    let resp = resp.map(|mut resp| {
+        authz::finish(broker, session, &mut resp, post);
+        advertise(broker, session, &mut resp);
+        resp
+    });
+    Ok(Started { resp, flush })
 }
 
 /// Tells a client the address of the listener it came in on.
@@ -99,6 +146,7 @@ async fn dispatch(
     session: &Session,
     key: ApiKey,
     body: RequestKind,
+    flush: &mut Option<produce::Flush>,
 ) -> Result<Option<ResponseKind>, ApiError> {
     let v = header.request_api_version;
     let peer = session.peer;
@@ -108,10 +156,14 @@ async fn dispatch(
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(metadata::describe_cluster(broker, &r))
         }
-        RequestKind::Produce(r) => match produce::handle(broker, r, v).await {
-            Some(resp) => ResponseKind::Produce(resp),
-            None => return Ok(None),
-        },
+        RequestKind::Produce(r) => {
+            let (resp, wait) = produce::handle(broker, r, v).await;
+            *flush = wait;
+            match resp {
+                Some(resp) => ResponseKind::Produce(resp),
+                None => return Ok(None),
+            }
+        }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r, v).await),
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(offsets::list_offsets(broker, r, v))

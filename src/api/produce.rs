@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 
 use super::{errors, sb};
 use crate::broker::{now_ms, Broker};
@@ -13,16 +13,56 @@ use crate::config::FsyncPolicy;
 use crate::log::{PartitionLog, SequenceCheck};
 use crate::retry;
 
-/// Appends the request's batches. Returns `None` for acks=0 (no response).
+/// Partitions a produce request appended to that must be on disk before it
+/// is answered (`--fsync`).
+pub struct Flush {
+    parts: Vec<(Arc<PartitionLog>, i64, TopicName, i32)>,
+}
+
+impl Flush {
+    /// Waits for every partition's fsync at once; each is shared with the
+    /// other requests waiting on that partition (group commit). A partition
+    /// whose fsync failed answers `KAFKA_STORAGE_ERROR` in `resp`.
+    pub async fn wait(self, resp: Option<&mut ProduceResponse>) {
+        let waits = self
+            .parts
+            .iter()
+            .map(|(log, upto, _, _)| log.flush_to(*upto));
+        let results = futures::future::join_all(waits).await;
+        let mut resp = resp;
+        for (res, (_, _, name, index)) in results.into_iter().zip(&self.parts) {
+            let Err(e) = res else { continue };
+            tracing::error!(topic = %name.0, partition = index, error = %e, "fsync failed");
+            let Some(resp) = resp.as_deref_mut() else {
+                continue;
+            };
+            for p in resp
+                .responses
+                .iter_mut()
+                .filter(|t| t.name == *name)
+                .flat_map(|t| t.partition_responses.iter_mut())
+                .filter(|p| p.index == *index)
+            {
+                p.error_code = errors::KAFKA_STORAGE_ERROR;
+                p.base_offset = -1;
+            }
+        }
+    }
+}
+
+/// Appends the request's batches. Returns the response (`None` for acks=0)
+/// and, when `--fsync` asks for it, the fsyncs it must wait for before it is
+/// sent: the append is done when this returns, so the connection can read
+/// its next request while the fsync runs.
 pub async fn handle(
     broker: &Arc<Broker>,
     req: ProduceRequest,
     _version: i16,
-) -> Option<ProduceResponse> {
+) -> (Option<ProduceResponse>, Option<Flush>) {
     let acks = req.acks;
     let valid_acks = (-1..=1).contains(&acks);
     let now = now_ms();
-    let mut to_flush: Vec<(Arc<PartitionLog>, i64, usize, usize)> = Vec::new();
+    let mut to_flush: Vec<(Arc<PartitionLog>, i64, TopicName, i32)> = Vec::new();
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut appended_any = false;
     for td in req.topic_data {
@@ -98,8 +138,8 @@ pub async fn handle(
                     to_flush.push((
                         Arc::clone(&log),
                         info.last_offset + 1,
-                        responses.len(),
-                        parts.len(),
+                        td.name.clone(),
+                        pd.index,
                     ));
                     parts.push(pr);
                 }
@@ -132,28 +172,14 @@ pub async fn handle(
         FsyncPolicy::AcksAll => acks == -1,
         FsyncPolicy::Never => false,
     };
-    if must_sync {
-        // Every partition's fsync runs at once; each is shared with the other
-        // producers waiting on that partition (group commit).
-        let waits = to_flush.iter().map(|(log, upto, _, _)| log.flush_to(*upto));
-        let results = futures::future::join_all(waits).await;
-        for (res, (_, _, ti, pi)) in results.into_iter().zip(&to_flush) {
-            if let Err(e) = res {
-                tracing::error!(error = %e, "fsync failed");
-                if let Some(p) = responses
-                    .get_mut(*ti)
-                    .and_then(|t| t.partition_responses.get_mut(*pi))
-                {
-                    p.error_code = errors::KAFKA_STORAGE_ERROR;
-                    p.base_offset = -1;
-                }
-            }
-        }
-    }
+    let flush = (must_sync && !to_flush.is_empty()).then_some(Flush { parts: to_flush });
     if acks == 0 {
-        return None;
+        return (None, flush);
     }
-    Some(ProduceResponse::default().with_responses(responses))
+    (
+        Some(ProduceResponse::default().with_responses(responses)),
+        flush,
+    )
 }
 
 /// Holds a hand-back to a retry topic. Answers with base offset -1: the

@@ -411,6 +411,7 @@ fn state_gauges(b: &Broker) -> String {
         "# HELP weir_partition_high_watermark Offset after the last record of the partition.\n# TYPE weir_partition_high_watermark gauge"
     );
     let mut sizes = String::new();
+    let mut fsyncs = String::new();
     for t in b.topics.list() {
         let name = crate::metrics::escape(&t.name);
         for (i, p) in t.partitions().iter().enumerate() {
@@ -424,12 +425,21 @@ fn state_gauges(b: &Broker) -> String {
                 "weir_partition_size_bytes{{topic=\"{name}\",partition=\"{i}\"}} {}",
                 p.size_bytes()
             );
+            let _ = writeln!(
+                fsyncs,
+                "weir_partition_fsyncs_total{{topic=\"{name}\",partition=\"{i}\"}} {}",
+                p.fsyncs()
+            );
         }
     }
     let _ = writeln!(
         out,
         "# HELP weir_partition_size_bytes Bytes of the partition's segments on disk.\n# TYPE weir_partition_size_bytes gauge\n{sizes}# HELP weir_disk_used_bytes Bytes of all partitions on disk.\n# TYPE weir_disk_used_bytes gauge\nweir_disk_used_bytes {}",
         b.disk_bytes()
+    );
+    let _ = write!(
+        out,
+        "# HELP weir_partition_fsyncs_total fsyncs of the partition's data since the broker started; one covers every acknowledgement waiting on it (group commit).\n# TYPE weir_partition_fsyncs_total counter\n{fsyncs}"
     );
     let _ = writeln!(
         out,

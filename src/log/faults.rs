@@ -2,7 +2,8 @@
 //!
 //! A test arms a fault for files whose path contains a string; the storage
 //! engine's appends and fsyncs, and those of the two internal logs, ask
-//! [`check`] first and fail with the armed error. Without the feature
+//! [`check`] first and fail with the armed error, or are slowed by the armed
+//! delay. Without the feature
 //! `check` is an empty inline function.
 
 use std::io;
@@ -21,12 +22,16 @@ pub enum Op {
 mod armed {
     use super::{io, Op, Path};
     use parking_lot::Mutex;
+    use std::time::Duration;
 
     struct Fault {
         op: Op,
         path_contains: String,
         remaining: u32,
+        /// Fail with this OS error, or
         errno: i32,
+        /// succeed after this long (a slow disk).
+        delay: Option<Duration>,
     }
 
     static FAULTS: Mutex<Vec<Fault>> = Mutex::new(Vec::new());
@@ -39,6 +44,19 @@ mod armed {
             path_contains: path_contains.to_string(),
             remaining: times,
             errno,
+            delay: None,
+        });
+    }
+
+    /// Makes the next `times` operations `op` on a path containing
+    /// `path_contains` take `delay` longer, then succeed.
+    pub fn inject_delay(op: Op, path_contains: &str, times: u32, delay: Duration) {
+        FAULTS.lock().push(Fault {
+            op,
+            path_contains: path_contains.to_string(),
+            remaining: times,
+            errno: 0,
+            delay: Some(delay),
         });
     }
 
@@ -49,22 +67,31 @@ mod armed {
             .retain(|f| !f.path_contains.contains(path_contains));
     }
 
-    /// The armed error for this operation, if any (and counts it).
+    /// The armed error for this operation, if any (and counts it); an
+    /// armed delay is slept here.
     pub fn check(op: Op, path: &Path) -> io::Result<()> {
-        let mut faults = FAULTS.lock();
-        let path = path.to_string_lossy();
-        for f in faults.iter_mut() {
-            if f.op == op && f.remaining > 0 && path.contains(&f.path_contains) {
-                f.remaining -= 1;
-                return Err(io::Error::from_raw_os_error(f.errno));
+        let delay = {
+            let mut faults = FAULTS.lock();
+            let path = path.to_string_lossy();
+            let Some(f) = faults
+                .iter_mut()
+                .find(|f| f.op == op && f.remaining > 0 && path.contains(&f.path_contains))
+            else {
+                return Ok(());
+            };
+            f.remaining -= 1;
+            match f.delay {
+                Some(d) => d,
+                None => return Err(io::Error::from_raw_os_error(f.errno)),
             }
-        }
+        };
+        std::thread::sleep(delay);
         Ok(())
     }
 }
 
 #[cfg(feature = "fault-injection")]
-pub use armed::{check, clear, inject};
+pub use armed::{check, clear, inject, inject_delay};
 
 /// Without the feature nothing is ever injected.
 #[cfg(not(feature = "fault-injection"))]

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -128,6 +128,25 @@ struct Inner {
     producers: ProducerTable,
 }
 
+/// A partition's durable state, shared with the fsync running on the
+/// blocking pool, which reports to every waiter itself: waiters do not
+/// depend on the task that started the fsync being polled.
+#[derive(Debug)]
+struct Durability {
+    /// Every offset below this is on stable storage.
+    flushed_offset: AtomicI64,
+    /// Set when an fsync failed: the kernel may have dropped the dirty pages,
+    /// so nothing more is acknowledged as durable until a restart recovers
+    /// the log (as Kafka takes a failed log directory offline).
+    failed: AtomicBool,
+    /// An fsync is running.
+    syncing: AtomicBool,
+    /// fsyncs of the partition's data.
+    fsyncs: AtomicU64,
+    /// Woken when an fsync ends.
+    synced: tokio::sync::Notify,
+}
+
 /// One partition's log.
 pub struct PartitionLog {
     dir: PathBuf,
@@ -137,18 +156,12 @@ pub struct PartitionLog {
     start_offset: AtomicI64,
     /// Bytes on disk, committed.
     size_bytes: AtomicU64,
-    /// Every offset below this is on stable storage.
-    flushed_offset: AtomicI64,
+    /// What is on stable storage, and the fsync in progress.
+    durable: Arc<Durability>,
     /// End offset recorded by the last recovery checkpoint.
     checkpointed_offset: AtomicI64,
-    /// Serialises fsyncs so that concurrent waiters share one.
-    flush_lock: tokio::sync::Mutex<()>,
     /// Serialises recovery checkpoints.
     checkpoint_lock: Mutex<()>,
-    /// Set when an fsync failed: the kernel may have dropped the dirty pages,
-    /// so nothing more is acknowledged as durable until a restart recovers
-    /// the log (as Kafka takes a failed log directory offline).
-    failed: std::sync::atomic::AtomicBool,
     /// Set when the topic is deleted: handles still held by in-flight
     /// requests must not write into a directory a new topic of the same
     /// name may own.
@@ -307,11 +320,15 @@ impl PartitionLog {
             end_offset: AtomicI64::new(end),
             start_offset: AtomicI64::new(log_start),
             size_bytes: AtomicU64::new(size),
-            flushed_offset: AtomicI64::new(end),
+            durable: Arc::new(Durability {
+                flushed_offset: AtomicI64::new(end),
+                failed: AtomicBool::new(false),
+                syncing: AtomicBool::new(false),
+                fsyncs: AtomicU64::new(0),
+                synced: tokio::sync::Notify::new(),
+            }),
             checkpointed_offset: AtomicI64::new(checkpointed),
-            flush_lock: tokio::sync::Mutex::new(()),
             checkpoint_lock: Mutex::new(()),
-            failed: std::sync::atomic::AtomicBool::new(false),
             closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -333,8 +350,13 @@ impl PartitionLog {
         self.size_bytes.load(Ordering::Relaxed)
     }
 
+    /// fsyncs of this partition's data since it was opened.
+    pub fn fsyncs(&self) -> u64 {
+        self.durable.fsyncs.load(Ordering::Relaxed)
+    }
+
     pub fn flushed_offset(&self) -> i64 {
-        self.flushed_offset.load(Ordering::Acquire)
+        self.durable.flushed_offset.load(Ordering::Acquire)
     }
 
     pub fn set_config(&self, config: LogConfig) {
@@ -480,10 +502,11 @@ impl PartitionLog {
 
     /// fsyncs `files` on this thread; a failure takes the partition offline.
     fn sync_files(&self, files: &[Arc<std::fs::File>]) -> Result<(), LogError> {
+        self.durable.fsyncs.fetch_add(1, Ordering::Relaxed);
         let synced = faults::check(faults::Op::Sync, &self.dir)
             .and_then(|()| files.iter().try_for_each(|f| f.sync_data()));
         if let Err(e) = synced {
-            self.failed.store(true, Ordering::Release);
+            self.durable.failed.store(true, Ordering::Release);
             tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; partition taken offline");
             return Err(LogError::Io {
                 context: format!("failed to sync {}", self.dir.display()),
@@ -497,7 +520,7 @@ impl PartitionLog {
         if self.closed.load(Ordering::Acquire) {
             return Err(LogError::Closed);
         }
-        if self.failed.load(Ordering::Acquire) {
+        if self.durable.failed.load(Ordering::Acquire) {
             return Err(LogError::Io {
                 context: format!(
                     "{} is offline after an fsync failure; restart to recover",
@@ -558,50 +581,82 @@ impl PartitionLog {
         })
     }
 
-    /// Waits until every offset below `offset` is on stable storage. Callers
-    /// that arrive while an fsync runs wait for it and usually find their data
-    /// covered, so concurrent producers share fsyncs.
+    /// Waits until every offset below `offset` is on stable storage. One
+    /// fsync runs at a time; callers that arrive meanwhile wait for it to end
+    /// and then either find their data covered or start the next one, which
+    /// covers everything appended by then (group commit).
     ///
     /// # Errors
     /// The fsync's I/O error.
     pub async fn flush_to(&self, offset: i64) -> Result<(), LogError> {
-        if self.flushed_offset() >= offset {
-            return Ok(());
+        loop {
+            let synced = self.durable.synced.notified();
+            tokio::pin!(synced);
+            // Registered before the checks below, so an fsync ending after
+            // them wakes this caller.
+            synced.as_mut().enable();
+            if self.flushed_offset() >= offset {
+                return Ok(());
+            }
+            self.check_not_failed()?;
+            if self.durable.syncing.swap(true, Ordering::AcqRel) {
+                synced.await;
+                continue;
+            }
+            return self.sync_all().await;
         }
-        let _guard = self.flush_lock.lock().await;
-        if self.flushed_offset() >= offset {
-            return Ok(());
-        }
-        self.check_not_failed()?;
+    }
+
+    /// Runs one fsync of everything appended so far on the blocking pool,
+    /// with [`Durability::syncing`] set by the caller. The blocking task
+    /// publishes the result and wakes the waiters itself, even if this
+    /// future is dropped.
+    async fn sync_all(&self) -> Result<(), LogError> {
         let (files, path, end) = {
             let mut inner = self.inner.lock();
             let mut files = std::mem::take(&mut inner.unsynced);
-            match inner.segments.values().next_back() {
+            let path = match inner.segments.values().next_back() {
                 Some(s) => {
                     files.extend(s.file().cloned());
-                    (files, s.path().to_path_buf(), self.end_offset())
+                    s.path().to_path_buf()
                 }
-                None => return Ok(()),
-            }
+                None => self.dir.clone(),
+            };
+            (files, path, self.end_offset())
         };
         let dir = self.dir.clone();
-        let res = tokio::task::spawn_blocking(move || {
-            faults::check(faults::Op::Sync, &dir)?;
-            files.iter().try_for_each(|f| f.sync_data())
-        })
-        .await
-        .map_err(|e| LogError::Io {
-            context: format!("fsync task for {} failed", path.display()),
-            source: std::io::Error::other(e),
-        })
-        .and_then(|r| r.map_err(io_err(format!("failed to sync {}", path.display()))));
-        if let Err(e) = res {
-            self.failed.store(true, Ordering::Release);
-            tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; partition taken offline");
-            return Err(e);
+        let durable = Arc::clone(&self.durable);
+        let task = tokio::task::spawn_blocking(move || {
+            durable.fsyncs.fetch_add(1, Ordering::Relaxed);
+            let res = faults::check(faults::Op::Sync, &dir)
+                .and_then(|()| files.iter().try_for_each(|f| f.sync_data()));
+            match &res {
+                Ok(()) => {
+                    durable.flushed_offset.fetch_max(end, Ordering::AcqRel);
+                }
+                Err(e) => {
+                    durable.failed.store(true, Ordering::Release);
+                    tracing::error!(dir = %dir.display(), error = %e, "fsync failed; partition taken offline");
+                }
+            }
+            durable.syncing.store(false, Ordering::Release);
+            durable.synced.notify_waiters();
+            res
+        });
+        match task.await {
+            Ok(res) => res.map_err(io_err(format!("failed to sync {}", path.display()))),
+            Err(e) => {
+                // The task never ran (the runtime is stopping) or panicked:
+                // nobody else will clear the flag. Nothing is known to be
+                // lost, so the next caller tries again.
+                self.durable.syncing.store(false, Ordering::Release);
+                self.durable.synced.notify_waiters();
+                Err(LogError::Io {
+                    context: format!("fsync task for {} failed", path.display()),
+                    source: std::io::Error::other(e),
+                })
+            }
         }
-        self.flushed_offset.fetch_max(end, Ordering::AcqRel);
-        Ok(())
     }
 
     /// Synchronous fsync of everything written (shutdown, tests).
@@ -619,7 +674,7 @@ impl PartitionLog {
             (files, self.end_offset())
         };
         self.sync_files(&files)?;
-        self.flushed_offset.fetch_max(end, Ordering::AcqRel);
+        self.durable.flushed_offset.fetch_max(end, Ordering::AcqRel);
         Ok(())
     }
 
@@ -880,7 +935,8 @@ impl PartitionLog {
             }
         }
         checkpoint::write(&self.dir, &rp)?;
-        self.flushed_offset
+        self.durable
+            .flushed_offset
             .fetch_max(rp.segment.next_offset, Ordering::AcqRel);
         self.checkpointed_offset
             .store(rp.segment.next_offset, Ordering::Release);

@@ -1,17 +1,25 @@
 //! One client connection: size prefix → bound check → read → decode →
-//! handle → encode → write, one request at a time, so responses leave in
-//! request order (Kafka's model; pipelined requests wait in the socket).
+//! handle → encode → write. Requests take effect and are answered in the
+//! order they came (Kafka's guarantee). A produce that waits for its fsync
+//! does not stop the connection: later produce requests are read and
+//! appended meanwhile, so their fsyncs merge (group commit within one
+//! connection as well as across them), and the answers leave in order.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::IoSlice;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::Semaphore;
+use kafka_protocol::protocol::StrBytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::api;
@@ -24,8 +32,12 @@ use crate::security::Session;
 /// Bytes read per step while a frame arrives: memory follows the bytes that
 /// actually came, not the size the peer announced.
 const READ_CHUNK: usize = 64 * 1024;
-/// The buffered reader's size: request headers and small requests.
+/// Room made for each read between frames: request headers and small
+/// requests.
 const READ_BUFFER: usize = 4 * 1024;
+/// Produce responses a connection may owe while it reads on; at this depth
+/// it stops reading until the oldest is sent.
+const PIPELINE_DEPTH: usize = 64;
 /// Largest frame before authentication on a SASL listener (Kafka's
 /// sasl.server.max.receive.size).
 const MAX_UNAUTHENTICATED_FRAME: usize = 512 * 1024;
@@ -114,10 +126,7 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (rd, mut wr) = tokio::io::split(stream);
-    // Small buffers for idle and chatty connections: a request body larger
-    // than the read buffer bypasses it, and the output buffer grows with the
-    // responses it carries.
-    let mut rd = BufReader::with_capacity(READ_BUFFER, rd);
+    let mut rd = FrameReader::new(rd);
     let mut out = BytesMut::new();
     let mut ctx = ConnCtx::default();
     let peer = session.peer;
@@ -162,12 +171,119 @@ fn is_disconnect(e: &std::io::Error) -> bool {
     )
 }
 
+/// One request frame, without its size prefix, and the share of the
+/// in-flight byte budget it holds.
+struct Frame {
+    bytes: Bytes,
+    len: usize,
+    permit: OwnedSemaphorePermit,
+}
+
+/// Reads size-prefixed frames. Every await in [`FrameReader::next`] is a
+/// read into the buffer or a wait for budget, and the partial frame lives
+/// in the reader, so a `select!` may drop a pending call and call again
+/// without losing bytes.
+struct FrameReader<R> {
+    rd: R,
+    buf: BytesMut,
+    /// The size of the frame being read, once its prefix has arrived.
+    len: Option<usize>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    fn new(rd: R) -> Self {
+        Self {
+            rd,
+            buf: BytesMut::new(),
+            len: None,
+            permit: None,
+        }
+    }
+
+    /// The next frame of at most `max` bytes; `None` when the peer closed
+    /// the connection between frames. No byte for `idle` is an error.
+    async fn next(
+        &mut self,
+        max: usize,
+        idle: Duration,
+        broker: &Broker,
+        inflight: &Arc<Semaphore>,
+    ) -> Result<Option<Frame>, ConnError> {
+        loop {
+            if self.len.is_none() && self.buf.len() >= 4 {
+                let size = self.buf.get_i32();
+                let len = usize::try_from(size).map_err(|_| ConnError::BadSize(size, max))?;
+                if len > max {
+                    return Err(ConnError::BadSize(size, max));
+                }
+                self.len = Some(len);
+            }
+            if let Some(len) = self.len {
+                // Budget for request bytes held across all connections:
+                // wait for room before reading the body.
+                let permit = match self.permit.take() {
+                    Some(p) => p,
+                    None => {
+                        let permits = u32::try_from(len.div_ceil(PERMIT_BYTES))
+                            .unwrap_or(u32::MAX)
+                            .min(budget_permits(broker));
+                        Arc::clone(inflight)
+                            .acquire_many_owned(permits)
+                            .await
+                            .map_err(|_| std::io::Error::other("broker shutting down"))?
+                    }
+                };
+                if self.buf.len() >= len {
+                    let bytes = self.buf.split_to(len).freeze();
+                    self.len = None;
+                    if self.buf.is_empty() && self.buf.capacity() > 1 << 20 {
+                        // Do not keep a large buffer alive for an idle
+                        // connection.
+                        self.buf = BytesMut::new();
+                    }
+                    return Ok(Some(Frame { bytes, len, permit }));
+                }
+                self.permit = Some(permit);
+                // Memory follows the bytes that actually came, not the size
+                // the peer announced.
+                self.buf.reserve((len - self.buf.len()).min(READ_CHUNK));
+            } else {
+                self.buf.reserve(READ_BUFFER);
+            }
+            let n = tokio::time::timeout(idle, self.rd.read_buf(&mut self.buf))
+                .await
+                .map_err(|_| ConnError::Idle)??;
+            if n == 0 {
+                return match self.len {
+                    None => Ok(None),
+                    Some(_) => Err(ConnError::Truncated),
+                };
+            }
+        }
+    }
+}
+
+/// A response on its way out, with what its accounting needs.
+struct Reply {
+    correlation_id: i32,
+    key: ApiKey,
+    version: i16,
+    request_len: usize,
+    started: Instant,
+    client_id: Option<StrBytes>,
+    resp: Option<ResponseKind>,
+}
+
+/// A response owed in request order, waiting for its fsync.
+type Owed = Pin<Box<dyn Future<Output = Reply> + Send>>;
+
 #[allow(clippy::too_many_arguments)]
 async fn run<R, W>(
     broker: &Arc<Broker>,
     session: &mut Session,
     ctx: &mut ConnCtx,
-    rd: &mut R,
+    rd: &mut FrameReader<R>,
     wr: &mut W,
     out: &mut BytesMut,
     shutdown: &CancellationToken,
@@ -184,6 +300,10 @@ where
     // After a v0 SaslHandshake: the next frames are bare SASL tokens.
     let mut raw_tokens = false;
     let auth_deadline = tokio::time::Instant::now() + AUTHENTICATION_TIMEOUT;
+    // Produce responses waiting for their fsync while later requests are
+    // read and appended. Any other request waits until these are sent, so
+    // requests take effect, and are answered, in the order they came.
+    let mut owed: FuturesOrdered<Owed> = FuturesOrdered::new();
     loop {
         // Until it has authenticated, a SASL connection gets small frames
         // and a fixed time to authenticate in.
@@ -196,44 +316,29 @@ where
             }
             (max.min(MAX_UNAUTHENTICATED_FRAME), idle.min(left))
         };
-        let size = tokio::select! {
+        let frame = tokio::select! {
             biased;
-            () = shutdown.cancelled() => return Ok(()),
-            r = tokio::time::timeout(wait, rd.read_i32()) => match r {
-                Err(_) => return Err(ConnError::Idle),
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Ok(r) => r?,
-            },
-        };
-        let len = usize::try_from(size).map_err(|_| ConnError::BadSize(size, max))?;
-        if len > max {
-            return Err(ConnError::BadSize(size, max));
-        }
-        // Budget for request bytes held across all connections: wait for room
-        // before reading the body.
-        let permits = u32::try_from(len.div_ceil(PERMIT_BYTES))
-            .unwrap_or(u32::MAX)
-            .min(budget_permits(broker));
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            p = inflight.acquire_many(permits) => p
-                .map_err(|_| std::io::Error::other("broker shutting down"))?,
-        };
-        let mut frame = BytesMut::with_capacity(len.min(READ_CHUNK));
-        while frame.len() < len {
-            let want = (len - frame.len()).min(READ_CHUNK);
-            frame.reserve(want);
-            let mut limited = (&mut *rd).take(want as u64);
-            let n = tokio::time::timeout(wait, limited.read_buf(&mut frame))
-                .await
-                .map_err(|_| ConnError::Idle)??;
-            if n == 0 {
-                return Err(ConnError::Truncated);
+            () = shutdown.cancelled() => {
+                // Records already appended get their answers.
+                settle(broker, session, wr, out, &mut owed, shutdown).await?;
+                return Ok(());
             }
-        }
+            Some(reply) = owed.next(), if !owed.is_empty() => {
+                send_owed(broker, session, wr, out, reply, &mut owed, shutdown).await?;
+                continue;
+            }
+            r = rd.next(max, wait, broker, inflight), if owed.len() < PIPELINE_DEPTH => r?,
+        };
+        let Some(Frame {
+            bytes: frame,
+            len,
+            permit,
+        }) = frame
+        else {
+            settle(broker, session, wr, out, &mut owed, shutdown).await?;
+            return Ok(());
+        };
         let started = Instant::now();
-        let frame = frame.freeze();
-        out.clear();
         if raw_tokens {
             drop(permit);
             match token_step(broker, session, &mut sasl, frame).await {
@@ -250,101 +355,196 @@ where
             }
             continue;
         }
-        match protocol::decode(frame)? {
+        let (header, key, body) = match protocol::decode(frame)? {
             Decoded::ApiVersionsTooNew {
                 correlation_id,
                 version,
             } => {
+                settle(broker, session, wr, out, &mut owed, shutdown).await?;
                 tracing::debug!(version, "ApiVersions above our range: answering v0");
                 let body = ResponseKind::ApiVersions(api::versions::too_new());
+                out.clear();
                 protocol::encode(out, correlation_id, ApiKey::ApiVersions, 0, &body)?;
-            }
-            Decoded::Request { header, key, body } => {
-                let version = header.request_api_version;
-                ctx.api = Some(api_name(key));
-                if ctx.client_id.is_none() {
-                    ctx.client_id = header
-                        .client_id
-                        .as_ref()
-                        .map(|c| c.chars().take(128).collect());
-                }
-                if matches!(key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
-                    // Small requests; the failure delay must not hold budget.
-                    drop(permit);
-                    let (resp, close) = sasl_step(
-                        broker,
-                        session,
-                        &mut sasl,
-                        &mut authenticated,
-                        &mut raw_tokens,
-                        version,
-                        *body,
-                    )
-                    .await;
-                    protocol::encode(out, header.correlation_id, key, version, &resp)?;
-                    wr.write_all(out).await?;
-                    wr.flush().await?;
-                    if close {
-                        return Err(ConnError::AuthenticationFailed);
-                    }
-                    continue;
-                }
-                if !authenticated && key != ApiKey::ApiVersions {
-                    // Kafka closes a SASL connection that skips the handshake.
-                    return Err(ConnError::Unauthenticated(api_name(key)));
-                }
-                let resp = api::handle(broker, &header, session, key, *body).await?;
-                let micros = started.elapsed().as_micros() as u64;
-                broker.metrics.record_request(api_name(key), micros);
-                let client_id = header.client_id.as_ref().map_or("", |c| c.as_str());
-                let Some(mut resp) = resp else {
-                    if broker.quotas.any() {
-                        let t = throttle(broker, session, client_id, key, len, micros, None);
-                        drop(permit);
-                        mute(broker, t, shutdown).await;
-                    }
-                    continue;
-                };
-                let throttled = if broker.quotas.any() {
-                    let t = throttle(broker, session, client_id, key, len, micros, Some(&resp));
-                    set_throttle(&mut resp, t);
-                    t
-                } else {
-                    Duration::ZERO
-                };
-                for code in api::response_error_codes(&resp) {
-                    broker.metrics.record_error(code);
-                }
-                if let ResponseKind::Fetch(f) = &resp {
-                    if fetch_frame::supported(f, version) {
-                        // Record data goes from the segment maps to the
-                        // socket without a copy.
-                        let chunks = fetch_frame::frame(header.correlation_id, version, f)?;
-                        write_chunks(wr, chunks).await?;
-                        wr.flush().await?;
-                        drop(permit);
-                        mute(broker, throttled, shutdown).await;
-                        continue;
-                    }
-                }
-                protocol::encode(out, header.correlation_id, key, version, &resp)?;
                 wr.write_all(out).await?;
                 wr.flush().await?;
-                drop(permit);
-                mute(broker, throttled, shutdown).await;
-                if out.capacity() > 1 << 20 {
-                    *out = BytesMut::new();
-                }
                 continue;
             }
+            Decoded::Request { header, key, body } => (header, key, body),
+        };
+        let version = header.request_api_version;
+        ctx.api = Some(api_name(key));
+        if ctx.client_id.is_none() {
+            ctx.client_id = header
+                .client_id
+                .as_ref()
+                .map(|c| c.chars().take(128).collect());
         }
-        wr.write_all(out).await?;
-        wr.flush().await?;
-        if out.capacity() > 1 << 20 {
-            // Do not keep a large buffer alive for an idle connection.
-            *out = BytesMut::new();
+        if key != ApiKey::Produce {
+            settle(broker, session, wr, out, &mut owed, shutdown).await?;
+        }
+        if matches!(key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
+            // Small requests; the failure delay must not hold budget.
+            drop(permit);
+            let (resp, close) = sasl_step(
+                broker,
+                session,
+                &mut sasl,
+                &mut authenticated,
+                &mut raw_tokens,
+                version,
+                *body,
+            )
+            .await;
+            out.clear();
+            protocol::encode(out, header.correlation_id, key, version, &resp)?;
+            wr.write_all(out).await?;
+            wr.flush().await?;
+            if close {
+                return Err(ConnError::AuthenticationFailed);
+            }
+            continue;
+        }
+        if !authenticated && key != ApiKey::ApiVersions {
+            // Kafka closes a SASL connection that skips the handshake.
+            return Err(ConnError::Unauthenticated(api_name(key)));
+        }
+        let handled = api::start(broker, &header, session, key, *body).await?;
+        // The request's bytes are consumed (a produce's records are in the
+        // log): its budget goes back before the wait for an fsync.
+        drop(permit);
+        let mut reply = Reply {
+            correlation_id: header.correlation_id,
+            key,
+            version,
+            request_len: len,
+            started,
+            client_id: header.client_id,
+            resp: None,
+        };
+        if handled.flush.is_none() && owed.is_empty() {
+            reply.resp = handled.resp;
+            send(broker, session, wr, out, reply, shutdown).await?;
+        } else {
+            owed.push_back(Box::pin(async move {
+                reply.resp = handled.finish().await;
+                reply
+            }));
         }
     }
+}
+
+/// Sends every owed response, in order.
+async fn settle<W: AsyncWrite + Unpin>(
+    broker: &Broker,
+    session: &Session,
+    wr: &mut W,
+    out: &mut BytesMut,
+    owed: &mut FuturesOrdered<Owed>,
+    shutdown: &CancellationToken,
+) -> Result<(), ConnError> {
+    while let Some(reply) = owed.next().await {
+        send_owed(broker, session, wr, out, reply, owed, shutdown).await?;
+    }
+    Ok(())
+}
+
+/// Sends `first` and every owed response already done after it, in one
+/// write.
+async fn send_owed<W: AsyncWrite + Unpin>(
+    broker: &Broker,
+    session: &Session,
+    wr: &mut W,
+    out: &mut BytesMut,
+    first: Reply,
+    owed: &mut FuturesOrdered<Owed>,
+    shutdown: &CancellationToken,
+) -> Result<(), ConnError> {
+    out.clear();
+    let mut throttle = Duration::ZERO;
+    let mut next = Some(first);
+    while let Some(mut reply) = next.take() {
+        throttle = throttle.max(account(broker, session, &mut reply));
+        if let Some(resp) = &reply.resp {
+            protocol::encode(out, reply.correlation_id, reply.key, reply.version, resp)?;
+        }
+        next = owed.next().now_or_never().flatten();
+    }
+    if !out.is_empty() {
+        wr.write_all(out).await?;
+        wr.flush().await?;
+    }
+    shrink(out);
+    mute(broker, throttle, shutdown).await;
+    Ok(())
+}
+
+/// Sends one response as soon as it is ready.
+async fn send<W: AsyncWrite + Unpin>(
+    broker: &Broker,
+    session: &Session,
+    wr: &mut W,
+    out: &mut BytesMut,
+    mut reply: Reply,
+    shutdown: &CancellationToken,
+) -> Result<(), ConnError> {
+    let throttle = account(broker, session, &mut reply);
+    match &reply.resp {
+        Some(ResponseKind::Fetch(f)) if fetch_frame::supported(f, reply.version) => {
+            // Record data goes from the segment maps to the socket without
+            // a copy.
+            let chunks = fetch_frame::frame(reply.correlation_id, reply.version, f)?;
+            write_chunks(wr, chunks).await?;
+            wr.flush().await?;
+        }
+        Some(resp) => {
+            out.clear();
+            protocol::encode(out, reply.correlation_id, reply.key, reply.version, resp)?;
+            wr.write_all(out).await?;
+            wr.flush().await?;
+            shrink(out);
+        }
+        None => {}
+    }
+    mute(broker, throttle, shutdown).await;
+    Ok(())
+}
+
+/// Do not keep a large output buffer alive for an idle connection.
+fn shrink(out: &mut BytesMut) {
+    if out.capacity() > 1 << 20 {
+        *out = BytesMut::new();
+    }
+}
+
+/// Request metrics, error metrics and quotas for a finished request; puts
+/// the throttle time into the response and returns it.
+fn account(broker: &Broker, session: &Session, reply: &mut Reply) -> Duration {
+    let micros = reply.started.elapsed().as_micros() as u64;
+    broker.metrics.record_request(api_name(reply.key), micros);
+    let throttled = if broker.quotas.any() {
+        let client_id = reply.client_id.as_ref().map_or("", |c| c.as_str());
+        let t = throttle(
+            broker,
+            session,
+            client_id,
+            reply.key,
+            reply.request_len,
+            micros,
+            reply.resp.as_ref(),
+        );
+        if let Some(resp) = reply.resp.as_mut() {
+            set_throttle(resp, t);
+        }
+        t
+    } else {
+        Duration::ZERO
+    };
+    if let Some(resp) = &reply.resp {
+        for code in api::response_error_codes(resp) {
+            broker.metrics.record_error(code);
+        }
+    }
+    throttled
 }
 
 /// A bare SASL token: size prefix and bytes (SaslHandshake v0).

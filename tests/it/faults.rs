@@ -191,3 +191,114 @@ async fn a_failed_hand_back_write_is_a_storage_error_and_nothing_is_held() {
     let got = values(&bs, "fault-retry.retry", 1).await;
     assert_eq!(got, ["y"]);
 }
+
+/// The value of a metric line that starts with `prefix` (name and labels).
+fn metric(http: std::net::SocketAddr, prefix: &str) -> f64 {
+    let (_, _, body) = http_get(http, "/metrics", &[]);
+    body.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {prefix} in:\n{body}"))
+}
+
+/// acks=all produce requests pipelined on one connection, on a slow disk:
+/// the connection reads and appends the next ones while the first waits for
+/// its fsync, so they share fsyncs instead of taking one each in turn; the
+/// answers keep request order, and a fetch pipelined behind them sees every
+/// record they were told is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_acks_all_produces_share_fsyncs_and_keep_their_order() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        ApiKey, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse, ResponseHeader,
+        TopicName,
+    };
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    use std::io::Write;
+
+    const TOPIC: &str = "fault-pipelined";
+    const N: i32 = 20;
+    let b = TestBroker::start_with(|c| c.args.fsync = weir::config::FsyncPolicy::AcksAll).await;
+    create_topic(&b.bootstrap(), TOPIC, 1, &[]).await;
+    let (addr, http) = (b.kafka_addr(), b.http_addr());
+    let fsyncs = format!("weir_partition_fsyncs_total{{topic=\"{TOPIC}\",partition=\"0\"}} ");
+    tokio::task::spawn_blocking(move || {
+        let before = metric(http, &fsyncs);
+        // Without pipelining these would take 20 fsyncs of 200 ms each.
+        faults::inject_delay(
+            Op::Sync,
+            "fault-pipelined-0",
+            100,
+            Duration::from_millis(200),
+        );
+        let name = TopicName(StrBytes::from_static_str(TOPIC));
+        let mut all = Vec::new();
+        for i in 0..N {
+            let rec = weir::records::plain_record(
+                0,
+                weir::broker::now_ms(),
+                None,
+                Some(bytes::Bytes::from(format!("v{i}"))),
+                &[],
+            );
+            let batch =
+                weir::records::encode_batch(&[rec], kafka_protocol::records::Compression::None)
+                    .unwrap();
+            let req = ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(30_000)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(name.clone())
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch))])]);
+            all.extend(crate::bad_input::frame(ApiKey::Produce, 9, i, &req));
+        }
+        let fetch = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(name)
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20)])]);
+        all.extend(crate::bad_input::frame(ApiKey::Fetch, 11, N, &fetch));
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(&all).unwrap();
+        for i in 0..N {
+            let mut r = bytes::Bytes::from(crate::bad_input::read_response(&mut s).unwrap());
+            let h = ResponseHeader::decode(&mut r, 1).unwrap();
+            assert_eq!(h.correlation_id, i, "answers in request order");
+            let p = ProduceResponse::decode(&mut r, 9).unwrap();
+            let part = &p.responses[0].partition_responses[0];
+            assert_eq!((part.error_code, part.base_offset), (0, i64::from(i)));
+        }
+        let mut r = bytes::Bytes::from(crate::bad_input::read_response(&mut s).unwrap());
+        let h = ResponseHeader::decode(&mut r, 0).unwrap();
+        assert_eq!(h.correlation_id, N, "the fetch is answered last");
+        let f = FetchResponse::decode(&mut r, 11).unwrap();
+        let part = &f.responses[0].partitions[0];
+        assert_eq!(part.high_watermark, i64::from(N));
+        let records = part.records.clone().unwrap_or_default();
+        let values: Vec<String> = weir::records::decode_all(&records)
+            .unwrap()
+            .into_iter()
+            .flat_map(|set| set.records)
+            .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+            .collect();
+        let want: Vec<String> = (0..N).map(|i| format!("v{i}")).collect();
+        assert_eq!(values, want, "the fetch sees every acknowledged record");
+        let used = metric(http, &fsyncs) - before;
+        faults::clear("fault-pipelined");
+        assert!(
+            (1.0..=5.0).contains(&used),
+            "{N} pipelined acks=all produces took {used} fsyncs"
+        );
+    })
+    .await
+    .unwrap();
+}
