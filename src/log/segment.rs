@@ -12,7 +12,6 @@
 //! the amount of data kept.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -632,16 +631,12 @@ impl Segment {
         let Some(file) = self.file.as_ref() else {
             return Err(LogError::Closed);
         };
-        let write = |buf: &[u8], at: u64| {
-            super::faults::check(super::faults::Op::Write, &self.path)
-                .and_then(|()| file.write_all_at(buf, at))
-                .map_err(io_err(format!(
-                    "failed to write {} at {at}",
-                    self.path.display()
-                )))
-        };
-        write(header, pos)?;
-        write(body, pos + HEADER_LEN as u64)?;
+        super::faults::check(super::faults::Op::Write, &self.path)
+            .and_then(|()| write_all_at(file, header, body, pos))
+            .map_err(io_err(format!(
+                "failed to write {} at {pos}",
+                self.path.display()
+            )))?;
         self.note_batch(pos, h, len);
         Ok(())
     }
@@ -742,6 +737,33 @@ fn mtime_ms(meta: &std::fs::Metadata) -> i64 {
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Writes `head` and then `body` at `at` with one system call (a short
+/// write goes on where it stopped). One write that covers whole pages lets
+/// the page cache fill a fresh page without zeroing it first, which a
+/// separate 61-byte header write would make it do.
+fn write_all_at(file: &File, head: &[u8], body: &[u8], at: u64) -> std::io::Result<()> {
+    let total = head.len() + body.len();
+    let mut done = 0;
+    while done < total {
+        let (h, b) = match done.checked_sub(head.len()) {
+            None => (&head[done..], body),
+            Some(d) => (&[][..], &body[d..]),
+        };
+        let n = match rustix::io::pwritev(
+            file,
+            &[std::io::IoSlice::new(h), std::io::IoSlice::new(b)],
+            at + done as u64,
+        ) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        done += n;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
