@@ -612,21 +612,29 @@ impl PartitionLog {
     /// publishes the result and wakes the waiters itself, even if this
     /// future is dropped.
     async fn sync_all(&self) -> Result<(), LogError> {
+        // Clears `syncing` and wakes the waiters however the task ends: run
+        // to its end, panicked, or dropped unrun by a stopping runtime.
+        struct Done(Arc<Durability>);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0.syncing.store(false, Ordering::Release);
+                self.0.synced.notify_waiters();
+            }
+        }
+        let done = Done(Arc::clone(&self.durable));
         let (files, path, end) = {
-            let mut inner = self.inner.lock();
-            let mut files = std::mem::take(&mut inner.unsynced);
-            let path = match inner.segments.values().next_back() {
-                Some(s) => {
-                    files.extend(s.file().cloned());
-                    s.path().to_path_buf()
-                }
-                None => self.dir.clone(),
-            };
-            (files, path, self.end_offset())
+            let inner = self.inner.lock();
+            let path = inner
+                .segments
+                .values()
+                .next_back()
+                .map_or_else(|| self.dir.clone(), |s| s.path().to_path_buf());
+            (Self::files_to_sync(&inner), path, self.end_offset())
         };
         let dir = self.dir.clone();
-        let durable = Arc::clone(&self.durable);
+        let synced_files = files.clone();
         let task = tokio::task::spawn_blocking(move || {
+            let durable = &done.0;
             durable.fsyncs.fetch_add(1, Ordering::Relaxed);
             let res = faults::check(faults::Op::Sync, &dir)
                 .and_then(|()| files.iter().try_for_each(|f| f.sync_data()));
@@ -639,24 +647,43 @@ impl PartitionLog {
                     tracing::error!(dir = %dir.display(), error = %e, "fsync failed; partition taken offline");
                 }
             }
-            durable.syncing.store(false, Ordering::Release);
-            durable.synced.notify_waiters();
+            drop(done);
             res
         });
         match task.await {
-            Ok(res) => res.map_err(io_err(format!("failed to sync {}", path.display()))),
-            Err(e) => {
-                // The task never ran (the runtime is stopping) or panicked:
-                // nobody else will clear the flag. Nothing is known to be
-                // lost, so the next caller tries again.
-                self.durable.syncing.store(false, Ordering::Release);
-                self.durable.synced.notify_waiters();
-                Err(LogError::Io {
-                    context: format!("fsync task for {} failed", path.display()),
-                    source: std::io::Error::other(e),
-                })
+            Ok(Ok(())) => {
+                self.mark_synced(&synced_files);
+                Ok(())
             }
+            Ok(Err(e)) => Err(io_err(format!("failed to sync {}", path.display()))(e)),
+            // Panicked, or never ran (the runtime is stopping): nothing was
+            // published, and the files stay listed for the next fsync.
+            Err(e) => Err(LogError::Io {
+                context: format!("fsync task for {} failed", path.display()),
+                source: std::io::Error::other(e),
+            }),
         }
+    }
+
+    /// The files an fsync must cover now: the sealed segments not synced yet
+    /// and the active one. Sealed files stay listed until an fsync of them
+    /// succeeded ([`Self::mark_synced`]), so one that runs while another
+    /// syncer's fsync of them is still in progress covers them too, instead
+    /// of publishing an end offset past data not yet on disk.
+    fn files_to_sync(inner: &Inner) -> Vec<Arc<std::fs::File>> {
+        let mut files = inner.unsynced.clone();
+        if let Some(s) = inner.segments.values().next_back() {
+            files.extend(s.file().cloned());
+        }
+        files
+    }
+
+    /// Takes files an fsync covered off the list of sealed, unsynced ones.
+    fn mark_synced(&self, files: &[Arc<std::fs::File>]) {
+        self.inner
+            .lock()
+            .unsynced
+            .retain(|u| !files.iter().any(|f| Arc::ptr_eq(u, f)));
     }
 
     /// Synchronous fsync of everything written (shutdown, tests).
@@ -666,14 +693,11 @@ impl PartitionLog {
     pub fn flush(&self) -> Result<(), LogError> {
         self.check_not_failed()?;
         let (files, end) = {
-            let mut inner = self.inner.lock();
-            let mut files = std::mem::take(&mut inner.unsynced);
-            if let Some(s) = inner.segments.values().next_back() {
-                files.extend(s.file().cloned());
-            }
-            (files, self.end_offset())
+            let inner = self.inner.lock();
+            (Self::files_to_sync(&inner), self.end_offset())
         };
         self.sync_files(&files)?;
+        self.mark_synced(&files);
         self.durable.flushed_offset.fetch_max(end, Ordering::AcqRel);
         Ok(())
     }
@@ -901,12 +925,11 @@ impl PartitionLog {
             {
                 return Ok(false);
             }
-            let mut files = std::mem::take(&mut inner.unsynced);
+            let files = Self::files_to_sync(&inner);
             let producers = inner.producers.snapshot();
             let Some(active) = inner.segments.values_mut().next_back() else {
                 return Ok(false);
             };
-            files.extend(active.file().cloned());
             let index_ok = match active.persist_index() {
                 Ok(()) => true,
                 Err(e) => {
@@ -926,6 +949,7 @@ impl PartitionLog {
             (files, active.path().to_path_buf(), rp)
         };
         self.sync_files(&files)?;
+        self.mark_synced(&files);
         let mut rp = rp;
         if rp.segment.index_entries > 0 || rp.segment.time_entries > 0 {
             if let Err(e) = segment::sync_index_files(&index_path) {

@@ -17,7 +17,6 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
-use kafka_protocol::protocol::StrBytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -38,6 +37,9 @@ const READ_BUFFER: usize = 4 * 1024;
 /// Produce responses a connection may owe while it reads on; at this depth
 /// it stops reading until the oldest is sent.
 const PIPELINE_DEPTH: usize = 64;
+/// The idle timeout while answers are owed: none to speak of (the client
+/// waits for them).
+const OWED_WAIT: Duration = Duration::from_secs(24 * 3600);
 /// Largest frame before authentication on a SASL listener (Kafka's
 /// sasl.server.max.receive.size).
 const MAX_UNAUTHENTICATED_FRAME: usize = 512 * 1024;
@@ -269,10 +271,15 @@ struct Reply {
     correlation_id: i32,
     key: ApiKey,
     version: i16,
-    request_len: usize,
     started: Instant,
-    client_id: Option<StrBytes>,
     resp: Option<ResponseKind>,
+    /// Charged when the request took effect; the connection is muted for
+    /// it once the response is sent.
+    throttle: Duration,
+    /// The request's share of the in-flight byte budget, held until the
+    /// response is sent: names in the response and the queue still point
+    /// into the request's frame.
+    _budget: OwnedSemaphorePermit,
 }
 
 /// A response owed in request order, waiting for its fsync.
@@ -316,18 +323,24 @@ where
             }
             (max.min(MAX_UNAUTHENTICATED_FRAME), idle.min(left))
         };
+        // While answers are owed the client is waiting for them, not idle.
+        let read_wait = if owed.is_empty() { wait } else { OWED_WAIT };
         let frame = tokio::select! {
             biased;
             () = shutdown.cancelled() => {
                 // Records already appended get their answers.
-                settle(broker, session, wr, out, &mut owed, shutdown).await?;
+                settle(broker, wr, out, &mut owed, shutdown).await?;
                 return Ok(());
             }
             Some(reply) = owed.next(), if !owed.is_empty() => {
-                send_owed(broker, session, wr, out, reply, &mut owed, shutdown).await?;
+                send_owed(broker, wr, out, reply, &mut owed, shutdown).await?;
                 continue;
             }
-            r = rd.next(max, wait, broker, inflight), if owed.len() < PIPELINE_DEPTH => r?,
+            r = rd.next(max, read_wait, broker, inflight),
+                if owed.len() < PIPELINE_DEPTH => match r {
+                Ok(frame) => frame,
+                Err(e) => return close_with(broker, wr, out, &mut owed, shutdown, e).await,
+            },
         };
         let Some(Frame {
             bytes: frame,
@@ -335,7 +348,7 @@ where
             permit,
         }) = frame
         else {
-            settle(broker, session, wr, out, &mut owed, shutdown).await?;
+            settle(broker, wr, out, &mut owed, shutdown).await?;
             return Ok(());
         };
         let started = Instant::now();
@@ -355,12 +368,16 @@ where
             }
             continue;
         }
-        let (header, key, body) = match protocol::decode(frame)? {
+        let decoded = match protocol::decode(frame) {
+            Ok(d) => d,
+            Err(e) => return close_with(broker, wr, out, &mut owed, shutdown, e.into()).await,
+        };
+        let (header, key, body) = match decoded {
             Decoded::ApiVersionsTooNew {
                 correlation_id,
                 version,
             } => {
-                settle(broker, session, wr, out, &mut owed, shutdown).await?;
+                settle(broker, wr, out, &mut owed, shutdown).await?;
                 tracing::debug!(version, "ApiVersions above our range: answering v0");
                 let body = ResponseKind::ApiVersions(api::versions::too_new());
                 out.clear();
@@ -380,7 +397,7 @@ where
                 .map(|c| c.chars().take(128).collect());
         }
         if key != ApiKey::Produce {
-            settle(broker, session, wr, out, &mut owed, shutdown).await?;
+            settle(broker, wr, out, &mut owed, shutdown).await?;
         }
         if matches!(key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
             // Small requests; the failure delay must not hold budget.
@@ -408,22 +425,45 @@ where
             // Kafka closes a SASL connection that skips the handshake.
             return Err(ConnError::Unauthenticated(api_name(key)));
         }
-        let handled = api::start(broker, &header, session, key, *body).await?;
-        // The request's bytes are consumed (a produce's records are in the
-        // log): its budget goes back before the wait for an fsync.
-        drop(permit);
+        let handled = match api::start(broker, &header, session, key, *body).await {
+            Ok(h) => h,
+            Err(e) => return close_with(broker, wr, out, &mut owed, shutdown, e.into()).await,
+        };
+        // Quotas are charged now, when the request has taken effect, for
+        // the handler's time (not a produce's wait for its fsync).
+        let throttle = if broker.quotas.any() {
+            let client_id = header.client_id.as_ref().map_or("", |c| c.as_str());
+            let micros = started.elapsed().as_micros() as u64;
+            throttle(
+                broker,
+                session,
+                client_id,
+                key,
+                len,
+                micros,
+                handled.resp.as_ref(),
+            )
+        } else {
+            Duration::ZERO
+        };
         let mut reply = Reply {
             correlation_id: header.correlation_id,
             key,
             version,
-            request_len: len,
             started,
-            client_id: header.client_id,
             resp: None,
+            throttle,
+            _budget: permit,
         };
         if handled.flush.is_none() && owed.is_empty() {
             reply.resp = handled.resp;
-            send(broker, session, wr, out, reply, shutdown).await?;
+            send(broker, wr, out, reply, shutdown).await?;
+        } else if !throttle.is_zero() {
+            // A throttled client gets nothing more read until its answer
+            // is sent and the throttle time has passed: answered in turn.
+            settle(broker, wr, out, &mut owed, shutdown).await?;
+            reply.resp = handled.finish().await;
+            send(broker, wr, out, reply, shutdown).await?;
         } else {
             owed.push_back(Box::pin(async move {
                 reply.resp = handled.finish().await;
@@ -433,17 +473,32 @@ where
     }
 }
 
+/// Ends the connection with `e`, after sending the answers owed for
+/// records already in the log (as far as the socket still takes them).
+async fn close_with<W: AsyncWrite + Unpin>(
+    broker: &Broker,
+    wr: &mut W,
+    out: &mut BytesMut,
+    owed: &mut FuturesOrdered<Owed>,
+    shutdown: &CancellationToken,
+    e: ConnError,
+) -> Result<(), ConnError> {
+    if !owed.is_empty() {
+        let _ = settle(broker, wr, out, owed, shutdown).await;
+    }
+    Err(e)
+}
+
 /// Sends every owed response, in order.
 async fn settle<W: AsyncWrite + Unpin>(
     broker: &Broker,
-    session: &Session,
     wr: &mut W,
     out: &mut BytesMut,
     owed: &mut FuturesOrdered<Owed>,
     shutdown: &CancellationToken,
 ) -> Result<(), ConnError> {
     while let Some(reply) = owed.next().await {
-        send_owed(broker, session, wr, out, reply, owed, shutdown).await?;
+        send_owed(broker, wr, out, reply, owed, shutdown).await?;
     }
     Ok(())
 }
@@ -452,7 +507,6 @@ async fn settle<W: AsyncWrite + Unpin>(
 /// write.
 async fn send_owed<W: AsyncWrite + Unpin>(
     broker: &Broker,
-    session: &Session,
     wr: &mut W,
     out: &mut BytesMut,
     first: Reply,
@@ -463,7 +517,7 @@ async fn send_owed<W: AsyncWrite + Unpin>(
     let mut throttle = Duration::ZERO;
     let mut next = Some(first);
     while let Some(mut reply) = next.take() {
-        throttle = throttle.max(account(broker, session, &mut reply));
+        throttle = throttle.max(account(broker, &mut reply));
         if let Some(resp) = &reply.resp {
             protocol::encode(out, reply.correlation_id, reply.key, reply.version, resp)?;
         }
@@ -481,13 +535,12 @@ async fn send_owed<W: AsyncWrite + Unpin>(
 /// Sends one response as soon as it is ready.
 async fn send<W: AsyncWrite + Unpin>(
     broker: &Broker,
-    session: &Session,
     wr: &mut W,
     out: &mut BytesMut,
     mut reply: Reply,
     shutdown: &CancellationToken,
 ) -> Result<(), ConnError> {
-    let throttle = account(broker, session, &mut reply);
+    let throttle = account(broker, &mut reply);
     match &reply.resp {
         Some(ResponseKind::Fetch(f)) if fetch_frame::supported(f, reply.version) => {
             // Record data goes from the segment maps to the socket without
@@ -516,35 +569,18 @@ fn shrink(out: &mut BytesMut) {
     }
 }
 
-/// Request metrics, error metrics and quotas for a finished request; puts
-/// the throttle time into the response and returns it.
-fn account(broker: &Broker, session: &Session, reply: &mut Reply) -> Duration {
+/// Request and error metrics for a finished request; puts the throttle
+/// time charged when it took effect into the response and returns it.
+fn account(broker: &Broker, reply: &mut Reply) -> Duration {
     let micros = reply.started.elapsed().as_micros() as u64;
     broker.metrics.record_request(api_name(reply.key), micros);
-    let throttled = if broker.quotas.any() {
-        let client_id = reply.client_id.as_ref().map_or("", |c| c.as_str());
-        let t = throttle(
-            broker,
-            session,
-            client_id,
-            reply.key,
-            reply.request_len,
-            micros,
-            reply.resp.as_ref(),
-        );
-        if let Some(resp) = reply.resp.as_mut() {
-            set_throttle(resp, t);
-        }
-        t
-    } else {
-        Duration::ZERO
-    };
-    if let Some(resp) = &reply.resp {
+    if let Some(resp) = reply.resp.as_mut() {
+        set_throttle(resp, reply.throttle);
         for code in api::response_error_codes(resp) {
             broker.metrics.record_error(code);
         }
     }
-    throttled
+    reply.throttle
 }
 
 /// A bare SASL token: size prefix and bytes (SaslHandshake v0).

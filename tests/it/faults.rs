@@ -302,3 +302,65 @@ async fn pipelined_acks_all_produces_share_fsyncs_and_keep_their_order() {
     .await
     .unwrap();
 }
+
+/// A connection that must close (here: a negative frame size) while a
+/// produce waits for its fsync sends that produce's answer first: the
+/// records are in the log, and the client learns so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_frame_behind_a_produce_waiting_for_its_fsync_closes_after_its_answer() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    use std::io::Write;
+
+    const TOPIC: &str = "fault-owed-close";
+    let b = TestBroker::start_with(|c| c.args.fsync = weir::config::FsyncPolicy::AcksAll).await;
+    create_topic(&b.bootstrap(), TOPIC, 1, &[]).await;
+    let addr = b.kafka_addr();
+    tokio::task::spawn_blocking(move || {
+        faults::inject_delay(
+            Op::Sync,
+            "fault-owed-close-0",
+            10,
+            Duration::from_millis(300),
+        );
+        let rec = weir::records::plain_record(
+            0,
+            weir::broker::now_ms(),
+            None,
+            Some(bytes::Bytes::from_static(b"kept")),
+            &[],
+        );
+        let batch = weir::records::encode_batch(&[rec], kafka_protocol::records::Compression::None)
+            .unwrap();
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(kafka_protocol::messages::TopicName(
+                    StrBytes::from_static_str(TOPIC),
+                ))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(batch))])]);
+        let mut all = crate::bad_input::frame(ApiKey::Produce, 9, 7, &req);
+        all.extend_from_slice(&(-1i32).to_be_bytes());
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(&all).unwrap();
+        let mut r = bytes::Bytes::from(
+            crate::bad_input::read_response(&mut s).expect("the produce is answered"),
+        );
+        assert_eq!(ResponseHeader::decode(&mut r, 1).unwrap().correlation_id, 7);
+        let p = ProduceResponse::decode(&mut r, 9).unwrap();
+        let part = &p.responses[0].partition_responses[0];
+        assert_eq!((part.error_code, part.base_offset), (0, 0));
+        assert!(
+            crate::bad_input::closed(&mut s),
+            "then the connection closes"
+        );
+        faults::clear("fault-owed-close");
+    })
+    .await
+    .unwrap();
+}
