@@ -178,6 +178,16 @@ impl Registry {
                 })
             }
         };
+        // Partitions of deleted topics whose removal a stop cut short.
+        if let Ok(entries) = fs::read_dir(data_dir) {
+            let leftovers: Vec<PathBuf> = entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(DELETED_SUFFIX))
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .collect();
+            remove_in_background(leftovers);
+        }
         let mut topics = BTreeMap::new();
         for t in &meta.topics {
             let mut parts = Vec::new();
@@ -354,20 +364,23 @@ impl Registry {
             self.topics.write().insert(name.to_string(), topic);
             return Err(e.into());
         }
+        // Renamed now, under the lock (a topic of the same name may be
+        // created next); the data is removed by a thread of its own, so a
+        // large topic holds neither the lock nor a runtime worker.
+        let mut doomed_dirs = Vec::new();
         for log in topic.partitions() {
             log.close();
             let dir = log.dir().to_path_buf();
             let doomed = dir.with_file_name(format!(
-                "{}.{}-delete",
+                "{}.{}{DELETED_SUFFIX}",
                 dir.file_name().and_then(|n| n.to_str()).unwrap_or("x"),
                 topic.id.simple()
             ));
             if fs::rename(&dir, &doomed).is_ok() {
-                if let Err(e) = fs::remove_dir_all(&doomed) {
-                    tracing::warn!(dir = %doomed.display(), error = %e, "failed to remove deleted partition");
-                }
+                doomed_dirs.push(doomed);
             }
         }
+        remove_in_background(doomed_dirs);
         tracing::info!(topic = name, "deleted topic");
         Ok(())
     }
@@ -510,6 +523,32 @@ fn new_cluster_id() -> String {
     (0..22)
         .map(|i| alphabet[((v >> (i * 6)) & 63) as usize] as char)
         .collect()
+}
+
+/// Suffix of a deleted partition's directory, renamed before its removal.
+const DELETED_SUFFIX: &str = "-delete";
+
+/// Removes deleted partitions' directories on a thread of their own.
+fn remove_in_background(dirs: Vec<PathBuf>) {
+    if dirs.is_empty() {
+        return;
+    }
+    let remove = |dirs: Vec<PathBuf>| {
+        for d in dirs {
+            if let Err(e) = fs::remove_dir_all(&d) {
+                tracing::warn!(dir = %d.display(), error = %e, "failed to remove deleted partition");
+            }
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("weir-delete".into())
+        .spawn({
+            let dirs = dirs.clone();
+            move || remove(dirs)
+        });
+    if spawned.is_err() {
+        remove(dirs);
+    }
 }
 
 #[cfg(test)]

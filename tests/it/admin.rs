@@ -258,3 +258,49 @@ async fn the_load_tool_produces_consumes_and_measures_end_to_end() {
     e2e.records = Some(5000);
     weir::bench::run(e2e).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_partitions_are_removed_and_leftovers_are_swept_at_start() {
+    let mut b = TestBroker::start().await;
+    let bs = b.bootstrap();
+    create_topic(&bs, "doomed", 2, &[]).await;
+    let data = b.dir.path().join("data");
+    let admin = admin(&bs);
+    let r = admin.delete_topics(&["doomed"], &opts()).await.unwrap();
+    assert!(r[0].is_ok());
+    let left = |data: &std::path::Path| {
+        std::fs::read_dir(data)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("doomed-"))
+            .collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !left(&data).is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        left(&data),
+        Vec::<String>::new(),
+        "the partitions are removed"
+    );
+
+    // A removal cut short by a stop leaves a renamed directory: the next
+    // start removes it, and nothing else.
+    b.stop().await;
+    let stray = data.join("doomed-0.0123456789abcdef0123456789abcdef-delete");
+    std::fs::create_dir_all(&stray).unwrap();
+    std::fs::write(stray.join("00000000000000000000.log"), b"x").unwrap();
+    let keep = data.join("not-a-partition");
+    std::fs::create_dir_all(&keep).unwrap();
+    let config = weir::config::Config::for_tests(data.clone());
+    let running = weir::start(config).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while stray.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!stray.exists(), "the leftover is swept");
+    assert!(keep.exists(), "other directories are left alone");
+    running.shutdown().await;
+}
