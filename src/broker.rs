@@ -56,8 +56,9 @@ pub struct Broker {
     limits: (Arc<tokio::sync::Semaphore>, Arc<tokio::sync::Semaphore>),
     /// SASL key derivations running at once.
     auth_slots: tokio::sync::Semaphore,
-    /// Notified after every append, so that waiting fetches re-check.
-    pub data_appended: Notify,
+    /// Notified when the broker starts draining, so that waiting fetches
+    /// answer now (appends wake the fetches of their own partition).
+    pub phase_changed: Notify,
     pub started: Instant,
     phase: AtomicU8,
     /// Held for the broker's life: only one process may use the data dir.
@@ -195,7 +196,7 @@ impl Broker {
             auth_slots: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
-            data_appended: Notify::new(),
+            phase_changed: Notify::new(),
             started: Instant::now(),
             phase: AtomicU8::new(Phase::Starting as u8),
             _lock: lock,

@@ -268,7 +268,7 @@ impl Running {
     pub async fn shutdown(self) {
         self.broker.set_phase(Phase::Draining);
         // Wake long-polling fetches so they answer now.
-        self.broker.data_appended.notify_waiters();
+        self.broker.phase_changed.notify_waiters();
         self.shutdown.cancel();
         self.tracker.close();
         let grace = Duration::from_millis(self.broker.config.args.shutdown_grace_ms);

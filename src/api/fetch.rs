@@ -18,7 +18,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use super::errors;
 use crate::broker::{Broker, Phase};
 use crate::log::batch::{BatchHeader, HEADER_LEN};
-use crate::log::LogError;
+use crate::log::{LogError, PartitionLog};
 
 /// Longest long-poll honoured, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(60);
@@ -144,23 +144,64 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = tokio::time::Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
-    loop {
-        // Register for the wake-up before looking, so no append is missed.
-        let notified = broker.data_appended.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let built = build(broker, &req, version);
-        let done = built.bytes >= min_bytes
+    let done = |built: &Built| {
+        built.bytes >= min_bytes
             || built.error
             || tokio::time::Instant::now() >= deadline
-            || broker.phase() == Phase::Draining;
-        if done {
+            || broker.phase() == Phase::Draining
+    };
+    let built = build(broker, &req, version);
+    if done(&built) {
+        count_out(broker, &built.resp);
+        return built.resp;
+    }
+    // A long poll: woken by appends to the partitions it asked for, not by
+    // every append to the broker.
+    let logs = requested_logs(broker, &req, version);
+    loop {
+        // Register for the wake-ups before looking, so no append is missed.
+        let draining = broker.phase_changed.notified();
+        tokio::pin!(draining);
+        draining.as_mut().enable();
+        let mut appended: Vec<_> = logs.iter().map(|l| Box::pin(l.next_append())).collect();
+        for a in &mut appended {
+            a.as_mut().enable();
+        }
+        let built = build(broker, &req, version);
+        if done(&built) {
             count_out(broker, &built.resp);
             return built.resp;
         }
+        let any_append = async move {
+            if appended.is_empty() {
+                std::future::pending::<()>().await;
+            } else {
+                futures::future::select_all(appended).await;
+            }
+        };
         tokio::select! {
-            () = &mut notified => {}
+            () = &mut draining => {}
+            () = any_append => {}
             () = tokio::time::sleep_until(deadline) => {}
         }
     }
+}
+
+/// The partitions a fetch asked for that exist.
+fn requested_logs(broker: &Broker, req: &FetchRequest, version: i16) -> Vec<Arc<PartitionLog>> {
+    let mut logs = Vec::new();
+    for ft in &req.topics {
+        let topic = if version >= 13 {
+            broker.topics.get_by_id(ft.topic_id)
+        } else {
+            broker.topics.get(ft.topic.0.as_str())
+        };
+        let Some(topic) = topic else { continue };
+        logs.extend(
+            ft.partitions
+                .iter()
+                .filter_map(|fp| topic.partition(fp.partition)),
+        );
+    }
+    logs
 }

@@ -64,7 +64,6 @@ pub async fn handle(
     let now = now_ms();
     let mut to_flush: Vec<(Arc<PartitionLog>, i64, TopicName, i32)> = Vec::new();
     let mut responses = Vec::with_capacity(req.topic_data.len());
-    let mut appended_any = false;
     for td in req.topic_data {
         let name = td.name.0.to_string();
         let topic = if valid_acks {
@@ -123,7 +122,6 @@ pub async fn handle(
             match log.append(&records, now) {
                 Ok(info) => {
                     if !info.duplicate {
-                        appended_any = true;
                         if let Some(c) = &counters {
                             c.bytes_in
                                 .fetch_add(records.len() as u64, Ordering::Relaxed);
@@ -163,9 +161,6 @@ pub async fn handle(
                 .with_name(td.name)
                 .with_partition_responses(parts),
         );
-    }
-    if appended_any {
-        broker.data_appended.notify_waiters();
     }
     let must_sync = match broker.config.args.fsync {
         FsyncPolicy::Always => true,

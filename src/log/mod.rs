@@ -162,6 +162,8 @@ pub struct PartitionLog {
     checkpointed_offset: AtomicI64,
     /// Serialises recovery checkpoints.
     checkpoint_lock: Mutex<()>,
+    /// Woken after each append: fetches waiting on this partition.
+    appended: tokio::sync::Notify,
     /// Set when the topic is deleted: handles still held by in-flight
     /// requests must not write into a directory a new topic of the same
     /// name may own.
@@ -329,6 +331,7 @@ impl PartitionLog {
             }),
             checkpointed_offset: AtomicI64::new(checkpointed),
             checkpoint_lock: Mutex::new(()),
+            appended: tokio::sync::Notify::new(),
             closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -373,7 +376,9 @@ impl PartitionLog {
     /// # Errors
     /// Invalid batches, size limits, sequence errors and I/O errors.
     pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, LogError> {
-        self.append_checked(records, now_ms, true)
+        let r = self.append_checked(records, now_ms, true);
+        self.wake_readers(&r);
+        r
     }
 
     /// Appends a batch the broker built itself (retry deliveries, dead
@@ -383,7 +388,21 @@ impl PartitionLog {
     /// # Errors
     /// Invalid batches and I/O errors.
     pub fn append_internal(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, LogError> {
-        self.append_checked(records, now_ms, false)
+        let r = self.append_checked(records, now_ms, false);
+        self.wake_readers(&r);
+        r
+    }
+
+    /// Completes at the next append to this partition. Enable it (or poll
+    /// it once) before looking at the log, so no append is missed.
+    pub fn next_append(&self) -> tokio::sync::futures::Notified<'_> {
+        self.appended.notified()
+    }
+
+    fn wake_readers(&self, r: &Result<AppendInfo, LogError>) {
+        if matches!(r, Ok(info) if !info.duplicate) {
+            self.appended.notify_waiters();
+        }
     }
 
     fn append_checked(

@@ -332,7 +332,6 @@ impl Retries {
             if sync {
                 log.flush()?;
             }
-            broker.data_appended.notify_waiters();
             counters
                 .dead_lettered
                 .fetch_add(dead.len() as u64, Ordering::Relaxed);
@@ -435,7 +434,6 @@ impl Retries {
                 }
             }
         }
-        broker.data_appended.notify_waiters();
         let failed_n = failed.len();
         self.store.reschedule(&failed);
         self.store.mark_done(&done, sync)?;
@@ -730,7 +728,6 @@ pub fn dlq_redrive(
             }
         }
     }
-    broker.data_appended.notify_waiters();
     tracing::info!(
         topic = base,
         records = moved,
