@@ -322,13 +322,18 @@ fn client(bootstrap: &str) -> ClientConfig {
     c
 }
 
-fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = client(bootstrap).create().expect("admin");
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// Runs `f` to its end on a runtime of its own (the admin client is async).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("runtime");
-    rt.block_on(async {
+        .expect("runtime")
+        .block_on(f)
+}
+
+fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = client(bootstrap).create().expect("admin");
+    block_on(async {
         let t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
         let r = admin
             .create_topics([&t], &AdminOptions::new())
@@ -346,11 +351,7 @@ fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
 /// instead of competing with the last one's write-back.
 fn settle(bootstrap: &str, name: &str) {
     let admin: AdminClient<DefaultClientContext> = client(bootstrap).create().expect("admin");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
+    block_on(async {
         let r = admin
             .delete_topics(&[name], &AdminOptions::new())
             .await
