@@ -23,59 +23,9 @@ const N = 200;
 const OVERALL_TIMEOUT_MS = Number(process.env.OVERALL_TIMEOUT || 100) * 1000;
 const POLL_WINDOW_MS = 30000;
 
-let checks = 0;
-const failures = [];
+const { Abort, checks, errStr, sleep, withTimeout } = require('./checks');
+const { ok, fail, check, finish } = checks('kafkajs', OVERALL_TIMEOUT_MS);
 let created = false; // true while the topic may exist and needs cleanup
-
-class Abort extends Error {}
-
-function ok(msg) {
-  checks += 1;
-  console.log(`ok:   ${msg}`);
-}
-function fail(msg, fatal = false) {
-  checks += 1;
-  failures.push(msg);
-  console.log(`FAIL: ${msg}`);
-  if (fatal) throw new Abort(msg);
-}
-function check(cond, msg, detail = '', fatal = false) {
-  if (cond) ok(msg);
-  else fail(detail ? `${msg} -- ${detail}` : msg, fatal);
-  return cond;
-}
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-function withTimeout(promise, ms, what) {
-  let t;
-  return Promise.race([
-    promise,
-    new Promise((_, rej) => {
-      t = setTimeout(() => rej(new Error(`${what} did not finish within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(t));
-}
-const errStr = (e) => (e && (e.stack || e.message)) || String(e);
-
-function finish() {
-  console.log('');
-  if (failures.length) {
-    console.log(`kafkajs: ${failures.length} of ${checks} checks FAILED:`);
-    for (const f of failures) console.log(`  - ${f}`);
-    process.exit(1);
-  }
-  console.log(`kafkajs: all ${checks} checks passed`);
-  process.exit(0);
-}
-
-setTimeout(() => {
-  console.log(`FAIL: overall timeout of ${OVERALL_TIMEOUT_MS / 1000}s reached; ` +
-    `failures so far: ${JSON.stringify(failures)}`);
-  process.exit(2);
-}, OVERALL_TIMEOUT_MS);
-process.on('unhandledRejection', (e) => {
-  console.log(`FAIL: unhandled rejection: ${errStr(e)}`);
-  process.exit(2);
-});
 
 const kafka = new Kafka({
   clientId: 'weir-compat-kafkajs',

@@ -32,36 +32,8 @@ const FAILURE_DELAY_MS = Number(process.env.SASL_FAILURE_DELAY_MS || 500);
 const TOPIC = `weir-compat-security-kafkajs-${process.pid}-${Math.floor(Date.now() / 1000)}`;
 const OVERALL_TIMEOUT_MS = Number(process.env.OVERALL_TIMEOUT || 60) * 1000;
 
-let checks = 0;
-const failures = [];
-
-class Abort extends Error {}
-
-function ok(msg) {
-  checks += 1;
-  console.log(`ok:   ${msg}`);
-}
-function fail(msg, fatal = false) {
-  checks += 1;
-  failures.push(msg);
-  console.log(`FAIL: ${msg}`);
-  if (fatal) throw new Abort(msg);
-}
-function check(cond, msg, detail = '', fatal = false) {
-  if (cond) ok(msg);
-  else fail(detail ? `${msg} -- ${detail}` : msg, fatal);
-  return cond;
-}
-function withTimeout(promise, ms, what) {
-  let t;
-  return Promise.race([
-    promise,
-    new Promise((_, rej) => {
-      t = setTimeout(() => rej(new Error(`${what} did not finish within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(t));
-}
-const errStr = (e) => (e && (e.stack || e.message)) || String(e);
+const { Abort, checks, errStr, withTimeout } = require('./checks');
+const { ok, fail, check, finish } = checks('security-kafkajs', OVERALL_TIMEOUT_MS);
 
 // The error and its causes, as "Name: message" strings.
 function chain(e) {
@@ -72,27 +44,6 @@ function chain(e) {
   }
   return out;
 }
-
-function finish() {
-  console.log('');
-  if (failures.length) {
-    console.log(`security-kafkajs: ${failures.length} of ${checks} checks FAILED:`);
-    for (const f of failures) console.log(`  - ${f}`);
-    process.exit(1);
-  }
-  console.log(`security-kafkajs: all ${checks} checks passed`);
-  process.exit(0);
-}
-
-setTimeout(() => {
-  console.log(`FAIL: overall timeout of ${OVERALL_TIMEOUT_MS / 1000}s reached; ` +
-    `failures so far: ${JSON.stringify(failures)}`);
-  process.exit(2);
-}, OVERALL_TIMEOUT_MS);
-process.on('unhandledRejection', (e) => {
-  console.log(`FAIL: unhandled rejection: ${errStr(e)}`);
-  process.exit(2);
-});
 
 function client(mechanism, username, password, quiet = false) {
   return new Kafka({
