@@ -67,6 +67,32 @@ def require_bootstrap():
     return bootstrap
 
 
+def env(name):
+    """The value of environment variable `name`; exits when it is not set."""
+    value = os.environ.get(name)
+    if not value:
+        sys.exit(f"set {name}")
+    return value
+
+
+def kafka_python_sasl_ssl_admin(user, password, client_id):
+    """A kafka-python admin client on env BOOTSTRAP_SASL_SSL, SCRAM-SHA-512,
+    trusting env CA_FILE."""
+    from kafka import KafkaAdminClient
+    return KafkaAdminClient(
+        bootstrap_servers=env("BOOTSTRAP_SASL_SSL"),
+        client_id=client_id,
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_plain_username=user,
+        sasl_plain_password=password,
+        ssl_cafile=env("CA_FILE"),
+        ssl_check_hostname=True,
+        request_timeout_ms=15000,
+        bootstrap_timeout_ms=15000,
+    )
+
+
 def unique_topic(kind):
     """A topic name no earlier run used: weir-compat-<kind>-<pid>-<unix time>."""
     return f"weir-compat-{kind}-{os.getpid()}-{int(time.time())}"

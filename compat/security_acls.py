@@ -55,7 +55,9 @@ from common import (  # noqa: E402 - needs the script's directory on sys.path
     POLL_WINDOW,
     check,
     confluent_versions,
+    env,
     fail,
+    kafka_python_sasl_ssl_admin,
     ok,
     reporting,
     run_script,
@@ -73,13 +75,6 @@ BOB = "User:bob"
 DAVE = "dave"  # created and removed through AlterUserScramCredentials
 ALLOW = AclPermissionType.ALLOW
 DENY = AclPermissionType.DENY
-
-
-def env(name):
-    value = os.environ.get(name)
-    if not value:
-        sys.exit(f"set {name}")
-    return value
 
 
 def tls():
@@ -229,19 +224,7 @@ def kafka_python_admin(user, password):
     """A kafka-python admin client over SASL_SSL (SCRAM-SHA-512). Used where
     librdkafka does not surface a request-level error code: it drops
     DescribeAcls' and crashes after DescribeUserScramCredentials'."""
-    from kafka import KafkaAdminClient
-    return KafkaAdminClient(
-        bootstrap_servers=env("BOOTSTRAP_SASL_SSL"),
-        client_id=f"weir-compat-acls-{user}",
-        security_protocol="SASL_SSL",
-        sasl_mechanism="SCRAM-SHA-512",
-        sasl_plain_username=user,
-        sasl_plain_password=password,
-        ssl_cafile=env("CA_FILE"),
-        ssl_check_hostname=True,
-        request_timeout_ms=15000,
-        bootstrap_timeout_ms=15000,
-    )
+    return kafka_python_sasl_ssl_admin(user, password, f"weir-compat-acls-{user}")
 
 
 def expect_kafka_python_refusal(call, label):

@@ -41,7 +41,9 @@ from common import (  # noqa: E402 - needs the script's directory on sys.path
     CLIENT_TIMEOUTS,
     check,
     confluent_versions,
+    env,
     fail,
+    kafka_python_sasl_ssl_admin,
     ok,
     reporting,
     run_script,
@@ -61,13 +63,6 @@ CLUSTER_AUTHORIZATION_FAILED = 31
 EXACT, DEFAULT, ANY = 0, 1, 2
 
 
-def env(name):
-    value = os.environ.get(name)
-    if not value:
-        sys.exit(f"set {name}")
-    return value
-
-
 def confluent_conf(user, password):
     return {"bootstrap.servers": env("BOOTSTRAP_SASL_SSL"),
             "security.protocol": "SASL_SSL",
@@ -83,24 +78,14 @@ class Quotas:
     """AlterClientQuotas / DescribeClientQuotas through kafka-python."""
 
     def __init__(self, user, password):
-        from kafka import KafkaAdminClient
         from kafka.protocol.admin import (
             AlterClientQuotasRequest,
             DescribeClientQuotasRequest,
         )
         self._alter = AlterClientQuotasRequest
         self._describe = DescribeClientQuotasRequest
-        self.admin = KafkaAdminClient(
-            bootstrap_servers=env("BOOTSTRAP_SASL_SSL"),
-            client_id=f"weir-compat-quotas-{user}",
-            security_protocol="SASL_SSL",
-            sasl_mechanism="SCRAM-SHA-512",
-            sasl_plain_username=user,
-            sasl_plain_password=password,
-            ssl_cafile=env("CA_FILE"),
-            ssl_check_hostname=True,
-            request_timeout_ms=15000,
-            bootstrap_timeout_ms=15000,
+        self.admin = kafka_python_sasl_ssl_admin(
+            user, password, f"weir-compat-quotas-{user}"
         )
 
     def _send(self, request):
