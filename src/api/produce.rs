@@ -23,13 +23,12 @@ impl Flush {
     /// Waits for every partition's fsync at once; each is shared with the
     /// other requests waiting on that partition (group commit). A partition
     /// whose fsync failed answers `KAFKA_STORAGE_ERROR` in `resp`.
-    pub async fn wait(self, resp: Option<&mut ProduceResponse>) {
+    pub async fn wait(self, mut resp: Option<&mut ProduceResponse>) {
         let waits = self
             .parts
             .iter()
             .map(|(log, upto, _, _)| log.flush_to(*upto));
         let results = futures::future::join_all(waits).await;
-        let mut resp = resp;
         for (res, (_, _, name, index)) in results.into_iter().zip(&self.parts) {
             let Err(e) = res else { continue };
             tracing::error!(topic = %name.0, partition = index, error = %e, "fsync failed");
@@ -61,6 +60,12 @@ pub async fn handle(
 ) -> (Option<ProduceResponse>, Option<Flush>) {
     let acks = req.acks;
     let valid_acks = (-1..=1).contains(&acks);
+    // Whether this request is answered only once its records are on disk.
+    let must_sync = match broker.config.args.fsync {
+        FsyncPolicy::Always => true,
+        FsyncPolicy::AcksAll => acks == -1,
+        FsyncPolicy::Never => false,
+    };
     let now = now_ms();
     let mut to_flush: Vec<(Arc<PartitionLog>, i64, TopicName, i32)> = Vec::new();
     let mut responses = Vec::with_capacity(req.topic_data.len());
@@ -107,12 +112,8 @@ pub async fn handle(
                 continue;
             };
             if let Some(route) = &route {
-                let sync = match broker.config.args.fsync {
-                    FsyncPolicy::Always => true,
-                    FsyncPolicy::AcksAll => acks == -1,
-                    FsyncPolicy::Never => false,
-                };
-                let code = hand_back(broker, route, &name, pd.index, &log, records, sync).await;
+                let code =
+                    hand_back(broker, route, &name, pd.index, &log, records, must_sync).await;
                 parts.push(
                     pr.with_error_code(code)
                         .with_log_start_offset(log.log_start_offset()),
@@ -162,11 +163,6 @@ pub async fn handle(
                 .with_partition_responses(parts),
         );
     }
-    let must_sync = match broker.config.args.fsync {
-        FsyncPolicy::Always => true,
-        FsyncPolicy::AcksAll => acks == -1,
-        FsyncPolicy::Never => false,
-    };
     let flush = (must_sync && !to_flush.is_empty()).then_some(Flush { parts: to_flush });
     if acks == 0 {
         return (None, flush);

@@ -380,10 +380,7 @@ where
                 settle(broker, wr, out, &mut owed, shutdown).await?;
                 tracing::debug!(version, "ApiVersions above our range: answering v0");
                 let body = ResponseKind::ApiVersions(api::versions::too_new());
-                out.clear();
-                protocol::encode(out, correlation_id, ApiKey::ApiVersions, 0, &body)?;
-                wr.write_all(out).await?;
-                wr.flush().await?;
+                write_response(wr, out, correlation_id, ApiKey::ApiVersions, 0, &body).await?;
                 continue;
             }
             Decoded::Request { header, key, body } => (header, key, body),
@@ -412,10 +409,7 @@ where
                 *body,
             )
             .await;
-            out.clear();
-            protocol::encode(out, header.correlation_id, key, version, &resp)?;
-            wr.write_all(out).await?;
-            wr.flush().await?;
+            write_response(wr, out, header.correlation_id, key, version, &resp).await?;
             if close {
                 return Err(ConnError::AuthenticationFailed);
             }
@@ -550,15 +544,36 @@ async fn send<W: AsyncWrite + Unpin>(
             wr.flush().await?;
         }
         Some(resp) => {
-            out.clear();
-            protocol::encode(out, reply.correlation_id, reply.key, reply.version, resp)?;
-            wr.write_all(out).await?;
-            wr.flush().await?;
-            shrink(out);
+            write_response(
+                wr,
+                out,
+                reply.correlation_id,
+                reply.key,
+                reply.version,
+                resp,
+            )
+            .await?;
         }
         None => {}
     }
     mute(broker, throttle, shutdown).await;
+    Ok(())
+}
+
+/// Encodes one response into `out` and writes it.
+async fn write_response<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    out: &mut BytesMut,
+    correlation_id: i32,
+    key: ApiKey,
+    version: i16,
+    resp: &ResponseKind,
+) -> Result<(), ConnError> {
+    out.clear();
+    protocol::encode(out, correlation_id, key, version, resp)?;
+    wr.write_all(out).await?;
+    wr.flush().await?;
+    shrink(out);
     Ok(())
 }
 
