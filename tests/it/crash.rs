@@ -381,7 +381,13 @@ async fn sigterm_under_load_exits_0_in_time_keeps_every_ack_and_restarts_clean()
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Under load: the writers have had acknowledgements (on a busy machine
+    // the first can take a while), and keep writing.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while acked.lock().unwrap().len() < 20 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let started = std::time::Instant::now();
     let status = tokio::task::block_in_place(|| child.terminate());
     let took = started.elapsed();
