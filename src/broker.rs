@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use tokio::sync::Notify;
 
@@ -51,9 +51,6 @@ pub struct Broker {
     pub quotas: Quotas,
     /// Certificates of the TLS listeners, when any.
     pub tls: Option<Tls>,
-    /// Connection slots and the in-flight request byte budget, shared by
-    /// every listener.
-    limits: (Arc<tokio::sync::Semaphore>, Arc<tokio::sync::Semaphore>),
     /// SASL key derivations running at once.
     auth_slots: tokio::sync::Semaphore,
     /// Notified when the broker starts draining, so that waiting fetches
@@ -76,12 +73,7 @@ pub struct GroupLag {
     pub lag: i64,
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use crate::clock::now_ms;
 
 /// Errors starting the broker.
 #[derive(Debug, thiserror::Error)]
@@ -177,8 +169,6 @@ impl Broker {
         )?;
         let users = UserStore::open(&dir).map_err(StartError::Users)?;
         let quotas = Quotas::open(&dir)?;
-        let config_max_connections = config.args.max_connections;
-        let config_max_inflight = config.args.max_inflight_request_bytes;
         Ok(Arc::new(Self {
             config,
             topics,
@@ -189,10 +179,6 @@ impl Broker {
             users,
             quotas,
             tls,
-            limits: (
-                Arc::new(tokio::sync::Semaphore::new(config_max_connections)),
-                crate::server::connection::inflight_budget(config_max_inflight),
-            ),
             auth_slots: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
@@ -201,11 +187,6 @@ impl Broker {
             phase: AtomicU8::new(Phase::Starting as u8),
             _lock: lock,
         }))
-    }
-
-    /// Connection slots and the in-flight byte budget of the listeners.
-    pub fn connection_limits(&self) -> &(Arc<tokio::sync::Semaphore>, Arc<tokio::sync::Semaphore>) {
-        &self.limits
     }
 
     /// Slots for SASL key derivations (one per core).
@@ -245,7 +226,7 @@ impl Broker {
         // Retry topics of a retry-enabled topic exist on first use, whatever
         // the auto-creation setting.
         if let Some(route) = retry::route_for(&self.topics, name) {
-            return self.topic_or_create_companion(name, &route.base).map(Some);
+            return retry::companion(&self.topics, name, &route.base).map(Some);
         }
         if !(allow && self.config.args.auto_create_topics) {
             crate::topics::validate_name(name)?;
@@ -288,69 +269,6 @@ impl Broker {
             (&a.group, &a.topic, a.partition).cmp(&(&b.group, &b.topic, b.partition))
         });
         out
-    }
-
-    /// A companion topic of `base` (`T.retry`, `T.retry.<group>`, `T.dlq`),
-    /// created with `base`'s partition count when missing.
-    ///
-    /// # Errors
-    /// Unknown base topic, invalid name, storage errors.
-    pub fn topic_or_create_companion(
-        &self,
-        name: &str,
-        base: &str,
-    ) -> Result<Arc<Topic>, TopicError> {
-        if let Some(t) = self.topics.get(name) {
-            return Ok(t);
-        }
-        let b = self
-            .topics
-            .get(base)
-            .ok_or_else(|| TopicError::Unknown(base.to_string()))?;
-        match self
-            .topics
-            .create(name, b.partition_count(), -1, Default::default(), now_ms())
-        {
-            Ok(t) => {
-                tracing::info!(topic = name, base, "created retry companion topic");
-                Ok(t)
-            }
-            Err(TopicError::AlreadyExists(_)) => self
-                .topics
-                .get(name)
-                .ok_or_else(|| TopicError::Unknown(name.to_string())),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// When `base` has retries on: makes sure `T.retry` and `T.dlq` exist and
-    /// that every companion has at least `base`'s partition count.
-    ///
-    /// # Errors
-    /// Storage errors creating or growing companions.
-    pub fn sync_companions(&self, base: &str) -> Result<(), TopicError> {
-        let Some(t) = self.topics.get(base) else {
-            return Ok(());
-        };
-        let parts = t.partition_count();
-        if retry::RetryPolicy::from_configs(&t.configs()).is_some() {
-            for suffix in [retry::RETRY_SUFFIX, retry::DLQ_SUFFIX] {
-                self.topic_or_create_companion(&format!("{base}{suffix}"), base)?;
-            }
-        }
-        let prefix = format!("{base}{}", retry::RETRY_SUFFIX);
-        for c in self.topics.list() {
-            let is_companion = c.name == format!("{base}{}", retry::DLQ_SUFFIX)
-                || c.name == prefix
-                || c.name
-                    .strip_prefix(&prefix)
-                    .is_some_and(|r| r.starts_with('.'));
-            if is_companion && c.partition_count() < parts {
-                self.topics
-                    .create_partitions(&c.name, parts, false, now_ms())?;
-            }
-        }
-        Ok(())
     }
 
     /// Flushes everything and, when every fsync succeeded and `drained`

@@ -4,232 +4,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, ValueEnum};
 
-/// Command line of the `weir` binary.
-#[derive(Debug, Parser)]
-#[command(
-    name = "weir",
-    version,
-    about = "A Kafka-compatible message broker",
-    args_conflicts_with_subcommands = true
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    #[command(flatten)]
-    pub serve: ServeArgs,
-}
-
-/// Sub-commands; without one, `weir` serves.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the broker (the default).
-    Serve(Box<ServeArgs>),
-    /// Exit 0 when the broker's admin endpoint reports healthy.
-    Health(HealthArgs),
-    /// Inspect and redrive a dead-letter topic through the admin API.
-    Dlq(DlqArgs),
-    /// Take a consistent online backup through the running broker.
-    Backup(BackupArgs),
-    /// Restore a backup into a new, empty data dir (broker stopped).
-    Restore(RestoreArgs),
-    /// Drive load against any Kafka-compatible broker and report throughput
-    /// and latency.
-    Bench(BenchArgs),
-    /// Manage the SASL users (PLAIN and SCRAM) in the data dir; works while
-    /// the broker runs.
-    Users(UsersArgs),
-}
-
-/// `weir users`.
-#[derive(Debug, Args)]
-pub struct UsersArgs {
-    #[command(subcommand)]
-    pub action: UsersAction,
-    /// The broker's data dir.
-    #[arg(long, global = true, env = "WEIR_DATA_DIR", default_value = "./data")]
-    pub data_dir: PathBuf,
-}
-
-/// `weir users add|delete|list`.
-#[derive(Debug, Subcommand)]
-pub enum UsersAction {
-    /// Add a user, or replace its password (SCRAM-SHA-256 and SCRAM-SHA-512
-    /// credentials; PLAIN checks against them).
-    Add {
-        name: String,
-        /// The password; read from standard input when absent.
-        #[arg(long, env = "WEIR_USER_PASSWORD", hide_env_values = true)]
-        password: Option<String>,
-        /// PBKDF2 iterations (4096..=16384).
-        #[arg(long, default_value_t = 4096)]
-        iterations: u32,
-    },
-    /// Delete a user.
-    Delete { name: String },
-    /// List users and their mechanisms (never passwords).
-    List,
-}
-
-/// What `weir bench` drives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BenchMode {
-    /// Producers only; latency is produce-to-acknowledgement.
-    Produce,
-    /// Consumers only, from the earliest offsets.
-    Consume,
-    /// Producers and consumers; latency is send-to-fetch.
-    E2e,
-}
-
-/// `weir bench`.
-#[derive(Debug, Clone, Args)]
-pub struct BenchArgs {
-    /// produce, consume or e2e.
-    #[arg(value_enum)]
-    pub mode: BenchMode,
-    /// Any broker of the cluster.
-    #[arg(long, default_value = "127.0.0.1:9092")]
-    pub bootstrap: String,
-    /// Topic to use (created with --partitions when missing).
-    #[arg(long, default_value = "weir-bench")]
-    pub topic: String,
-    /// Stop after this many records (produced, or consumed in consume mode).
-    #[arg(long)]
-    pub records: Option<u64>,
-    /// Stop after this long, whatever else.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub duration_secs: u64,
-    /// Bytes of each record's value.
-    #[arg(long, default_value_t = 1024)]
-    pub record_size: usize,
-    /// Partitions of a topic the tool creates.
-    #[arg(long, default_value_t = 1)]
-    pub partitions: i32,
-    /// 0, 1 or all (-1).
-    #[arg(long, default_value = "1", value_parser = parse_acks)]
-    pub acks: i16,
-    /// none, gzip, snappy, lz4 or zstd.
-    #[arg(long, default_value = "none")]
-    pub compression: String,
-    /// Bytes of records per batch (one batch per produce request).
-    #[arg(long, default_value_t = 16_384)]
-    pub batch_bytes: usize,
-    /// Concurrent producer connections.
-    #[arg(long, default_value_t = 1)]
-    pub producers: usize,
-    /// Concurrent consumer connections.
-    #[arg(long, default_value_t = 1)]
-    pub consumers: usize,
-    /// Records per second in total (fixed-rate mode: latency is measured from
-    /// each batch's intended send time).
-    #[arg(long)]
-    pub rate: Option<u64>,
-    /// Produce requests outstanding per producer connection.
-    #[arg(long, default_value_t = 5)]
-    pub max_in_flight: usize,
-    /// Create the topic when it is missing.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub create_topic: bool,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    pub json: bool,
-}
-
-fn parse_acks(v: &str) -> Result<i16, String> {
-    match v {
-        "all" | "-1" => Ok(-1),
-        "0" => Ok(0),
-        "1" => Ok(1),
-        _ => Err("acks must be 0, 1 or all".into()),
-    }
-}
-
-/// `weir backup`.
-#[derive(Debug, Args)]
-pub struct BackupArgs {
-    /// Directory to write the backup to (on the broker's host; missing or empty).
-    #[arg(long)]
-    pub to: PathBuf,
-    /// Admin HTTP address of the broker.
-    #[arg(long, env = "WEIR_HTTP_LISTEN", default_value = "127.0.0.1:9644")]
-    pub http_listen: String,
-    /// Bearer token, when the broker requires one.
-    #[arg(long, env = "WEIR_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<Secret>,
-}
-
-/// `weir restore`.
-#[derive(Debug, Args)]
-pub struct RestoreArgs {
-    /// A complete backup (holding BACKUP.json).
-    #[arg(long)]
-    pub from: PathBuf,
-    /// The new data dir (missing or empty).
-    #[arg(long, env = "WEIR_DATA_DIR")]
-    pub data_dir: PathBuf,
-}
-
-/// `weir dlq`.
-#[derive(Debug, Args)]
-pub struct DlqArgs {
-    #[command(subcommand)]
-    pub action: DlqAction,
-    /// Admin HTTP address of the broker.
-    #[arg(
-        long,
-        global = true,
-        env = "WEIR_HTTP_LISTEN",
-        default_value = "127.0.0.1:9644"
-    )]
-    pub http_listen: String,
-    /// Bearer token for redrive, when the broker requires one.
-    #[arg(long, global = true, env = "WEIR_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<Secret>,
-}
-
-/// `weir dlq list|redrive`.
-#[derive(Debug, Subcommand)]
-pub enum DlqAction {
-    /// Print records of TOPIC.dlq with their headers (JSON).
-    List {
-        /// The original topic (T) or its DLQ (T.dlq).
-        topic: String,
-        #[arg(long)]
-        partition: Option<i32>,
-        #[arg(long, default_value_t = 0)]
-        offset: i64,
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-    },
-    /// Send records of TOPIC.dlq back to their retry topic (attempts reset) or to TOPIC.
-    Redrive {
-        topic: String,
-        #[arg(long)]
-        partition: Option<i32>,
-        /// First offset to redrive.
-        #[arg(long)]
-        from_offset: Option<i64>,
-        /// Offset to stop before.
-        #[arg(long)]
-        to_offset: Option<i64>,
-        /// `retry` (the retry topic each record came from) or `topic` (T itself).
-        #[arg(long, default_value = "retry")]
-        to: String,
-    },
-}
-
-/// `weir health`.
-#[derive(Debug, Args)]
-pub struct HealthArgs {
-    /// Admin HTTP address of the broker to check.
-    #[arg(long, env = "WEIR_HTTP_LISTEN", default_value = "127.0.0.1:9644")]
-    pub http_listen: String,
-    /// Seconds to wait for an answer.
-    #[arg(long, default_value_t = 3)]
-    pub timeout_secs: u64,
-}
+/// Every SASL mechanism weir offers.
+pub const SASL_MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 
 /// A setting that must never reach a log line: `Debug` prints `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -661,7 +439,7 @@ impl Config {
             .map(|m| m.trim())
             .filter(|m| !m.is_empty())
         {
-            if !crate::security::SASL_MECHANISMS.contains(&m) {
+            if !SASL_MECHANISMS.contains(&m) {
                 return Err(bad(
                     "sasl-mechanisms",
                     format!("{m:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
@@ -801,7 +579,12 @@ mod tests {
     fn args(extra: &[&str]) -> Result<Config, ConfigError> {
         let mut v = vec!["weir"];
         v.extend_from_slice(extra);
-        let cli = Cli::try_parse_from(v).unwrap();
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let cli = Only::try_parse_from(v).unwrap();
         Config::from_args(cli.serve)
     }
 

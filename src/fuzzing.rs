@@ -85,7 +85,7 @@ impl Harness {
     pub fn request(&mut self, data: &[u8]) {
         self.tick();
         let Ok(Decoded::Request { header, key, body }) =
-            protocol::decode(Bytes::copy_from_slice(data))
+            protocol::decode(Bytes::copy_from_slice(data), crate::api::served)
         else {
             return;
         };
@@ -97,7 +97,7 @@ impl Harness {
         let res = self.rt.block_on(async {
             tokio::time::timeout(
                 Duration::from_secs(120),
-                crate::api::handle(&broker, &header, &session, key, body),
+                crate::api::handle(&broker, &header, &session, body),
             )
             .await
         });
@@ -134,7 +134,8 @@ impl Harness {
         let input = data.to_vec();
         self.rt.block_on(async move {
             let (mut client, server) = tokio::io::duplex(64 * 1024);
-            let inflight = crate::server::connection::inflight_budget(
+            let limits = crate::server::Limits::new(
+                broker.config.args.max_connections,
                 broker.config.args.max_inflight_request_bytes,
             );
             let task = tokio::spawn(crate::server::connection::serve(
@@ -142,7 +143,7 @@ impl Harness {
                 server,
                 crate::security::Session::anonymous(([127, 0, 0, 1], 9).into()),
                 CancellationToken::new(),
-                inflight,
+                limits,
             ));
             let reader = async {
                 let _ = client.write_all(&input).await;
@@ -513,7 +514,7 @@ mod tests {
         };
         let topic = TopicName(StrBytes::from_static_str("t"));
         let mut conn = Vec::new();
-        for api in crate::protocol::versions::SUPPORTED {
+        for api in crate::api::REGISTRY.rows() {
             let Some(mut body) = default_request(api.key) else {
                 continue;
             };

@@ -22,8 +22,8 @@
 
 pub mod api;
 pub mod backup;
-pub mod bench;
 pub mod broker;
+pub mod clock;
 pub mod config;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
@@ -131,6 +131,12 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
     let http_shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let mut tasks = Vec::new();
+    // Connection slots and the in-flight byte budget, shared by every
+    // listener.
+    let limits = server::Limits::new(
+        broker.config.args.max_connections,
+        broker.config.args.max_inflight_request_bytes,
+    );
     for (index, listener) in kafka.into_iter().enumerate() {
         tasks.push(tokio::spawn(server::accept_loop(
             Arc::clone(&broker),
@@ -138,6 +144,7 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
             listener,
             shutdown.clone(),
             tracker.clone(),
+            limits.clone(),
         )));
     }
     tasks.extend([
@@ -145,7 +152,7 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
         tokio::spawn(checkpoint_loop(Arc::clone(&broker), shutdown.clone())),
         tokio::spawn(tls_reload_loop(Arc::clone(&broker), shutdown.clone())),
         tokio::spawn(group_ticker(Arc::clone(&broker), shutdown.clone())),
-        tokio::spawn(retry::Retries::run(Arc::clone(&broker), shutdown.clone())),
+        tokio::spawn(retry_loop(Arc::clone(&broker), shutdown.clone())),
     ]);
     let http_task = tokio::spawn(http::serve(
         Arc::clone(&broker),
@@ -249,6 +256,39 @@ async fn checkpoint_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
         }
     })
     .await;
+}
+
+/// Delivers held retries as they fall due, until `shutdown`.
+async fn retry_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
+    let sync = broker.config.args.fsync != config::FsyncPolicy::Never;
+    loop {
+        let now = broker::now_ms();
+        let wait = match broker.retries.next_due() {
+            Some(due) if due <= now => Duration::ZERO,
+            Some(due) => Duration::from_millis((due - now).min(60_000) as u64),
+            None => Duration::from_secs(60),
+        };
+        if !wait.is_zero() {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = broker.retries.held() => continue,
+                () = tokio::time::sleep(wait) => continue,
+            }
+        }
+        let b = Arc::clone(&broker);
+        let res = tokio::task::spawn_blocking(move || b.retries.deliver_due(&b.topics, sync)).await;
+        match res {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "retry delivery failed; will try again");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "retry delivery task failed"),
+        }
+    }
 }
 
 async fn group_ticker(broker: Arc<Broker>, shutdown: CancellationToken) {

@@ -18,17 +18,264 @@ use kafka_protocol::messages::{
     OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
 
-use super::{errors, sb, tn};
+use kafka_protocol::messages::GroupId;
+
+use super::authz::{split, take_topics};
+use super::errors;
+use super::route::{kind, row, Api, Cx, Handled, Row, Verdict};
+use super::route::{sb, tn};
 use crate::broker::{now_ms, Broker};
 use crate::group::offsets::MAX_METADATA_BYTES;
 use crate::group::{self, Change, Committed};
+use crate::security::acl::Operation;
 
-const OFFSET_METADATA_TOO_LARGE: i16 = 12;
-const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+/// The APIs this family serves.
+pub const ROWS: &[Row] = &[
+    row::<OffsetCommit>(),
+    row::<OffsetFetch>(),
+    row::<OffsetDelete>(),
+];
+
+/// Topics refused, with their partitions.
+type Refused = Vec<(TopicName, Vec<i32>)>;
+
+/// OffsetCommit: a member's positions, stored durably before the answer.
+pub struct OffsetCommit;
+
+impl Api for OffsetCommit {
+    kind!(OffsetCommit, OffsetCommitRequest, OffsetCommitResponse);
+    const VERSIONS: (i16, i16) = (2, 8);
+    type Denied = Refused;
+
+    fn authorize(
+        cx: Cx<'_>,
+        r: &mut OffsetCommitRequest,
+    ) -> Verdict<OffsetCommitResponse, Refused> {
+        let partitions =
+            |t: &kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic| {
+                t.partitions.iter().map(|p| p.partition_index).collect()
+            };
+        if !cx.group(Operation::Read, r.group_id.as_str()) {
+            let all: Refused = r
+                .topics
+                .iter()
+                .map(|t| (t.name.clone(), partitions(t)))
+                .collect();
+            return Verdict::Answer(
+                OffsetCommitResponse::default()
+                    .with_topics(commit_errors(all, errors::GROUP_AUTHORIZATION_FAILED)),
+            );
+        }
+        Verdict::Proceed(take_topics(
+            &mut r.topics,
+            |t| cx.topic(Operation::Read, t.name.as_str()),
+            |t| &t.name,
+            partitions,
+        ))
+    }
+
+    fn deny(_cx: Cx<'_>, resp: &mut OffsetCommitResponse, denied: Refused) {
+        resp.topics
+            .extend(commit_errors(denied, errors::TOPIC_AUTHORIZATION_FAILED));
+    }
+
+    async fn handle(cx: Cx<'_>, req: OffsetCommitRequest) -> Handled<OffsetCommitResponse> {
+        Handled::Now(offset_commit(cx.broker, req).await)
+    }
+
+    fn errors(r: &OffsetCommitResponse, out: &mut Vec<i16>) {
+        for t in &r.topics {
+            out.extend(t.partitions.iter().map(|p| p.error_code));
+        }
+    }
+
+    fn throttle(r: &mut OffsetCommitResponse, ms: i32) {
+        r.throttle_time_ms = ms;
+    }
+}
+
+/// Topics answered with `code` on every partition.
+fn commit_errors(topics: Refused, code: i16) -> Vec<OffsetCommitResponseTopic> {
+    topics
+        .into_iter()
+        .map(|(name, parts)| {
+            let parts = parts.into_iter().map(|p| commit_answer(p, code)).collect();
+            OffsetCommitResponseTopic::default()
+                .with_name(name)
+                .with_partitions(parts)
+        })
+        .collect()
+}
+
+fn commit_answer(partition: i32, code: i16) -> OffsetCommitResponsePartition {
+    OffsetCommitResponsePartition::default()
+        .with_partition_index(partition)
+        .with_error_code(code)
+}
+
+/// OffsetFetch: committed offsets of one group (v1-7) or many (v8+).
+pub struct OffsetFetch;
+
+impl Api for OffsetFetch {
+    kind!(OffsetFetch, OffsetFetchRequest, OffsetFetchResponse);
+    const VERSIONS: (i16, i16) = (1, 8);
+    /// Groups refused (v8), and per group whether all its topics were
+    /// asked for (undescribable ones are then left out, not reported).
+    type Denied = (Vec<GroupId>, Vec<bool>);
+
+    fn authorize(
+        cx: Cx<'_>,
+        r: &mut OffsetFetchRequest,
+    ) -> Verdict<OffsetFetchResponse, Self::Denied> {
+        if cx.version >= 8 {
+            let (keep, refused) = split(std::mem::take(&mut r.groups), |g| {
+                cx.group(Operation::Describe, g.group_id.as_str())
+            });
+            r.groups = keep;
+            let all = r.groups.iter().map(|g| g.topics.is_none()).collect();
+            let refused = refused.into_iter().map(|g| g.group_id).collect();
+            return Verdict::Proceed((refused, all));
+        }
+        if cx.group(Operation::Describe, r.group_id.as_str()) {
+            return Verdict::Proceed((Vec::new(), vec![r.topics.is_none()]));
+        }
+        // v1 has no top-level error: each partition carries it.
+        let code = errors::GROUP_AUTHORIZATION_FAILED;
+        let topics = r
+            .topics
+            .iter()
+            .flatten()
+            .map(|t| {
+                let parts = t.partition_indexes.iter().map(|p| {
+                    OffsetFetchResponsePartition::default()
+                        .with_partition_index(*p)
+                        .with_committed_offset(-1)
+                        .with_error_code(code)
+                });
+                OffsetFetchResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(parts.collect())
+            })
+            .collect();
+        Verdict::Answer(
+            OffsetFetchResponse::default()
+                .with_error_code(code)
+                .with_topics(topics),
+        )
+    }
+
+    fn deny(cx: Cx<'_>, r: &mut OffsetFetchResponse, (denied, all): Self::Denied) {
+        let can = |n: &TopicName| cx.topic(Operation::Describe, n.as_str());
+        let code = errors::TOPIC_AUTHORIZATION_FAILED;
+        // Offsets of topics the principal may not describe: left out when
+        // all were asked for, answered with the error when named.
+        if all.first().copied().unwrap_or(false) {
+            r.topics.retain(|t| can(&t.name));
+        }
+        for t in r.topics.iter_mut().filter(|t| !can(&t.name)) {
+            for p in &mut t.partitions {
+                (p.error_code, p.committed_offset, p.metadata) = (code, -1, None);
+            }
+        }
+        for (i, g) in r.groups.iter_mut().enumerate() {
+            if all.get(i).copied().unwrap_or(false) {
+                g.topics.retain(|t| can(&t.name));
+            }
+            for t in g.topics.iter_mut().filter(|t| !can(&t.name)) {
+                for p in &mut t.partitions {
+                    (p.error_code, p.committed_offset, p.metadata) = (code, -1, None);
+                }
+            }
+        }
+        for g in denied {
+            r.groups.push(
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g)
+                    .with_error_code(errors::GROUP_AUTHORIZATION_FAILED),
+            );
+        }
+    }
+
+    async fn handle(cx: Cx<'_>, req: OffsetFetchRequest) -> Handled<OffsetFetchResponse> {
+        Handled::Now(offset_fetch(cx.broker, req, cx.version))
+    }
+
+    fn errors(r: &OffsetFetchResponse, out: &mut Vec<i16>) {
+        out.push(r.error_code);
+        for t in &r.topics {
+            out.extend(t.partitions.iter().map(|p| p.error_code));
+        }
+        for g in &r.groups {
+            out.push(g.error_code);
+            for t in &g.topics {
+                out.extend(t.partitions.iter().map(|p| p.error_code));
+            }
+        }
+    }
+
+    fn throttle(r: &mut OffsetFetchResponse, ms: i32) {
+        r.throttle_time_ms = ms;
+    }
+}
+
+/// OffsetDelete: an empty or unsubscribed group's offsets.
+pub struct OffsetDelete;
+
+impl Api for OffsetDelete {
+    kind!(OffsetDelete, OffsetDeleteRequest, OffsetDeleteResponse);
+    const VERSIONS: (i16, i16) = (0, 0);
+    type Denied = Refused;
+
+    fn authorize(
+        cx: Cx<'_>,
+        r: &mut OffsetDeleteRequest,
+    ) -> Verdict<OffsetDeleteResponse, Refused> {
+        if !cx.group(Operation::Delete, r.group_id.as_str()) {
+            return Verdict::Answer(
+                OffsetDeleteResponse::default().with_error_code(errors::GROUP_AUTHORIZATION_FAILED),
+            );
+        }
+        Verdict::Proceed(take_topics(
+            &mut r.topics,
+            |t| cx.topic(Operation::Read, t.name.as_str()),
+            |t| &t.name,
+            |t| t.partitions.iter().map(|p| p.partition_index).collect(),
+        ))
+    }
+
+    fn deny(_cx: Cx<'_>, resp: &mut OffsetDeleteResponse, denied: Refused) {
+        for (name, parts) in denied {
+            let code = errors::TOPIC_AUTHORIZATION_FAILED;
+            let parts = parts.into_iter().map(|p| delete_answer(p, code)).collect();
+            resp.topics.push(
+                OffsetDeleteResponseTopic::default()
+                    .with_name(name)
+                    .with_partitions(parts),
+            );
+        }
+    }
+
+    async fn handle(cx: Cx<'_>, req: OffsetDeleteRequest) -> Handled<OffsetDeleteResponse> {
+        Handled::Now(offset_delete(cx.broker, req))
+    }
+
+    fn errors(r: &OffsetDeleteResponse, out: &mut Vec<i16>) {
+        out.push(r.error_code);
+        for t in &r.topics {
+            out.extend(t.partitions.iter().map(|p| p.error_code));
+        }
+    }
+}
+
+fn delete_answer(partition: i32, code: i16) -> OffsetDeleteResponsePartition {
+    OffsetDeleteResponsePartition::default()
+        .with_partition_index(partition)
+        .with_error_code(code)
+}
 
 /// OffsetCommit: validates the member, then stores every offset durably
 /// before answering.
-pub async fn offset_commit(broker: &Arc<Broker>, req: OffsetCommitRequest) -> OffsetCommitResponse {
+async fn offset_commit(broker: &Arc<Broker>, req: OffsetCommitRequest) -> OffsetCommitResponse {
     let group_id = req.group_id.0.to_string();
     let top = broker.groups.check_commit(
         &group_id,
@@ -58,7 +305,7 @@ pub async fn offset_commit(broker: &Arc<Broker>, req: OffsetCommitRequest) -> Of
                     .as_ref()
                     .is_some_and(|m| m.len() > MAX_METADATA_BYTES)
                 {
-                    OFFSET_METADATA_TOO_LARGE
+                    errors::OFFSET_METADATA_TOO_LARGE
                 } else {
                     changes.push(Change::Commit {
                         group: group_id.clone(),
@@ -73,9 +320,7 @@ pub async fn offset_commit(broker: &Arc<Broker>, req: OffsetCommitRequest) -> Of
                     });
                     errors::NONE
                 };
-                OffsetCommitResponsePartition::default()
-                    .with_partition_index(p.partition_index)
-                    .with_error_code(code)
+                commit_answer(p.partition_index, code)
             })
             .collect::<Vec<_>>();
         topics.push(
@@ -138,7 +383,7 @@ fn fetch_group(
 }
 
 /// OffsetFetch, one group (v1-7) or many (v8+).
-pub fn offset_fetch(broker: &Broker, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+fn offset_fetch(broker: &Broker, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
     if version >= 8 {
         let groups = req
             .groups
@@ -218,7 +463,7 @@ pub fn offset_fetch(broker: &Broker, req: OffsetFetchRequest, version: i16) -> O
 }
 
 /// OffsetDelete: refused for topics the live group still subscribes to.
-pub fn offset_delete(broker: &Broker, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+fn offset_delete(broker: &Broker, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let group_id = req.group_id.0.to_string();
     if broker.groups.describe(&group_id).is_none() {
         return OffsetDeleteResponse::default().with_error_code(group::GROUP_ID_NOT_FOUND);
@@ -235,7 +480,7 @@ pub fn offset_delete(broker: &Broker, req: OffsetDeleteRequest) -> OffsetDeleteR
                 .iter()
                 .map(|p| {
                     let code = if subscribed.contains(&name) {
-                        GROUP_SUBSCRIBED_TO_TOPIC
+                        errors::GROUP_SUBSCRIBED_TO_TOPIC
                     } else {
                         changes.push(Change::DeleteOffset {
                             group: group_id.clone(),
@@ -244,9 +489,7 @@ pub fn offset_delete(broker: &Broker, req: OffsetDeleteRequest) -> OffsetDeleteR
                         });
                         errors::NONE
                     };
-                    OffsetDeleteResponsePartition::default()
-                        .with_partition_index(p.partition_index)
-                        .with_error_code(code)
+                    delete_answer(p.partition_index, code)
                 })
                 .collect();
             OffsetDeleteResponseTopic::default()

@@ -12,17 +12,107 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::FetchTopic;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use uuid::Uuid;
 
+use super::authz::split;
 use super::errors;
+use super::route::{kind, row, Api, Cx, Handled, Row, Verdict};
 use crate::broker::{Broker, Phase};
 use crate::log::batch::{BatchHeader, HEADER_LEN};
 use crate::log::{LogError, PartitionLog};
+use crate::security::acl::Operation;
+use crate::security::quotas::QuotaKind;
+
+/// The APIs this family serves.
+pub const ROWS: &[Row] = &[row::<Fetch>()];
+
+/// Fetch: records from the mapped segments, with the long poll.
+pub struct Fetch;
+
+impl Api for Fetch {
+    kind!(Fetch, FetchRequest, FetchResponse);
+    const VERSIONS: (i16, i16) = (4, 13);
+    const WAITS: bool = true;
+    type Denied = Vec<(TopicName, Uuid, Vec<i32>)>;
+
+    fn authorize(cx: Cx<'_>, r: &mut FetchRequest) -> Verdict<FetchResponse, Self::Denied> {
+        let name_of = |t: &FetchTopic| -> Option<String> {
+            if cx.version >= 13 {
+                cx.broker
+                    .topics
+                    .get_by_id(t.topic_id)
+                    .map(|x| x.name.clone())
+            } else {
+                Some(t.topic.to_string())
+            }
+        };
+        // Unknown ids are left to the handler (UNKNOWN_TOPIC_ID).
+        let (keep, refused) = split(std::mem::take(&mut r.topics), |t| {
+            name_of(t).is_none_or(|n| cx.topic(Operation::Read, &n))
+        });
+        r.topics = keep;
+        let denied = refused.into_iter().map(|t| {
+            let parts = t.partitions.iter().map(|p| p.partition).collect();
+            (t.topic, t.topic_id, parts)
+        });
+        Verdict::Proceed(denied.collect())
+    }
+
+    fn deny(_cx: Cx<'_>, resp: &mut FetchResponse, denied: Self::Denied) {
+        for (name, id, parts) in denied {
+            let code = errors::TOPIC_AUTHORIZATION_FAILED;
+            resp.responses.push(
+                FetchableTopicResponse::default()
+                    .with_topic(name)
+                    .with_topic_id(id)
+                    .with_partitions(parts.into_iter().map(|p| failed(p, code)).collect()),
+            );
+        }
+    }
+
+    async fn handle(cx: Cx<'_>, req: FetchRequest) -> Handled<FetchResponse> {
+        Handled::Now(handle(cx.broker, req, cx.version).await)
+    }
+
+    fn errors(r: &FetchResponse, out: &mut Vec<i16>) {
+        out.push(r.error_code);
+        for t in &r.responses {
+            out.extend(t.partitions.iter().map(|p| p.error_code));
+        }
+    }
+
+    fn throttle(r: &mut FetchResponse, ms: i32) {
+        r.throttle_time_ms = ms;
+    }
+
+    fn metered(_request_len: usize, r: Option<&FetchResponse>) -> Option<(QuotaKind, u64)> {
+        let bytes: usize = r?
+            .responses
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+            .sum();
+        Some((QuotaKind::Fetch, bytes as u64))
+    }
+}
+
+/// A partition answered with `code` and no records (an empty set, never a
+/// null one).
+fn failed(partition: i32, code: i16) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(partition)
+        .with_error_code(code)
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_records(Some(Bytes::new()))
+}
 
 /// Longest long-poll honoured, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(60);
-const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
 
 struct Built {
     resp: FetchResponse,
@@ -55,11 +145,7 @@ fn build(broker: &Broker, req: &FetchRequest, version: i16) -> Built {
             let pd = PartitionData::default().with_partition_index(fp.partition);
             let Some(log) = topic.as_ref().and_then(|t| t.partition(fp.partition)) else {
                 error = true;
-                parts.push(
-                    pd.with_error_code(unknown)
-                        .with_high_watermark(-1)
-                        .with_records(Some(Bytes::new())),
-                );
+                parts.push(failed(fp.partition, unknown));
                 continue;
             };
             let limit =
@@ -137,9 +223,9 @@ fn count_out(broker: &Broker, resp: &FetchResponse) {
 }
 
 /// Answers a fetch, waiting up to max_wait_ms for min_bytes to accumulate.
-pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> FetchResponse {
+async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> FetchResponse {
     if version >= 7 && req.session_id != 0 {
-        return FetchResponse::default().with_error_code(FETCH_SESSION_ID_NOT_FOUND);
+        return FetchResponse::default().with_error_code(errors::FETCH_SESSION_ID_NOT_FOUND);
     }
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = tokio::time::Instant::now() + wait;

@@ -2,7 +2,6 @@
 //! LeaveGroup, ListGroups, DescribeGroups, DeleteGroups. The logic lives in
 //! `crate::group`; these functions translate messages.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,24 +15,347 @@ use kafka_protocol::messages::{
     BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
     DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
     HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
-    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, RequestHeader, SyncGroupRequest,
-    SyncGroupResponse,
+    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
 };
 
-use super::{errors, sb};
+use kafka_protocol::protocol::StrBytes;
+
+use super::authz::split;
+use super::errors;
+use super::route::sb;
+use super::route::{kind, row, Api, Cx, Handled, Row, Verdict};
 use crate::broker::Broker;
 use crate::group::{self, JoinOutcome, JoinRequest, Reply, SyncOutcome};
+use crate::security::acl::{Operation, ResourceType};
+
+/// The APIs this family serves.
+pub const ROWS: &[Row] = &[
+    row::<FindCoordinator>(),
+    row::<JoinGroup>(),
+    row::<SyncGroup>(),
+    row::<Heartbeat>(),
+    row::<LeaveGroup>(),
+    row::<ListGroups>(),
+    row::<DescribeGroups>(),
+    row::<DeleteGroups>(),
+];
 
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
+
+/// FindCoordinator: this broker for groups; no transaction coordinator.
+pub struct FindCoordinator;
+
+impl Api for FindCoordinator {
+    kind!(
+        FindCoordinator,
+        FindCoordinatorRequest,
+        FindCoordinatorResponse
+    );
+    const VERSIONS: (i16, i16) = (0, 4);
+    /// Keys refused (v4), and their code.
+    type Denied = (Vec<StrBytes>, i16);
+
+    fn authorize(
+        cx: Cx<'_>,
+        r: &mut FindCoordinatorRequest,
+    ) -> Verdict<FindCoordinatorResponse, Self::Denied> {
+        let (rtype, code) = if r.key_type == KEY_TYPE_TRANSACTION {
+            (
+                ResourceType::TransactionalId,
+                errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            )
+        } else {
+            (ResourceType::Group, errors::GROUP_AUTHORIZATION_FAILED)
+        };
+        if cx.version >= 4 {
+            let (keep, refused) = split(std::mem::take(&mut r.coordinator_keys), |k| {
+                cx.can(Operation::Describe, rtype, k.as_str())
+            });
+            r.coordinator_keys = keep;
+            return Verdict::Proceed((refused, code));
+        }
+        if cx.can(Operation::Describe, rtype, r.key.as_str()) {
+            Verdict::Proceed((Vec::new(), code))
+        } else {
+            Verdict::Answer(
+                FindCoordinatorResponse::default()
+                    .with_error_code(code)
+                    .with_node_id(BrokerId(-1))
+                    .with_port(-1),
+            )
+        }
+    }
+
+    fn deny(_cx: Cx<'_>, r: &mut FindCoordinatorResponse, (keys, code): Self::Denied) {
+        for key in keys {
+            r.coordinators.push(
+                CoordinatorEntry::default()
+                    .with_key(key)
+                    .with_node_id(BrokerId(-1))
+                    .with_port(-1)
+                    .with_error_code(code),
+            );
+        }
+    }
+
+    async fn handle(cx: Cx<'_>, req: FindCoordinatorRequest) -> Handled<FindCoordinatorResponse> {
+        Handled::Now(find_coordinator(cx, req))
+    }
+
+    fn errors(r: &FindCoordinatorResponse, out: &mut Vec<i16>) {
+        out.push(r.error_code);
+        out.extend(r.coordinators.iter().map(|c| c.error_code));
+    }
+
+    fn throttle(r: &mut FindCoordinatorResponse, ms: i32) {
+        r.throttle_time_ms = ms;
+    }
+}
+
+/// The verdict on a request of a group's member: it needs Read on the
+/// group, else it is answered with `denied`.
+fn member_of<R>(cx: Cx<'_>, group: &str, denied: impl FnOnce() -> R) -> Verdict<R, ()> {
+    if cx.group(Operation::Read, group) {
+        Verdict::Proceed(())
+    } else {
+        Verdict::Answer(denied())
+    }
+}
+
+/// JoinGroup: waits for the rebalance to complete.
+pub struct JoinGroup;
+
+impl Api for JoinGroup {
+    kind!(JoinGroup, JoinGroupRequest, JoinGroupResponse);
+    const VERSIONS: (i16, i16) = (0, 9);
+    const WAITS: bool = true;
+    type Denied = ();
+
+    fn authorize(cx: Cx<'_>, r: &mut JoinGroupRequest) -> Verdict<JoinGroupResponse, ()> {
+        member_of(cx, r.group_id.as_str(), || {
+            JoinGroupResponse::default()
+                .with_error_code(errors::GROUP_AUTHORIZATION_FAILED)
+                .with_generation_id(-1)
+                .with_member_id(r.member_id.clone())
+        })
+    }
+
+    fn deny(_cx: Cx<'_>, _r: &mut JoinGroupResponse, _denied: ()) {}
+
+    async fn handle(cx: Cx<'_>, req: JoinGroupRequest) -> Handled<JoinGroupResponse> {
+        Handled::Now(join_group(cx, req).await)
+    }
+
+    fn errors(r: &JoinGroupResponse, out: &mut Vec<i16>) {
+        out.push(r.error_code);
+    }
+
+    fn throttle(r: &mut JoinGroupResponse, ms: i32) {
+        r.throttle_time_ms = ms;
+    }
+}
+
+/// SyncGroup: the leader hands out assignments; members wait for theirs.
+pub struct SyncGroup;
+
+impl Api for SyncGroup {
+    kind!(SyncGroup, SyncGroupRequest, SyncGroupResponse);
+    const VERSIONS: (i16, i16) = (0, 5);
+    const WAITS: bool = true;
+    type Denied = ();
+
+    fn authorize(cx: Cx<'_>, r: &mut SyncGroupRequest) -> Verdict<SyncGroupResponse, ()> {
+        member_of(cx, r.group_id.as_str(), || {
+            SyncGroupResponse::default().with_error_code(errors::GROUP_AUTHORIZATION_FAILED)
+        })
+    }
+
+    fn deny(_cx: Cx<'_>, _r: &mut SyncGroupResponse, _denied: ()) {}
+
+    async fn handle(cx: Cx<'_>, req: SyncGroupRequest) -> Handled<SyncGroupResponse> {
+        Handled::Now(sync_group(cx.broker, req).await)
+    }
+
+    fn errors(r: &SyncGroupResponse, out: &mut Vec<i16>) {
+        out.push(r.error_code);
+    }
+
+    fn throttle(r: &mut SyncGroupResponse, ms: i32) {
+        r.throttle_time_ms = ms;
+    }
+}
+
+/// Heartbeat: a member is alive, and learns of rebalances.
+pub struct Heartbeat;
+
+impl Api for Heartbeat {
+    kind!(Heartbeat, HeartbeatRequest, HeartbeatResponse);
+    const VERSIONS: (i16, i16) = (0, 4);
+    type Denied = ();
+
+    fn authorize(cx: Cx<'_>, r: &mut HeartbeatRequest) -> Verdict<HeartbeatResponse, ()> {
+        member_of(cx, r.group_id.as_str(), || {
+            HeartbeatResponse::default().with_error_code(errors::GROUP_AUTHORIZATION_FAILED)
+        })
+    }
+
+    fn deny(_cx: Cx<'_>, _r: &mut HeartbeatResponse, _denied: ()) {}
+
+    async fn handle(cx: Cx<'_>, req: HeartbeatRequest) -> Handled<HeartbeatResponse> {
+        Handled::Now(heartbeat(cx.broker, &req))
+    }
+
+    fn errors(r: &HeartbeatResponse, out: &mut Vec<i16>) {
+        out.push(r.error_code);
+    }
+
+    fn throttle(r: &mut HeartbeatResponse, ms: i32) {
+        r.throttle_time_ms = ms;
+    }
+}
+
+/// LeaveGroup: members leave (several at once from v3).
+pub struct LeaveGroup;
+
+impl Api for LeaveGroup {
+    kind!(LeaveGroup, LeaveGroupRequest, LeaveGroupResponse);
+    const VERSIONS: (i16, i16) = (0, 5);
+    type Denied = ();
+
+    fn authorize(cx: Cx<'_>, r: &mut LeaveGroupRequest) -> Verdict<LeaveGroupResponse, ()> {
+        member_of(cx, r.group_id.as_str(), || {
+            LeaveGroupResponse::default().with_error_code(errors::GROUP_AUTHORIZATION_FAILED)
+        })
+    }
+
+    fn deny(_cx: Cx<'_>, _r: &mut LeaveGroupResponse, _denied: ()) {}
+
+    async fn handle(cx: Cx<'_>, req: LeaveGroupRequest) -> Handled<LeaveGroupResponse> {
+        Handled::Now(leave_group(cx.broker, &req, cx.version))
+    }
+
+    fn errors(r: &LeaveGroupResponse, out: &mut Vec<i16>) {
+        out.push(r.error_code);
+        out.extend(r.members.iter().map(|m| m.error_code));
+    }
+}
+
+/// ListGroups: the groups the principal may describe.
+pub struct ListGroups;
+
+impl Api for ListGroups {
+    kind!(ListGroups, ListGroupsRequest, ListGroupsResponse);
+    const VERSIONS: (i16, i16) = (0, 5);
+    /// Whether groups must be filtered one by one (no Describe on the
+    /// cluster).
+    type Denied = bool;
+
+    fn authorize(cx: Cx<'_>, _r: &mut ListGroupsRequest) -> Verdict<ListGroupsResponse, bool> {
+        Verdict::Proceed(!cx.cluster(Operation::Describe))
+    }
+
+    fn deny(cx: Cx<'_>, r: &mut ListGroupsResponse, filter: bool) {
+        if filter {
+            r.groups
+                .retain(|g| cx.group(Operation::Describe, g.group_id.as_str()));
+        }
+    }
+
+    async fn handle(cx: Cx<'_>, req: ListGroupsRequest) -> Handled<ListGroupsResponse> {
+        Handled::Now(list_groups(cx.broker, &req))
+    }
+
+    fn errors(r: &ListGroupsResponse, out: &mut Vec<i16>) {
+        out.push(r.error_code);
+    }
+}
+
+/// DescribeGroups: members and their assignments.
+pub struct DescribeGroups;
+
+impl Api for DescribeGroups {
+    kind!(
+        DescribeGroups,
+        DescribeGroupsRequest,
+        DescribeGroupsResponse
+    );
+    const VERSIONS: (i16, i16) = (0, 5);
+    type Denied = Vec<GroupId>;
+
+    fn authorize(
+        cx: Cx<'_>,
+        r: &mut DescribeGroupsRequest,
+    ) -> Verdict<DescribeGroupsResponse, Vec<GroupId>> {
+        let (keep, refused) = split(std::mem::take(&mut r.groups), |g| {
+            cx.group(Operation::Describe, g.as_str())
+        });
+        r.groups = keep;
+        Verdict::Proceed(refused)
+    }
+
+    fn deny(_cx: Cx<'_>, r: &mut DescribeGroupsResponse, denied: Vec<GroupId>) {
+        for g in denied {
+            r.groups.push(
+                DescribedGroup::default()
+                    .with_group_id(g)
+                    .with_error_code(errors::GROUP_AUTHORIZATION_FAILED),
+            );
+        }
+    }
+
+    async fn handle(cx: Cx<'_>, req: DescribeGroupsRequest) -> Handled<DescribeGroupsResponse> {
+        Handled::Now(describe_groups(cx.broker, &req))
+    }
+
+    fn errors(r: &DescribeGroupsResponse, out: &mut Vec<i16>) {
+        out.extend(r.groups.iter().map(|g| g.error_code));
+    }
+}
+
+/// DeleteGroups: empty groups and their committed offsets.
+pub struct DeleteGroups;
+
+impl Api for DeleteGroups {
+    kind!(DeleteGroups, DeleteGroupsRequest, DeleteGroupsResponse);
+    const VERSIONS: (i16, i16) = (0, 2);
+    type Denied = Vec<GroupId>;
+
+    fn authorize(
+        cx: Cx<'_>,
+        r: &mut DeleteGroupsRequest,
+    ) -> Verdict<DeleteGroupsResponse, Vec<GroupId>> {
+        let (keep, refused) = split(std::mem::take(&mut r.groups_names), |g| {
+            cx.group(Operation::Delete, g.as_str())
+        });
+        r.groups_names = keep;
+        Verdict::Proceed(refused)
+    }
+
+    fn deny(_cx: Cx<'_>, r: &mut DeleteGroupsResponse, denied: Vec<GroupId>) {
+        for g in denied {
+            r.results.push(
+                DeletableGroupResult::default()
+                    .with_group_id(g)
+                    .with_error_code(errors::GROUP_AUTHORIZATION_FAILED),
+            );
+        }
+    }
+
+    async fn handle(cx: Cx<'_>, req: DeleteGroupsRequest) -> Handled<DeleteGroupsResponse> {
+        Handled::Now(delete_groups(cx.broker, &req))
+    }
+
+    fn errors(r: &DeleteGroupsResponse, out: &mut Vec<i16>) {
+        out.extend(r.results.iter().map(|g| g.error_code));
+    }
+}
 
 /// FindCoordinator: this broker coordinates every group. Transactions are
 /// not supported, so transaction coordinators are not available.
-pub fn find_coordinator(
-    broker: &Broker,
-    req: FindCoordinatorRequest,
-    version: i16,
-) -> FindCoordinatorResponse {
-    let cfg = &broker.config;
+fn find_coordinator(cx: Cx<'_>, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
+    let (broker, version) = (cx.broker, cx.version);
+    let (host, port) = cx.advertised();
     let node = BrokerId(broker.node_id());
     let answer = |key_type: i8| -> (i16, Option<&'static str>) {
         if key_type == KEY_TYPE_GROUP {
@@ -56,9 +378,7 @@ pub fn find_coordinator(
                     .with_error_code(code)
                     .with_error_message(msg.map(sb));
                 if code == errors::NONE {
-                    c.with_node_id(node)
-                        .with_host(sb(cfg.advertised_host.clone()))
-                        .with_port(cfg.advertised_port)
+                    c.with_node_id(node).with_host(sb(host)).with_port(port)
                 } else {
                     c.with_node_id(BrokerId(-1)).with_port(-1)
                 }
@@ -74,9 +394,7 @@ pub fn find_coordinator(
             .with_node_id(BrokerId(-1))
             .with_port(-1);
     }
-    resp.with_node_id(node)
-        .with_host(sb(cfg.advertised_host.clone()))
-        .with_port(cfg.advertised_port)
+    resp.with_node_id(node).with_host(sb(host)).with_port(port)
 }
 
 fn join_response(o: JoinOutcome) -> JoinGroupResponse {
@@ -101,13 +419,9 @@ fn join_response(o: JoinOutcome) -> JoinGroupResponse {
 }
 
 /// JoinGroup: waits for the rebalance to complete.
-pub async fn join_group(
-    broker: &Arc<Broker>,
-    header: &RequestHeader,
-    peer: SocketAddr,
-    req: JoinGroupRequest,
-    version: i16,
-) -> JoinGroupResponse {
+async fn join_group(cx: Cx<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
+    let (broker, header, version) = (cx.broker, cx.header, cx.version);
+    let peer = cx.session.peer;
     let member_id = req.member_id.to_string();
     let jr = JoinRequest {
         group_id: req.group_id.0.to_string(),
@@ -155,7 +469,7 @@ pub async fn join_group(
 }
 
 /// SyncGroup: the leader hands out assignments; members wait for theirs.
-pub async fn sync_group(broker: &Arc<Broker>, req: SyncGroupRequest) -> SyncGroupResponse {
+async fn sync_group(broker: &Arc<Broker>, req: SyncGroupRequest) -> SyncGroupResponse {
     let assignments = req
         .assignments
         .iter()
@@ -186,7 +500,7 @@ pub async fn sync_group(broker: &Arc<Broker>, req: SyncGroupRequest) -> SyncGrou
 }
 
 /// Heartbeat.
-pub fn heartbeat(broker: &Broker, req: &HeartbeatRequest) -> HeartbeatResponse {
+fn heartbeat(broker: &Broker, req: &HeartbeatRequest) -> HeartbeatResponse {
     let code = broker.groups.heartbeat(
         req.group_id.0.as_str(),
         req.generation_id,
@@ -198,7 +512,7 @@ pub fn heartbeat(broker: &Broker, req: &HeartbeatRequest) -> HeartbeatResponse {
 }
 
 /// LeaveGroup, single (v0-2) or batched (v3+).
-pub fn leave_group(broker: &Broker, req: &LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+fn leave_group(broker: &Broker, req: &LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         req.members
             .iter()
@@ -233,7 +547,7 @@ pub fn leave_group(broker: &Broker, req: &LeaveGroupRequest, version: i16) -> Le
 }
 
 /// ListGroups, with the v4 state filter and v5 type filter.
-pub fn list_groups(broker: &Broker, req: &ListGroupsRequest) -> ListGroupsResponse {
+fn list_groups(broker: &Broker, req: &ListGroupsRequest) -> ListGroupsResponse {
     let states: Vec<String> = req
         .states_filter
         .iter()
@@ -262,7 +576,7 @@ pub fn list_groups(broker: &Broker, req: &ListGroupsRequest) -> ListGroupsRespon
 }
 
 /// DescribeGroups.
-pub fn describe_groups(broker: &Broker, req: &DescribeGroupsRequest) -> DescribeGroupsResponse {
+fn describe_groups(broker: &Broker, req: &DescribeGroupsRequest) -> DescribeGroupsResponse {
     let groups = req
         .groups
         .iter()
@@ -300,7 +614,7 @@ pub fn describe_groups(broker: &Broker, req: &DescribeGroupsRequest) -> Describe
 }
 
 /// DeleteGroups: only empty groups; their offsets go with them.
-pub fn delete_groups(broker: &Broker, req: &DeleteGroupsRequest) -> DeleteGroupsResponse {
+fn delete_groups(broker: &Broker, req: &DeleteGroupsRequest) -> DeleteGroupsResponse {
     let results = req
         .groups_names
         .iter()

@@ -1,19 +1,142 @@
 //! Metadata and DescribeCluster: this broker is the one node, the leader of
 //! every partition and the controller.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
     BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
+    TopicName,
 };
 
-use super::{errors, sb, tn};
+use super::errors;
+use super::route::{kind, open, row, Api, Cx, Handled, Row, Verdict};
+use super::route::{sb, tn};
 use crate::broker::Broker;
+use crate::security::acl::Operation;
 use crate::topics::Topic;
+
+/// The APIs this family serves.
+pub const ROWS: &[Row] = &[row::<Metadata>(), row::<DescribeCluster>()];
+
+/// Metadata: brokers, controller and topics.
+pub struct Metadata;
+
+/// Metadata topics the principal may not describe.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Hidden {
+    /// None can be in the response.
+    Nothing,
+    /// All topics were asked for: leave them out.
+    LeaveOut,
+    /// Asked for by id: answer TOPIC_AUTHORIZATION_FAILED without the name.
+    Refuse,
+}
+
+impl Api for Metadata {
+    kind!(Metadata, MetadataRequest, MetadataResponse);
+    const VERSIONS: (i16, i16) = (0, 12);
+    /// Names refused with their code, and what to do with topics the
+    /// principal may not describe.
+    type Denied = (Vec<(TopicName, i16)>, Hidden);
+
+    fn authorize(cx: Cx<'_>, r: &mut MetadataRequest) -> Verdict<MetadataResponse, Self::Denied> {
+        let auto_create = r.allow_auto_topic_creation && cx.broker.config.args.auto_create_topics;
+        let topics = match r.topics.take() {
+            Some(list) if !(cx.version == 0 && list.is_empty()) => list,
+            all => {
+                r.topics = all;
+                return Verdict::Proceed((Vec::new(), Hidden::LeaveOut));
+            }
+        };
+        let mut denied = Vec::new();
+        let mut keep = Vec::new();
+        for t in topics {
+            let Some(name) = t.name.clone() else {
+                // By id: resolved, then filtered after.
+                keep.push(t);
+                continue;
+            };
+            let describable = cx.topic(Operation::Describe, name.as_str());
+            let creatable = !(auto_create && cx.broker.topics.get(name.as_str()).is_none())
+                || cx.may_create(name.as_str());
+            if describable && creatable {
+                keep.push(t);
+            } else {
+                denied.push((name, errors::TOPIC_AUTHORIZATION_FAILED));
+            }
+        }
+        let hidden = if keep.iter().any(|t| t.name.is_none()) {
+            Hidden::Refuse
+        } else {
+            Hidden::Nothing
+        };
+        r.topics = Some(keep);
+        Verdict::Proceed((denied, hidden))
+    }
+
+    fn deny(cx: Cx<'_>, r: &mut MetadataResponse, (denied, hidden): Self::Denied) {
+        let visible = |t: &MetadataResponseTopic| {
+            t.name
+                .as_ref()
+                .is_some_and(|n| cx.topic(Operation::Describe, n.as_str()))
+        };
+        match hidden {
+            Hidden::Nothing => {}
+            Hidden::LeaveOut => r.topics.retain(visible),
+            Hidden::Refuse => {
+                for t in &mut r.topics {
+                    if t.name.is_some() && !visible(t) {
+                        *t = MetadataResponseTopic::default()
+                            .with_topic_id(t.topic_id)
+                            .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED);
+                    }
+                }
+            }
+        }
+        for (name, code) in denied {
+            r.topics.push(
+                MetadataResponseTopic::default()
+                    .with_name(Some(name))
+                    .with_error_code(code),
+            );
+        }
+    }
+
+    async fn handle(cx: Cx<'_>, req: MetadataRequest) -> Handled<MetadataResponse> {
+        Handled::Now(metadata(cx, req))
+    }
+
+    fn errors(r: &MetadataResponse, out: &mut Vec<i16>) {
+        out.extend(r.topics.iter().map(|t| t.error_code));
+    }
+
+    fn throttle(r: &mut MetadataResponse, ms: i32) {
+        r.throttle_time_ms = ms;
+    }
+}
+
+/// DescribeCluster: the brokers and the controller.
+pub struct DescribeCluster;
+
+impl Api for DescribeCluster {
+    kind!(
+        DescribeCluster,
+        DescribeClusterRequest,
+        DescribeClusterResponse
+    );
+    const VERSIONS: (i16, i16) = (0, 1);
+    open!();
+
+    async fn handle(cx: Cx<'_>, req: DescribeClusterRequest) -> Handled<DescribeClusterResponse> {
+        Handled::Now(describe_cluster(cx, &req))
+    }
+
+    fn errors(r: &DescribeClusterResponse, out: &mut Vec<i16>) {
+        out.push(r.error_code);
+    }
+}
 
 /// Operations allowed on a topic without an authorizer, as Kafka reports
 /// them: READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS,
@@ -47,13 +170,14 @@ fn topic_metadata(broker: &Broker, t: &Topic) -> MetadataResponseTopic {
 
 /// Metadata: brokers, cluster id, controller and the requested topics
 /// (auto-creating unknown ones when allowed).
-pub fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
+fn metadata(cx: Cx<'_>, req: MetadataRequest) -> MetadataResponse {
+    let (broker, version) = (cx.broker, cx.version);
     let node = BrokerId(broker.node_id());
-    let cfg = &broker.config;
+    let (host, port) = cx.advertised();
     let brokers = vec![MetadataResponseBroker::default()
         .with_node_id(node)
-        .with_host(sb(cfg.advertised_host.clone()))
-        .with_port(cfg.advertised_port)];
+        .with_host(sb(host))
+        .with_port(port)];
     let all = match &req.topics {
         None => true,
         Some(list) => version == 0 && list.is_empty(),
@@ -118,8 +242,8 @@ pub fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Met
 }
 
 /// DescribeCluster: the one broker.
-pub fn describe_cluster(broker: &Broker, req: &DescribeClusterRequest) -> DescribeClusterResponse {
-    let cfg = &broker.config;
+fn describe_cluster(cx: Cx<'_>, req: &DescribeClusterRequest) -> DescribeClusterResponse {
+    let broker = cx.broker;
     let resp = DescribeClusterResponse::default()
         .with_cluster_id(sb(broker.topics.cluster_id()))
         .with_controller_id(BrokerId(broker.node_id()))
@@ -135,8 +259,9 @@ pub fn describe_cluster(broker: &Broker, req: &DescribeClusterRequest) -> Descri
     } else {
         resp
     };
+    let (host, port) = cx.advertised();
     resp.with_brokers(vec![DescribeClusterBroker::default()
         .with_broker_id(BrokerId(broker.node_id()))
-        .with_host(sb(cfg.advertised_host.clone()))
-        .with_port(cfg.advertised_port)])
+        .with_host(sb(host))
+        .with_port(port)])
 }

@@ -10,12 +10,123 @@ use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{
-    DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse,
+    DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse, TopicName,
 };
 
+use super::authz::take_topics;
 use super::errors;
+use super::route::{kind, row, Api, Cx, Handled, Row, Verdict};
 use crate::broker::Broker;
 use crate::log::PartitionLog;
+use crate::security::acl::Operation;
+
+/// The APIs this family serves.
+pub const ROWS: &[Row] = &[row::<ListOffsets>(), row::<DeleteRecords>()];
+
+/// Topics refused, with their partitions.
+type Refused = Vec<(TopicName, Vec<i32>)>;
+
+/// ListOffsets: earliest, latest, by timestamp, max timestamp.
+pub struct ListOffsets;
+
+impl Api for ListOffsets {
+    kind!(ListOffsets, ListOffsetsRequest, ListOffsetsResponse);
+    const VERSIONS: (i16, i16) = (1, 8);
+    type Denied = Refused;
+
+    fn authorize(cx: Cx<'_>, r: &mut ListOffsetsRequest) -> Verdict<ListOffsetsResponse, Refused> {
+        Verdict::Proceed(take_topics(
+            &mut r.topics,
+            |t| cx.topic(Operation::Describe, t.name.as_str()),
+            |t| &t.name,
+            |t| t.partitions.iter().map(|p| p.partition_index).collect(),
+        ))
+    }
+
+    fn deny(_cx: Cx<'_>, resp: &mut ListOffsetsResponse, denied: Refused) {
+        for (name, parts) in denied {
+            let code = errors::TOPIC_AUTHORIZATION_FAILED;
+            let parts = parts.into_iter().map(|p| offset_failed(p, code)).collect();
+            resp.topics.push(
+                ListOffsetsTopicResponse::default()
+                    .with_name(name)
+                    .with_partitions(parts),
+            );
+        }
+    }
+
+    async fn handle(cx: Cx<'_>, req: ListOffsetsRequest) -> Handled<ListOffsetsResponse> {
+        Handled::Now(list_offsets(cx.broker, req, cx.version))
+    }
+
+    fn errors(r: &ListOffsetsResponse, out: &mut Vec<i16>) {
+        for t in &r.topics {
+            out.extend(t.partitions.iter().map(|p| p.error_code));
+        }
+    }
+
+    fn throttle(r: &mut ListOffsetsResponse, ms: i32) {
+        r.throttle_time_ms = ms;
+    }
+}
+
+/// DeleteRecords: moves partitions' log start offsets forward.
+pub struct DeleteRecords;
+
+impl Api for DeleteRecords {
+    kind!(DeleteRecords, DeleteRecordsRequest, DeleteRecordsResponse);
+    const VERSIONS: (i16, i16) = (0, 2);
+    type Denied = Refused;
+
+    fn authorize(
+        cx: Cx<'_>,
+        r: &mut DeleteRecordsRequest,
+    ) -> Verdict<DeleteRecordsResponse, Refused> {
+        Verdict::Proceed(take_topics(
+            &mut r.topics,
+            |t| cx.topic(Operation::Delete, t.name.as_str()),
+            |t| &t.name,
+            |t| t.partitions.iter().map(|p| p.partition_index).collect(),
+        ))
+    }
+
+    fn deny(_cx: Cx<'_>, resp: &mut DeleteRecordsResponse, denied: Refused) {
+        for (name, parts) in denied {
+            let code = errors::TOPIC_AUTHORIZATION_FAILED;
+            let parts = parts.into_iter().map(|p| delete_failed(p, code)).collect();
+            resp.topics.push(
+                DeleteRecordsTopicResult::default()
+                    .with_name(name)
+                    .with_partitions(parts),
+            );
+        }
+    }
+
+    async fn handle(cx: Cx<'_>, req: DeleteRecordsRequest) -> Handled<DeleteRecordsResponse> {
+        Handled::Now(delete_records(cx.broker, req).await)
+    }
+
+    fn errors(r: &DeleteRecordsResponse, out: &mut Vec<i16>) {
+        for t in &r.topics {
+            out.extend(t.partitions.iter().map(|p| p.error_code));
+        }
+    }
+}
+
+fn offset_failed(partition: i32, code: i16) -> ListOffsetsPartitionResponse {
+    ListOffsetsPartitionResponse::default()
+        .with_partition_index(partition)
+        .with_error_code(code)
+        .with_offset(-1)
+        .with_timestamp(-1)
+}
+
+fn delete_failed(partition: i32, code: i16) -> DeleteRecordsPartitionResult {
+    DeleteRecordsPartitionResult::default()
+        .with_partition_index(partition)
+        .with_error_code(code)
+        .with_low_watermark(-1)
+}
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -37,7 +148,7 @@ fn lookup(log: &PartitionLog, ts: i64) -> Result<(i64, i64), i16> {
 }
 
 /// ListOffsets for each requested partition.
-pub fn list_offsets(
+fn list_offsets(
     broker: &Arc<Broker>,
     req: ListOffsetsRequest,
     version: i16,
@@ -57,17 +168,17 @@ pub fn list_offsets(
                         .with_partition_index(p.partition_index);
                     let Some(log) = topic.as_ref().and_then(|x| x.partition(p.partition_index))
                     else {
-                        return r
-                            .with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION)
-                            .with_offset(-1)
-                            .with_timestamp(-1);
+                        return offset_failed(
+                            p.partition_index,
+                            errors::UNKNOWN_TOPIC_OR_PARTITION,
+                        );
                     };
                     match lookup(&log, p.timestamp) {
                         Ok((offset, ts)) => r
                             .with_offset(offset)
                             .with_timestamp(ts)
                             .with_leader_epoch(epoch),
-                        Err(code) => r.with_error_code(code).with_offset(-1).with_timestamp(-1),
+                        Err(code) => offset_failed(p.partition_index, code),
                     }
                 })
                 .collect();
@@ -80,10 +191,7 @@ pub fn list_offsets(
 }
 
 /// DeleteRecords: moves each partition's log start offset forward.
-pub async fn delete_records(
-    broker: &Arc<Broker>,
-    req: DeleteRecordsRequest,
-) -> DeleteRecordsResponse {
+async fn delete_records(broker: &Arc<Broker>, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let mut topics = Vec::new();
     for t in req.topics {
         let topic = broker.topics.get(t.name.0.as_str());
@@ -91,10 +199,10 @@ pub async fn delete_records(
         for p in &t.partitions {
             let r = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
             let Some(log) = topic.as_ref().and_then(|x| x.partition(p.partition_index)) else {
-                parts.push(
-                    r.with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION)
-                        .with_low_watermark(-1),
-                );
+                parts.push(delete_failed(
+                    p.partition_index,
+                    errors::UNKNOWN_TOPIC_OR_PARTITION,
+                ));
                 continue;
             };
             let log2 = Arc::clone(&log);
@@ -105,9 +213,7 @@ pub async fn delete_records(
                 Ok(Err(e)) => r
                     .with_error_code(errors::log_error_code(&e))
                     .with_low_watermark(log.log_start_offset()),
-                Err(_) => r
-                    .with_error_code(errors::KAFKA_STORAGE_ERROR)
-                    .with_low_watermark(-1),
+                Err(_) => delete_failed(p.partition_index, errors::KAFKA_STORAGE_ERROR),
             });
         }
         topics.push(

@@ -7,11 +7,119 @@ use std::sync::Arc;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 
-use super::{errors, sb};
+use super::authz::split;
+use super::errors;
+use super::route::sb;
+use super::route::{kind, row, Api, Cx, Handled, Row, Verdict};
 use crate::broker::{now_ms, Broker};
 use crate::config::FsyncPolicy;
 use crate::log::{PartitionLog, SequenceCheck};
 use crate::retry;
+use crate::security::acl::{Operation, ResourceType};
+use crate::security::quotas::QuotaKind;
+
+/// The APIs this family serves.
+pub const ROWS: &[Row] = &[row::<Produce>()];
+
+/// Produce: validate each partition's batch, append it, answer once the
+/// durability asked for holds.
+pub struct Produce;
+
+impl Api for Produce {
+    kind!(Produce, ProduceRequest, ProduceResponse);
+    const VERSIONS: (i16, i16) = (3, 11);
+    /// Partitions refused, with the code each is answered.
+    type Denied = Vec<(TopicName, Vec<i32>, i16)>;
+
+    fn authorize(cx: Cx<'_>, r: &mut ProduceRequest) -> Verdict<ProduceResponse, Self::Denied> {
+        let parts = |t: &kafka_protocol::messages::produce_request::TopicProduceData| {
+            t.partition_data.iter().map(|p| p.index).collect()
+        };
+        if let Some(tid) = &r.transactional_id {
+            if !cx.can(
+                Operation::Write,
+                ResourceType::TransactionalId,
+                tid.as_str(),
+            ) {
+                let code = errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+                let denied = r
+                    .topic_data
+                    .drain(..)
+                    .map(|t| (t.name.clone(), parts(&t), code));
+                return Verdict::Proceed(denied.collect());
+            }
+        }
+        let (keep, refused) = split(std::mem::take(&mut r.topic_data), |t| {
+            cx.topic(Operation::Write, t.name.as_str())
+        });
+        let mut denied: Self::Denied = refused
+            .iter()
+            .map(|t| (t.name.clone(), parts(t), errors::TOPIC_AUTHORIZATION_FAILED))
+            .collect();
+        // weir creates unknown topics on produce: that needs Create.
+        let (keep, missing) = split(keep, |t| {
+            cx.broker.topics.get(t.name.as_str()).is_some()
+                || retry::route_for(&cx.broker.topics, t.name.as_str()).is_some()
+                || cx.may_create(t.name.as_str())
+        });
+        denied.extend(
+            missing
+                .iter()
+                .map(|t| (t.name.clone(), parts(t), errors::UNKNOWN_TOPIC_OR_PARTITION)),
+        );
+        r.topic_data = keep;
+        Verdict::Proceed(denied)
+    }
+
+    fn deny(_cx: Cx<'_>, resp: &mut ProduceResponse, denied: Self::Denied) {
+        for (name, parts, code) in denied {
+            let parts = parts.into_iter().map(|p| failed(p, code)).collect();
+            resp.responses.push(
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(parts),
+            );
+        }
+    }
+
+    async fn handle(cx: Cx<'_>, req: ProduceRequest) -> Handled<ProduceResponse> {
+        match append(cx.broker, req).await {
+            (resp, Some(flush)) => Handled::After(
+                resp,
+                Box::new(move |mut resp| {
+                    Box::pin(async move {
+                        flush.wait(resp.as_mut()).await;
+                        resp
+                    })
+                }),
+            ),
+            (Some(resp), None) => Handled::Now(resp),
+            (None, None) => Handled::Silent,
+        }
+    }
+
+    fn errors(r: &ProduceResponse, out: &mut Vec<i16>) {
+        for t in &r.responses {
+            out.extend(t.partition_responses.iter().map(|p| p.error_code));
+        }
+    }
+
+    fn throttle(r: &mut ProduceResponse, ms: i32) {
+        r.throttle_time_ms = ms;
+    }
+
+    fn metered(request_len: usize, _r: Option<&ProduceResponse>) -> Option<(QuotaKind, u64)> {
+        Some((QuotaKind::Produce, request_len as u64))
+    }
+}
+
+/// The answer of a partition that was not appended to.
+fn failed(index: i32, code: i16) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(code)
+        .with_base_offset(-1)
+}
 
 /// Partitions a produce request appended to that must be on disk before it
 /// is answered (`--fsync`).
@@ -53,10 +161,9 @@ impl Flush {
 /// and, when `--fsync` asks for it, the fsyncs it must wait for before it is
 /// sent: the append is done when this returns, so the connection can read
 /// its next request while the fsync runs.
-pub async fn handle(
+async fn append(
     broker: &Arc<Broker>,
     req: ProduceRequest,
-    _version: i16,
 ) -> (Option<ProduceResponse>, Option<Flush>) {
     let acks = req.acks;
     let valid_acks = (-1..=1).contains(&acks);
@@ -88,9 +195,7 @@ pub async fn handle(
         };
         let mut parts = Vec::with_capacity(td.partition_data.len());
         for pd in td.partition_data {
-            let mut pr = PartitionProduceResponse::default()
-                .with_index(pd.index)
-                .with_base_offset(-1);
+            let mut pr = failed(pd.index, errors::NONE);
             let log = match &topic {
                 _ if !valid_acks => {
                     parts.push(pr.with_error_code(errors::INVALID_REQUIRED_ACKS));
@@ -199,7 +304,7 @@ async fn hand_back(
     let topic = topic.to_string();
     let res = tokio::task::spawn_blocking(move || {
         b.retries
-            .hand_back(&b, &route, &topic, partition, &records, sync)
+            .hand_back(&b.topics, &route, &topic, partition, &records, sync)
     })
     .await;
     match res {

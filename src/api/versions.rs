@@ -1,25 +1,50 @@
-//! ApiVersions: built from the one version table in `protocol::versions`.
+//! ApiVersions: built from the registry, the one list of what is served.
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 
 use super::errors;
-use crate::protocol::versions::SUPPORTED;
+use super::route::{kind, open, row, Api, Cx, Handled, Registry, Row};
 
-fn table() -> Vec<ApiVersion> {
-    SUPPORTED
+/// The APIs this family serves.
+pub const ROWS: &[Row] = &[row::<ApiVersions>()];
+
+/// ApiVersions: every API weir serves, and its versions.
+pub struct ApiVersions;
+
+impl Api for ApiVersions {
+    kind!(ApiVersions, ApiVersionsRequest, ApiVersionsResponse);
+    const VERSIONS: (i16, i16) = (0, 3);
+    open!();
+
+    async fn handle(cx: Cx<'_>, req: ApiVersionsRequest) -> Handled<ApiVersionsResponse> {
+        Handled::Now(api_versions(cx.registry, &req, cx.version))
+    }
+
+    fn errors(r: &ApiVersionsResponse, out: &mut Vec<i16>) {
+        out.push(r.error_code);
+    }
+}
+
+fn table(registry: &Registry) -> Vec<ApiVersion> {
+    registry
+        .rows()
         .iter()
-        .map(|s| {
+        .map(|r| {
             ApiVersion::default()
-                .with_api_key(s.key as i16)
-                .with_min_version(s.min)
-                .with_max_version(s.max)
+                .with_api_key(r.key as i16)
+                .with_min_version(r.min)
+                .with_max_version(r.max)
         })
         .collect()
 }
 
 /// Answers a supported ApiVersions request.
-pub fn handle(req: &ApiVersionsRequest, version: i16) -> ApiVersionsResponse {
+fn api_versions(
+    registry: &Registry,
+    req: &ApiVersionsRequest,
+    version: i16,
+) -> ApiVersionsResponse {
     let valid = |s: &str| {
         s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
@@ -35,12 +60,12 @@ pub fn handle(req: &ApiVersionsRequest, version: i16) -> ApiVersionsResponse {
         } else {
             errors::NONE
         })
-        .with_api_keys(table())
+        .with_api_keys(table(registry))
 }
 
 /// The v0 response to an ApiVersions request above our maximum.
-pub fn too_new() -> ApiVersionsResponse {
+pub fn too_new(registry: &Registry) -> ApiVersionsResponse {
     ApiVersionsResponse::default()
         .with_error_code(errors::UNSUPPORTED_VERSION)
-        .with_api_keys(table())
+        .with_api_keys(table(registry))
 }

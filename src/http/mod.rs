@@ -255,7 +255,7 @@ async fn dlq_list(
     let limit = q.limit.unwrap_or(100).min(10_000);
     let b2 = Arc::clone(&b);
     let res = tokio::task::spawn_blocking(move || {
-        crate::retry::dlq_list(&b2, &base, q.partition, q.offset, limit)
+        crate::retry::dlq_list(&b2.topics, &base, q.partition, q.offset, limit)
     })
     .await;
     match res {
@@ -294,7 +294,8 @@ async fn dlq_redrive(
     let b2 = Arc::clone(&b);
     let res = tokio::task::spawn_blocking(move || {
         crate::retry::dlq_redrive(
-            &b2,
+            &b2.topics,
+            b2.config.args.fsync != crate::config::FsyncPolicy::Never,
             &base,
             body.partition,
             body.from_offset.unwrap_or(0),

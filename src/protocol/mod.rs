@@ -1,11 +1,13 @@
 //! Glue over the `kafka-protocol` crate: request header and body decoding by
-//! api key and version, response encoding with the right header version.
+//! api key and version, response encoding with the right header version,
+//! and the error codes by name. Which APIs and versions are served is the
+//! handlers' registry's to say (`api::REGISTRY`).
 //!
 //! A [`ProtocolError`] means the connection must be closed: the request cannot
 //! be understood well enough to answer it.
 
+pub mod errors;
 pub mod fetch_frame;
-pub mod versions;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
@@ -49,21 +51,26 @@ fn be_i16(b: &[u8], at: usize) -> i16 {
     i16::from_be_bytes([b[at], b[at + 1]])
 }
 
-/// Decodes one request frame (the bytes after the 4-byte size).
+/// Decodes one request frame (the bytes after the 4-byte size). `served`
+/// gives the version range of each API the broker serves; any other API or
+/// version is refused before its body is decoded.
 ///
 /// # Errors
 /// Any frame that cannot be answered.
-pub fn decode(mut frame: Bytes) -> Result<Decoded, ProtocolError> {
+pub fn decode(
+    mut frame: Bytes,
+    served: impl Fn(ApiKey) -> Option<(i16, i16)>,
+) -> Result<Decoded, ProtocolError> {
     if frame.len() < 8 {
         return Err(ProtocolError::Short);
     }
     let raw_key = be_i16(&frame, 0);
     let version = be_i16(&frame, 2);
     let key = ApiKey::try_from(raw_key).map_err(|()| ProtocolError::UnknownApiKey(raw_key))?;
-    let Some(range) = versions::range(key) else {
+    let Some((min, max)) = served(key) else {
         return Err(ProtocolError::UnsupportedVersion { key, version });
     };
-    if key == ApiKey::ApiVersions && version > range.max {
+    if key == ApiKey::ApiVersions && version > max {
         // Every request header version starts with key, version, correlation id.
         let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
         return Ok(Decoded::ApiVersionsTooNew {
@@ -71,7 +78,7 @@ pub fn decode(mut frame: Bytes) -> Result<Decoded, ProtocolError> {
             version,
         });
     }
-    if version < range.min || version > range.max {
+    if version < min || version > max {
         return Err(ProtocolError::UnsupportedVersion { key, version });
     }
     let header =
@@ -120,6 +127,3 @@ pub fn encode(
     out[start..start + 4].copy_from_slice(&size.to_be_bytes());
     Ok(())
 }
-
-#[cfg(test)]
-mod fuzz_tests;

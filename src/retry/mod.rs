@@ -18,21 +18,18 @@ pub mod store;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::records::{Compression, Record};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
-use crate::broker::{now_ms, Broker};
-use crate::config::FsyncPolicy;
+use crate::clock::now_ms;
 use crate::log::LogError;
 use crate::topics::config::{
     RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MS, RETRY_BACKOFF_MULTIPLIER, RETRY_MAX_ATTEMPTS,
 };
-use crate::topics::Registry;
+use crate::topics::{Registry, Topic, TopicError};
 use store::{Held, PendingStore};
 
 /// Suffix of the shared retry topic.
@@ -192,6 +189,16 @@ fn header_str(h: &Option<Bytes>) -> Option<&str> {
 }
 
 impl Retries {
+    /// When the earliest held record is due (epoch ms), if any.
+    pub fn next_due(&self) -> Option<i64> {
+        self.store.next_due()
+    }
+
+    /// Woken when a record is held, so a sleeping scheduler looks again.
+    pub fn held(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wake.notified()
+    }
+
     pub fn new(store: PendingStore) -> Self {
         Self {
             store,
@@ -222,7 +229,7 @@ impl Retries {
     /// Undecodable records, storage errors; nothing is held then.
     pub fn hand_back(
         &self,
-        broker: &Broker,
+        topics: &Registry,
         route: &RetryRoute,
         retry_topic: &str,
         partition: i32,
@@ -320,8 +327,7 @@ impl Retries {
         }
         if !dead.is_empty() {
             let dlq = route.dlq_topic();
-            let topic = broker
-                .topic_or_create_companion(&dlq, &route.base)
+            let topic = companion(topics, &dlq, &route.base)
                 .map_err(|e| RetryError::Dlq(dlq.clone(), e.to_string()))?;
             let log = topic
                 .partition(partition)
@@ -342,45 +348,11 @@ impl Retries {
         })
     }
 
-    /// Delivers due records until `shutdown`.
-    pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
-        loop {
-            let next = broker.retries.store.next_due();
-            let now = now_ms();
-            let wait = match next {
-                Some(due) if due <= now => Duration::ZERO,
-                Some(due) => Duration::from_millis((due - now).min(60_000) as u64),
-                None => Duration::from_secs(60),
-            };
-            if !wait.is_zero() {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = broker.retries.wake.notified() => continue,
-                    () = tokio::time::sleep(wait) => continue,
-                }
-            }
-            let b = Arc::clone(&broker);
-            let res = tokio::task::spawn_blocking(move || b.retries.deliver_due(&b)).await;
-            match res {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "retry delivery failed; will try again");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "retry delivery task failed"),
-            }
-        }
-    }
-
     /// Appends every due record to its retry topic, then marks it done.
     ///
     /// # Errors
     /// Storage errors; undelivered records stay scheduled.
-    pub fn deliver_due(&self, broker: &Broker) -> Result<usize, RetryError> {
-        let sync = broker.config.args.fsync != FsyncPolicy::Never;
+    pub fn deliver_due(&self, topics: &Registry, sync: bool) -> Result<usize, RetryError> {
         let taken = self.store.take_due(now_ms(), DELIVERY_BATCH)?;
         if taken.is_empty() {
             return Ok(0);
@@ -395,9 +367,8 @@ impl Retries {
         let mut done = Vec::with_capacity(taken.len());
         let mut failed: Vec<(u64, Held)> = Vec::new();
         for ((topic, partition), items) in by_target {
-            let base = route_for(&broker.topics, &topic).map(|r| r.base);
-            let log = broker
-                .topics
+            let base = route_for(topics, &topic).map(|r| r.base);
+            let log = topics
                 .get(&topic)
                 .and_then(|t| t.partition(partition).or_else(|| t.partition(0)));
             let Some(log) = log else {
@@ -602,15 +573,14 @@ fn read_records(
 /// # Errors
 /// Unknown DLQ, storage or decode errors.
 pub fn dlq_list(
-    broker: &Broker,
+    topics: &Registry,
     base: &str,
     partition: Option<i32>,
     from: i64,
     limit: usize,
 ) -> Result<Vec<DlqRecord>, RetryError> {
     let name = format!("{base}{DLQ_SUFFIX}");
-    let topic = broker
-        .topics
+    let topic = topics
         .get(&name)
         .ok_or_else(|| RetryError::Dlq(name.clone(), "no such topic".into()))?;
     let mut out = Vec::new();
@@ -653,7 +623,8 @@ pub fn dlq_list(
 /// # Errors
 /// Unknown DLQ, storage or decode errors.
 pub fn dlq_redrive(
-    broker: &Broker,
+    topics: &Registry,
+    sync: bool,
     base: &str,
     partition: Option<i32>,
     from: i64,
@@ -661,8 +632,7 @@ pub fn dlq_redrive(
     target: RedriveTarget,
 ) -> Result<u64, RetryError> {
     let name = format!("{base}{DLQ_SUFFIX}");
-    let topic = broker
-        .topics
+    let topic = topics
         .get(&name)
         .ok_or_else(|| RetryError::Dlq(name.clone(), "no such topic".into()))?;
     let mut moved = 0u64;
@@ -705,13 +675,11 @@ pub fn dlq_redrive(
         }
         for (dest, recs) in by_target {
             let t = if dest == base {
-                broker
-                    .topics
+                topics
                     .get(base)
                     .ok_or_else(|| RetryError::Dlq(dest.clone(), "no such topic".into()))?
             } else {
-                broker
-                    .topic_or_create_companion(&dest, base)
+                companion(topics, &dest, base)
                     .map_err(|e| RetryError::Dlq(dest.clone(), e.to_string()))?
             };
             let target_log = t
@@ -723,7 +691,7 @@ pub fn dlq_redrive(
                 target_log.append_internal(&batch, now)?;
                 moved += chunk.len() as u64;
             }
-            if broker.config.args.fsync != FsyncPolicy::Never {
+            if sync {
                 target_log.flush()?;
             }
         }
@@ -735,4 +703,57 @@ pub fn dlq_redrive(
         "redrove dead-lettered records"
     );
     Ok(moved)
+}
+
+/// Companion topic `name` (a retry topic or the DLQ) of `base`, created on
+/// first use with `base`'s partition count.
+///
+/// # Errors
+/// `base` is gone, or the topic cannot be created.
+pub fn companion(topics: &Registry, name: &str, base: &str) -> Result<Arc<Topic>, TopicError> {
+    if let Some(t) = topics.get(name) {
+        return Ok(t);
+    }
+    let b = topics
+        .get(base)
+        .ok_or_else(|| TopicError::Unknown(base.to_string()))?;
+    match topics.create(name, b.partition_count(), -1, Default::default(), now_ms()) {
+        Ok(t) => {
+            tracing::info!(topic = name, base, "created retry companion topic");
+            Ok(t)
+        }
+        Err(TopicError::AlreadyExists(_)) => topics
+            .get(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_string())),
+        Err(e) => Err(e),
+    }
+}
+
+/// When `base` has retries on: makes sure `T.retry` and `T.dlq` exist and
+/// that every companion has at least `base`'s partition count.
+///
+/// # Errors
+/// A companion that cannot be created or grown.
+pub fn sync_companions(topics: &Registry, base: &str) -> Result<(), TopicError> {
+    let Some(t) = topics.get(base) else {
+        return Ok(());
+    };
+    let parts = t.partition_count();
+    if RetryPolicy::from_configs(&t.configs()).is_some() {
+        for suffix in [RETRY_SUFFIX, DLQ_SUFFIX] {
+            companion(topics, &format!("{base}{suffix}"), base)?;
+        }
+    }
+    let prefix = format!("{base}{RETRY_SUFFIX}");
+    for c in topics.list() {
+        let is_companion = c.name == format!("{base}{DLQ_SUFFIX}")
+            || c.name == prefix
+            || c.name
+                .strip_prefix(&prefix)
+                .is_some_and(|r| r.starts_with('.'));
+        if is_companion && c.partition_count() < parts {
+            topics.create_partitions(&c.name, parts, false, now_ms())?;
+        }
+    }
+    Ok(())
 }

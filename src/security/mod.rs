@@ -21,9 +21,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use crate::config::SecurityProtocol;
-
-/// Every SASL mechanism weir offers.
-pub const SASL_MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+pub use crate::config::SASL_MECHANISMS;
 
 /// The principal of a connection that did not authenticate.
 pub const ANONYMOUS: &str = "User:ANONYMOUS";

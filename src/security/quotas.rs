@@ -194,6 +194,25 @@ impl Quotas {
         })
     }
 
+    /// Charges one request that has taken effect: its handler time
+    /// (`busy_micros`; zero for requests that wait by design, such as long
+    /// polls and joins held for a rebalance) to the request-time quota, and
+    /// the bytes it is metered by to their byte quota. Returns how long the
+    /// client must wait (Kafka's throttle time: the larger of the two).
+    pub fn charge_request(
+        &self,
+        user: &str,
+        client_id: &str,
+        busy_micros: u64,
+        metered: Option<(QuotaKind, u64)>,
+    ) -> Duration {
+        let t = self.charge(user, client_id, QuotaKind::Request, busy_micros);
+        match metered {
+            Some((kind, bytes)) => t.max(self.charge(user, client_id, kind, bytes)),
+            None => t,
+        }
+    }
+
     /// Charges `amount` (bytes, or microseconds for [`QuotaKind::Request`])
     /// and returns how long the client must wait; zero when within quota.
     pub fn charge(&self, user: &str, client_id: &str, kind: QuotaKind, amount: u64) -> Duration {

@@ -18,14 +18,14 @@ use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use crate::api;
+use super::Limits;
+use crate::api::sasl::{Auth, AuthError};
+use crate::api::{self, Row, REGISTRY};
 use crate::broker::Broker;
 use crate::protocol::{self, fetch_frame, Decoded};
-use crate::security::quotas::QuotaKind;
-use crate::security::sasl::{HandshakeError, SaslSession, Step};
 use crate::security::Session;
 
 /// Bytes read per step while a frame arrives: memory follows the bytes that
@@ -43,10 +43,6 @@ const OWED_WAIT: Duration = Duration::from_secs(24 * 3600);
 /// Largest frame before authentication on a SASL listener (Kafka's
 /// sasl.server.max.receive.size).
 const MAX_UNAUTHENTICATED_FRAME: usize = 512 * 1024;
-/// Time a SASL connection has to authenticate.
-const AUTHENTICATION_TIMEOUT: Duration = Duration::from_secs(30);
-/// Granularity of the in-flight byte budget (permits are KiB).
-const PERMIT_BYTES: usize = 1024;
 
 /// Why a connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -63,10 +59,8 @@ pub enum ConnError {
     Protocol(#[from] protocol::ProtocolError),
     #[error(transparent)]
     Api(#[from] api::ApiError),
-    #[error("{0} before SASL authentication")]
-    Unauthenticated(&'static str),
-    #[error("SASL authentication failed")]
-    AuthenticationFailed,
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 /// What the connection last said about itself, for its log events.
@@ -76,54 +70,13 @@ struct ConnCtx {
     api: Option<&'static str>,
 }
 
-/// Static name of an API, for metrics labels.
-pub fn api_name(key: ApiKey) -> &'static str {
-    match key {
-        ApiKey::Produce => "Produce",
-        ApiKey::Fetch => "Fetch",
-        ApiKey::ListOffsets => "ListOffsets",
-        ApiKey::Metadata => "Metadata",
-        ApiKey::ApiVersions => "ApiVersions",
-        ApiKey::CreateTopics => "CreateTopics",
-        ApiKey::DeleteTopics => "DeleteTopics",
-        ApiKey::DeleteRecords => "DeleteRecords",
-        ApiKey::InitProducerId => "InitProducerId",
-        ApiKey::DescribeConfigs => "DescribeConfigs",
-        ApiKey::AlterConfigs => "AlterConfigs",
-        ApiKey::CreatePartitions => "CreatePartitions",
-        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
-        ApiKey::DescribeCluster => "DescribeCluster",
-        ApiKey::FindCoordinator => "FindCoordinator",
-        ApiKey::JoinGroup => "JoinGroup",
-        ApiKey::SyncGroup => "SyncGroup",
-        ApiKey::Heartbeat => "Heartbeat",
-        ApiKey::LeaveGroup => "LeaveGroup",
-        ApiKey::OffsetCommit => "OffsetCommit",
-        ApiKey::OffsetFetch => "OffsetFetch",
-        ApiKey::ListGroups => "ListGroups",
-        ApiKey::DescribeGroups => "DescribeGroups",
-        ApiKey::DeleteGroups => "DeleteGroups",
-        ApiKey::OffsetDelete => "OffsetDelete",
-        ApiKey::SaslHandshake => "SaslHandshake",
-        ApiKey::SaslAuthenticate => "SaslAuthenticate",
-        ApiKey::CreateAcls => "CreateAcls",
-        ApiKey::DescribeAcls => "DescribeAcls",
-        ApiKey::DeleteAcls => "DeleteAcls",
-        ApiKey::DescribeUserScramCredentials => "DescribeUserScramCredentials",
-        ApiKey::AlterUserScramCredentials => "AlterUserScramCredentials",
-        ApiKey::DescribeClientQuotas => "DescribeClientQuotas",
-        ApiKey::AlterClientQuotas => "AlterClientQuotas",
-        _ => "Other",
-    }
-}
-
 /// Serves one connection until the peer leaves, an error, or shutdown.
 pub async fn serve<S>(
     broker: Arc<Broker>,
     stream: S,
     mut session: Session,
     shutdown: CancellationToken,
-    inflight: Arc<Semaphore>,
+    limits: Limits,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -140,7 +93,7 @@ pub async fn serve<S>(
         &mut wr,
         &mut out,
         &shutdown,
-        &inflight,
+        &limits,
     )
     .await;
     let client_id = ctx.client_id.as_deref().unwrap_or("-");
@@ -151,7 +104,7 @@ pub async fn serve<S>(
             tracing::debug!(%peer, client_id, "peer disconnected")
         }
         Err(ConnError::Idle) => tracing::debug!(%peer, client_id, "closing idle connection"),
-        Err(ConnError::AuthenticationFailed) => {
+        Err(ConnError::Auth(AuthError::Failed)) => {
             tracing::debug!(%peer, client_id, "closed after failed authentication")
         }
         Err(e) => {
@@ -209,8 +162,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         &mut self,
         max: usize,
         idle: Duration,
-        broker: &Broker,
-        inflight: &Arc<Semaphore>,
+        limits: &Limits,
     ) -> Result<Option<Frame>, ConnError> {
         loop {
             if self.len.is_none() && self.buf.len() >= 4 {
@@ -226,15 +178,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 // wait for room before reading the body.
                 let permit = match self.permit.take() {
                     Some(p) => p,
-                    None => {
-                        let permits = u32::try_from(len.div_ceil(PERMIT_BYTES))
-                            .unwrap_or(u32::MAX)
-                            .min(budget_permits(broker));
-                        Arc::clone(inflight)
-                            .acquire_many_owned(permits)
-                            .await
-                            .map_err(|_| std::io::Error::other("broker shutting down"))?
-                    }
+                    None => limits
+                        .reserve(len)
+                        .await
+                        .map_err(|_| std::io::Error::other("broker shutting down"))?,
                 };
                 if self.buf.len() >= len {
                     let bytes = self.buf.split_to(len).freeze();
@@ -269,7 +216,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 /// A response on its way out, with what its accounting needs.
 struct Reply {
     correlation_id: i32,
-    key: ApiKey,
+    row: &'static Row,
     version: i16,
     started: Instant,
     resp: Option<ResponseKind>,
@@ -294,7 +241,7 @@ async fn run<R, W>(
     wr: &mut W,
     out: &mut BytesMut,
     shutdown: &CancellationToken,
-    inflight: &Arc<Semaphore>,
+    limits: &Limits,
 ) -> Result<(), ConnError>
 where
     R: AsyncRead + Unpin,
@@ -302,11 +249,7 @@ where
 {
     let idle = Duration::from_millis(broker.config.args.connections_max_idle_ms);
     let max = broker.config.args.max_request_bytes;
-    let mut sasl = SaslSession::default();
-    let mut authenticated = !session.protocol.is_sasl();
-    // After a v0 SaslHandshake: the next frames are bare SASL tokens.
-    let mut raw_tokens = false;
-    let auth_deadline = tokio::time::Instant::now() + AUTHENTICATION_TIMEOUT;
+    let mut auth = Auth::new(session);
     // Produce responses waiting for their fsync while later requests are
     // read and appended. Any other request waits until these are sent, so
     // requests take effect, and are answered, in the order they came.
@@ -314,14 +257,12 @@ where
     loop {
         // Until it has authenticated, a SASL connection gets small frames
         // and a fixed time to authenticate in.
-        let (max, wait) = if authenticated {
-            (max, idle)
-        } else {
-            let left = auth_deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                return Err(ConnError::Unauthenticated("no authentication in time"));
+        let (max, wait) = match auth.time_left() {
+            None => (max, idle),
+            Some(left) if left.is_zero() => {
+                return Err(AuthError::Unauthenticated("no authentication in time").into());
             }
-            (max.min(MAX_UNAUTHENTICATED_FRAME), idle.min(left))
+            Some(left) => (max.min(MAX_UNAUTHENTICATED_FRAME), idle.min(left)),
         };
         // While answers are owed the client is waiting for them, not idle.
         let read_wait = if owed.is_empty() { wait } else { OWED_WAIT };
@@ -336,7 +277,7 @@ where
                 send_owed(broker, wr, out, reply, &mut owed, shutdown).await?;
                 continue;
             }
-            r = rd.next(max, read_wait, broker, inflight),
+            r = rd.next(max, read_wait, limits),
                 if owed.len() < PIPELINE_DEPTH => match r {
                 Ok(frame) => frame,
                 Err(e) => return close_with(broker, wr, out, &mut owed, shutdown, e).await,
@@ -352,23 +293,13 @@ where
             return Ok(());
         };
         let started = Instant::now();
-        if raw_tokens {
+        if auth.expects_token() {
             drop(permit);
-            match token_step(broker, session, &mut sasl, frame).await {
-                Step::Continue(reply) => write_token(wr, &reply).await?,
-                Step::Done { reply, .. } => {
-                    write_token(wr, &reply).await?;
-                    raw_tokens = false;
-                    authenticated = true;
-                }
-                // Without SaslAuthenticate there is no error response:
-                // Kafka closes the connection.
-                Step::Failed { .. } => return Err(ConnError::AuthenticationFailed),
-                Step::IllegalState => return Err(ConnError::Unauthenticated("a SASL token")),
-            }
+            let reply = auth.token(broker, session, frame).await?;
+            write_token(wr, &reply).await?;
             continue;
         }
-        let decoded = match protocol::decode(frame) {
+        let decoded = match protocol::decode(frame, api::served) {
             Ok(d) => d,
             Err(e) => return close_with(broker, wr, out, &mut owed, shutdown, e.into()).await,
         };
@@ -379,14 +310,26 @@ where
             } => {
                 settle(broker, wr, out, &mut owed, shutdown).await?;
                 tracing::debug!(version, "ApiVersions above our range: answering v0");
-                let body = ResponseKind::ApiVersions(api::versions::too_new());
+                let body = ResponseKind::ApiVersions(api::versions::too_new(&REGISTRY));
                 write_response(wr, out, correlation_id, ApiKey::ApiVersions, 0, &body).await?;
                 continue;
             }
             Decoded::Request { header, key, body } => (header, key, body),
         };
         let version = header.request_api_version;
-        ctx.api = Some(api_name(key));
+        let Some(row) = REGISTRY.get(key) else {
+            // The decoder refuses what the registry does not serve.
+            return close_with(
+                broker,
+                wr,
+                out,
+                &mut owed,
+                shutdown,
+                api::ApiError(format!("{key:?} is not served")).into(),
+            )
+            .await;
+        };
+        ctx.api = Some(row.name);
         if ctx.client_id.is_none() {
             ctx.client_id = header
                 .client_id
@@ -396,30 +339,19 @@ where
         if key != ApiKey::Produce {
             settle(broker, wr, out, &mut owed, shutdown).await?;
         }
-        if matches!(key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
-            // Small requests; the failure delay must not hold budget.
+        if row.connection {
+            // The SASL exchange: small requests; the failure delay must
+            // not hold budget.
             drop(permit);
-            let (resp, close) = sasl_step(
-                broker,
-                session,
-                &mut sasl,
-                &mut authenticated,
-                &mut raw_tokens,
-                version,
-                *body,
-            )
-            .await;
+            let (resp, close) = auth.request(broker, session, version, *body).await;
             write_response(wr, out, header.correlation_id, key, version, &resp).await?;
             if close {
-                return Err(ConnError::AuthenticationFailed);
+                return Err(AuthError::Failed.into());
             }
             continue;
         }
-        if !authenticated && key != ApiKey::ApiVersions {
-            // Kafka closes a SASL connection that skips the handshake.
-            return Err(ConnError::Unauthenticated(api_name(key)));
-        }
-        let handled = match api::start(broker, &header, session, key, *body).await {
+        auth.admit(row.name, key == ApiKey::ApiVersions)?;
+        let handled = match api::start(broker, &header, session, *body).await {
             Ok(h) => h,
             Err(e) => return close_with(broker, wr, out, &mut owed, shutdown, e.into()).await,
         };
@@ -427,29 +359,29 @@ where
         // the handler's time (not a produce's wait for its fsync).
         let throttle = if broker.quotas.any() {
             let client_id = header.client_id.as_ref().map_or("", |c| c.as_str());
-            let micros = started.elapsed().as_micros() as u64;
-            throttle(
-                broker,
-                session,
-                client_id,
-                key,
-                len,
-                micros,
-                handled.resp.as_ref(),
-            )
+            // Requests that wait by design are not charged for their wait.
+            let busy = if row.waits {
+                0
+            } else {
+                started.elapsed().as_micros() as u64
+            };
+            let metered = row.metered(len, handled.resp.as_ref());
+            broker
+                .quotas
+                .charge_request(session.user(), client_id, busy, metered)
         } else {
             Duration::ZERO
         };
         let mut reply = Reply {
             correlation_id: header.correlation_id,
-            key,
+            row,
             version,
             started,
             resp: None,
             throttle,
             _budget: permit,
         };
-        if handled.flush.is_none() && owed.is_empty() {
+        if handled.is_ready() && owed.is_empty() {
             reply.resp = handled.resp;
             send(broker, wr, out, reply, shutdown).await?;
         } else if !throttle.is_zero() {
@@ -513,7 +445,13 @@ async fn send_owed<W: AsyncWrite + Unpin>(
     while let Some(mut reply) = next.take() {
         throttle = throttle.max(account(broker, &mut reply));
         if let Some(resp) = &reply.resp {
-            protocol::encode(out, reply.correlation_id, reply.key, reply.version, resp)?;
+            protocol::encode(
+                out,
+                reply.correlation_id,
+                reply.row.key,
+                reply.version,
+                resp,
+            )?;
         }
         next = owed.next().now_or_never().flatten();
     }
@@ -548,7 +486,7 @@ async fn send<W: AsyncWrite + Unpin>(
                 wr,
                 out,
                 reply.correlation_id,
-                reply.key,
+                reply.row.key,
                 reply.version,
                 resp,
             )
@@ -588,10 +526,10 @@ fn shrink(out: &mut BytesMut) {
 /// time charged when it took effect into the response and returns it.
 fn account(broker: &Broker, reply: &mut Reply) -> Duration {
     let micros = reply.started.elapsed().as_micros() as u64;
-    broker.metrics.record_request(api_name(reply.key), micros);
+    broker.metrics.record_request(reply.row.name, micros);
     if let Some(resp) = reply.resp.as_mut() {
-        set_throttle(resp, reply.throttle);
-        for code in api::response_error_codes(resp) {
+        reply.row.set_throttle(resp, reply.throttle);
+        for code in reply.row.errors(resp) {
             broker.metrics.record_error(code);
         }
     }
@@ -637,80 +575,6 @@ async fn write_chunks<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Permits in the whole budget; one request never asks for more.
-fn budget_permits(broker: &Broker) -> u32 {
-    let total = (broker.config.args.max_inflight_request_bytes / PERMIT_BYTES)
-        .clamp(1, Semaphore::MAX_PERMITS);
-    u32::try_from(total).unwrap_or(u32::MAX)
-}
-
-/// The byte budget semaphore for `max_inflight_request_bytes`.
-pub fn inflight_budget(max_bytes: usize) -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(
-        (max_bytes / PERMIT_BYTES).clamp(1, Semaphore::MAX_PERMITS),
-    ))
-}
-
-/// How long the client must wait for the quotas it is charged to: produce
-/// bytes (the request), fetch bytes (the records returned) and handler
-/// time (wall-clock, including a produce's wait for its fsync).
-fn throttle(
-    broker: &Broker,
-    session: &Session,
-    client: &str,
-    key: ApiKey,
-    request_len: usize,
-    micros: u64,
-    resp: Option<&ResponseKind>,
-) -> Duration {
-    let q = &broker.quotas;
-    let user = session.user();
-    // Handler time; requests that wait by design (long-polling fetches,
-    // joins held for a rebalance) are not charged for their wait.
-    let busy = match key {
-        ApiKey::Fetch | ApiKey::JoinGroup | ApiKey::SyncGroup => 0,
-        _ => micros,
-    };
-    let mut t = q.charge(user, client, QuotaKind::Request, busy);
-    match (key, resp) {
-        (ApiKey::Produce, _) => {
-            t = t.max(q.charge(user, client, QuotaKind::Produce, request_len as u64));
-        }
-        (ApiKey::Fetch, Some(ResponseKind::Fetch(f))) => {
-            let bytes: usize = f
-                .responses
-                .iter()
-                .flat_map(|t| t.partitions.iter())
-                .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
-                .sum();
-            t = t.max(q.charge(user, client, QuotaKind::Fetch, bytes as u64));
-        }
-        _ => {}
-    }
-    t
-}
-
-/// Puts the throttle time into the responses that carry one.
-fn set_throttle(resp: &mut ResponseKind, t: Duration) {
-    if t.is_zero() {
-        return;
-    }
-    let ms = i32::try_from(t.as_millis()).unwrap_or(i32::MAX);
-    match resp {
-        ResponseKind::Produce(r) => r.throttle_time_ms = ms,
-        ResponseKind::Fetch(r) => r.throttle_time_ms = ms,
-        ResponseKind::Metadata(r) => r.throttle_time_ms = ms,
-        ResponseKind::ListOffsets(r) => r.throttle_time_ms = ms,
-        ResponseKind::OffsetCommit(r) => r.throttle_time_ms = ms,
-        ResponseKind::OffsetFetch(r) => r.throttle_time_ms = ms,
-        ResponseKind::JoinGroup(r) => r.throttle_time_ms = ms,
-        ResponseKind::Heartbeat(r) => r.throttle_time_ms = ms,
-        ResponseKind::SyncGroup(r) => r.throttle_time_ms = ms,
-        ResponseKind::FindCoordinator(r) => r.throttle_time_ms = ms,
-        _ => {}
-    }
-}
-
 /// Reads nothing more from the connection for `t` (Kafka mutes a throttled
 /// channel).
 async fn mute(broker: &Broker, t: Duration, shutdown: &CancellationToken) {
@@ -724,166 +588,5 @@ async fn mute(broker: &Broker, t: Duration, shutdown: &CancellationToken) {
     tokio::select! {
         () = shutdown.cancelled() => {}
         () = tokio::time::sleep(t) => {}
-    }
-}
-
-/// One SASL token through the exchange, off the connection's task (key
-/// derivation and the credential file's reload are blocking work). On
-/// success the session takes the principal; a failure is logged, counted
-/// and returned after `--sasl-failure-delay-ms`.
-async fn token_step(
-    broker: &Arc<Broker>,
-    session: &mut Session,
-    sasl: &mut SaslSession,
-    token: Bytes,
-) -> Step {
-    let mechanism = sasl.mechanism().unwrap_or("-");
-    // Key derivations run a few at a time (one per core): a flood of
-    // attempts queues here instead of taking every core.
-    let Ok(_slot) = broker.auth_slots().acquire().await else {
-        return Step::Failed {
-            user: None,
-            reason: "broker shutting down".into(),
-        };
-    };
-    let mut exchange = std::mem::take(sasl);
-    let b = Arc::clone(broker);
-    let step = match tokio::task::spawn_blocking(move || {
-        let step = exchange.authenticate(&token, &b.users);
-        (exchange, step)
-    })
-    .await
-    {
-        Ok((exchange, step)) => {
-            *sasl = exchange;
-            step
-        }
-        Err(e) => Step::Failed {
-            user: None,
-            reason: format!("authentication task failed: {e}"),
-        },
-    };
-    match &step {
-        Step::Done { user, .. } => {
-            session.principal = format!("User:{user}");
-            tracing::debug!(peer = %session.peer, principal = %session.principal, mechanism, "authenticated");
-        }
-        Step::Failed { user, reason } => {
-            broker
-                .metrics
-                .sasl_authentication_failures_total
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                peer = %session.peer,
-                user = user.as_deref().unwrap_or("-"),
-                mechanism,
-                reason,
-                "SASL authentication failed"
-            );
-            // Slow down password guessing: the answer, and the close, come
-            // after the delay.
-            tokio::time::sleep(Duration::from_millis(
-                broker.config.args.sasl_failure_delay_ms,
-            ))
-            .await;
-        }
-        Step::Continue(_) | Step::IllegalState => {}
-    }
-    step
-}
-
-/// SaslHandshake and SaslAuthenticate: the response, and whether to close
-/// the connection after it.
-#[allow(clippy::too_many_arguments)]
-async fn sasl_step(
-    broker: &Arc<Broker>,
-    session: &mut Session,
-    sasl: &mut SaslSession,
-    authenticated: &mut bool,
-    raw_tokens: &mut bool,
-    version: i16,
-    body: kafka_protocol::messages::RequestKind,
-) -> (ResponseKind, bool) {
-    use crate::api::errors::{
-        ILLEGAL_SASL_STATE, SASL_AUTHENTICATION_FAILED, UNSUPPORTED_SASL_MECHANISM,
-    };
-    use kafka_protocol::messages::{RequestKind, SaslAuthenticateResponse, SaslHandshakeResponse};
-    use kafka_protocol::protocol::StrBytes;
-    let enabled = &broker.config.args.sasl_mechanisms;
-    let offered = || {
-        enabled
-            .iter()
-            .map(|m| StrBytes::from_string(m.clone()))
-            .collect::<Vec<_>>()
-    };
-    let sasl_listener = session.protocol.is_sasl();
-    match body {
-        RequestKind::SaslHandshake(r) => {
-            if !sasl_listener || *authenticated {
-                let resp = SaslHandshakeResponse::default()
-                    .with_error_code(ILLEGAL_SASL_STATE)
-                    .with_mechanisms(if sasl_listener { offered() } else { Vec::new() });
-                return (ResponseKind::SaslHandshake(resp), sasl_listener);
-            }
-            let code = match sasl.handshake(r.mechanism.as_str(), enabled) {
-                Ok(()) => 0,
-                Err(HandshakeError::Unsupported) => UNSUPPORTED_SASL_MECHANISM,
-                Err(HandshakeError::IllegalState) => ILLEGAL_SASL_STATE,
-            };
-            // v0: the tokens follow as bare size-prefixed frames, not
-            // SaslAuthenticate requests.
-            *raw_tokens = code == 0 && version == 0;
-            let resp = SaslHandshakeResponse::default()
-                .with_error_code(code)
-                .with_mechanisms(offered());
-            (
-                ResponseKind::SaslHandshake(resp),
-                code == ILLEGAL_SASL_STATE,
-            )
-        }
-        RequestKind::SaslAuthenticate(r) => {
-            if !sasl_listener || *authenticated {
-                let resp = SaslAuthenticateResponse::default()
-                    .with_error_code(ILLEGAL_SASL_STATE)
-                    .with_error_message(Some(StrBytes::from_static_str(
-                        "no SASL authentication in progress",
-                    )));
-                return (ResponseKind::SaslAuthenticate(resp), sasl_listener);
-            }
-            let mechanism = sasl.mechanism().unwrap_or("-");
-            match token_step(broker, session, sasl, r.auth_bytes).await {
-                Step::Continue(reply) => {
-                    let resp = SaslAuthenticateResponse::default().with_auth_bytes(reply.into());
-                    (ResponseKind::SaslAuthenticate(resp), false)
-                }
-                Step::Done { reply, .. } => {
-                    *authenticated = true;
-                    let resp = SaslAuthenticateResponse::default().with_auth_bytes(reply.into());
-                    (ResponseKind::SaslAuthenticate(resp), false)
-                }
-                Step::Failed { .. } => {
-                    let resp = SaslAuthenticateResponse::default()
-                        .with_error_code(SASL_AUTHENTICATION_FAILED)
-                        .with_error_message(Some(StrBytes::from_string(format!(
-                            "Authentication failed during authentication due to invalid credentials with SASL mechanism {mechanism}"
-                        ))));
-                    (ResponseKind::SaslAuthenticate(resp), true)
-                }
-                Step::IllegalState => {
-                    let resp = SaslAuthenticateResponse::default()
-                        .with_error_code(ILLEGAL_SASL_STATE)
-                        .with_error_message(Some(StrBytes::from_static_str(
-                            "SaslAuthenticate before SaslHandshake",
-                        )));
-                    (ResponseKind::SaslAuthenticate(resp), true)
-                }
-            }
-        }
-        _ => (
-            ResponseKind::SaslHandshake(
-                SaslHandshakeResponse::default().with_error_code(ILLEGAL_SASL_STATE),
-            ),
-            true,
-        ),
     }
 }

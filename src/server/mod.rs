@@ -21,6 +21,45 @@ use crate::security::{self, Session};
 
 /// Longest a TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Granularity of the in-flight byte budget (permits are KiB).
+const PERMIT_BYTES: usize = 1024;
+
+/// What every listener shares: connection slots (`--max-connections`) and
+/// the budget of request bytes held in memory at once
+/// (`--max-inflight-request-bytes`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    connections: Arc<Semaphore>,
+    inflight: Arc<Semaphore>,
+    /// Permits in the whole budget; one request never asks for more.
+    inflight_permits: u32,
+}
+
+impl Limits {
+    pub fn new(max_connections: usize, max_inflight_bytes: usize) -> Self {
+        let permits = (max_inflight_bytes / PERMIT_BYTES).clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            connections: Arc::new(Semaphore::new(max_connections)),
+            inflight: Arc::new(Semaphore::new(permits)),
+            inflight_permits: u32::try_from(permits).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Waits for room for a request of `len` bytes in the in-flight
+    /// budget; the room is given back when the permit is dropped.
+    ///
+    /// # Errors
+    /// The budget was closed.
+    pub async fn reserve(
+        &self,
+        len: usize,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError> {
+        let permits = u32::try_from(len.div_ceil(PERMIT_BYTES))
+            .unwrap_or(u32::MAX)
+            .min(self.inflight_permits);
+        Arc::clone(&self.inflight).acquire_many_owned(permits).await
+    }
+}
 
 /// Accepts connections on listener `index` until `shutdown` is cancelled.
 pub async fn accept_loop(
@@ -29,11 +68,8 @@ pub async fn accept_loop(
     listener: TcpListener,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    limits: Limits,
 ) {
-    let (limit, inflight) = {
-        let shared = broker.connection_limits();
-        (Arc::clone(&shared.0), Arc::clone(&shared.1))
-    };
     let protocol = broker
         .config
         .listeners
@@ -43,7 +79,7 @@ pub async fn accept_loop(
     loop {
         let permit = tokio::select! {
             () = shutdown.cancelled() => return,
-            p = Arc::clone(&limit).acquire_owned() => match p {
+            p = Arc::clone(&limits.connections).acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => return,
             },
@@ -68,7 +104,7 @@ pub async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let broker = Arc::clone(&broker);
         let shutdown = shutdown.clone();
-        let inflight = Arc::clone(&inflight);
+        let limits = limits.clone();
         broker.metrics.connections.fetch_add(1, Ordering::Relaxed);
         broker
             .metrics
@@ -82,9 +118,9 @@ pub async fn accept_loop(
                 principal: security::ANONYMOUS.to_string(),
             };
             if protocol.is_tls() {
-                tls_then_serve(&broker, stream, session, shutdown, inflight).await;
+                tls_then_serve(&broker, stream, session, shutdown, limits).await;
             } else {
-                connection::serve(Arc::clone(&broker), stream, session, shutdown, inflight).await;
+                connection::serve(Arc::clone(&broker), stream, session, shutdown, limits).await;
             }
             broker.metrics.connections.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
@@ -99,7 +135,7 @@ async fn tls_then_serve(
     stream: tokio::net::TcpStream,
     mut session: Session,
     shutdown: CancellationToken,
-    inflight: Arc<Semaphore>,
+    limits: Limits,
 ) {
     let Some(tls) = &broker.tls else {
         // Configuration validation makes this unreachable; refuse safely.
@@ -152,5 +188,5 @@ async fn tls_then_serve(
             }
         }
     }
-    connection::serve(Arc::clone(broker), stream, session, shutdown, inflight).await;
+    connection::serve(Arc::clone(broker), stream, session, shutdown, limits).await;
 }

@@ -215,29 +215,42 @@ async fn delete_records_moves_the_low_watermark() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_tool_produces_consumes_and_measures_end_to_end() {
-    use weir::config::{BenchArgs, BenchMode};
     let b = TestBroker::start().await;
-    let args = |mode: BenchMode, topic: &str| BenchArgs {
-        mode,
-        bootstrap: b.bootstrap(),
-        topic: topic.into(),
-        records: Some(20_000),
-        duration_secs: 20,
-        record_size: 100,
-        partitions: 3,
-        acks: -1,
-        compression: "none".into(),
-        batch_bytes: 4000,
-        producers: 2,
-        consumers: 1,
-        rate: None,
-        max_in_flight: 5,
-        create_topic: true,
-        json: true,
+    let bootstrap = b.bootstrap();
+    // `weir bench` is a tool of the binary, not of the library.
+    let bench = move |mode: &str, topic: &str, records: &str, extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["bench", mode, "--bootstrap", &bootstrap, "--topic", topic])
+            .args(["--records", records, "--duration-secs", "20"])
+            .args(["--record-size", "100", "--partitions", "3", "--acks", "all"])
+            .args(["--compression", "none", "--batch-bytes", "4000"])
+            .args([
+                "--producers",
+                "2",
+                "--consumers",
+                "1",
+                "--max-in-flight",
+                "5",
+            ])
+            .arg("--json")
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "weir bench {mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        report
     };
-    weir::bench::run(args(BenchMode::Produce, "bench-p"))
-        .await
-        .unwrap();
+    let produced = tokio::task::spawn_blocking({
+        let bench = bench.clone();
+        move || bench("produce", "bench-p", "20000", &[])
+    })
+    .await
+    .unwrap();
+    assert!(produced.is_object(), "{produced}");
     let c = consumer(&b.bootstrap());
     let total: i64 = (0..3)
         .map(|p| {
@@ -250,13 +263,15 @@ async fn the_load_tool_produces_consumes_and_measures_end_to_end() {
         total, 20_000,
         "exactly --records records, over 3 partitions"
     );
-    weir::bench::run(args(BenchMode::Consume, "bench-p"))
+    tokio::task::spawn_blocking({
+        let bench = bench.clone();
+        move || bench("consume", "bench-p", "20000", &[])
+    })
+    .await
+    .unwrap();
+    tokio::task::spawn_blocking(move || bench("e2e", "bench-e", "5000", &["--rate", "5000"]))
         .await
         .unwrap();
-    let mut e2e = args(BenchMode::E2e, "bench-e");
-    e2e.rate = Some(5000);
-    e2e.records = Some(5000);
-    weir::bench::run(e2e).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,12 +1,16 @@
-//! Property tests: arbitrary bytes through the request decoder and the
-//! storage recovery path never panic, never allocate by a peer's claim, and
-//! recovery only ever serves valid batches.
+//! Property tests: arbitrary bytes through the request decoder, for every
+//! API and version the registry serves, never panic and never allocate by
+//! a peer's claim.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use proptest::prelude::*;
 
-use super::versions::SUPPORTED;
-use super::{decode, Decoded};
+use super::{served, REGISTRY};
+use crate::protocol::{self, Decoded, ProtocolError};
+
+fn decode(frame: Bytes) -> Result<Decoded, ProtocolError> {
+    protocol::decode(frame, served)
+}
 
 /// A request header (v1 shape, valid for every API) for `key`/`version`
 /// followed by `body`.
@@ -26,11 +30,11 @@ proptest! {
 
     #[test]
     fn any_body_of_any_served_api_decodes_or_fails_cleanly(
-        idx in 0..SUPPORTED.len(),
+        idx in 0..REGISTRY.rows().len(),
         v in 0i16..20,
         body in proptest::collection::vec(any::<u8>(), 0..512),
     ) {
-        let api = SUPPORTED[idx];
+        let api = REGISTRY.rows()[idx];
         let version = api.min + v % (api.max - api.min + 1);
         // Flexible header versions carry a tagged-field count after the
         // client id: 0 keeps the body's bytes the fuzzed part.
@@ -46,10 +50,10 @@ proptest! {
     }
 
     #[test]
-    fn huge_length_claims_do_not_allocate(idx in 0..SUPPORTED.len(), fill in any::<u8>()) {
+    fn huge_length_claims_do_not_allocate(idx in 0..REGISTRY.rows().len(), fill in any::<u8>()) {
         // Every 4-byte window set to a huge count: arrays claiming ~2^31
         // elements in a 64-byte frame must fail, not reserve gigabytes.
-        let api = SUPPORTED[idx];
+        let api = REGISTRY.rows()[idx];
         for at in 0..60 {
             let mut body = vec![fill; 64];
             body[at..at + 4].copy_from_slice(&0x7fff_fff0i32.to_be_bytes());

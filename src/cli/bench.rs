@@ -33,8 +33,9 @@ use kafka_protocol::records::Compression;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::config::{BenchArgs, BenchMode};
-use crate::log::batch::{self, BatchHeader, HEADER_LEN};
+use super::args::{BenchArgs, BenchMode};
+use std::process::ExitCode;
+use weir::log::batch::{self, BatchHeader, HEADER_LEN};
 
 const PRODUCE_VERSION: i16 = 9;
 const FETCH_VERSION: i16 = 12;
@@ -205,7 +206,7 @@ fn template(args: &BenchArgs) -> Result<Template> {
     value[..8].copy_from_slice(&STAMP_MARK);
     let value = Bytes::from(value);
     let recs: Vec<_> = (0..records)
-        .map(|i| crate::records::plain_record(i as i64, 0, None, Some(value.clone()), &[]))
+        .map(|i| weir::records::plain_record(i as i64, 0, None, Some(value.clone()), &[]))
         .collect();
     let compression = match args.compression.as_str() {
         "none" => Compression::None,
@@ -215,7 +216,7 @@ fn template(args: &BenchArgs) -> Result<Template> {
         "zstd" => Compression::Zstd,
         other => bail!("unknown compression {other}"),
     };
-    let bytes = BytesMut::from(&crate::records::encode_batch(&recs, compression)?[..]);
+    let bytes = BytesMut::from(&weir::records::encode_batch(&recs, compression)?[..]);
     let stamp_at = bytes
         .windows(8)
         .position(|w| w == STAMP_MARK)
@@ -693,4 +694,25 @@ fn human(v: &serde_json::Value) -> String {
         }
     }
     s
+}
+
+/// `weir bench`: runs the load tool on its own runtime.
+pub fn main(args: BenchArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weir bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weir bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

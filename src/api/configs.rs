@@ -1,0 +1,538 @@
+//! Configs: DescribeConfigs, AlterConfigs and IncrementalAlterConfigs, for
+//! topics and (read-only) this broker.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use kafka_protocol::messages::create_topics_response::CreatableTopicConfigs;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::{
+    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
+    AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::authz::split;
+use super::errors;
+use super::route::sb;
+use super::route::{kind, row, Api, Cx, Handled, Row, Verdict};
+use crate::broker::Broker;
+use crate::security::acl::Operation;
+use crate::topics::config::{self, ConfigType, TOPIC_CONFIGS};
+use crate::topics::{Topic, TopicError};
+
+/// The APIs this family serves.
+pub const ROWS: &[Row] = &[
+    row::<DescribeConfigs>(),
+    row::<AlterConfigs>(),
+    row::<IncrementalAlterConfigs>(),
+];
+
+/// Kafka's resource type codes.
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+/// Kafka's config source codes.
+const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+
+/// Config resources refused: (resource type, name).
+type Refused = Vec<(i8, StrBytes)>;
+
+/// Takes the resources the principal may not `op` out of `resources`:
+/// topics by name, the broker as the cluster.
+fn refuse<T>(
+    cx: Cx<'_>,
+    op: Operation,
+    resources: &mut Vec<T>,
+    key: impl Fn(&T) -> (i8, &StrBytes),
+) -> Refused {
+    let (keep, refused) = split(std::mem::take(resources), |r| match key(r) {
+        (RESOURCE_TOPIC, name) => cx.topic(op, name.as_str()),
+        _ => cx.cluster(op),
+    });
+    *resources = keep;
+    refused
+        .iter()
+        .map(|r| {
+            let (rtype, name) = key(r);
+            (rtype, name.clone())
+        })
+        .collect()
+}
+
+/// The code a refused config resource is answered with.
+fn refused_code(rtype: i8) -> i16 {
+    if rtype == RESOURCE_TOPIC {
+        errors::TOPIC_AUTHORIZATION_FAILED
+    } else {
+        errors::CLUSTER_AUTHORIZATION_FAILED
+    }
+}
+
+/// DescribeConfigs: every config with its value, source and (when asked)
+/// synonyms and documentation.
+pub struct DescribeConfigs;
+
+impl Api for DescribeConfigs {
+    kind!(
+        DescribeConfigs,
+        DescribeConfigsRequest,
+        DescribeConfigsResponse
+    );
+    const VERSIONS: (i16, i16) = (1, 4);
+    type Denied = Refused;
+
+    fn authorize(
+        cx: Cx<'_>,
+        r: &mut DescribeConfigsRequest,
+    ) -> Verdict<DescribeConfigsResponse, Refused> {
+        Verdict::Proceed(refuse(
+            cx,
+            Operation::DescribeConfigs,
+            &mut r.resources,
+            |r| (r.resource_type, &r.resource_name),
+        ))
+    }
+
+    fn deny(_cx: Cx<'_>, r: &mut DescribeConfigsResponse, denied: Refused) {
+        for (rtype, name) in denied {
+            r.results.push(
+                DescribeConfigsResult::default()
+                    .with_resource_type(rtype)
+                    .with_resource_name(name)
+                    .with_error_code(refused_code(rtype)),
+            );
+        }
+    }
+
+    async fn handle(cx: Cx<'_>, req: DescribeConfigsRequest) -> Handled<DescribeConfigsResponse> {
+        Handled::Now(describe_configs(cx.broker, req, cx.version))
+    }
+
+    fn errors(r: &DescribeConfigsResponse, out: &mut Vec<i16>) {
+        out.extend(r.results.iter().map(|t| t.error_code));
+    }
+}
+
+/// AlterConfigs: replaces a topic's configs with the given set.
+pub struct AlterConfigs;
+
+impl Api for AlterConfigs {
+    kind!(AlterConfigs, AlterConfigsRequest, AlterConfigsResponse);
+    const VERSIONS: (i16, i16) = (0, 2);
+    type Denied = Refused;
+
+    fn authorize(
+        cx: Cx<'_>,
+        r: &mut AlterConfigsRequest,
+    ) -> Verdict<AlterConfigsResponse, Refused> {
+        Verdict::Proceed(refuse(cx, Operation::AlterConfigs, &mut r.resources, |r| {
+            (r.resource_type, &r.resource_name)
+        }))
+    }
+
+    fn deny(_cx: Cx<'_>, r: &mut AlterConfigsResponse, denied: Refused) {
+        for (rtype, name) in denied {
+            r.responses.push(
+                alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_resource_type(rtype)
+                    .with_resource_name(name)
+                    .with_error_code(refused_code(rtype)),
+            );
+        }
+    }
+
+    async fn handle(cx: Cx<'_>, req: AlterConfigsRequest) -> Handled<AlterConfigsResponse> {
+        Handled::Now(alter_configs(cx.broker, req))
+    }
+
+    fn errors(r: &AlterConfigsResponse, out: &mut Vec<i16>) {
+        out.extend(r.responses.iter().map(|t| t.error_code));
+    }
+}
+
+/// IncrementalAlterConfigs: SET, DELETE, APPEND and SUBTRACT per config.
+pub struct IncrementalAlterConfigs;
+
+impl Api for IncrementalAlterConfigs {
+    kind!(
+        IncrementalAlterConfigs,
+        IncrementalAlterConfigsRequest,
+        IncrementalAlterConfigsResponse
+    );
+    const VERSIONS: (i16, i16) = (0, 1);
+    type Denied = Refused;
+
+    fn authorize(
+        cx: Cx<'_>,
+        r: &mut IncrementalAlterConfigsRequest,
+    ) -> Verdict<IncrementalAlterConfigsResponse, Refused> {
+        Verdict::Proceed(refuse(cx, Operation::AlterConfigs, &mut r.resources, |r| {
+            (r.resource_type, &r.resource_name)
+        }))
+    }
+
+    fn deny(_cx: Cx<'_>, r: &mut IncrementalAlterConfigsResponse, denied: Refused) {
+        for (rtype, name) in denied {
+            r.responses.push(
+                incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_resource_type(rtype)
+                    .with_resource_name(name)
+                    .with_error_code(refused_code(rtype)),
+            );
+        }
+    }
+
+    async fn handle(
+        cx: Cx<'_>,
+        req: IncrementalAlterConfigsRequest,
+    ) -> Handled<IncrementalAlterConfigsResponse> {
+        Handled::Now(incremental_alter_configs(cx.broker, req))
+    }
+
+    fn errors(r: &IncrementalAlterConfigsResponse, out: &mut Vec<i16>) {
+        out.extend(r.responses.iter().map(|t| t.error_code));
+    }
+}
+
+/// A topic's configs as CreateTopics (v5+) reports them.
+pub fn describe_topic_configs(broker: &Broker, topic: &Topic) -> Vec<CreatableTopicConfigs> {
+    let set = topic.configs();
+    let defaults = broker.topics.defaults();
+    TOPIC_CONFIGS
+        .iter()
+        .map(|d| {
+            let (value, source) = match set.get(d.name) {
+                Some(v) => (v.clone(), SOURCE_DYNAMIC_TOPIC),
+                None if defaults.is_overridden(d) => (defaults.default_of(d), SOURCE_STATIC_BROKER),
+                None => (d.default.to_string(), SOURCE_DEFAULT),
+            };
+            CreatableTopicConfigs::default()
+                .with_name(sb(d.name))
+                .with_value(Some(sb(value)))
+                .with_config_source(source)
+        })
+        .collect()
+}
+
+fn broker_configs(broker: &Broker) -> Vec<(&'static str, String, ConfigType)> {
+    let a = &broker.config.args;
+    vec![
+        ("broker.id", a.node_id.to_string(), ConfigType::Int),
+        ("node.id", a.node_id.to_string(), ConfigType::Int),
+        (
+            "num.partitions",
+            a.default_partitions.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "auto.create.topics.enable",
+            a.auto_create_topics.to_string(),
+            ConfigType::Boolean,
+        ),
+        (
+            "log.dirs",
+            a.data_dir.display().to_string(),
+            ConfigType::String,
+        ),
+        (
+            "log.segment.bytes",
+            a.log_segment_bytes.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "log.retention.ms",
+            a.log_retention_ms.to_string(),
+            ConfigType::Long,
+        ),
+        ("message.max.bytes", "1048588".to_string(), ConfigType::Int),
+        (
+            "socket.request.max.bytes",
+            a.max_request_bytes.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "connections.max.idle.ms",
+            a.connections_max_idle_ms.to_string(),
+            ConfigType::Long,
+        ),
+        (
+            "default.replication.factor",
+            "1".to_string(),
+            ConfigType::Int,
+        ),
+        ("min.insync.replicas", "1".to_string(), ConfigType::Int),
+        (
+            "offsets.topic.replication.factor",
+            "1".to_string(),
+            ConfigType::Short,
+        ),
+        (
+            "delete.topic.enable",
+            "true".to_string(),
+            ConfigType::Boolean,
+        ),
+    ]
+}
+
+/// DescribeConfigs for topics and this broker: every config with its value,
+/// source and (when asked) synonyms and documentation.
+fn describe_configs(
+    broker: &Arc<Broker>,
+    req: DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResponse {
+    let results = req
+        .resources
+        .into_iter()
+        .map(|r| {
+            let keys: Option<HashSet<String>> = r
+                .configuration_keys
+                .as_ref()
+                .map(|k| k.iter().map(|s| s.to_string()).collect());
+            let wanted = |n: &str| keys.as_ref().is_none_or(|k| k.contains(n));
+            let res = DescribeConfigsResult::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
+            match r.resource_type {
+                RESOURCE_TOPIC => {
+                    let Some(topic) = broker.topics.get(r.resource_name.as_str()) else {
+                        return res
+                            .with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION)
+                            .with_error_message(Some(sb(format!(
+                                "unknown topic '{}'",
+                                r.resource_name
+                            ))));
+                    };
+                    let set = topic.configs();
+                    let defaults = broker.topics.defaults();
+                    let configs = TOPIC_CONFIGS
+                        .iter()
+                        .filter(|d| wanted(d.name))
+                        .map(|d| {
+                            let broker_default = defaults.default_of(d);
+                            let (value, source) = match set.get(d.name) {
+                                Some(v) => (v.clone(), SOURCE_DYNAMIC_TOPIC),
+                                None if defaults.is_overridden(d) => {
+                                    (broker_default.clone(), SOURCE_STATIC_BROKER)
+                                }
+                                None => (d.default.to_string(), SOURCE_DEFAULT),
+                            };
+                            let mut synonyms = Vec::new();
+                            if req.include_synonyms {
+                                if let Some(v) = set.get(d.name) {
+                                    synonyms.push(
+                                        DescribeConfigsSynonym::default()
+                                            .with_name(sb(d.name))
+                                            .with_value(Some(sb(v.clone())))
+                                            .with_source(SOURCE_DYNAMIC_TOPIC),
+                                    );
+                                }
+                                synonyms.push(
+                                    DescribeConfigsSynonym::default()
+                                        .with_name(sb(d.name))
+                                        .with_value(Some(sb(broker_default)))
+                                        .with_source(if defaults.is_overridden(d) {
+                                            SOURCE_STATIC_BROKER
+                                        } else {
+                                            SOURCE_DEFAULT
+                                        }),
+                                );
+                            }
+                            let mut c = DescribeConfigsResourceResult::default()
+                                .with_name(sb(d.name))
+                                .with_value(Some(sb(value)))
+                                .with_config_source(source)
+                                .with_synonyms(synonyms);
+                            if version >= 3 {
+                                c = c.with_config_type(d.kind as i8);
+                                if req.include_documentation {
+                                    c = c.with_documentation(Some(sb(d.doc)));
+                                }
+                            }
+                            c
+                        })
+                        .collect();
+                    res.with_configs(configs)
+                }
+                RESOURCE_BROKER => {
+                    let name = r.resource_name.as_str();
+                    if !name.is_empty() && name != broker.node_id().to_string() {
+                        return res
+                            .with_error_code(errors::INVALID_REQUEST)
+                            .with_error_message(Some(sb(format!("unknown broker '{name}'"))));
+                    }
+                    let configs = broker_configs(broker)
+                        .into_iter()
+                        .filter(|(n, _, _)| wanted(n))
+                        .map(|(n, v, kind)| {
+                            let mut c = DescribeConfigsResourceResult::default()
+                                .with_name(sb(n))
+                                .with_value(Some(sb(v)))
+                                .with_read_only(true)
+                                .with_config_source(SOURCE_STATIC_BROKER);
+                            if version >= 3 {
+                                c = c.with_config_type(kind as i8);
+                            }
+                            c
+                        })
+                        .collect();
+                    res.with_configs(configs)
+                }
+                other => res
+                    .with_error_code(errors::INVALID_REQUEST)
+                    .with_error_message(Some(sb(format!(
+                        "resource type {other} is not supported"
+                    )))),
+            }
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+fn alter_error(e: &TopicError) -> (i16, Option<kafka_protocol::protocol::StrBytes>) {
+    (errors::topic_error_code(e), Some(sb(e.to_string())))
+}
+
+/// AlterConfigs: replaces a topic's configs with the given set.
+fn alter_configs(broker: &Arc<Broker>, req: AlterConfigsRequest) -> AlterConfigsResponse {
+    use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+    let responses = req
+        .resources
+        .into_iter()
+        .map(|r| {
+            let resp = AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
+            if r.resource_type != RESOURCE_TOPIC {
+                return resp
+                    .with_error_code(errors::INVALID_REQUEST)
+                    .with_error_message(Some(sb("only topic configs can be altered")));
+            }
+            let configs: BTreeMap<String, String> = r
+                .configs
+                .iter()
+                .filter_map(|c| {
+                    c.value
+                        .as_ref()
+                        .map(|v| (c.name.to_string(), v.to_string()))
+                })
+                .collect();
+            match broker
+                .topics
+                .set_configs(r.resource_name.as_str(), configs, req.validate_only)
+            {
+                Ok(()) => {
+                    companions_after_alter(broker, r.resource_name.as_str(), req.validate_only);
+                    resp
+                }
+                Err(e) => {
+                    let (code, msg) = alter_error(&e);
+                    resp.with_error_code(code).with_error_message(msg)
+                }
+            }
+        })
+        .collect();
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+/// IncrementalAlterConfigs: SET, DELETE, APPEND and SUBTRACT per config.
+fn incremental_alter_configs(
+    broker: &Arc<Broker>,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+    let responses = req
+        .resources
+        .into_iter()
+        .map(|r| {
+            let resp = AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
+            if r.resource_type != RESOURCE_TOPIC {
+                return resp
+                    .with_error_code(errors::INVALID_REQUEST)
+                    .with_error_message(Some(sb("only topic configs can be altered")));
+            }
+            let Some(topic) = broker.topics.get(r.resource_name.as_str()) else {
+                return resp
+                    .with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION)
+                    .with_error_message(Some(sb(format!("unknown topic '{}'", r.resource_name))));
+            };
+            let mut configs = topic.configs();
+            for c in &r.configs {
+                let name = c.name.to_string();
+                let Some(def) = config::def(&name) else {
+                    return resp
+                        .with_error_code(errors::INVALID_CONFIG)
+                        .with_error_message(Some(sb(format!("unknown topic config {name}"))));
+                };
+                let value = c.value.as_ref().map(|v| v.to_string());
+                let list_op = |configs: &BTreeMap<String, String>| -> Vec<String> {
+                    config::effective(configs, broker.topics.defaults(), &name)
+                        .unwrap_or_default()
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                };
+                match (c.config_operation, value) {
+                    (0, Some(v)) => {
+                        configs.insert(name, v);
+                    }
+                    (1, _) => {
+                        configs.remove(&name);
+                    }
+                    (2 | 3, Some(v)) if def.kind == ConfigType::List => {
+                        let mut items = list_op(&configs);
+                        for x in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                            if c.config_operation == 2 {
+                                if !items.iter().any(|i| i == x) {
+                                    items.push(x.to_string());
+                                }
+                            } else {
+                                items.retain(|i| i != x);
+                            }
+                        }
+                        configs.insert(name, items.join(","));
+                    }
+                    (op, _) => {
+                        return resp
+                            .with_error_code(errors::INVALID_CONFIG)
+                            .with_error_message(Some(sb(format!(
+                                "operation {op} is not valid for {name}"
+                            ))));
+                    }
+                }
+            }
+            match broker
+                .topics
+                .set_configs(&topic.name, configs, req.validate_only)
+            {
+                Ok(()) => {
+                    companions_after_alter(broker, &topic.name, req.validate_only);
+                    resp
+                }
+                Err(e) => {
+                    let (code, msg) = alter_error(&e);
+                    resp.with_error_code(code).with_error_message(msg)
+                }
+            }
+        })
+        .collect();
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// Creates the retry companions of a topic whose configs now enable retries.
+fn companions_after_alter(broker: &Broker, topic: &str, validate_only: bool) {
+    if validate_only {
+        return;
+    }
+    if let Err(e) = crate::retry::sync_companions(&broker.topics, topic) {
+        tracing::error!(topic, error = %e, "failed to create retry companions");
+    }
+}

@@ -1,0 +1,6 @@
+//! The tools of the `weir` binary, outside the broker library.
+
+pub mod admin;
+pub mod args;
+pub mod bench;
+pub mod users;
