@@ -198,6 +198,9 @@ def run(admin):
     # --- consumer group: subscribe, read everything, commit, inspect ------------------
     group_section(admin, counts)
 
+    # --- describe_log_dirs: bytes per partition on the broker's disk ------------------
+    log_dirs_section(admin, counts)
+
     # --- delete_topics ----------------------------------------------------------------
     try:
         admin.delete_topics([TOPIC], timeout_ms=15000)
@@ -214,6 +217,33 @@ def run(admin):
             break
         time.sleep(0.3)
     check(not present, "admin list_topics no longer shows the deleted topic")
+
+
+def log_dirs_section(admin, counts):
+    """DescribeLogDirs: the data dir, with a size for every partition holding records."""
+    try:
+        per_broker = admin.describe_log_dirs()
+    except Exception as e:  # noqa: BLE001
+        fail(f"describe_log_dirs raised {e!r}")
+        return
+    dirs = [d for b in per_broker for d in b.get("log_dirs", [])]
+    check(len(dirs) == 1 and dirs[0].get("error_code") == 0 and dirs[0].get("log_dir"),
+          "describe_log_dirs names one log dir without error", f"got {dirs!r}")
+    sizes = {}
+    for d in dirs:
+        for t in d.get("topics", []):
+            if t.get("name") == TOPIC:
+                for p in t.get("partitions", []):
+                    sizes[p.get("partition_index")] = p.get("partition_size")
+    check(set(sizes) == set(counts) and all(
+              (sizes[p] > 0) == (counts[p] > 0) for p in counts),
+          "describe_log_dirs gives every partition of the topic a size on disk",
+          f"got {sizes!r} for records {counts!r}")
+    if dirs:
+        total, usable = dirs[0].get("total_bytes", -1), dirs[0].get("usable_bytes", -1)
+        check(total > 0 and 0 <= usable <= total,
+              "describe_log_dirs reports the disk's total and usable bytes",
+              f"total={total} usable={usable}")
 
 
 # The group admin calls were renamed in kafka-python 3 (list_consumer_groups ->

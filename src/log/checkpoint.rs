@@ -8,10 +8,10 @@
 
 use std::path::Path;
 
+use super::error::LogError;
 use super::framed::{self, Frames, Reader};
 use super::producers::ProducerSnapshot;
 use super::segment::SegmentState;
-use super::LogError;
 
 /// File name of the recovery point in a partition directory.
 pub const RECOVERY_POINT_FILE: &str = "recovery-point";
@@ -129,7 +129,7 @@ pub fn read(dir: &Path) -> Option<RecoveryPoint> {
 /// # Errors
 /// The I/O error; the previous recovery point stays.
 pub fn write(dir: &Path, rp: &RecoveryPoint) -> Result<(), LogError> {
-    super::write_atomic(&dir.join(RECOVERY_POINT_FILE), &rp.encode())
+    super::error::write_atomic(&dir.join(RECOVERY_POINT_FILE), &rp.encode())
 }
 
 #[cfg(test)]

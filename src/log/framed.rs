@@ -11,7 +11,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 
-use super::LogError;
+use super::error::LogError;
 
 /// Opens an internal log for reading and appending; when replay stopped at
 /// `valid` before `len`, cuts the file there (fsynced) and logs it as `what`.

@@ -18,9 +18,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::batch::{self, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
+use super::error::{io_err, LogError};
 use super::index::{self, Entries, OffsetEntry, TimeEntry, INDEX_SUFFIX, TIME_INDEX_SUFFIX};
 use super::mmap::{self, ReadMap};
-use super::LogError;
 
 /// Width of the base-offset part of a segment file name.
 pub const FILE_NAME_DIGITS: usize = 20;
@@ -94,10 +94,6 @@ pub struct Segment {
     /// Base offset of the last batch, relative to the segment's.
     last_batch_rel: u32,
     last_used_ms: i64,
-}
-
-fn io_err(context: String) -> impl FnOnce(std::io::Error) -> LogError {
-    move |source| LogError::Io { context, source }
 }
 
 impl Segment {

@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use super::Limits;
+use super::limits::Limits;
 use crate::api::sasl::{Auth, AuthError};
 use crate::api::{self, Row, REGISTRY};
 use crate::broker::Broker;

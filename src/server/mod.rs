@@ -5,13 +5,15 @@
 //! the TLS handshake (bounded in time).
 
 pub mod connection;
+mod limits;
+
+pub use limits::Limits;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -21,46 +23,6 @@ use crate::security::{self, Session};
 
 /// Longest a TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Granularity of the in-flight byte budget (permits are KiB).
-const PERMIT_BYTES: usize = 1024;
-
-/// What every listener shares: connection slots (`--max-connections`) and
-/// the budget of request bytes held in memory at once
-/// (`--max-inflight-request-bytes`).
-#[derive(Debug, Clone)]
-pub struct Limits {
-    connections: Arc<Semaphore>,
-    inflight: Arc<Semaphore>,
-    /// Permits in the whole budget; one request never asks for more.
-    inflight_permits: u32,
-}
-
-impl Limits {
-    pub fn new(max_connections: usize, max_inflight_bytes: usize) -> Self {
-        let permits = (max_inflight_bytes / PERMIT_BYTES).clamp(1, Semaphore::MAX_PERMITS);
-        Self {
-            connections: Arc::new(Semaphore::new(max_connections)),
-            inflight: Arc::new(Semaphore::new(permits)),
-            inflight_permits: u32::try_from(permits).unwrap_or(u32::MAX),
-        }
-    }
-
-    /// Waits for room for a request of `len` bytes in the in-flight
-    /// budget; the room is given back when the permit is dropped.
-    ///
-    /// # Errors
-    /// The budget was closed.
-    pub async fn reserve(
-        &self,
-        len: usize,
-    ) -> Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError> {
-        let permits = u32::try_from(len.div_ceil(PERMIT_BYTES))
-            .unwrap_or(u32::MAX)
-            .min(self.inflight_permits);
-        Arc::clone(&self.inflight).acquire_many_owned(permits).await
-    }
-}
-
 /// Accepts connections on listener `index` until `shutdown` is cancelled.
 pub async fn accept_loop(
     broker: Arc<Broker>,
@@ -79,7 +41,7 @@ pub async fn accept_loop(
     loop {
         let permit = tokio::select! {
             () = shutdown.cancelled() => return,
-            p = Arc::clone(&limits.connections).acquire_owned() => match p {
+            p = limits.connection_slot() => match p {
                 Ok(p) => p,
                 Err(_) => return,
             },

@@ -319,3 +319,91 @@ async fn deleted_partitions_are_removed_and_leftovers_are_swept_at_start() {
     assert!(keep.exists(), "other directories are left alone");
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_log_dirs_reports_bytes_per_partition_on_disk() {
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    use kafka_protocol::messages::{
+        ApiKey, DescribeLogDirsRequest, DescribeLogDirsResponse, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let b = TestBroker::start().await;
+    let bs = b.bootstrap();
+    create_topic(&bs, "ld", 2, &[]).await;
+    let p = producer(&bs, &[]);
+    for i in 0..20 {
+        p.send(
+            rdkafka::producer::FutureRecord::to("ld")
+                .partition(0)
+                .key("k")
+                .payload(&format!("record {i}")),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    }
+    let addr = b.kafka_addr();
+    let dir = std::fs::canonicalize(&b.broker().config.args.data_dir).unwrap();
+    let on_disk = b
+        .broker()
+        .topics
+        .get("ld")
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .size_bytes();
+    assert!(on_disk > 0);
+    for version in 1..=4 {
+        let resp: DescribeLogDirsResponse = tokio::task::spawn_blocking(move || {
+            raw_request(
+                addr,
+                ApiKey::DescribeLogDirs,
+                version,
+                // Null topics: all of them (an empty list is none).
+                &DescribeLogDirsRequest::default().with_topics(None),
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(resp.error_code, 0);
+        assert_eq!(resp.results.len(), 1, "v{version}: the one data dir");
+        let d = &resp.results[0];
+        assert_eq!(d.error_code, 0);
+        assert_eq!(d.log_dir.as_str(), dir.to_str().unwrap());
+        let t = d.topics.iter().find(|t| t.name.as_str() == "ld");
+        let t = t.unwrap_or_else(|| panic!("v{version}: {resp:?}"));
+        let sizes: Vec<(i32, i64)> = t
+            .partitions
+            .iter()
+            .map(|p| (p.partition_index, p.partition_size))
+            .collect();
+        assert_eq!(sizes, vec![(0, on_disk as i64), (1, 0)], "v{version}");
+        if version >= 4 {
+            assert!(d.total_bytes > 0 && d.usable_bytes >= 0 && d.usable_bytes <= d.total_bytes);
+        }
+    }
+    // Named partitions only; an unknown topic or partition is left out.
+    let req = DescribeLogDirsRequest::default().with_topics(Some(vec![
+        DescribableLogDirTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("ld")))
+            .with_partitions(vec![1, 7]),
+        DescribableLogDirTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("nope")))
+            .with_partitions(vec![0]),
+    ]));
+    let resp: DescribeLogDirsResponse =
+        tokio::task::spawn_blocking(move || raw_request(addr, ApiKey::DescribeLogDirs, 4, &req))
+            .await
+            .unwrap();
+    let topics: Vec<(String, Vec<i32>)> = resp.results[0]
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.to_string(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(topics, vec![("ld".to_string(), vec![1])]);
+}
