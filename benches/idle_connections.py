@@ -121,6 +121,7 @@ def main():
     ap.add_argument("--settle", type=float, default=2.0, help="seconds to wait before each reading")
     ap.add_argument("--env", action="append", default=[], help="K=V for the broker's environment")
     ap.add_argument("--broker-arg", action="append", default=[], help="extra broker argument")
+    ap.add_argument("--show-trims", action="store_true", help="print the broker's own trims (debug log of weir::memory)")
     ap.add_argument("--trim-with-gdb", action="store_true", help="finally call malloc_trim(0) in the broker through gdb")
     args = ap.parse_args()
 
@@ -146,7 +147,7 @@ def main():
         "--max-connections", str(args.conns + 100),
         "--http-rate-limit", "10000",
         "--log-format", "text",
-        "--log-level", "warn",
+        "--log-level", "warn,weir::memory=debug" if args.show_trims else "warn",
         *args.broker_arg,
     ]
     log = open(os.path.join(work, "weir.log"), "w")
@@ -201,6 +202,12 @@ def main():
             broker.wait(timeout=20)
         except subprocess.TimeoutExpired:
             broker.kill()
+        log.close()
+        if args.show_trims:
+            with open(log.name) as f:
+                for line in f:
+                    if "returned free heap memory" in line:
+                        print("broker:", line.strip(), flush=True)
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result))
 

@@ -9,6 +9,7 @@ mod common;
 mod crash;
 mod faults;
 mod groups;
+mod memory;
 mod produce_fetch;
 mod retry;
 mod security;
