@@ -1,14 +1,15 @@
 //! Gives freed heap memory back to the operating system after connections
 //! close.
 //!
-//! Each open connection holds about 14 KB of heap (its task, the state of
+//! Each open connection holds about 10 KB of heap (its task, the state of
 //! its request loop, a 4 KiB read buffer). When a burst of them closes,
 //! glibc's malloc keeps the freed chunks for reuse: they sit between live
 //! allocations in its arenas, where neither `free` nor `MALLOC_ARENA_MAX`
-//! returns them, so resident memory stays at the burst's peak (13.6 MB per
-//! 1,000 connections). A second burst reuses them, so nothing grows: it is
-//! not a leak, but a broker that once served 10,000 connections would show
-//! 150 MB resident for good. `malloc_trim(0)` hands every free page back.
+//! returns them, so resident memory stays at the burst's peak (about 10 MB
+//! per 1,000 connections). A second burst reuses them, so nothing grows: it
+//! is not a leak, but a broker that once served 10,000 connections would
+//! show over 100 MB resident for good. `malloc_trim(0)` hands every free
+//! page back.
 //!
 //! A background task checks every [`CHECK_EVERY`] how many connections have
 //! closed since the last trim and trims when at least [`TRIM_AFTER_CLOSES`]
