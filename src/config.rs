@@ -197,6 +197,17 @@ pub struct ServeArgs {
         default_value = ""
     )]
     pub allowed_origins: Vec<String>,
+    /// Extra host names the admin HTTP API answers to (comma list), besides
+    /// IP addresses, `localhost`, the --http-listen host and the advertised
+    /// hosts; any other `Host` header is refused (DNS rebinding). `*`
+    /// accepts every name.
+    #[arg(
+        long,
+        env = "WEIR_HTTP_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub http_allowed_hosts: Vec<String>,
     /// Bearer token required by mutating admin HTTP endpoints.
     #[arg(long, env = "WEIR_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
@@ -523,6 +534,30 @@ impl Config {
                 "must be at least --group-min-session-timeout-ms",
             ));
         }
+        let mut http_allowed_hosts = Vec::new();
+        for h in args
+            .http_allowed_hosts
+            .iter()
+            .map(|h| h.trim())
+            .filter(|h| !h.is_empty())
+        {
+            let name = h.trim_end_matches('.').to_ascii_lowercase();
+            let valid = name == "*"
+                || (!name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_'));
+            if !valid {
+                return Err(bad(
+                    "http-allowed-hosts",
+                    format!(
+                        "{h:?} is not a host name: give names without scheme, port or path (IP addresses are always accepted)"
+                    ),
+                ));
+            }
+            http_allowed_hosts.push(name);
+        }
+        args.http_allowed_hosts = http_allowed_hosts;
         if args.admin_token.as_deref().is_some_and(str::is_empty) {
             return Err(bad("admin-token", "must not be empty when set"));
         }
@@ -694,6 +729,17 @@ mod tests {
             c.args.sasl_mechanisms,
             vec!["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
         );
+    }
+
+    #[test]
+    fn admin_host_names_are_checked() {
+        let c = args(&["--http-allowed-hosts", "Weir, admin.example.com."]).unwrap();
+        assert_eq!(c.args.http_allowed_hosts, vec!["weir", "admin.example.com"]);
+        assert!(args(&["--http-allowed-hosts", "*"]).is_ok());
+        for bad in ["weir:9644", "http://weir", "weir/api", "a b"] {
+            let e = args(&["--http-allowed-hosts", bad]).unwrap_err();
+            assert_eq!(e.flag, "http-allowed-hosts", "{bad}");
+        }
     }
 
     #[test]

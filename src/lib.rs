@@ -31,6 +31,7 @@ pub mod fuzzing;
 pub mod group;
 pub mod http;
 pub mod log;
+pub mod memory;
 pub mod metrics;
 pub mod protocol;
 pub mod records;
@@ -153,6 +154,7 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
         tokio::spawn(tls_reload_loop(Arc::clone(&broker), shutdown.clone())),
         tokio::spawn(group_ticker(Arc::clone(&broker), shutdown.clone())),
         tokio::spawn(retry_loop(Arc::clone(&broker), shutdown.clone())),
+        tokio::spawn(memory::trim_loop(Arc::clone(&broker), shutdown.clone())),
     ]);
     let http_task = tokio::spawn(http::serve(
         Arc::clone(&broker),

@@ -1,6 +1,7 @@
 //! The admin HTTP server: health, status, Prometheus metrics, topics, groups,
 //! DLQ inspection and redrive, and a small live dashboard. Every response
-//! carries security headers; requests pass the rate limit and CORS guard.
+//! carries security headers; requests pass the rate limit, the Host and
+//! cross-site checks and the CORS guard ([`guard`]).
 
 pub mod guard;
 
@@ -21,10 +22,13 @@ use crate::broker::{Broker, Phase};
 
 /// Builds the router.
 pub fn router(broker: Arc<Broker>) -> Router {
-    let guard = Arc::new(guard::Guard::new(
-        broker.config.args.http_rate_limit,
-        &broker.config.args.allowed_origins,
-    ));
+    let guard = Arc::new(
+        guard::Guard::new(
+            broker.config.args.http_rate_limit,
+            &broker.config.args.allowed_origins,
+        )
+        .with_hosts(guard::Hosts::of(&broker.config)),
+    );
     Router::new()
         .route("/", get(dashboard))
         .route("/dashboard.js", get(dashboard_js))
@@ -284,12 +288,27 @@ async fn dlq_redrive(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(topic): Path<String>,
-    body: Option<Json<RedriveBody>>,
+    body: axum::body::Bytes,
 ) -> Response {
     if let Err(r) = authorize(&b, &headers, peer) {
         return *r;
     }
-    let body = body.map(|Json(x)| x).unwrap_or_default();
+    // An empty body (`curl -X POST -H 'Content-Type: application/json'`)
+    // redrives everything to the retry topics.
+    let body: RedriveBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RedriveBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(x) => x,
+            Err(e) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({ "error": format!("bad redrive body: {e}") })),
+                )
+                    .into_response()
+            }
+        }
+    };
     let base = base_topic(&topic).to_string();
     let b2 = Arc::clone(&b);
     let res = tokio::task::spawn_blocking(move || {

@@ -80,7 +80,7 @@ pub async fn accept_loop(
                 principal: security::ANONYMOUS.to_string(),
             };
             if protocol.is_tls() {
-                tls_then_serve(&broker, stream, session, shutdown, limits).await;
+                Box::pin(tls_then_serve(&broker, stream, session, shutdown, limits)).await;
             } else {
                 connection::serve(Arc::clone(&broker), stream, session, shutdown, limits).await;
             }

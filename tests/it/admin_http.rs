@@ -1,6 +1,7 @@
 //! The admin HTTP API with a real HTTP exchange: endpoints, Prometheus
 //! counters moving with real produced records, security headers, CORS, the
-//! rate limit, and health while draining.
+//! rate limit, health while draining, and cross-site requests (foreign
+//! origins, DNS rebinding, form posts) refused.
 
 use std::time::Duration;
 
@@ -184,4 +185,252 @@ async fn health_is_503_while_draining() {
     assert_eq!(status, 503);
     assert!(body.contains("draining"));
     b.broker().set_phase(Phase::Serving);
+}
+
+/// One raw HTTP/1.1 request (`head` without the final blank line, `Host`
+/// included by the caller): (status, body).
+fn raw_http(addr: std::net::SocketAddr, head: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let req = format!(
+        "{head}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_string())
+}
+
+/// A topic with retries whose DLQ holds one record; returns the end offset
+/// of its retry topic (0 until something is redriven).
+async fn topic_with_a_dead_letter(b: &TestBroker, topic: &str) -> impl Fn() -> i64 {
+    let bs = b.bootstrap();
+    create_topic(&bs, topic, 1, &[("retry.max.attempts", "1")]).await;
+    let p = producer(&bs, &[]);
+    p.send(
+        FutureRecord::to(&format!("{topic}.dlq"))
+            .key("k")
+            .payload("dead"),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let broker = std::sync::Arc::clone(b.broker());
+    let retry = format!("{topic}.retry");
+    move || {
+        broker
+            .topics
+            .get(&retry)
+            .and_then(|t| t.partition(0).map(|p| p.end_offset()))
+            .unwrap_or(-1)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_requests_cannot_redrive_a_dlq_but_the_cli_shape_can() {
+    let b = TestBroker::start().await;
+    let http = b.http_addr();
+    let redriven = topic_with_a_dead_letter(&b, "xs").await;
+    assert_eq!(redriven(), 0);
+    let post = format!("POST /api/dlq/xs/redrive HTTP/1.1\r\nHost: {http}");
+    let refused: [(&str, String, &str, u16); 7] = [
+        (
+            "a page of another origin",
+            format!("{post}\r\nOrigin: https://evil.com\r\nContent-Type: application/json"),
+            "{}",
+            403,
+        ),
+        (
+            "a sandboxed or file:// page",
+            format!("{post}\r\nOrigin: null\r\nContent-Type: application/json"),
+            "{}",
+            403,
+        ),
+        (
+            "DNS rebinding (foreign Host, same origin as far as the browser knows)",
+            format!(
+                "POST /api/dlq/xs/redrive HTTP/1.1\r\nHost: evil.com:{}\r\nOrigin: http://evil.com:{}\r\nContent-Type: application/json",
+                http.port(),
+                http.port()
+            ),
+            "{}",
+            403,
+        ),
+        (
+            "a form post",
+            format!("{post}\r\nContent-Type: application/x-www-form-urlencoded"),
+            "to=retry",
+            415,
+        ),
+        (
+            "a no-cors fetch with a text body",
+            format!("{post}\r\nContent-Type: text/plain;charset=UTF-8"),
+            "{}",
+            415,
+        ),
+        (
+            "a multipart form",
+            format!("{post}\r\nContent-Type: multipart/form-data; boundary=x"),
+            "--x--",
+            415,
+        ),
+        ("a bodiless POST", post.clone(), "", 415),
+    ];
+    for (what, head, body, want) in &refused {
+        let (status, resp) = raw_http(http, head, body);
+        assert_eq!(status, *want, "{what}: {resp}");
+        assert!(resp.contains("error"), "{what}: {resp}");
+    }
+    assert_eq!(redriven(), 0, "no refused request moved a record");
+
+    // A foreign Host cannot read either (rebinding reads data too); health
+    // answers any name.
+    let foreign = |path: &str| {
+        raw_http(
+            http,
+            &format!("GET {path} HTTP/1.1\r\nHost: rebind.evil.com"),
+            "",
+        )
+        .0
+    };
+    assert_eq!(foreign("/api/status"), 403);
+    assert_eq!(foreign("/api/dlq/xs"), 403);
+    assert_eq!(foreign("/metrics"), 403);
+    assert_eq!(foreign("/api/health"), 200);
+    for host in ["localhost", "127.0.0.1", "[::1]:1"] {
+        let (status, _) = raw_http(
+            http,
+            &format!("GET /api/status HTTP/1.1\r\nHost: {host}"),
+            "",
+        );
+        assert_eq!(status, 200, "Host: {host}");
+    }
+
+    // What `weir dlq redrive` sends: JSON, loopback Host, no Origin.
+    let (status, body) = raw_http(
+        http,
+        &format!("{post}\r\nContent-Type: application/json"),
+        "{\"to\":\"retry\"}",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"redriven\":1"), "{body}");
+    assert_eq!(redriven(), 1);
+    // An empty body with the JSON type means the defaults; a bad one is 400.
+    let json_post = format!("{post}\r\nContent-Type: application/json");
+    let (status, body) = raw_http(http, &json_post, "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(raw_http(http, &json_post, "{\"to\":\"nowhere\"}").0, 400);
+    assert_eq!(redriven(), 2);
+    // A page of the broker's own origin (the dashboard) may post JSON.
+    let (status, body) = raw_http(
+        http,
+        &format!(
+            "{post}\r\nOrigin: http://{http}\r\nContent-Type: application/json; charset=utf-8"
+        ),
+        "{}",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(redriven(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_authorizes_but_not_for_a_foreign_origin() {
+    let b = TestBroker::start_with(|c| {
+        c.args.admin_token = Some("s3cret".parse().unwrap());
+        c.args.allowed_origins = vec!["https://ops.example.com".into()];
+    })
+    .await;
+    let http = b.http_addr();
+    let redriven = topic_with_a_dead_letter(&b, "tok").await;
+    let post = format!(
+        "POST /api/dlq/tok/redrive HTTP/1.1\r\nHost: {http}\r\nContent-Type: application/json"
+    );
+    let (status, _) = raw_http(http, &post, "{}");
+    assert_eq!(status, 401, "no token");
+    let with_token = format!("{post}\r\nAuthorization: Bearer s3cret");
+    let (status, _) = raw_http(
+        http,
+        &format!("{with_token}\r\nOrigin: https://evil.com"),
+        "{}",
+    );
+    assert_eq!(
+        status, 403,
+        "the token does not open the API to other origins"
+    );
+    let (status, _) = raw_http(
+        http,
+        &with_token.replace("application/json", "text/plain"),
+        "{}",
+    );
+    assert_eq!(status, 415);
+    assert_eq!(redriven(), 0);
+    let (status, body) = raw_http(http, &with_token, "{}");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(redriven(), 1);
+    // An allowed origin with the token, as its page would send after the
+    // preflight.
+    let (status, body) = raw_http(
+        http,
+        &format!("{with_token}\r\nOrigin: https://ops.example.com"),
+        "{}",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(redriven(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_and_advertised_host_names_are_answered() {
+    let b = TestBroker::start_with(|c| {
+        c.args.http_allowed_hosts = vec!["weir".into()];
+        c.listeners[0].advertised_host = "broker.example.com".into();
+    })
+    .await;
+    let http = b.http_addr();
+    for (host, want) in [
+        ("weir:9644", 200),
+        ("WEIR", 200),
+        ("broker.example.com:9644", 200),
+        ("weir.evil.com", 403),
+        ("broker.example.com.evil.com", 403),
+    ] {
+        let (status, body) = raw_http(
+            http,
+            &format!("GET /api/status HTTP/1.1\r\nHost: {host}"),
+            "",
+        );
+        assert_eq!(status, want, "Host: {host}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_still_lists_and_redrives() {
+    let b = TestBroker::start().await;
+    let http = b.http_addr().to_string();
+    let redriven = topic_with_a_dead_letter(&b, "cli").await;
+    let weir = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(args)
+            .args(["--http-listen", &http])
+            .env_remove("WEIR_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = tokio::task::block_in_place(|| weir(&["dlq", "list", "cli"]));
+    assert!(ok && out.contains("dead"), "{out}");
+    let (ok, out) = tokio::task::block_in_place(|| weir(&["dlq", "redrive", "cli"]));
+    assert!(ok && out.contains("\"redriven\":1"), "{out}");
+    assert_eq!(redriven(), 1);
 }

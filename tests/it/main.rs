@@ -10,6 +10,7 @@ mod crash;
 mod faults;
 mod groups;
 mod layers;
+mod memory;
 mod produce_fetch;
 mod retry;
 mod security;
