@@ -215,6 +215,8 @@ fn small_log_config() -> LogConfig {
     LogConfig {
         segment_bytes: 4096,
         index_interval_bytes: 128,
+        // Decompression bombs are refused at 1 MiB rather than 64.
+        max_decompressed_batch_bytes: 1 << 20,
         ..LogConfig::default()
     }
 }
@@ -223,7 +225,10 @@ fn small_log_config() -> LogConfig {
 /// the record decoder.
 ///
 /// # Panics
-/// When an accepted batch does not read back as written.
+/// When an accepted batch does not read back as written, or when the
+/// record decoder cannot decode a batch the append accepted (what consumers
+/// would then be stuck on); header keys that are not UTF-8 excepted, which
+/// Kafka stores and the decoder refuses.
 pub fn record_batch(data: &[u8]) {
     let bytes = Bytes::copy_from_slice(data);
     let _ = crate::records::decode_all(&bytes);
@@ -249,6 +254,13 @@ pub fn record_batch(data: &[u8]) {
     assert_eq!(&r.records[8..12], &data[8..12]);
     assert_eq!(&r.records[16..], &data[16..]);
     assert!(batch::validate(&r.records).is_ok());
+    if let Err(e) = crate::records::decode_all(&r.records) {
+        let e = format!("{e:#}");
+        assert!(
+            e.to_ascii_lowercase().contains("utf-8"),
+            "an accepted batch does not decode: {e}"
+        );
+    }
 }
 
 /// Files of a partition directory made from `data`, then opened, read end
