@@ -142,29 +142,34 @@ fn read_capped(
     limit: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), DecompressError> {
+    // Reads need initialised bytes: `out` is zero-filled ahead of `filled`
+    // in doubling steps, so each byte is zeroed once whatever the size of
+    // the reader's reads.
+    let mut filled = 0usize;
     loop {
-        grow(out, limit)?;
-        let len = out.len();
-        // Zero only a window of the spare capacity (reads need initialised
-        // bytes), growing with the output so the cost stays proportional.
-        let window = (out.capacity() - len).min(len.max(MIN_CHUNK));
-        out.resize(len + window, 0);
-        let n = match r.read(&mut out[len..]) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+        if filled > limit {
+            out.truncate(filled);
+            return Err(DecompressError::TooLarge { limit });
+        }
+        if filled == out.len() {
+            let target = filled
+                .saturating_mul(2)
+                .max(MIN_CHUNK)
+                .min(limit.saturating_add(1));
+            out.reserve_exact(target.saturating_sub(out.len()));
+            out.resize(target, 0);
+        }
+        match r.read(&mut out[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
-                out.truncate(len);
+                out.truncate(filled);
                 return Err(corrupt(codec, e));
             }
-        };
-        out.truncate(len + n);
-        if n == 0 {
-            break;
         }
     }
-    if out.len() > limit {
-        return Err(DecompressError::TooLarge { limit });
-    }
+    out.truncate(filled);
     Ok(())
 }
 

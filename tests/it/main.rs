@@ -9,6 +9,7 @@ mod common;
 mod crash;
 mod faults;
 mod groups;
+mod internal_topics;
 mod produce_fetch;
 mod retry;
 mod security;
