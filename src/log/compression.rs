@@ -242,13 +242,14 @@ fn zstd(src: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), DecompressErr
         let mut input = InBuffer::around(src);
         loop {
             grow(out, limit)?;
-            let pos = out.len();
-            let mut output = OutBuffer::around_pos(out, pos);
-            let hint = dec
-                .run(&mut input, &mut output)
-                .map_err(|e| corrupt("zstd", e))?;
-            let full = output.pos() == output.capacity();
-            drop(output);
+            let (hint, full) = {
+                let pos = out.len();
+                let mut output = OutBuffer::around_pos(out, pos);
+                let hint = dec
+                    .run(&mut input, &mut output)
+                    .map_err(|e| corrupt("zstd", e))?;
+                (hint, output.pos() == output.capacity())
+            };
             if out.len() > limit {
                 return Err(DecompressError::TooLarge { limit });
             }
