@@ -1,6 +1,7 @@
-//! The storage engine on its own: append and read throughput, offset lookups,
-//! recovery time against the size of the unflushed tail, and start-up time
-//! with many partitions.
+//! The storage engine on its own: append and read throughput, the cost of
+//! checking produced batches' records (per codec), offset lookups, recovery
+//! time against the size of the unflushed tail, and start-up time with many
+//! partitions.
 //!
 //! Run with `cargo bench --bench storage`. Appends go to the page cache (no
 //! fsync), as with `--fsync never`; the fsync policy is measured end to end.
@@ -103,6 +104,107 @@ fn append(c: &mut Criterion) {
         );
     }
     g.finish();
+}
+
+/// About 16 KiB of JSON-like records (80 of ~200 bytes), in one batch
+/// compressed with `c`: what a producer with linger sends.
+fn json_batch(c: Compression) -> Bytes {
+    let words = [
+        "alpha", "bravo", "click", "view", "cart", "eu-west", "us-east", "ok",
+    ];
+    let recs: Vec<_> = (0..80u64)
+        .map(|i| {
+            let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+            let value = format!(
+                r#"{{"id":{i},"user":"user-{}","event":"{}","region":"{}","ts":{},"amount":{}.{:02},"tags":["{}","{}"],"session":"{x:016x}"}}"#,
+                x % 997,
+                words[(x % 8) as usize],
+                words[(x / 8 % 8) as usize],
+                1_700_000_000_000u64 + i * 37,
+                x % 500,
+                x % 100,
+                words[(x / 64 % 8) as usize],
+                words[(x / 512 % 8) as usize],
+            );
+            weir::records::plain_record(
+                i as i64,
+                1_700_000_000_000 + i as i64,
+                Some(Bytes::from(format!("user-{}", x % 997))),
+                Some(Bytes::from(value)),
+                &[("trace".to_string(), Some(Bytes::from(format!("{x:x}"))))],
+            )
+        })
+        .collect();
+    weir::records::encode_batch(&recs, c).expect("encode")
+}
+
+const CODECS: [(&str, Compression); 5] = [
+    ("none", Compression::None),
+    ("gzip", Compression::Gzip),
+    ("snappy", Compression::Snappy),
+    ("lz4", Compression::Lz4),
+    ("zstd", Compression::Zstd),
+];
+
+/// The cost of checking the records of produced batches: `append` (what a
+/// produce does: header, CRC, decompression into a reused buffer and the
+/// records walk) against `append_internal` (header and CRC only, as for
+/// batches the broker built), for each codec. After criterion's figures, an
+/// interleaved run prints the ratio per codec.
+fn append_validation(c: &mut Criterion) {
+    let mut g = c.benchmark_group("append_validation");
+    g.measurement_time(Duration::from_secs(3));
+    for (name, codec) in CODECS {
+        let b = json_batch(codec);
+        g.throughput(Throughput::Bytes(b.len() as u64));
+        for checked in [true, false] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let log = PartitionLog::open(dir.path(), config(), 0).expect("open");
+            let id = if checked { "checked" } else { "unchecked" };
+            g.bench_with_input(BenchmarkId::new(id, name), &b, |bench, b| {
+                bench.iter(|| {
+                    if checked {
+                        log.append(b, 0).expect("append")
+                    } else {
+                        log.append_internal(b, 0).expect("append")
+                    }
+                });
+            });
+        }
+    }
+    g.finish();
+    // Same run, alternating rounds so that drift hits both alike.
+    eprintln!("append_validation: checked/unchecked time per append of a ~16 KiB batch");
+    for (name, codec) in CODECS {
+        let b = json_batch(codec);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = PartitionLog::open(dir.path(), config(), 0).expect("open");
+        let (mut with, mut without) = (Duration::ZERO, Duration::ZERO);
+        for round in 0..40 {
+            let t = Instant::now();
+            for _ in 0..100 {
+                black_box(log.append(&b, 0).expect("append"));
+            }
+            let checked = t.elapsed();
+            let t = Instant::now();
+            for _ in 0..100 {
+                black_box(log.append_internal(&b, 0).expect("append"));
+            }
+            // The first rounds warm up.
+            if round >= 5 {
+                with += checked;
+                without += t.elapsed();
+            }
+        }
+        let n = 35.0 * 100.0;
+        eprintln!(
+            "  {name:>6}: {} bytes on the wire, checked {:>7.2} us, unchecked {:>7.2} us, ratio {:.2}",
+            b.len(),
+            with.as_secs_f64() * 1e6 / n,
+            without.as_secs_f64() * 1e6 / n,
+            with.as_secs_f64() / without.as_secs_f64()
+        );
+    }
 }
 
 fn read(c: &mut Criterion) {
@@ -214,5 +316,13 @@ fn startup(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, baseline, append, read, recovery, startup);
+criterion_group!(
+    benches,
+    baseline,
+    append,
+    append_validation,
+    read,
+    recovery,
+    startup
+);
 criterion_main!(benches);

@@ -127,6 +127,7 @@ impl Broker {
         let defaults = BrokerDefaults {
             segment_bytes: config.args.log_segment_bytes,
             retention_ms: config.args.log_retention_ms,
+            max_decompressed_batch_bytes: config.args.max_decompressed_batch_bytes,
         };
         // A clean-shutdown marker means every file was fsynced and trimmed
         // by the last run: recovery can trust the batches' CRCs. It is

@@ -227,6 +227,17 @@ pub struct ServeArgs {
     /// Close connections idle this long, in ms (Kafka's connections.max.idle.ms).
     #[arg(long, env = "WEIR_CONNECTIONS_MAX_IDLE_MS", default_value_t = 600_000)]
     pub connections_max_idle_ms: u64,
+    /// Largest size one produced record batch may have once decompressed,
+    /// in bytes: compressed batches are decompressed on append to check
+    /// their records, and one over this is refused with MESSAGE_TOO_LARGE.
+    /// Also bounds decompression for retries, DLQ reads and timestamp
+    /// lookups.
+    #[arg(
+        long,
+        env = "WEIR_MAX_DECOMPRESSED_BATCH_BYTES",
+        default_value_t = crate::log::compression::DEFAULT_MAX_DECOMPRESSED_BYTES
+    )]
+    pub max_decompressed_batch_bytes: usize,
     /// Default segment.bytes for topics that do not set it.
     #[arg(long, env = "WEIR_LOG_SEGMENT_BYTES", default_value_t = 1_073_741_824)]
     pub log_segment_bytes: u64,
@@ -513,6 +524,14 @@ impl Config {
                 "must be at least --max-request-bytes",
             ));
         }
+        if args.max_decompressed_batch_bytes < 1_048_576
+            || args.max_decompressed_batch_bytes > i32::MAX as usize
+        {
+            return Err(bad(
+                "max-decompressed-batch-bytes",
+                "must be between 1048576 and 2147483647",
+            ));
+        }
         if args.max_connections == 0 {
             return Err(bad("max-connections", "must be 1 or more"));
         }
@@ -634,6 +653,7 @@ mod tests {
         assert!(c.args.auto_create_topics);
         assert_eq!(c.args.default_partitions, 1);
         assert_eq!(c.args.http_rate_limit, 50);
+        assert_eq!(c.args.max_decompressed_batch_bytes, 64 << 20);
     }
 
     #[test]
@@ -642,6 +662,8 @@ mod tests {
         assert_eq!(e.flag, "listen");
         let e = args(&["--default-partitions", "0"]).unwrap_err();
         assert_eq!(e.flag, "default-partitions");
+        let e = args(&["--max-decompressed-batch-bytes", "1000"]).unwrap_err();
+        assert_eq!(e.flag, "max-decompressed-batch-bytes");
         let e = args(&["--advertised-listener", "host"]).unwrap_err();
         assert_eq!(e.flag, "advertised-listener");
         assert!(e.to_string().contains("--advertised-listener"));

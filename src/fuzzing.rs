@@ -216,6 +216,8 @@ fn small_log_config() -> LogConfig {
     LogConfig {
         segment_bytes: 4096,
         index_interval_bytes: 128,
+        // Decompression bombs are refused at 1 MiB rather than 64.
+        max_decompressed_batch_bytes: 1 << 20,
         ..LogConfig::default()
     }
 }
@@ -224,7 +226,10 @@ fn small_log_config() -> LogConfig {
 /// the record decoder.
 ///
 /// # Panics
-/// When an accepted batch does not read back as written.
+/// When an accepted batch does not read back as written, or when the
+/// record decoder cannot decode a batch the append accepted (what consumers
+/// would then be stuck on); header keys that are not UTF-8 excepted, which
+/// Kafka stores and the decoder refuses.
 pub fn record_batch(data: &[u8]) {
     let bytes = Bytes::copy_from_slice(data);
     let _ = crate::records::decode_all(&bytes);
@@ -250,6 +255,13 @@ pub fn record_batch(data: &[u8]) {
     assert_eq!(&r.records[8..12], &data[8..12]);
     assert_eq!(&r.records[16..], &data[16..]);
     assert!(batch::validate(&r.records).is_ok());
+    if let Err(e) = crate::records::decode_all(&r.records) {
+        let e = format!("{e:#}");
+        assert!(
+            e.to_ascii_lowercase().contains("utf-8"),
+            "an accepted batch does not decode: {e}"
+        );
+    }
 }
 
 /// Files of a partition directory made from `data`, then opened, read end
@@ -499,6 +511,64 @@ mod tests {
         Some(b.to_vec())
     }
 
+    /// Batches of every codec, good and bad in the ways produce refuses:
+    /// a body that does not decompress (correct CRC), a decompression bomb
+    /// (over the fuzz config's 1 MiB), inner offsets out of order, a record
+    /// count the body does not hold.
+    fn record_batch_seeds() -> Vec<(String, Vec<u8>)> {
+        use crate::records::{batch_around, compress_body, encode_batch, plain_record};
+        use kafka_protocol::records::Compression;
+        let codecs = [
+            ("gzip", 1, Compression::Gzip),
+            ("snappy", 2, Compression::Snappy),
+            ("lz4", 3, Compression::Lz4),
+            ("zstd", 4, Compression::Zstd),
+        ];
+        let rec = |o: i64, v: Vec<u8>| {
+            plain_record(
+                o,
+                1000 + o,
+                Some(Bytes::from(format!("k{o}"))),
+                Some(Bytes::from(v)),
+                &[("h".to_string(), Some(Bytes::from_static(b"x")))],
+            )
+        };
+        let three = || (0..3).map(|o| rec(o, vec![b'v'; 40])).collect::<Vec<_>>();
+        let mut out = Vec::new();
+        for (name, id, c) in codecs {
+            let good = encode_batch(&three(), c).unwrap();
+            out.push((format!("good-{name}"), good.to_vec()));
+            let swapped = encode_batch(&[rec(1, b"a".to_vec()), rec(0, b"b".to_vec())], c).unwrap();
+            out.push((format!("inner-offsets-swapped-{name}"), swapped.to_vec()));
+            let body = encode_batch(&three(), Compression::None).unwrap();
+            let body = compress_body(id, &body[batch::HEADER_LEN..]).unwrap();
+            out.push((
+                format!("count-mismatch-{name}"),
+                batch_around(id, 4, &body).to_vec(),
+            ));
+            let bomb = encode_batch(&[rec(0, vec![0u8; 2 << 20])], c).unwrap();
+            out.push((format!("bomb-2MiB-{name}"), bomb.to_vec()));
+        }
+        let mut not_gzip = vec![0x1f, 0x8b];
+        not_gzip.extend_from_slice(&[0u8; 200]);
+        out.push((
+            "gzip-not-decompressing".into(),
+            batch_around(1, 1, &not_gzip).to_vec(),
+        ));
+        out
+    }
+
+    #[test]
+    fn record_batch_seeds_are_refused_or_taken_as_produce_would() {
+        for (name, b) in record_batch_seeds() {
+            record_batch(&b);
+            let dir = scratch();
+            let log = PartitionLog::open(dir.path(), small_log_config(), 0).unwrap();
+            let r = log.append(&b, 0);
+            assert_eq!(r.is_ok(), name.starts_with("good-"), "{name}: {r:?}");
+        }
+    }
+
     /// Writes the seed corpus under fuzz/corpus/ (run by hand with
     /// `cargo test --lib write_seed_corpus -- --ignored`).
     #[test]
@@ -573,6 +643,9 @@ mod tests {
         }
         put("connection", "every-api-latest", &conn);
         put("record_batch", "tiny", &tiny_batch());
+        for (name, b) in record_batch_seeds() {
+            put("record_batch", &name, &b);
+        }
         // A real log, packed in the segment_recovery layout.
         let dir = scratch();
         let log = PartitionLog::open(dir.path(), small_log_config(), 0).unwrap();

@@ -4,86 +4,51 @@
 //!
 //! Batches are stored compressed as producers sent them and only their
 //! compressed size is limited by `max.message.bytes`; a small gzip or zstd
-//! batch of zeros can expand a thousandfold. Every decompressor here reads at
-//! most [`MAX_DECOMPRESSED_BYTES`] and fails beyond, so no request can make
-//! the broker allocate more than that per batch.
+//! batch of zeros can expand a thousandfold. Decompression goes through
+//! [`crate::log::compression`] with the broker's bound
+//! (`--max-decompressed-batch-bytes`, [`max_decompressed_bytes`]), the same
+//! one produced batches are checked against, so no request can make the
+//! broker allocate more than that per batch.
 
-use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use anyhow::{bail, Context};
 use bytes::{Buf, Bytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, RecordSet,
     TimestampType,
 };
 
-/// Largest decompressed size of one batch the broker will materialise.
-pub const MAX_DECOMPRESSED_BYTES: usize = 64 << 20;
+use crate::log::compression;
 
-fn read_capped(mut r: impl Read, what: &str) -> anyhow::Result<Bytes> {
-    let mut out = Vec::new();
-    (&mut r)
-        .take(MAX_DECOMPRESSED_BYTES as u64 + 1)
-        .read_to_end(&mut out)
-        .with_context(|| format!("failed to decompress {what}"))?;
-    if out.len() > MAX_DECOMPRESSED_BYTES {
-        bail!("{what} batch decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes");
-    }
-    Ok(Bytes::from(out))
+/// Default largest decompressed size of one batch the broker will
+/// materialise (`--max-decompressed-batch-bytes`).
+pub const MAX_DECOMPRESSED_BYTES: usize = compression::DEFAULT_MAX_DECOMPRESSED_BYTES;
+
+/// The bound in force; set once at start from the broker's configuration.
+static MAX_DECOMPRESSED: AtomicUsize = AtomicUsize::new(MAX_DECOMPRESSED_BYTES);
+
+/// Sets the bound [`decode_all`] decompresses to (process-wide).
+pub fn set_max_decompressed_bytes(limit: usize) {
+    MAX_DECOMPRESSED.store(limit, Ordering::Relaxed);
 }
 
-/// Kafka's snappy: the xerial framing (magic, then length-prefixed blocks),
-/// or raw snappy when the magic is absent.
-fn snappy(buf: &Bytes) -> anyhow::Result<Bytes> {
-    const MAGIC: &[u8] = &[0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
-    let raw = |block: &[u8], out: &mut Vec<u8>| -> anyhow::Result<()> {
-        let n = snap::raw::decompress_len(block).context("bad snappy length")?;
-        if out.len().saturating_add(n) > MAX_DECOMPRESSED_BYTES {
-            bail!("snappy batch decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes");
-        }
-        let start = out.len();
-        out.resize(start + n, 0);
-        snap::raw::Decoder::new()
-            .decompress(block, &mut out[start..])
-            .context("failed to decompress snappy")?;
-        Ok(())
-    };
-    let mut out = Vec::new();
-    if buf.len() < 16 || &buf[..8] != MAGIC {
-        raw(buf, &mut out)?;
-        return Ok(Bytes::from(out));
-    }
-    // magic (8), version (4), compatible version (4), then blocks.
-    let mut rest = &buf[16..];
-    while rest.has_remaining() {
-        if rest.len() < 4 {
-            bail!("truncated snappy block length");
-        }
-        let n = rest.get_u32() as usize;
-        if n > rest.len() {
-            bail!("truncated snappy block");
-        }
-        raw(&rest[..n], &mut out)?;
-        rest = &rest[n..];
-    }
-    Ok(Bytes::from(out))
+/// The bound [`decode_all`] decompresses to.
+pub fn max_decompressed_bytes() -> usize {
+    MAX_DECOMPRESSED.load(Ordering::Relaxed)
 }
 
 fn decompress(buf: &mut Bytes, c: Compression) -> anyhow::Result<Bytes> {
     let data = buf.split_to(buf.len());
-    match c {
-        Compression::None => Ok(data),
-        Compression::Gzip => read_capped(flate2::read::GzDecoder::new(data.reader()), "gzip"),
-        Compression::Zstd => read_capped(
-            zstd::stream::read::Decoder::new(data.reader()).context("bad zstd stream")?,
-            "zstd",
-        ),
-        Compression::Lz4 => read_capped(
-            lz4::Decoder::new(data.reader()).context("bad lz4 stream")?,
-            "lz4",
-        ),
-        Compression::Snappy => snappy(&data),
-    }
+    let codec = match c {
+        Compression::None => return Ok(data),
+        Compression::Gzip => compression::GZIP,
+        Compression::Snappy => compression::SNAPPY,
+        Compression::Lz4 => compression::LZ4,
+        Compression::Zstd => compression::ZSTD,
+    };
+    let mut out = Vec::new();
+    compression::decompress_into(codec, &data, max_decompressed_bytes(), &mut out)?;
+    Ok(Bytes::from(out))
 }
 
 /// Decodes every batch in `bytes`, with decompression capped.
@@ -160,6 +125,66 @@ pub fn encode_batch(records: &[Record], compression: Compression) -> anyhow::Res
         buf[17..21].copy_from_slice(&crc.to_be_bytes());
     }
     Ok(buf.freeze())
+}
+
+/// Compresses a batch body (its records) as Kafka producers do: gzip,
+/// snappy in the xerial framing, an LZ4 frame, zstd. For tests, benchmarks
+/// and fuzz seeds that build batches [`encode_batch`] would not.
+///
+/// # Errors
+/// An unknown codec, or the compressor's error.
+pub fn compress_body(codec: i16, body: &[u8]) -> anyhow::Result<Vec<u8>> {
+    use std::io::Write;
+    Ok(match codec {
+        compression::NONE => body.to_vec(),
+        compression::GZIP => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(body)?;
+            e.finish()?
+        }
+        compression::SNAPPY => {
+            let mut out = vec![
+                0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0, 0, 0, 0, 1, 0, 0, 0, 1,
+            ];
+            let mut enc = snap::raw::Encoder::new();
+            for chunk in body.chunks(32 * 1024) {
+                let c = enc.compress_vec(chunk)?;
+                out.extend_from_slice(&u32::try_from(c.len())?.to_be_bytes());
+                out.extend_from_slice(&c);
+            }
+            out
+        }
+        compression::LZ4 => {
+            let mut e = lz4::EncoderBuilder::new().build(Vec::new())?;
+            e.write_all(body)?;
+            let (out, r) = e.finish();
+            r?;
+            out
+        }
+        compression::ZSTD => zstd::bulk::compress(body, 3)?,
+        c => anyhow::bail!("unknown compression codec {c}"),
+    })
+}
+
+/// A v2 batch around `body` (records, compressed with `codec` or not) whose
+/// header claims `records_count` records, with a correct CRC: what a
+/// producer would send, however wrong the body. For tests and fuzz seeds.
+pub fn batch_around(codec: i16, records_count: i32, body: &[u8]) -> Bytes {
+    use crate::log::batch::{compute_crc, HEADER_LEN, LOG_OVERHEAD};
+    let mut b = vec![0u8; HEADER_LEN];
+    b.extend_from_slice(body);
+    let len = i32::try_from(b.len() - LOG_OVERHEAD).unwrap_or(i32::MAX);
+    b[8..12].copy_from_slice(&len.to_be_bytes());
+    b[16] = 2;
+    b[21..23].copy_from_slice(&codec.to_be_bytes());
+    b[23..27].copy_from_slice(&records_count.saturating_sub(1).to_be_bytes());
+    b[43..51].copy_from_slice(&(-1i64).to_be_bytes());
+    b[51..53].copy_from_slice(&(-1i16).to_be_bytes());
+    b[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+    b[57..61].copy_from_slice(&records_count.to_be_bytes());
+    let crc = compute_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
 }
 
 #[cfg(test)]

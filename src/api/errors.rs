@@ -12,7 +12,10 @@ pub fn log_error_code(e: &LogError) -> i16 {
     match e {
         LogError::Io { .. } | LogError::Corruption { .. } => KAFKA_STORAGE_ERROR,
         LogError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
-        LogError::InvalidBatch(BatchError::Invalid(_)) => INVALID_RECORD,
+        LogError::InvalidBatch(BatchError::Invalid(_) | BatchError::Record { .. }) => {
+            INVALID_RECORD
+        }
+        LogError::InvalidBatch(BatchError::DecompressedTooLarge { .. }) => MESSAGE_TOO_LARGE,
         LogError::InvalidBatch(BatchError::Magic(_)) => CORRUPT_MESSAGE,
         LogError::InvalidBatch(_) => CORRUPT_MESSAGE,
         LogError::TooLarge { .. } => MESSAGE_TOO_LARGE,
@@ -20,6 +23,7 @@ pub fn log_error_code(e: &LogError) -> i16 {
         LogError::InvalidProducerEpoch => INVALID_PRODUCER_EPOCH,
         LogError::Transactional => INVALID_RECORD,
         LogError::Closed => UNKNOWN_TOPIC_OR_PARTITION,
+        LogError::ReservedTopic => INVALID_TOPIC_EXCEPTION,
     }
 }
 

@@ -1,10 +1,15 @@
-//! A view over the fixed 61-byte header of a Kafka v2 record batch.
+//! A view over the fixed 61-byte header of a Kafka v2 record batch, and the
+//! checks a batch passes before it is stored.
 //!
-//! The broker never decodes records on the produce or fetch path: it checks a
-//! batch's framing (length, magic, CRC-32C), reads the few header fields it
-//! needs (offset delta, timestamps, producer id and sequence) and rewrites
-//! only the fields that lie outside the CRC (base offset, partition leader
-//! epoch). Layout, all big-endian:
+//! The broker never decodes records into values on the produce or fetch
+//! path: it checks a batch's framing (length, magic, CRC-32C), reads the few
+//! header fields it needs (offset delta, timestamps, producer id and
+//! sequence) and rewrites only the fields that lie outside the CRC (base
+//! offset, partition leader epoch). Before an append it also walks the
+//! records' varint structure ([`validate_records`]), decompressing a
+//! compressed body into a reused scratch buffer first, as Kafka's
+//! LogValidator does: a batch that consumers could not read is refused
+//! instead of stored. Layout, all big-endian:
 //!
 //! ```text
 //! 0  baseOffset i64          8  batchLength i32      12 partitionLeaderEpoch i32
@@ -15,6 +20,8 @@
 //! ```
 
 use thiserror::Error;
+
+use super::compression;
 
 /// Size of the v2 batch header, before the records.
 pub const HEADER_LEN: usize = 61;
@@ -44,6 +51,18 @@ pub enum BatchError {
     /// Header fields that cannot describe a valid batch.
     #[error("record batch is invalid: {0}")]
     Invalid(&'static str),
+    /// One record inside the batch is malformed.
+    #[error("record {index} of the batch is invalid: {reason}")]
+    Record { index: u32, reason: &'static str },
+    /// A compressed body that does not decompress (bad header, truncated,
+    /// checksum mismatch).
+    #[error("record batch is corrupt: {0}")]
+    Compression(String),
+    /// A compressed body larger than the broker materialises.
+    #[error(
+        "record batch decompresses to more than {limit} bytes (the broker's --max-decompressed-batch-bytes)"
+    )]
+    DecompressedTooLarge { limit: usize },
 }
 
 fn be_i16(b: &[u8], at: usize) -> i16 {
@@ -213,6 +232,183 @@ fn read_varint(b: &[u8]) -> Option<(i64, usize)> {
     None
 }
 
+/// A zigzag varint of at most 32 bits (the record format's `varint`): value
+/// and bytes used; `None` when truncated or longer than 32 bits.
+fn read_varint32(b: &[u8]) -> Option<(i32, usize)> {
+    let mut raw: u32 = 0;
+    for (i, &byte) in b.iter().enumerate().take(5) {
+        let bits = u32::from(byte & 0x7f);
+        if i == 4 && bits > 0x0f {
+            return None;
+        }
+        raw |= bits << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((((raw >> 1) as i32) ^ -((raw & 1) as i32), i + 1));
+        }
+    }
+    None
+}
+
+/// A zigzag varlong of at most 64 bits: bytes used; `None` when truncated or
+/// longer.
+fn skip_varlong(b: &[u8]) -> Option<usize> {
+    for (i, &byte) in b.iter().enumerate().take(10) {
+        if i == 9 && byte > 0x01 {
+            return None;
+        }
+        if byte & 0x80 == 0 {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+/// A cursor over one record's bytes; every read names what failed.
+struct Fields<'a> {
+    b: &'a [u8],
+    index: u32,
+}
+
+impl<'a> Fields<'a> {
+    fn bad(&self, reason: &'static str) -> BatchError {
+        BatchError::Record {
+            index: self.index,
+            reason,
+        }
+    }
+
+    fn varint(&mut self, what: &'static str) -> Result<i32, BatchError> {
+        let (v, used) = read_varint32(self.b).ok_or_else(|| self.bad(what))?;
+        self.b = &self.b[used..];
+        Ok(v)
+    }
+
+    /// A length-prefixed field: `len` bytes, or null when -1 and `nullable`.
+    fn skip(&mut self, len: i32, nullable: bool, what: &'static str) -> Result<(), BatchError> {
+        if len == -1 && nullable {
+            return Ok(());
+        }
+        let n = usize::try_from(len).map_err(|_| self.bad(what))?;
+        self.b = self.b.get(n..).ok_or_else(|| self.bad(what))?;
+        Ok(())
+    }
+}
+
+/// Walks the records of a batch body (decompressed): exactly `count`
+/// records, each one's fields inside its stated length and filling it, its
+/// offset delta equal to its position, nothing after the last. Reads varints
+/// only; allocates nothing.
+///
+/// # Errors
+/// The first record that is malformed, or a count that does not match.
+pub fn check_records(mut body: &[u8], count: i32) -> Result<(), BatchError> {
+    let count = u32::try_from(count)
+        .map_err(|_| BatchError::Invalid("a batch must hold at least one record"))?;
+    for index in 0..count {
+        if body.is_empty() {
+            return Err(BatchError::Invalid(
+                "the batch holds fewer records than its header counts",
+            ));
+        }
+        let bad = |reason| BatchError::Record { index, reason };
+        let (len, used) = read_varint32(body).ok_or_else(|| bad("malformed record length"))?;
+        let len = usize::try_from(len).map_err(|_| bad("negative record length"))?;
+        let record = body
+            .get(used..)
+            .and_then(|b| b.get(..len))
+            .ok_or_else(|| bad("record length runs past the batch"))?;
+        body = &body[used + len..];
+        check_record(record, index)?;
+    }
+    if !body.is_empty() {
+        return Err(BatchError::Invalid(
+            "the batch holds more records than its header counts",
+        ));
+    }
+    Ok(())
+}
+
+/// One record after its length: attributes, timestamp delta, offset delta,
+/// key, value, headers.
+fn check_record(record: &[u8], index: u32) -> Result<(), BatchError> {
+    let mut f = Fields {
+        b: record.get(1..).ok_or(BatchError::Record {
+            index,
+            reason: "record too short for its attributes",
+        })?,
+        index,
+    };
+    let used = skip_varlong(f.b).ok_or_else(|| f.bad("malformed timestamp delta"))?;
+    f.b = &f.b[used..];
+    let offset_delta = f.varint("malformed offset delta")?;
+    if i64::from(offset_delta) != i64::from(index) {
+        // Kafka: inner record offsets must be sequential (INVALID_RECORD).
+        return Err(f.bad("offset delta is not the record's position in the batch"));
+    }
+    let key = f.varint("malformed key length")?;
+    f.skip(key, true, "key length is invalid or runs past the record")?;
+    let value = f.varint("malformed value length")?;
+    f.skip(
+        value,
+        true,
+        "value length is invalid or runs past the record",
+    )?;
+    let headers = f.varint("malformed header count")?;
+    if headers < 0 {
+        return Err(f.bad("negative header count"));
+    }
+    for _ in 0..headers {
+        let k = f.varint("malformed header key length")?;
+        f.skip(
+            k,
+            false,
+            "header key length is invalid or runs past the record",
+        )?;
+        let v = f.varint("malformed header value length")?;
+        f.skip(
+            v,
+            true,
+            "header value length is invalid or runs past the record",
+        )?;
+    }
+    if !f.b.is_empty() {
+        return Err(f.bad("record length does not match its fields"));
+    }
+    Ok(())
+}
+
+/// Checks the records of one batch whose header passed [`validate`]: a
+/// compressed body is decompressed (at most `max_decompressed` bytes, into
+/// this thread's scratch buffer, not kept), then walked by
+/// [`check_records`].
+///
+/// # Errors
+/// A body that does not decompress or is too large once decompressed, or
+/// malformed records.
+pub fn validate_records(
+    batch: &[u8],
+    h: &BatchHeader,
+    max_decompressed: usize,
+) -> Result<(), BatchError> {
+    let body = batch
+        .get(HEADER_LEN..)
+        .ok_or(BatchError::Framing("shorter than a batch header"))?;
+    if h.compression() == compression::NONE {
+        return check_records(body, h.records_count);
+    }
+    compression::with_scratch(|buf| {
+        compression::decompress_into(h.compression(), body, max_decompressed, buf).map_err(
+            |e| match e {
+                compression::DecompressError::TooLarge { limit } => {
+                    BatchError::DecompressedTooLarge { limit }
+                }
+                other => BatchError::Compression(other.to_string()),
+            },
+        )?;
+        check_records(buf, h.records_count)
+    })
+}
+
 /// Splits a buffer of concatenated batches, validating each.
 pub fn split_batches(mut bytes: &[u8]) -> Result<Vec<(usize, BatchHeader)>, BatchError> {
     let mut out = Vec::new();
@@ -347,6 +543,259 @@ pub(crate) mod tests {
         let mut d = b;
         d[8..12].copy_from_slice(&(-5i32).to_be_bytes());
         assert!(matches!(split_batches(&d), Err(BatchError::Framing(_))));
+    }
+
+    use crate::records::{batch_around, compress_body, encode_batch, plain_record};
+    use bytes::Bytes;
+    use kafka_protocol::records::Compression;
+    use proptest::prelude::*;
+
+    const LIMIT: usize = 1 << 20;
+    const CODECS: [i16; 5] = [0, 1, 2, 3, 4];
+
+    fn kp(codec: i16) -> Compression {
+        match codec {
+            1 => Compression::Gzip,
+            2 => Compression::Snappy,
+            3 => Compression::Lz4,
+            4 => Compression::Zstd,
+            _ => Compression::None,
+        }
+    }
+
+    /// Header check, then the records walk, as an append does.
+    fn check(b: &[u8], limit: usize) -> Result<BatchHeader, BatchError> {
+        let h = validate(b)?;
+        validate_records(b, &h, limit)?;
+        Ok(h)
+    }
+
+    /// Records with the given offsets, encoded by kafka-protocol.
+    fn encoded(offsets: &[i64], codec: i16) -> Bytes {
+        let recs: Vec<_> = offsets
+            .iter()
+            .map(|&o| {
+                plain_record(
+                    o,
+                    1000 + o,
+                    Some(Bytes::from(format!("k{o}"))),
+                    Some(Bytes::from(vec![b'v'; 100])),
+                    &[("h".to_string(), Some(Bytes::from_static(b"x")))],
+                )
+            })
+            .collect();
+        encode_batch(&recs, kp(codec)).unwrap()
+    }
+
+    /// The records of an uncompressed encoded batch.
+    fn body_of(offsets: &[i64]) -> Vec<u8> {
+        encoded(offsets, 0)[HEADER_LEN..].to_vec()
+    }
+
+    #[test]
+    fn batches_of_every_codec_pass_the_records_walk() {
+        for codec in CODECS {
+            let b = encoded(&[0, 1, 2, 3], codec);
+            let h = check(&b, LIMIT).unwrap();
+            assert_eq!(h.compression(), codec);
+            assert_eq!(h.records_count, 4);
+        }
+    }
+
+    #[test]
+    fn inner_offset_deltas_must_count_up_from_zero() {
+        for codec in CODECS {
+            // Deltas 1, 0: the header (last delta 1, two records) is fine.
+            let b = encoded(&[1, 0], codec);
+            assert_eq!(
+                check(&b, LIMIT),
+                Err(BatchError::Record {
+                    index: 0,
+                    reason: "offset delta is not the record's position in the batch"
+                }),
+                "codec {codec}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_record_count_that_disagrees_with_the_records_is_refused() {
+        for codec in CODECS {
+            let body = compress_body(codec, &body_of(&[0, 1])).unwrap();
+            for (count, want) in [
+                (3, "the batch holds fewer records than its header counts"),
+                (1, "the batch holds more records than its header counts"),
+            ] {
+                // Uncompressed records are counted by the header check.
+                let want = if codec == 0 {
+                    "record count does not match the records in the batch"
+                } else {
+                    want
+                };
+                let b = batch_around(codec, count, &body);
+                assert_eq!(
+                    check(&b, LIMIT),
+                    Err(BatchError::Invalid(want)),
+                    "codec {codec}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_gzip_body_that_does_not_decompress_is_corrupt() {
+        let mut body = vec![0x1f, 0x8b];
+        body.extend_from_slice(&[0u8; 100]);
+        let b = batch_around(1, 1, &body);
+        // The CRC is right: only the records walk sees it.
+        assert!(validate(&b).is_ok());
+        assert!(matches!(check(&b, LIMIT), Err(BatchError::Compression(_))));
+        for codec in [2, 3, 4] {
+            let b = batch_around(codec, 1, &body);
+            assert!(
+                matches!(check(&b, LIMIT), Err(BatchError::Compression(_))),
+                "codec {codec}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_at_the_limit() {
+        // One record of 4 MiB of zeros, under a 1 MiB limit.
+        let r = plain_record(0, 1, None, Some(Bytes::from(vec![0u8; 4 << 20])), &[]);
+        for codec in [1, 2, 3, 4] {
+            let b = encode_batch(std::slice::from_ref(&r), kp(codec)).unwrap();
+            assert!(b.len() < 256 << 10, "codec {codec}: {} bytes", b.len());
+            assert_eq!(
+                check(&b, LIMIT),
+                Err(BatchError::DecompressedTooLarge { limit: LIMIT }),
+                "codec {codec}"
+            );
+            assert!(check(&b, 8 << 20).is_ok(), "codec {codec}");
+        }
+    }
+
+    #[test]
+    fn malformed_record_fields_are_named() {
+        let good = make_batch(1, 0)[HEADER_LEN..].to_vec();
+        // The record: length, attributes, ts delta, offset delta, key length...
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (
+                {
+                    // Key length -2.
+                    let mut b = good.clone();
+                    b[4] = 3;
+                    b
+                },
+                "key length is invalid or runs past the record",
+            ),
+            (
+                {
+                    // One byte more than the fields inside the stated length.
+                    let mut b = good.clone();
+                    b[0] += 2;
+                    b.push(0);
+                    b
+                },
+                "record length does not match its fields",
+            ),
+            (
+                {
+                    // A length varint that never ends.
+                    vec![0xff, 0xff, 0xff, 0xff, 0xff, 0x01]
+                },
+                "malformed record length",
+            ),
+            (
+                {
+                    let mut b = good.clone();
+                    b[0] = 1; // -1
+                    b
+                },
+                "negative record length",
+            ),
+        ];
+        for (body, want) in cases {
+            // Uncompressed, the header check's count of record lengths may
+            // see it first.
+            assert!(check(&batch_around(0, 1, &body), LIMIT).is_err());
+            let b = batch_around(1, 1, &compress_body(1, &body).unwrap());
+            assert_eq!(
+                check(&b, LIMIT),
+                Err(BatchError::Record {
+                    index: 0,
+                    reason: want
+                }),
+                "{body:?}"
+            );
+        }
+    }
+
+    fn arb_records() -> impl Strategy<Value = Vec<kafka_protocol::records::Record>> {
+        let bytes = || proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300));
+        let header = ("[a-z.]{0,12}", bytes());
+        proptest::collection::vec(
+            (
+                bytes(),
+                bytes(),
+                proptest::collection::vec(header, 0..4),
+                -1_000_000i64..1_000_000,
+            ),
+            1..20,
+        )
+        .prop_map(|rs| {
+            rs.into_iter()
+                .enumerate()
+                .map(|(i, (k, v, hs, ts))| {
+                    let hs: Vec<_> = hs
+                        .into_iter()
+                        .map(|(n, v)| (n, v.map(Bytes::from)))
+                        .collect();
+                    plain_record(i as i64, ts, k.map(Bytes::from), v.map(Bytes::from), &hs)
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn anything_the_encoder_builds_passes(recs in arb_records(), codec in 0i16..5) {
+            let b = encode_batch(&recs, kp(codec)).unwrap();
+            let h = check(&b, LIMIT).unwrap();
+            prop_assert_eq!(h.records_count as usize, recs.len());
+        }
+
+        #[test]
+        fn mutated_bodies_never_panic_and_truncated_ones_are_refused(
+            recs in arb_records(),
+            codec in 0i16..5,
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let b = encode_batch(&recs, kp(codec)).unwrap();
+            let count = recs.len() as i32;
+            let body = &b[HEADER_LEN..];
+            // One byte changed, the CRC made right again.
+            let mut m = body.to_vec();
+            let i = at.index(m.len());
+            m[i] = byte;
+            let _ = check(&batch_around(codec, count, &m), LIMIT);
+            // Cut short.
+            let n = cut.index(body.len());
+            prop_assert!(check(&batch_around(codec, count, &body[..n]), LIMIT).is_err());
+        }
+
+        #[test]
+        fn arbitrary_bodies_never_panic(
+            body in proptest::collection::vec(any::<u8>(), 0..400),
+            codec in 0i16..5,
+            count in 1i32..50,
+        ) {
+            let _ = check(&batch_around(codec, count, &body), LIMIT);
+        }
     }
 
     #[test]

@@ -35,6 +35,12 @@ pub enum LogError {
     Corruption { dir: String, reason: String },
     #[error("the partition was deleted")]
     Closed,
+    /// The topic's name is reserved for the broker's internal state:
+    /// clients may read it but not produce to it.
+    #[error(
+        "the topic name is reserved for the broker's internal use; clients may not produce to it"
+    )]
+    ReservedTopic,
 }
 
 pub(crate) fn io_err(context: String) -> impl FnOnce(std::io::Error) -> LogError {

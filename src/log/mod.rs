@@ -13,6 +13,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod compression;
 mod durability;
 mod error;
 pub mod faults;
@@ -56,6 +57,12 @@ pub struct LogConfig {
     pub index_interval_bytes: u64,
     /// `cleanup.policy` includes `delete`: retention applies.
     pub delete_retention: bool,
+    /// Largest size a produced batch may decompress to
+    /// (`--max-decompressed-batch-bytes`).
+    pub max_decompressed_batch_bytes: usize,
+    /// Whether clients may produce to the partition (false for a topic
+    /// whose name is reserved, kept from an older data dir).
+    pub client_appends: bool,
 }
 
 impl Default for LogConfig {
@@ -69,6 +76,8 @@ impl Default for LogConfig {
             log_append_time: false,
             index_interval_bytes: 4096,
             delete_retention: true,
+            max_decompressed_batch_bytes: compression::DEFAULT_MAX_DECOMPRESSED_BYTES,
+            client_appends: true,
         }
     }
 }
@@ -381,15 +390,19 @@ impl PartitionLog {
         &self,
         records: &[u8],
         now_ms: i64,
-        limit_size: bool,
+        from_client: bool,
     ) -> Result<AppendInfo, LogError> {
         self.check_not_failed()?;
         let h = single_batch(records)?;
+        if from_client {
+            // Outside the lock: decompressing takes a while.
+            self.check_client_batch(records, &h)?;
+        }
         let mut inner = self.inner.lock();
         if self.closed.load(Ordering::Acquire) {
             return Err(LogError::Closed);
         }
-        if limit_size && records.len() > inner.config.max_message_bytes {
+        if from_client && records.len() > inner.config.max_message_bytes {
             return Err(LogError::TooLarge {
                 size: records.len(),
                 max: inner.config.max_message_bytes,
@@ -465,6 +478,7 @@ impl PartitionLog {
     /// Invalid batches, size limits.
     pub fn check_external(&self, records: &[u8]) -> Result<(BatchHeader, SequenceCheck), LogError> {
         let h = single_batch(records)?;
+        self.check_client_batch(records, &h)?;
         let inner = self.inner.lock();
         if records.len() > inner.config.max_message_bytes {
             return Err(LogError::TooLarge {
@@ -473,6 +487,46 @@ impl PartitionLog {
             });
         }
         Ok((h, inner.producers.check(&h)))
+    }
+
+    /// What a producer's batch passes beyond its header: the partition takes
+    /// client writes, and the records inside the batch (decompressed, within
+    /// `max_decompressed_batch_bytes`) are well formed. A batch over the
+    /// bound is worth a warning (a misconfigured producer or a decompression
+    /// bomb), at most one a minute across the broker.
+    fn check_client_batch(&self, records: &[u8], h: &BatchHeader) -> Result<(), LogError> {
+        let (limit, client_appends) = {
+            let inner = self.inner.lock();
+            (
+                inner.config.max_decompressed_batch_bytes,
+                inner.config.client_appends,
+            )
+        };
+        if !client_appends {
+            return Err(LogError::ReservedTopic);
+        }
+        let r = batch::validate_records(records, h, limit);
+        if let Err(e @ BatchError::DecompressedTooLarge { .. }) = &r {
+            static LAST_WARN_MS: AtomicI64 = AtomicI64::new(i64::MIN);
+            let now = wall_clock_ms();
+            let last = LAST_WARN_MS.load(Ordering::Relaxed);
+            if now.saturating_sub(last) >= 60_000
+                && LAST_WARN_MS
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                tracing::warn!(
+                    partition = %self.dir.display(),
+                    compressed_bytes = records.len(),
+                    codec = compression::codec_name(h.compression()),
+                    error = %e,
+                    "refused a produced batch (further ones within a minute are logged at debug level)"
+                );
+            } else {
+                tracing::debug!(partition = %self.dir.display(), error = %e, "refused a produced batch");
+            }
+        }
+        r.map_err(LogError::from)
     }
 
     /// Records the sequence of a batch taken by [`PartitionLog::check_external`]

@@ -199,6 +199,20 @@ pub fn validate(name: &str, value: &str) -> Result<(), InvalidConfig> {
 pub struct BrokerDefaults {
     pub segment_bytes: u64,
     pub retention_ms: i64,
+    /// `--max-decompressed-batch-bytes` (broker-wide; no topic config).
+    pub max_decompressed_batch_bytes: usize,
+}
+
+impl BrokerDefaults {
+    /// Defaults with `--log-segment-bytes` and `--log-retention-ms`, and the
+    /// default decompressed-batch bound.
+    pub fn new(segment_bytes: u64, retention_ms: i64) -> Self {
+        Self {
+            segment_bytes,
+            retention_ms,
+            max_decompressed_batch_bytes: crate::log::compression::DEFAULT_MAX_DECOMPRESSED_BYTES,
+        }
+    }
 }
 
 impl BrokerDefaults {
@@ -267,6 +281,8 @@ pub fn log_config(configs: &BTreeMap<String, String>, defaults: &BrokerDefaults)
             d.index_interval_bytes as i64,
         )
         .max(0) as u64,
+        max_decompressed_batch_bytes: defaults.max_decompressed_batch_bytes,
+        client_appends: true,
     }
 }
 
@@ -288,10 +304,7 @@ mod tests {
 
     #[test]
     fn log_config_follows_the_topic_configs() {
-        let defaults = BrokerDefaults {
-            segment_bytes: 1 << 30,
-            retention_ms: 1000,
-        };
+        let defaults = BrokerDefaults::new(1 << 30, 1000);
         let mut c = BTreeMap::new();
         c.insert("segment.bytes".to_string(), "1000".to_string());
         c.insert(

@@ -105,7 +105,25 @@ pub struct Registry {
     producer_id_block_end: AtomicI64,
 }
 
-/// Checks a topic name against Kafka's rules.
+/// Names clients may not create or produce to: Kafka's internal topics
+/// (whose clients expect them to be the broker's), and the directories of
+/// weir's own internal logs in the data dir (committed offsets, held
+/// retries), which are not topics.
+pub const RESERVED_NAMES: &[&str] = &[
+    crate::group::offsets::OFFSETS_DIR,
+    "__transaction_state",
+    "__share_group_state",
+    "__cluster_metadata",
+    crate::retry::store::DIR,
+];
+
+/// Whether `name` is reserved for the broker's internal state.
+pub fn is_reserved(name: &str) -> bool {
+    RESERVED_NAMES.contains(&name)
+}
+
+/// Checks a topic name a client gives (to create it, or to produce to it
+/// when it does not exist) against Kafka's rules, reserved names included.
 ///
 /// # Errors
 /// Why the name is not legal.
@@ -114,6 +132,11 @@ pub fn validate_name(name: &str) -> Result<(), TopicError> {
         name: name.to_string(),
         reason,
     };
+    if is_reserved(name) {
+        return Err(bad(
+            "the name is reserved for the broker's internal use (Kafka: Topic name is reserved)",
+        ));
+    }
     if name.is_empty() {
         return Err(bad("the name is empty"));
     }
@@ -132,6 +155,18 @@ pub fn validate_name(name: &str) -> Result<(), TopicError> {
         ));
     }
     Ok(())
+}
+
+/// The log settings of a topic's partitions: its configs, and no client
+/// appends when its name is reserved.
+fn topic_log_config(
+    name: &str,
+    configs: &BTreeMap<String, String>,
+    defaults: &BrokerDefaults,
+) -> log::LogConfig {
+    let mut lc = config::log_config(configs, defaults);
+    lc.client_appends = !is_reserved(name);
+    lc
 }
 
 fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
@@ -188,10 +223,19 @@ impl Registry {
                 .collect();
             remove_in_background(leftovers);
         }
+        crate::records::set_max_decompressed_bytes(defaults.max_decompressed_batch_bytes);
         let mut topics = BTreeMap::new();
         for t in &meta.topics {
             let mut parts = Vec::new();
-            let lc = config::log_config(&t.configs, &defaults);
+            if is_reserved(&t.name) {
+                tracing::warn!(
+                    topic = %t.name,
+                    "a topic of this data dir has a name reserved for the broker's internal use \
+                     (an older weir let clients create it); its data is kept and can be read, \
+                     produce to it is refused; delete the topic once its data is not needed"
+                );
+            }
+            let lc = topic_log_config(&t.name, &t.configs, &defaults);
             for p in 0..t.partitions {
                 parts.push(Arc::new(PartitionLog::open_with(
                     &partition_dir(data_dir, &t.name, p),
@@ -314,7 +358,7 @@ impl Registry {
     ) -> Result<Arc<Topic>, TopicError> {
         let _g = self.change.lock();
         self.check_create(name, partitions, replication_factor, &configs)?;
-        let lc = config::log_config(&configs, &self.defaults);
+        let lc = topic_log_config(name, &configs, &self.defaults);
         let mut parts = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
             let dir = partition_dir(&self.data_dir, name, p);
@@ -414,7 +458,7 @@ impl Registry {
         if validate_only {
             return Ok(());
         }
-        let lc = config::log_config(&topic.configs(), &self.defaults);
+        let lc = topic_log_config(name, &topic.configs(), &self.defaults);
         let mut added = Vec::new();
         for p in current..total {
             let dir = partition_dir(&self.data_dir, name, p);
@@ -457,7 +501,7 @@ impl Registry {
             *topic.configs.write() = old;
             return Err(e.into());
         }
-        let lc = config::log_config(&configs, &self.defaults);
+        let lc = topic_log_config(name, &configs, &self.defaults);
         for p in topic.partitions() {
             p.set_config(lc.clone());
         }
@@ -556,10 +600,7 @@ mod tests {
     use super::*;
 
     fn defaults() -> BrokerDefaults {
-        BrokerDefaults {
-            segment_bytes: 1 << 30,
-            retention_ms: 604_800_000,
-        }
+        BrokerDefaults::new(1 << 30, 604_800_000)
     }
 
     #[test]

@@ -476,3 +476,233 @@ async fn ten_thousand_idle_connections_cost_little_and_the_broker_keeps_serving(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A produce of `records` to partition 0 of `topic` over a raw connection
+/// (Produce v9, which answers with an error message): (error code, base
+/// offset, error message).
+fn raw_produce_batch(
+    addr: SocketAddr,
+    topic: &str,
+    records: bytes::Bytes,
+) -> (i16, i64, Option<String>) {
+    let req = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(kafka_protocol::messages::TopicName(StrBytes::from_string(
+                topic.to_string(),
+            )))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(records))])]);
+    let r: kafka_protocol::messages::ProduceResponse = raw_request(addr, ApiKey::Produce, 9, &req);
+    let p = &r.responses[0].partition_responses[0];
+    (
+        p.error_code,
+        p.base_offset,
+        p.error_message.as_ref().map(|m| m.to_string()),
+    )
+}
+
+/// One record with an uncompressed body of `value_len` zeros, written into a
+/// gzip stream piece by piece: a batch that decompresses to that size without
+/// the test holding it.
+fn gzip_of_zeros(value_len: usize) -> bytes::Bytes {
+    use std::io::Write as _;
+    fn varint(v: i64, out: &mut Vec<u8>) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        while z >= 0x80 {
+            out.push((z as u8) | 0x80);
+            z >>= 7;
+        }
+        out.push(z as u8);
+    }
+    // attributes, timestamp delta, offset delta, key -1, value length.
+    let mut fields = vec![0u8, 0, 0];
+    varint(-1, &mut fields);
+    varint(value_len as i64, &mut fields);
+    let mut head = Vec::new();
+    varint((fields.len() + value_len + 1) as i64, &mut head);
+    head.extend_from_slice(&fields);
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(&head).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = value_len;
+    while left > 0 {
+        let n = left.min(zeros.len());
+        e.write_all(&zeros[..n]).unwrap();
+        left -= n;
+    }
+    // No headers.
+    e.write_all(&[0]).unwrap();
+    weir::records::batch_around(1, 1, &e.finish().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_batch_that_does_not_decompress_is_refused_and_the_partition_stays_readable() {
+    let b = TestBroker::start().await;
+    let addr = b.kafka_addr();
+    let bs = b.bootstrap();
+    create_topic(&bs, "badgz", 1, &[]).await;
+    // attributes=gzip, a correct CRC-32C, a body of 0x1f 0x8b then zeros.
+    let mut body = vec![0x1f, 0x8b];
+    body.extend_from_slice(&[0u8; 200]);
+    let bad = weir::records::batch_around(1, 1, &body);
+    let (code, offset, msg) =
+        tokio::task::spawn_blocking(move || raw_produce_batch(addr, "badgz", bad))
+            .await
+            .unwrap();
+    assert_eq!(code, 2, "CORRUPT_MESSAGE");
+    assert_eq!(offset, -1);
+    let msg = msg.expect("an error message");
+    assert!(msg.contains("gzip"), "{msg}");
+    assert_eq!(
+        b.broker()
+            .topics
+            .get("badgz")
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .end_offset(),
+        0
+    );
+    // A good record produced after it is what a consumer reads first.
+    let p = producer(&bs, &[]);
+    p.send(
+        rdkafka::producer::FutureRecord::to("badgz")
+            .key("k")
+            .payload("good"),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let read =
+        tokio::task::spawn_blocking(move || read_all(&bs, "badgz", 1, 1, Duration::from_secs(20)))
+            .await
+            .unwrap();
+    assert_eq!(read.len(), 1);
+    assert_eq!((read[0].1, read[0].3.as_slice()), (0, &b"good"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_bomb_is_refused_with_message_too_large() {
+    let b = TestBroker::start().await;
+    let addr = b.kafka_addr();
+    tokio::task::spawn_blocking(move || {
+        // 200 MiB of zeros in about 200 KB.
+        let bomb = gzip_of_zeros(200 << 20);
+        assert!(bomb.len() < 400 << 10, "{} bytes", bomb.len());
+        let (code, offset, msg) = raw_produce_batch(addr, "bomb", bomb);
+        assert_eq!((code, offset), (10, -1), "MESSAGE_TOO_LARGE");
+        let msg = msg.expect("an error message");
+        assert!(msg.contains("max-decompressed-batch-bytes"), "{msg}");
+        // Under the bound, the same kind of batch is taken.
+        let (code, offset, _) = raw_produce_batch(addr, "bomb", gzip_of_zeros(2 << 20));
+        assert_eq!((code, offset), (0, 0));
+        still_serving(addr);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_decompressed_batch_bound_is_a_setting() {
+    let b = TestBroker::start_with(|c| c.args.max_decompressed_batch_bytes = 1 << 20).await;
+    let addr = b.kafka_addr();
+    tokio::task::spawn_blocking(move || {
+        let (code, _, _) = raw_produce_batch(addr, "bound", gzip_of_zeros(2 << 20));
+        assert_eq!(code, 10);
+        let (code, _, _) = raw_produce_batch(addr, "bound", gzip_of_zeros(1 << 19));
+        assert_eq!(code, 0);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_with_wrong_inner_offsets_or_record_counts_are_invalid_records() {
+    use kafka_protocol::records::Compression;
+    let b = TestBroker::start().await;
+    let addr = b.kafka_addr();
+    tokio::task::spawn_blocking(move || {
+        let rec = |o: i64| {
+            weir::records::plain_record(o, 1, None, Some(bytes::Bytes::from_static(b"v")), &[])
+        };
+        for c in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            // Offset deltas 1, 0: the header's count and last delta agree.
+            let swapped = weir::records::encode_batch(&[rec(1), rec(0)], c).unwrap();
+            let (code, _, msg) = raw_produce_batch(addr, "inner", swapped);
+            assert_eq!(code, 87, "{c:?}: INVALID_RECORD");
+            assert!(msg.unwrap().contains("offset delta"), "{c:?}");
+        }
+        // A header counting three records around a body of two.
+        let two = weir::records::encode_batch(&[rec(0), rec(1)], Compression::None).unwrap();
+        let body = weir::records::compress_body(4, &two[61..]).unwrap();
+        let (code, _, msg) =
+            raw_produce_batch(addr, "inner", weir::records::batch_around(4, 3, &body));
+        assert_eq!(code, 87, "INVALID_RECORD");
+        assert!(msg.unwrap().contains("fewer records"));
+        assert_eq!(
+            raw_produce_batch(addr, "inner", weir::records::batch_around(4, 2, &body)).0,
+            0
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_batches_of_every_codec_from_librdkafka_are_taken() {
+    let b = TestBroker::start().await;
+    let bs = b.bootstrap();
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("codec-{codec}");
+        let p = producer(&bs, &[("compression.codec", codec), ("linger.ms", "50")]);
+        let sends: Vec<_> = (0..200)
+            .map(|i| {
+                let payload = format!("{codec} record {i} {}", "x".repeat(i % 50));
+                let topic = topic.clone();
+                let p = p.clone();
+                async move {
+                    p.send(
+                        rdkafka::producer::FutureRecord::to(&topic)
+                            .key(&format!("{i}"))
+                            .payload(&payload),
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .map_err(|(e, _)| e)
+                }
+            })
+            .collect();
+        for r in futures::future::join_all(sends).await {
+            r.unwrap();
+        }
+        let bs2 = bs.clone();
+        let t2 = topic.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            read_all(&bs2, &t2, 1, 200, Duration::from_secs(20))
+        })
+        .await
+        .unwrap();
+        assert_eq!(read.len(), 200, "{codec}");
+        // The broker holds them compressed, as sent.
+        let log = b.broker().topics.get(&topic).unwrap().partition(0).unwrap();
+        let stored = log.read(0, usize::MAX, true).unwrap().records;
+        let h = weir::log::batch::BatchHeader::parse(&stored).unwrap();
+        assert_eq!(weir::log::compression::codec_name(h.compression()), codec);
+        for (i, r) in read.iter().enumerate() {
+            assert_eq!(r.1, i as i64, "{codec}");
+            assert_eq!(
+                String::from_utf8_lossy(&r.3),
+                format!("{codec} record {i} {}", "x".repeat(i % 50))
+            );
+        }
+    }
+}

@@ -9,6 +9,7 @@ mod common;
 mod crash;
 mod faults;
 mod groups;
+mod internal_topics;
 mod layers;
 mod memory;
 mod produce_fetch;

@@ -1,0 +1,399 @@
+//! Decompression of record-batch bodies, bounded.
+//!
+//! Batches are stored as producers compressed them, and only their
+//! compressed size is limited (`max.message.bytes`); a small gzip or zstd
+//! batch of zeros can expand a thousandfold. Every decompressor here stops
+//! and fails once its output would pass a caller-given bound
+//! (`--max-decompressed-batch-bytes`), and grows its output at most to that
+//! bound, so no batch makes the broker allocate more.
+//!
+//! Codecs as Kafka writes them: gzip (RFC 1952), snappy in the xerial
+//! framing Kafka's Java client uses or raw, lz4 in the LZ4 frame format, and
+//! zstd frames. The produce path decompresses into a per-thread scratch
+//! buffer ([`with_scratch`]) that is reused and never kept with the batch.
+
+use std::cell::RefCell;
+use std::io::Read;
+
+/// Compression codec ids of the batch attributes.
+pub const NONE: i16 = 0;
+pub const GZIP: i16 = 1;
+pub const SNAPPY: i16 = 2;
+pub const LZ4: i16 = 3;
+pub const ZSTD: i16 = 4;
+
+/// Default bound on one batch's decompressed size
+/// (`--max-decompressed-batch-bytes`): 64 times the default
+/// `max.message.bytes`.
+pub const DEFAULT_MAX_DECOMPRESSED_BYTES: usize = 64 << 20;
+
+/// Output grows by at least this much at a time.
+const MIN_CHUNK: usize = 32 * 1024;
+/// A thread's scratch buffer keeps at most this much capacity between
+/// batches; a larger one is freed after use.
+const SCRATCH_KEEP: usize = 4 << 20;
+
+/// Why a batch body did not decompress.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecompressError {
+    /// The output would pass the bound.
+    #[error("decompresses to more than {limit} bytes")]
+    TooLarge { limit: usize },
+    /// The compressed data is malformed, truncated or fails its checksum.
+    #[error("{codec} data does not decompress: {reason}")]
+    Corrupt { codec: &'static str, reason: String },
+    /// An attribute value that names no codec.
+    #[error("unknown compression codec {0}")]
+    UnknownCodec(i16),
+}
+
+/// Kafka's name of a codec id.
+pub fn codec_name(codec: i16) -> &'static str {
+    match codec {
+        NONE => "none",
+        GZIP => "gzip",
+        SNAPPY => "snappy",
+        LZ4 => "lz4",
+        ZSTD => "zstd",
+        _ => "unknown",
+    }
+}
+
+fn corrupt(codec: &'static str, reason: impl ToString) -> DecompressError {
+    DecompressError::Corrupt {
+        codec,
+        reason: reason.to_string(),
+    }
+}
+
+/// Decompresses `src`, a batch body compressed with `codec`, into `out`
+/// (replacing what it held).
+///
+/// # Errors
+/// Output over `limit` bytes, malformed data, an unknown codec.
+pub fn decompress_into(
+    codec: i16,
+    src: &[u8],
+    limit: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), DecompressError> {
+    out.clear();
+    match codec {
+        NONE => {
+            if src.len() > limit {
+                return Err(DecompressError::TooLarge { limit });
+            }
+            out.extend_from_slice(src);
+            Ok(())
+        }
+        GZIP => read_capped(flate2::bufread::GzDecoder::new(src), "gzip", limit, out),
+        SNAPPY => snappy(src, limit, out),
+        LZ4 => lz4(src, limit, out),
+        ZSTD => zstd(src, limit, out),
+        c => Err(DecompressError::UnknownCodec(c)),
+    }
+}
+
+/// Runs `f` with this thread's scratch buffer (empty on entry). The buffer is
+/// reused by the next call on the thread; beyond a few MiB it is freed.
+pub fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    thread_local! {
+        static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            let r = f(&mut buf);
+            buf.clear();
+            if buf.capacity() > SCRATCH_KEEP {
+                *buf = Vec::new();
+            }
+            r
+        }
+        // Only reachable by a nested call: use a buffer of its own.
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
+/// Makes room for at least one more byte of output: the capacity doubles,
+/// but never past `limit + 1` (one byte over the bound is how an overflow
+/// is seen).
+fn grow(out: &mut Vec<u8>, limit: usize) -> Result<(), DecompressError> {
+    if out.len() > limit {
+        return Err(DecompressError::TooLarge { limit });
+    }
+    if out.len() < out.capacity() {
+        return Ok(());
+    }
+    let target = out
+        .capacity()
+        .saturating_mul(2)
+        .max(MIN_CHUNK)
+        .min(limit.saturating_add(1));
+    out.reserve_exact(target.saturating_sub(out.len()).max(1));
+    Ok(())
+}
+
+/// Reads a decompressing reader to its end into `out`, at most `limit` bytes.
+fn read_capped(
+    mut r: impl Read,
+    codec: &'static str,
+    limit: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), DecompressError> {
+    // Reads need initialised bytes: `out` is zero-filled ahead of `filled`
+    // in doubling steps, so each byte is zeroed once whatever the size of
+    // the reader's reads.
+    let mut filled = 0usize;
+    loop {
+        if filled > limit {
+            out.truncate(filled);
+            return Err(DecompressError::TooLarge { limit });
+        }
+        if filled == out.len() {
+            let target = filled
+                .saturating_mul(2)
+                .max(MIN_CHUNK)
+                .min(limit.saturating_add(1));
+            out.reserve_exact(target.saturating_sub(out.len()));
+            out.resize(target, 0);
+        }
+        match r.read(&mut out[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                out.truncate(filled);
+                return Err(corrupt(codec, e));
+            }
+        }
+    }
+    out.truncate(filled);
+    Ok(())
+}
+
+/// Kafka's snappy: the xerial framing (magic, version, compatible version,
+/// then blocks each prefixed by a big-endian u32 length), or one raw snappy
+/// block when the magic is absent.
+fn snappy(src: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), DecompressError> {
+    const MAGIC: &[u8] = &[0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
+    let mut decoder = snap::raw::Decoder::new();
+    let mut block = |b: &[u8], out: &mut Vec<u8>| -> Result<(), DecompressError> {
+        let n = snap::raw::decompress_len(b).map_err(|e| corrupt("snappy", e))?;
+        let start = out.len();
+        if start.saturating_add(n) > limit {
+            return Err(DecompressError::TooLarge { limit });
+        }
+        if start + n > out.capacity() {
+            let target = out
+                .capacity()
+                .saturating_mul(2)
+                .max(start + n)
+                .min(limit.saturating_add(1));
+            out.reserve_exact(target - start);
+        }
+        out.resize(start + n, 0);
+        match decoder.decompress(b, &mut out[start..]) {
+            Ok(written) if written == n => Ok(()),
+            Ok(_) => Err(corrupt("snappy", "block shorter than its stated length")),
+            Err(e) => Err(corrupt("snappy", e)),
+        }
+    };
+    if src.len() < 16 || &src[..8] != MAGIC {
+        return block(src, out);
+    }
+    let mut rest = &src[16..];
+    while !rest.is_empty() {
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+            return Err(corrupt("snappy", "truncated xerial block length"));
+        };
+        let n = u32::from_be_bytes(*len) as usize;
+        let Some(b) = tail.get(..n) else {
+            return Err(corrupt("snappy", "truncated xerial block"));
+        };
+        block(b, out)?;
+        rest = &tail[n..];
+    }
+    Ok(())
+}
+
+/// One LZ4 frame (Kafka's lz4); bytes after the frame's end mark are
+/// ignored, as Kafka's reader does.
+fn lz4(src: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), DecompressError> {
+    let mut d = lz4::Decoder::new(src).map_err(|e| corrupt("lz4", e))?;
+    read_capped(&mut d, "lz4", limit, out)?;
+    // The reader reports a frame cut short as an early end: only a frame
+    // that reached its end mark is whole.
+    d.finish()
+        .1
+        .map_err(|_| corrupt("lz4", "truncated frame"))?;
+    Ok(())
+}
+
+/// Zstd frames, through a decompression context kept per thread.
+fn zstd(src: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), DecompressError> {
+    use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
+    thread_local! {
+        static CONTEXT: RefCell<Option<Decoder<'static>>> = const { RefCell::new(None) };
+    }
+    let run = |dec: &mut Decoder<'static>, out: &mut Vec<u8>| -> Result<(), DecompressError> {
+        dec.reinit().map_err(|e| corrupt("zstd", e))?;
+        let mut input = InBuffer::around(src);
+        loop {
+            grow(out, limit)?;
+            let (hint, full) = {
+                let pos = out.len();
+                let mut output = OutBuffer::around_pos(out, pos);
+                let hint = dec
+                    .run(&mut input, &mut output)
+                    .map_err(|e| corrupt("zstd", e))?;
+                (hint, output.pos() == output.capacity())
+            };
+            if out.len() > limit {
+                return Err(DecompressError::TooLarge { limit });
+            }
+            if hint == 0 {
+                // A frame ended and is flushed; another may follow.
+                if input.pos() == src.len() {
+                    return Ok(());
+                }
+            } else if input.pos() == src.len() && !full {
+                return Err(corrupt("zstd", "truncated frame"));
+            }
+        }
+    };
+    CONTEXT.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut slot) => {
+            let dec = match &mut *slot {
+                Some(d) => d,
+                None => slot.insert(Decoder::new().map_err(|e| corrupt("zstd", e))?),
+            };
+            run(dec, out)
+        }
+        Err(_) => run(&mut Decoder::new().map_err(|e| corrupt("zstd", e))?, out),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn lz4_frame(data: &[u8]) -> Vec<u8> {
+        let mut e = lz4::EncoderBuilder::new().build(Vec::new()).unwrap();
+        e.write_all(data).unwrap();
+        let (v, r) = e.finish();
+        r.unwrap();
+        v
+    }
+
+    fn xerial(data: &[u8]) -> Vec<u8> {
+        let mut v = vec![
+            0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0, 0, 0, 0, 1, 0, 0, 0, 1,
+        ];
+        for chunk in data.chunks(32 * 1024) {
+            let c = snap::raw::Encoder::new().compress_vec(chunk).unwrap();
+            v.extend_from_slice(&(c.len() as u32).to_be_bytes());
+            v.extend_from_slice(&c);
+        }
+        v
+    }
+
+    fn all_codecs(data: &[u8]) -> Vec<(i16, Vec<u8>)> {
+        vec![
+            (GZIP, gzip(data)),
+            (SNAPPY, xerial(data)),
+            (
+                SNAPPY,
+                snap::raw::Encoder::new().compress_vec(data).unwrap(),
+            ),
+            (LZ4, lz4_frame(data)),
+            (ZSTD, zstd::bulk::compress(data, 3).unwrap()),
+        ]
+    }
+
+    #[test]
+    fn every_codec_round_trips_and_the_buffer_is_reused() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut out = Vec::new();
+        for (codec, c) in all_codecs(&data) {
+            decompress_into(codec, &c, 1 << 20, &mut out).unwrap();
+            assert_eq!(out, data, "{}", codec_name(codec));
+        }
+        // Twice in a row through the same context and buffer.
+        let z = zstd::bulk::compress(&data, 3).unwrap();
+        decompress_into(ZSTD, &z, 1 << 20, &mut out).unwrap();
+        decompress_into(ZSTD, &z, 1 << 20, &mut out).unwrap();
+        assert_eq!(out, data);
+    }
+
+    #[test]
+    fn output_past_the_limit_is_refused_without_growing_past_it() {
+        let zeros = vec![0u8; 3 << 20];
+        for (codec, c) in all_codecs(&zeros) {
+            let mut out = Vec::new();
+            let e = decompress_into(codec, &c, 1 << 20, &mut out).unwrap_err();
+            assert_eq!(
+                e,
+                DecompressError::TooLarge { limit: 1 << 20 },
+                "{}",
+                codec_name(codec)
+            );
+            assert!(
+                out.capacity() <= (1 << 20) + 1 + MIN_CHUNK,
+                "{}",
+                codec_name(codec)
+            );
+            // Exactly at the limit is fine.
+            decompress_into(codec, &c, 3 << 20, &mut out).unwrap();
+            assert_eq!(out.len(), 3 << 20);
+        }
+    }
+
+    #[test]
+    fn truncated_and_garbage_input_is_corrupt() {
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 256) as u8).collect();
+        for (codec, c) in all_codecs(&data) {
+            let mut out = Vec::new();
+            for cut in [0, 1, c.len() / 2, c.len() - 1] {
+                assert!(
+                    decompress_into(codec, &c[..cut], 1 << 20, &mut out).is_err(),
+                    "{} cut at {cut}",
+                    codec_name(codec)
+                );
+            }
+        }
+        let mut bad_gzip = vec![0x1f, 0x8b];
+        bad_gzip.extend_from_slice(&[0u8; 64]);
+        assert!(matches!(
+            decompress_into(GZIP, &bad_gzip, 1 << 20, &mut Vec::new()),
+            Err(DecompressError::Corrupt { codec: "gzip", .. })
+        ));
+        assert_eq!(
+            decompress_into(7, b"x", 10, &mut Vec::new()),
+            Err(DecompressError::UnknownCodec(7))
+        );
+    }
+
+    #[test]
+    fn the_scratch_buffer_is_empty_on_entry_and_large_ones_are_freed() {
+        with_scratch(|b| b.extend_from_slice(&vec![1u8; SCRATCH_KEEP + 1]));
+        with_scratch(|b| {
+            assert!(b.is_empty());
+            assert!(b.capacity() <= SCRATCH_KEEP);
+            b.extend_from_slice(b"abc");
+        });
+        with_scratch(|b| {
+            assert!(b.is_empty());
+            // A nested call gets a buffer of its own.
+            with_scratch(|c| assert!(c.is_empty()));
+        });
+    }
+}
