@@ -380,18 +380,10 @@ fn walk(log: &PartitionLog, start: i64, end: i64) {
 /// A valid one-record batch.
 fn tiny_batch() -> Vec<u8> {
     let record = [0u8, 0, 0, 1, 2, b'x', 0];
-    let mut b = vec![0u8; batch::HEADER_LEN];
+    let mut b = batch::new_header(0, 1, 0);
     b.push(record.len() as u8 * 2);
     b.extend_from_slice(&record);
-    let len = (b.len() - batch::LOG_OVERHEAD) as i32;
-    b[8..12].copy_from_slice(&len.to_be_bytes());
-    b[16] = 2;
-    b[43..51].copy_from_slice(&(-1i64).to_be_bytes());
-    b[51..53].copy_from_slice(&(-1i16).to_be_bytes());
-    b[53..57].copy_from_slice(&(-1i32).to_be_bytes());
-    b[57..61].copy_from_slice(&1i32.to_be_bytes());
-    let crc = batch::compute_crc(&b);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch::seal(&mut b);
     b
 }
 

@@ -18,7 +18,7 @@ use kafka_protocol::records::{
     TimestampType,
 };
 
-use crate::log::compression;
+use crate::log::{batch, compression};
 
 /// Default largest decompressed size of one batch the broker will
 /// materialise (`--max-decompressed-batch-bytes`).
@@ -119,10 +119,9 @@ pub fn encode_batch(records: &[Record], compression: Compression) -> anyhow::Res
             compression,
         },
     )?;
-    if buf.len() >= crate::log::batch::HEADER_LEN {
-        buf[53..57].copy_from_slice(&(-1i32).to_be_bytes());
-        let crc = crate::log::batch::compute_crc(&buf);
-        buf[17..21].copy_from_slice(&crc.to_be_bytes());
+    if let Ok(h) = batch::BatchHeader::parse(&buf) {
+        batch::set_producer(&mut buf, h.producer_id, h.producer_epoch, -1);
+        batch::update_crc(&mut buf);
     }
     Ok(buf.freeze())
 }
@@ -170,20 +169,9 @@ pub fn compress_body(codec: i16, body: &[u8]) -> anyhow::Result<Vec<u8>> {
 /// header claims `records_count` records, with a correct CRC: what a
 /// producer would send, however wrong the body. For tests and fuzz seeds.
 pub fn batch_around(codec: i16, records_count: i32, body: &[u8]) -> Bytes {
-    use crate::log::batch::{compute_crc, HEADER_LEN, LOG_OVERHEAD};
-    let mut b = vec![0u8; HEADER_LEN];
+    let mut b = batch::new_header(codec, records_count, 0);
     b.extend_from_slice(body);
-    let len = i32::try_from(b.len() - LOG_OVERHEAD).unwrap_or(i32::MAX);
-    b[8..12].copy_from_slice(&len.to_be_bytes());
-    b[16] = 2;
-    b[21..23].copy_from_slice(&codec.to_be_bytes());
-    b[23..27].copy_from_slice(&records_count.saturating_sub(1).to_be_bytes());
-    b[43..51].copy_from_slice(&(-1i64).to_be_bytes());
-    b[51..53].copy_from_slice(&(-1i16).to_be_bytes());
-    b[53..57].copy_from_slice(&(-1i32).to_be_bytes());
-    b[57..61].copy_from_slice(&records_count.to_be_bytes());
-    let crc = compute_crc(&b);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch::seal(&mut b);
     Bytes::from(b)
 }
 

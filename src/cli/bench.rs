@@ -233,13 +233,11 @@ impl Template {
     /// first record, and its CRC.
     fn stamp(&mut self, sent_us: u64) -> Bytes {
         let ms = (sent_us / 1000) as i64;
-        self.bytes[27..35].copy_from_slice(&ms.to_be_bytes());
-        self.bytes[35..43].copy_from_slice(&ms.to_be_bytes());
+        batch::set_timestamps(&mut self.bytes, ms, ms);
         if let Some(at) = self.stamp_at {
             self.bytes[at..at + 8].copy_from_slice(&sent_us.to_be_bytes());
         }
-        let crc = batch::compute_crc(&self.bytes);
-        self.bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        batch::update_crc(&mut self.bytes);
         Bytes::copy_from_slice(&self.bytes)
     }
 }

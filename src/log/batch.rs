@@ -30,6 +30,26 @@ pub const LOG_OVERHEAD: usize = 12;
 /// The only record batch format weir accepts.
 pub const MAGIC_V2: i8 = 2;
 
+/// Byte offsets of the header's fields: every read or write of a field
+/// goes through this module.
+pub mod field {
+    pub const BASE_OFFSET: usize = 0;
+    pub const BATCH_LENGTH: usize = 8;
+    pub const PARTITION_LEADER_EPOCH: usize = 12;
+    pub const MAGIC: usize = 16;
+    pub const CRC: usize = 17;
+    /// The CRC covers the batch from here to its end.
+    pub const ATTRIBUTES: usize = 21;
+    pub const LAST_OFFSET_DELTA: usize = 23;
+    pub const BASE_TIMESTAMP: usize = 27;
+    pub const MAX_TIMESTAMP: usize = 35;
+    pub const PRODUCER_ID: usize = 43;
+    pub const PRODUCER_EPOCH: usize = 51;
+    pub const BASE_SEQUENCE: usize = 53;
+    pub const RECORDS_COUNT: usize = 57;
+}
+use field as f;
+
 const ATTR_COMPRESSION_MASK: i16 = 0x07;
 const ATTR_TIMESTAMP_TYPE: i16 = 0x08;
 const ATTR_TRANSACTIONAL: i16 = 0x10;
@@ -106,18 +126,18 @@ impl BatchHeader {
             return Err(BatchError::Framing("shorter than a batch header"));
         }
         Ok(Self {
-            base_offset: be_i64(bytes, 0),
-            batch_length: be_i32(bytes, 8),
-            magic: bytes[16] as i8,
-            crc: be_u32(bytes, 17),
-            attributes: be_i16(bytes, 21),
-            last_offset_delta: be_i32(bytes, 23),
-            base_timestamp: be_i64(bytes, 27),
-            max_timestamp: be_i64(bytes, 35),
-            producer_id: be_i64(bytes, 43),
-            producer_epoch: be_i16(bytes, 51),
-            base_sequence: be_i32(bytes, 53),
-            records_count: be_i32(bytes, 57),
+            base_offset: be_i64(bytes, f::BASE_OFFSET),
+            batch_length: be_i32(bytes, f::BATCH_LENGTH),
+            magic: bytes[f::MAGIC] as i8,
+            crc: be_u32(bytes, f::CRC),
+            attributes: be_i16(bytes, f::ATTRIBUTES),
+            last_offset_delta: be_i32(bytes, f::LAST_OFFSET_DELTA),
+            base_timestamp: be_i64(bytes, f::BASE_TIMESTAMP),
+            max_timestamp: be_i64(bytes, f::MAX_TIMESTAMP),
+            producer_id: be_i64(bytes, f::PRODUCER_ID),
+            producer_epoch: be_i16(bytes, f::PRODUCER_EPOCH),
+            base_sequence: be_i32(bytes, f::BASE_SEQUENCE),
+            records_count: be_i32(bytes, f::RECORDS_COUNT),
         })
     }
 
@@ -160,7 +180,7 @@ impl BatchHeader {
 
 /// Computes the CRC-32C a v2 batch carries: over `attributes..end`.
 pub fn compute_crc(batch: &[u8]) -> u32 {
-    crc32c::crc32c(&batch[21..])
+    crc32c::crc32c(&batch[f::ATTRIBUTES..])
 }
 
 /// Checks one complete batch: framing, magic, CRC and header consistency.
@@ -435,22 +455,81 @@ pub fn split_batches(mut bytes: &[u8]) -> Result<Vec<(usize, BatchHeader)>, Batc
 
 /// Rewrites the base offset (outside the CRC).
 pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
-    batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    put(batch, f::BASE_OFFSET, &base_offset.to_be_bytes());
 }
 
 /// Rewrites the partition leader epoch (outside the CRC).
 pub fn set_leader_epoch(batch: &mut [u8], epoch: i32) {
-    batch[12..16].copy_from_slice(&epoch.to_be_bytes());
+    put(batch, f::PARTITION_LEADER_EPOCH, &epoch.to_be_bytes());
 }
 
-/// Stamps a batch with LogAppendTime: sets the timestamp-type attribute and the
-/// max timestamp, then recomputes the CRC (the only rewrite inside the CRC).
-pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
-    let attrs = be_i16(batch, 21) | ATTR_TIMESTAMP_TYPE;
-    batch[21..23].copy_from_slice(&attrs.to_be_bytes());
-    batch[35..43].copy_from_slice(&now_ms.to_be_bytes());
+/// Sets the first and largest timestamps (inside the CRC: call
+/// [`update_crc`] after the last change).
+pub fn set_timestamps(batch: &mut [u8], base: i64, max: i64) {
+    put(batch, f::BASE_TIMESTAMP, &base.to_be_bytes());
+    put(batch, f::MAX_TIMESTAMP, &max.to_be_bytes());
+}
+
+/// Sets the producer id, epoch and base sequence (inside the CRC: call
+/// [`update_crc`] after the last change).
+pub fn set_producer(batch: &mut [u8], id: i64, epoch: i16, base_sequence: i32) {
+    put(batch, f::PRODUCER_ID, &id.to_be_bytes());
+    put(batch, f::PRODUCER_EPOCH, &epoch.to_be_bytes());
+    put(batch, f::BASE_SEQUENCE, &base_sequence.to_be_bytes());
+}
+
+/// Writes the CRC-32C of the batch as it now is.
+pub fn update_crc(batch: &mut [u8]) {
     let crc = compute_crc(batch);
-    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    put(batch, f::CRC, &crc.to_be_bytes());
+}
+
+/// Stamps a batch with LogAppendTime: sets the timestamp-type attribute and
+/// the max timestamp, then recomputes the CRC (the only rewrite inside the
+/// CRC).
+pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
+    let (header, body) = batch.split_at_mut(HEADER_LEN.min(batch.len()));
+    stamp_log_append_time(header, body, now_ms);
+}
+
+/// [`set_log_append_time`] for a batch held as its header and its body
+/// apart (the append path writes the two with one vectored write).
+pub fn stamp_log_append_time(header: &mut [u8], body: &[u8], now_ms: i64) {
+    let attrs = be_i16(header, f::ATTRIBUTES) | ATTR_TIMESTAMP_TYPE;
+    put(header, f::ATTRIBUTES, &attrs.to_be_bytes());
+    put(header, f::MAX_TIMESTAMP, &now_ms.to_be_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[f::ATTRIBUTES..]), body);
+    put(header, f::CRC, &crc.to_be_bytes());
+}
+
+/// A header for `records_count` records of `codec` at `timestamp`, with no
+/// producer id: what a producer sends before the records. Append the
+/// records, then [`seal`] it.
+pub fn new_header(codec: i16, records_count: i32, timestamp: i64) -> Vec<u8> {
+    let mut b = vec![0u8; HEADER_LEN];
+    b[f::MAGIC] = MAGIC_V2 as u8;
+    put(
+        &mut b,
+        f::ATTRIBUTES,
+        &(codec & ATTR_COMPRESSION_MASK).to_be_bytes(),
+    );
+    let last_delta = records_count.saturating_sub(1);
+    put(&mut b, f::LAST_OFFSET_DELTA, &last_delta.to_be_bytes());
+    set_timestamps(&mut b, timestamp, timestamp);
+    set_producer(&mut b, -1, -1, -1);
+    put(&mut b, f::RECORDS_COUNT, &records_count.to_be_bytes());
+    b
+}
+
+/// Sets the batch length to the bytes there are and writes the CRC.
+pub fn seal(batch: &mut [u8]) {
+    let len = i32::try_from(batch.len().saturating_sub(LOG_OVERHEAD)).unwrap_or(i32::MAX);
+    put(batch, f::BATCH_LENGTH, &len.to_be_bytes());
+    update_crc(batch);
+}
+
+fn put(batch: &mut [u8], at: usize, bytes: &[u8]) {
+    batch[at..at + bytes.len()].copy_from_slice(bytes);
 }
 
 #[cfg(test)]
@@ -475,20 +554,9 @@ pub(crate) mod tests {
             records.push(zigzag(body.len() as i64));
             records.extend_from_slice(&body);
         }
-        let mut b = vec![0u8; HEADER_LEN];
+        let mut b = new_header(0, count, ts);
         b.extend_from_slice(&records);
-        let len = (b.len() - LOG_OVERHEAD) as i32;
-        b[8..12].copy_from_slice(&len.to_be_bytes());
-        b[16] = 2;
-        b[23..27].copy_from_slice(&(count - 1).to_be_bytes());
-        b[27..35].copy_from_slice(&ts.to_be_bytes());
-        b[35..43].copy_from_slice(&ts.to_be_bytes());
-        b[43..51].copy_from_slice(&(-1i64).to_be_bytes());
-        b[51..53].copy_from_slice(&(-1i16).to_be_bytes());
-        b[53..57].copy_from_slice(&(-1i32).to_be_bytes());
-        b[57..61].copy_from_slice(&count.to_be_bytes());
-        let crc = compute_crc(&b);
-        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        seal(&mut b);
         b
     }
 

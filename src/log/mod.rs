@@ -429,10 +429,7 @@ impl PartitionLog {
         batch::set_leader_epoch(&mut header, 0);
         let body = &records[HEADER_LEN..];
         let log_append_time = if inner.config.log_append_time {
-            header[21..23].copy_from_slice(&(h.attributes | 0x08).to_be_bytes());
-            header[35..43].copy_from_slice(&now_ms.to_be_bytes());
-            let crc = crc32c::crc32c_append(crc32c::crc32c(&header[21..]), body);
-            header[17..21].copy_from_slice(&crc.to_be_bytes());
+            batch::stamp_log_append_time(&mut header, body, now_ms);
             now_ms
         } else {
             -1

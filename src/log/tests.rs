@@ -242,11 +242,8 @@ fn duplicates_of_an_idempotent_batch_get_the_original_offset() {
     let dir = tempfile::tempdir().unwrap();
     let log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
     let mut b = make_batch(3, 1);
-    b[43..51].copy_from_slice(&7i64.to_be_bytes());
-    b[51..53].copy_from_slice(&0i16.to_be_bytes());
-    b[53..57].copy_from_slice(&0i32.to_be_bytes());
-    let crc = batch::compute_crc(&b);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch::set_producer(&mut b, 7, 0, 0);
+    batch::update_crc(&mut b);
     log.append(&make_batch(2, 1), 0).unwrap();
     let first = log.append(&b, 0).unwrap();
     let again = log.append(&b, 0).unwrap();
