@@ -7,7 +7,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::authz::{self, cluster_denied_msg as denied_msg};
 use super::errors::*;
 use super::route::sb;
-use super::route::{kind, open, row, Api, Cx, Handled, Row};
+use super::route::{checked_in_handler, row, Row};
 use crate::broker::Broker;
 use crate::security::acl::{
     AclBinding, AclFilter, Operation, PatternFilter, PatternType, Permission, ResourceType,
@@ -23,50 +23,32 @@ pub const ROWS: &[Row] = &[
 
 const DISABLED: &str = "ACLs need --authorizer acl";
 
-/// CreateAcls: Alter on the cluster.
-pub struct CreateAcls;
+checked_in_handler!(
+    /// CreateAcls: Alter on the cluster.
+    CreateAcls,
+    CreateAclsRequest,
+    CreateAclsResponse,
+    (1, 3),
+    create_acls
+);
 
-impl Api for CreateAcls {
-    kind!(CreateAcls, CreateAclsRequest, CreateAclsResponse);
-    const VERSIONS: (i16, i16) = (1, 3);
-    // Checked in the handler, also without an authorizer (see
-    // `authz::cluster_allowed`).
-    open!();
+checked_in_handler!(
+    /// DescribeAcls: Describe on the cluster.
+    DescribeAcls,
+    DescribeAclsRequest,
+    DescribeAclsResponse,
+    (1, 3),
+    describe_acls
+);
 
-    async fn handle(cx: Cx<'_>, req: CreateAclsRequest) -> Handled<CreateAclsResponse> {
-        Handled::Now(create_acls(cx.broker, cx.session, req))
-    }
-}
-
-/// DescribeAcls: Describe on the cluster.
-pub struct DescribeAcls;
-
-impl Api for DescribeAcls {
-    kind!(DescribeAcls, DescribeAclsRequest, DescribeAclsResponse);
-    const VERSIONS: (i16, i16) = (1, 3);
-    // Checked in the handler, also without an authorizer (see
-    // `authz::cluster_allowed`).
-    open!();
-
-    async fn handle(cx: Cx<'_>, req: DescribeAclsRequest) -> Handled<DescribeAclsResponse> {
-        Handled::Now(describe_acls(cx.broker, cx.session, &req))
-    }
-}
-
-/// DeleteAcls: Alter on the cluster.
-pub struct DeleteAcls;
-
-impl Api for DeleteAcls {
-    kind!(DeleteAcls, DeleteAclsRequest, DeleteAclsResponse);
-    const VERSIONS: (i16, i16) = (1, 3);
-    // Checked in the handler, also without an authorizer (see
-    // `authz::cluster_allowed`).
-    open!();
-
-    async fn handle(cx: Cx<'_>, req: DeleteAclsRequest) -> Handled<DeleteAclsResponse> {
-        Handled::Now(delete_acls(cx.broker, cx.session, req))
-    }
-}
+checked_in_handler!(
+    /// DeleteAcls: Alter on the cluster.
+    DeleteAcls,
+    DeleteAclsRequest,
+    DeleteAclsResponse,
+    (1, 3),
+    delete_acls
+);
 
 /// CreateAcls: Alter on the cluster.
 fn create_acls(broker: &Broker, session: &Session, req: CreateAclsRequest) -> CreateAclsResponse {
@@ -194,7 +176,7 @@ fn filter_of(
 fn describe_acls(
     broker: &Broker,
     session: &Session,
-    req: &DescribeAclsRequest,
+    req: DescribeAclsRequest,
 ) -> DescribeAclsResponse {
     use describe_acls_response::*;
     if !broker.authorizer.enabled() {

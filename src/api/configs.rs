@@ -9,7 +9,8 @@ use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::{
-    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
+    alter_configs_request, alter_configs_response, describe_configs_request,
+    incremental_alter_configs_request, incremental_alter_configs_response, AlterConfigsRequest,
     AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
@@ -42,15 +43,45 @@ const SOURCE_DEFAULT: i8 = 5;
 /// Config resources refused: (resource type, name).
 type Refused = Vec<(i8, StrBytes)>;
 
+/// A config resource named in a request, whatever the API.
+trait Resource {
+    fn key(&self) -> (i8, &StrBytes);
+}
+
+/// A config resource's answer in a response, whatever the API.
+trait Answer {
+    fn refused(rtype: i8, name: StrBytes) -> Self;
+}
+
+macro_rules! config_resources {
+    ($($req:ty => $resp:ty),* $(,)?) => {$(
+        impl Resource for $req {
+            fn key(&self) -> (i8, &StrBytes) {
+                (self.resource_type, &self.resource_name)
+            }
+        }
+        impl Answer for $resp {
+            fn refused(rtype: i8, name: StrBytes) -> Self {
+                <$resp>::default()
+                    .with_resource_type(rtype)
+                    .with_resource_name(name)
+                    .with_error_code(refused_code(rtype))
+            }
+        }
+    )*};
+}
+
+config_resources! {
+    describe_configs_request::DescribeConfigsResource => DescribeConfigsResult,
+    alter_configs_request::AlterConfigsResource => alter_configs_response::AlterConfigsResourceResponse,
+    incremental_alter_configs_request::AlterConfigsResource
+        => incremental_alter_configs_response::AlterConfigsResourceResponse,
+}
+
 /// Takes the resources the principal may not `op` out of `resources`:
 /// topics by name, the broker as the cluster.
-fn refuse<T>(
-    cx: Cx<'_>,
-    op: Operation,
-    resources: &mut Vec<T>,
-    key: impl Fn(&T) -> (i8, &StrBytes),
-) -> Refused {
-    let (keep, refused) = split(std::mem::take(resources), |r| match key(r) {
+fn refuse<T: Resource>(cx: Cx<'_>, op: Operation, resources: &mut Vec<T>) -> Refused {
+    let (keep, refused) = split(std::mem::take(resources), |r| match r.key() {
         (RESOURCE_TOPIC, name) => cx.topic(op, name.as_str()),
         _ => cx.cluster(op),
     });
@@ -58,10 +89,19 @@ fn refuse<T>(
     refused
         .iter()
         .map(|r| {
-            let (rtype, name) = key(r);
+            let (rtype, name) = r.key();
             (rtype, name.clone())
         })
         .collect()
+}
+
+/// Answers the refused resources.
+fn put_back<A: Answer>(answers: &mut Vec<A>, denied: Refused) {
+    answers.extend(
+        denied
+            .into_iter()
+            .map(|(rtype, name)| A::refused(rtype, name)),
+    );
 }
 
 /// The code a refused config resource is answered with.
@@ -90,23 +130,11 @@ impl Api for DescribeConfigs {
         cx: Cx<'_>,
         r: &mut DescribeConfigsRequest,
     ) -> Verdict<DescribeConfigsResponse, Refused> {
-        Verdict::Proceed(refuse(
-            cx,
-            Operation::DescribeConfigs,
-            &mut r.resources,
-            |r| (r.resource_type, &r.resource_name),
-        ))
+        Verdict::Proceed(refuse(cx, Operation::DescribeConfigs, &mut r.resources))
     }
 
     fn deny(_cx: Cx<'_>, r: &mut DescribeConfigsResponse, denied: Refused) {
-        for (rtype, name) in denied {
-            r.results.push(
-                DescribeConfigsResult::default()
-                    .with_resource_type(rtype)
-                    .with_resource_name(name)
-                    .with_error_code(refused_code(rtype)),
-            );
-        }
+        put_back(&mut r.results, denied);
     }
 
     async fn handle(cx: Cx<'_>, req: DescribeConfigsRequest) -> Handled<DescribeConfigsResponse> {
@@ -130,20 +158,11 @@ impl Api for AlterConfigs {
         cx: Cx<'_>,
         r: &mut AlterConfigsRequest,
     ) -> Verdict<AlterConfigsResponse, Refused> {
-        Verdict::Proceed(refuse(cx, Operation::AlterConfigs, &mut r.resources, |r| {
-            (r.resource_type, &r.resource_name)
-        }))
+        Verdict::Proceed(refuse(cx, Operation::AlterConfigs, &mut r.resources))
     }
 
     fn deny(_cx: Cx<'_>, r: &mut AlterConfigsResponse, denied: Refused) {
-        for (rtype, name) in denied {
-            r.responses.push(
-                alter_configs_response::AlterConfigsResourceResponse::default()
-                    .with_resource_type(rtype)
-                    .with_resource_name(name)
-                    .with_error_code(refused_code(rtype)),
-            );
-        }
+        put_back(&mut r.responses, denied);
     }
 
     async fn handle(cx: Cx<'_>, req: AlterConfigsRequest) -> Handled<AlterConfigsResponse> {
@@ -171,20 +190,11 @@ impl Api for IncrementalAlterConfigs {
         cx: Cx<'_>,
         r: &mut IncrementalAlterConfigsRequest,
     ) -> Verdict<IncrementalAlterConfigsResponse, Refused> {
-        Verdict::Proceed(refuse(cx, Operation::AlterConfigs, &mut r.resources, |r| {
-            (r.resource_type, &r.resource_name)
-        }))
+        Verdict::Proceed(refuse(cx, Operation::AlterConfigs, &mut r.resources))
     }
 
     fn deny(_cx: Cx<'_>, r: &mut IncrementalAlterConfigsResponse, denied: Refused) {
-        for (rtype, name) in denied {
-            r.responses.push(
-                incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                    .with_resource_type(rtype)
-                    .with_resource_name(name)
-                    .with_error_code(refused_code(rtype)),
-            );
-        }
+        put_back(&mut r.responses, denied);
     }
 
     async fn handle(

@@ -7,7 +7,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::authz::{self, cluster_denied_msg as denied_msg};
 use super::errors::*;
 use super::route::sb;
-use super::route::{kind, open, row, Api, Cx, Handled, Row};
+use super::route::{checked_in_handler, row, Row};
 use crate::broker::Broker;
 use crate::security::acl::Operation;
 use crate::security::quotas::{self, Entity};
@@ -16,49 +16,23 @@ use crate::security::Session;
 /// The APIs this family serves.
 pub const ROWS: &[Row] = &[row::<DescribeClientQuotas>(), row::<AlterClientQuotas>()];
 
-/// DescribeClientQuotas: DescribeConfigs on the cluster.
-pub struct DescribeClientQuotas;
+checked_in_handler!(
+    /// DescribeClientQuotas: DescribeConfigs on the cluster.
+    DescribeClientQuotas,
+    DescribeClientQuotasRequest,
+    DescribeClientQuotasResponse,
+    (0, 1),
+    describe_quotas
+);
 
-impl Api for DescribeClientQuotas {
-    kind!(
-        DescribeClientQuotas,
-        DescribeClientQuotasRequest,
-        DescribeClientQuotasResponse
-    );
-    const VERSIONS: (i16, i16) = (0, 1);
-    // Checked in the handler, also without an authorizer (see
-    // `authz::cluster_allowed`).
-    open!();
-
-    async fn handle(
-        cx: Cx<'_>,
-        req: DescribeClientQuotasRequest,
-    ) -> Handled<DescribeClientQuotasResponse> {
-        Handled::Now(describe_quotas(cx.broker, cx.session, &req))
-    }
-}
-
-/// AlterClientQuotas: AlterConfigs on the cluster.
-pub struct AlterClientQuotas;
-
-impl Api for AlterClientQuotas {
-    kind!(
-        AlterClientQuotas,
-        AlterClientQuotasRequest,
-        AlterClientQuotasResponse
-    );
-    const VERSIONS: (i16, i16) = (0, 1);
-    // Checked in the handler, also without an authorizer (see
-    // `authz::cluster_allowed`).
-    open!();
-
-    async fn handle(
-        cx: Cx<'_>,
-        req: AlterClientQuotasRequest,
-    ) -> Handled<AlterClientQuotasResponse> {
-        Handled::Now(alter_quotas(cx.broker, cx.session, req))
-    }
-}
+checked_in_handler!(
+    /// AlterClientQuotas: AlterConfigs on the cluster.
+    AlterClientQuotas,
+    AlterClientQuotasRequest,
+    AlterClientQuotasResponse,
+    (0, 1),
+    alter_quotas
+);
 
 /// Reads a wire entity (`user` / `client-id` components; a `None` name is
 /// the default).
@@ -95,7 +69,7 @@ fn entity_of<'a>(
 fn describe_quotas(
     broker: &Broker,
     session: &Session,
-    req: &DescribeClientQuotasRequest,
+    req: DescribeClientQuotasRequest,
 ) -> DescribeClientQuotasResponse {
     use describe_client_quotas_response::*;
     if !authz::cluster_allowed(broker, session, Operation::DescribeConfigs) {

@@ -190,6 +190,32 @@ macro_rules! open {
 }
 pub(crate) use open;
 
+/// Declares an API whose permission is checked by its handler, with or
+/// without an authorizer (the security admin APIs, through
+/// `authz::cluster_allowed`): `checked_in_handler!(CreateAcls,
+/// CreateAclsRequest, CreateAclsResponse, (1, 3), create_acls)`, where
+/// `create_acls(&Broker, &Session, CreateAclsRequest) -> CreateAclsResponse`.
+macro_rules! checked_in_handler {
+    ($(#[$doc:meta])* $name:ident, $req:ty, $resp:ty, $versions:expr, $handler:path) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl $crate::api::route::Api for $name {
+            $crate::api::route::kind!($name, $req, $resp);
+            const VERSIONS: (i16, i16) = $versions;
+            $crate::api::route::open!();
+
+            async fn handle(
+                cx: $crate::api::route::Cx<'_>,
+                req: $req,
+            ) -> $crate::api::route::Handled<$resp> {
+                $crate::api::route::Handled::Now($handler(cx.broker, cx.session, req))
+            }
+        }
+    };
+}
+pub(crate) use checked_in_handler;
+
 /// A handled request whose response may still wait (a produce's fsync).
 pub struct Started {
     pub resp: Option<ResponseKind>,

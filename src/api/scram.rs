@@ -7,7 +7,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::authz::{self, cluster_denied_msg as denied_msg};
 use super::errors::*;
 use super::route::sb;
-use super::route::{kind, open, row, Api, Cx, Handled, Row};
+use super::route::{checked_in_handler, row, Row};
 use crate::broker::Broker;
 use crate::security::acl::Operation;
 use crate::security::scram::{Mechanism, ScramCredential};
@@ -20,55 +20,29 @@ pub const ROWS: &[Row] = &[
     row::<AlterUserScramCredentials>(),
 ];
 
-/// DescribeUserScramCredentials: Describe on the cluster.
-pub struct DescribeUserScramCredentials;
+checked_in_handler!(
+    /// DescribeUserScramCredentials: Describe on the cluster.
+    DescribeUserScramCredentials,
+    DescribeUserScramCredentialsRequest,
+    DescribeUserScramCredentialsResponse,
+    (0, 0),
+    describe_scram
+);
 
-impl Api for DescribeUserScramCredentials {
-    kind!(
-        DescribeUserScramCredentials,
-        DescribeUserScramCredentialsRequest,
-        DescribeUserScramCredentialsResponse
-    );
-    const VERSIONS: (i16, i16) = (0, 0);
-    // Checked in the handler, also without an authorizer (see
-    // `authz::cluster_allowed`).
-    open!();
-
-    async fn handle(
-        cx: Cx<'_>,
-        req: DescribeUserScramCredentialsRequest,
-    ) -> Handled<DescribeUserScramCredentialsResponse> {
-        Handled::Now(describe_scram(cx.broker, cx.session, &req))
-    }
-}
-
-/// AlterUserScramCredentials: Alter on the cluster.
-pub struct AlterUserScramCredentials;
-
-impl Api for AlterUserScramCredentials {
-    kind!(
-        AlterUserScramCredentials,
-        AlterUserScramCredentialsRequest,
-        AlterUserScramCredentialsResponse
-    );
-    const VERSIONS: (i16, i16) = (0, 0);
-    // Checked in the handler, also without an authorizer (see
-    // `authz::cluster_allowed`).
-    open!();
-
-    async fn handle(
-        cx: Cx<'_>,
-        req: AlterUserScramCredentialsRequest,
-    ) -> Handled<AlterUserScramCredentialsResponse> {
-        Handled::Now(alter_scram(cx.broker, cx.session, req))
-    }
-}
+checked_in_handler!(
+    /// AlterUserScramCredentials: Alter on the cluster.
+    AlterUserScramCredentials,
+    AlterUserScramCredentialsRequest,
+    AlterUserScramCredentialsResponse,
+    (0, 0),
+    alter_scram
+);
 
 /// DescribeUserScramCredentials: Describe on the cluster.
 fn describe_scram(
     broker: &Broker,
     session: &Session,
-    req: &DescribeUserScramCredentialsRequest,
+    req: DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
     use describe_user_scram_credentials_response::*;
     if !authz::cluster_allowed(broker, session, Operation::Describe) {
