@@ -27,9 +27,9 @@ fn batch(count: usize, size: usize) -> Bytes {
     // Now: older records would be deleted by retention mid-run.
     let now = weir::broker::now_ms();
     let recs: Vec<_> = (0..count)
-        .map(|i| weir::records::plain_record(i as i64, now, None, Some(value.clone()), &[]))
+        .map(|i| weir::log::records::plain_record(i as i64, now, None, Some(value.clone()), &[]))
         .collect();
-    weir::records::encode_batch(&recs, Compression::None).expect("encode")
+    weir::log::records::encode_batch(&recs, Compression::None).expect("encode")
 }
 
 fn frame<T: Encodable>(key: ApiKey, version: i16, body: &T) -> Vec<u8> {

@@ -23,7 +23,7 @@ fn batch(count: usize, size: usize) -> Bytes {
     let header = [("h".to_string(), None)];
     let recs: Vec<_> = (0..count)
         .map(|i| {
-            weir::records::plain_record(
+            weir::log::records::plain_record(
                 i as i64,
                 1_700_000_000_000 + i as i64,
                 Some(Bytes::from(format!("key-{i}"))),
@@ -32,7 +32,7 @@ fn batch(count: usize, size: usize) -> Bytes {
             )
         })
         .collect();
-    weir::records::encode_batch(&recs, Compression::None).expect("encode")
+    weir::log::records::encode_batch(&recs, Compression::None).expect("encode")
 }
 
 fn config() -> LogConfig {
@@ -126,7 +126,7 @@ fn json_batch(c: Compression) -> Bytes {
                 words[(x / 64 % 8) as usize],
                 words[(x / 512 % 8) as usize],
             );
-            weir::records::plain_record(
+            weir::log::records::plain_record(
                 i as i64,
                 1_700_000_000_000 + i as i64,
                 Some(Bytes::from(format!("user-{}", x % 997))),
@@ -135,7 +135,7 @@ fn json_batch(c: Compression) -> Bytes {
             )
         })
         .collect();
-    weir::records::encode_batch(&recs, c).expect("encode")
+    weir::log::records::encode_batch(&recs, c).expect("encode")
 }
 
 const CODECS: [(&str, Compression); 5] = [

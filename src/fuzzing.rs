@@ -232,7 +232,7 @@ fn small_log_config() -> LogConfig {
 /// Kafka stores and the decoder refuses.
 pub fn record_batch(data: &[u8]) {
     let bytes = Bytes::copy_from_slice(data);
-    let _ = crate::records::decode_all(&bytes);
+    let _ = crate::log::records::decode_all(&bytes);
     let Ok(batches) = batch::split_batches(data) else {
         return;
     };
@@ -255,7 +255,7 @@ pub fn record_batch(data: &[u8]) {
     assert_eq!(&r.records[8..12], &data[8..12]);
     assert_eq!(&r.records[16..], &data[16..]);
     assert!(batch::validate(&r.records).is_ok());
-    if let Err(e) = crate::records::decode_all(&r.records) {
+    if let Err(e) = crate::log::records::decode_all(&r.records) {
         let e = format!("{e:#}");
         assert!(
             e.to_ascii_lowercase().contains("utf-8"),
@@ -508,7 +508,7 @@ mod tests {
     /// (over the fuzz config's 1 MiB), inner offsets out of order, a record
     /// count the body does not hold.
     fn record_batch_seeds() -> Vec<(String, Vec<u8>)> {
-        use crate::records::{batch_around, compress_body, encode_batch, plain_record};
+        use crate::log::records::{batch_around, compress_body, encode_batch, plain_record};
         use kafka_protocol::records::Compression;
         let codecs = [
             ("gzip", 1, Compression::Gzip),

@@ -34,7 +34,6 @@ pub mod log;
 pub mod memory;
 pub mod metrics;
 pub mod protocol;
-pub mod records;
 pub mod retry;
 pub mod security;
 pub mod server;
@@ -278,7 +277,10 @@ async fn retry_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
             }
         }
         let b = Arc::clone(&broker);
-        let res = tokio::task::spawn_blocking(move || b.retries.deliver_due(&b.topics, sync)).await;
+        let res = tokio::task::spawn_blocking(move || {
+            b.retries.deliver_due(&b.topics, sync, broker::now_ms())
+        })
+        .await;
         match res {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {

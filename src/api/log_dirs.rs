@@ -1,7 +1,7 @@
 //! DescribeLogDirs: an operator's view of the data dir, with the bytes each
 //! partition takes on disk.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use kafka_protocol::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
@@ -47,7 +47,16 @@ impl Api for DescribeLogDirs {
     fn deny(_cx: Cx<'_>, _r: &mut DescribeLogDirsResponse, _denied: ()) {}
 
     async fn handle(cx: Cx<'_>, req: DescribeLogDirsRequest) -> Handled<DescribeLogDirsResponse> {
-        Handled::Now(describe_log_dirs(cx, req))
+        // The path and the filesystem's sizes are syscalls on the data
+        // dir: off the connection's task.
+        let dir = cx.broker.config.args.data_dir.clone();
+        let disk = tokio::task::spawn_blocking(move || {
+            let shown = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+            (shown, disk_space(&dir).unwrap_or((-1, -1)))
+        })
+        .await
+        .ok();
+        Handled::Now(describe_log_dirs(cx, req, disk))
     }
 
     fn errors(r: &DescribeLogDirsResponse, out: &mut Vec<i16>) {
@@ -60,9 +69,16 @@ impl Api for DescribeLogDirs {
     }
 }
 
+/// The data dir as reported, and its filesystem's total and usable bytes.
+type Disk = (PathBuf, (i64, i64));
+
 /// The one log dir (the data dir) and the partitions asked for (all when
 /// `topics` is null); partitions this broker does not have are left out.
-fn describe_log_dirs(cx: Cx<'_>, req: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+fn describe_log_dirs(
+    cx: Cx<'_>,
+    req: DescribeLogDirsRequest,
+    disk: Option<Disk>,
+) -> DescribeLogDirsResponse {
     let broker = cx.broker;
     let wanted: Vec<(String, Option<Vec<i32>>)> = match req.topics {
         None => broker
@@ -103,8 +119,7 @@ fn describe_log_dirs(cx: Cx<'_>, req: DescribeLogDirsRequest) -> DescribeLogDirs
         }
     }
     let dir = &broker.config.args.data_dir;
-    let shown = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
-    let (total, usable) = disk_space(dir).unwrap_or((-1, -1));
+    let (shown, (total, usable)) = disk.unwrap_or_else(|| (dir.clone(), (-1, -1)));
     let result = DescribeLogDirsResult::default()
         .with_log_dir(sb(shown.display().to_string()))
         .with_topics(topics)

@@ -217,8 +217,10 @@ async fn append(
                 continue;
             };
             if let Some(route) = &route {
-                let code =
-                    hand_back(broker, route, &name, pd.index, &log, records, must_sync).await;
+                let code = hand_back(
+                    broker, route, &name, pd.index, &log, records, must_sync, now,
+                )
+                .await;
                 parts.push(
                     pr.with_error_code(code)
                         .with_log_start_offset(log.log_start_offset()),
@@ -282,6 +284,7 @@ async fn append(
 /// records are not in the retry topic yet, and get their offsets when they
 /// are delivered. A retried batch of an idempotent producer is recognised by
 /// its sequence and not held twice.
+#[allow(clippy::too_many_arguments)]
 async fn hand_back(
     broker: &Arc<Broker>,
     route: &retry::RetryRoute,
@@ -290,6 +293,7 @@ async fn hand_back(
     log: &Arc<PartitionLog>,
     records: bytes::Bytes,
     sync: bool,
+    now: i64,
 ) -> i16 {
     let _serial = broker.retries.handback_lock.lock().await;
     let h = match log.check_external(&records) {
@@ -304,7 +308,7 @@ async fn hand_back(
     let topic = topic.to_string();
     let res = tokio::task::spawn_blocking(move || {
         b.retries
-            .hand_back(&b.topics, &route, &topic, partition, &records, sync)
+            .hand_back(&b.topics, &route, &topic, partition, &records, sync, now)
     })
     .await;
     match res {

@@ -206,7 +206,7 @@ fn template(args: &BenchArgs) -> Result<Template> {
     value[..8].copy_from_slice(&STAMP_MARK);
     let value = Bytes::from(value);
     let recs: Vec<_> = (0..records)
-        .map(|i| weir::records::plain_record(i as i64, 0, None, Some(value.clone()), &[]))
+        .map(|i| weir::log::records::plain_record(i as i64, 0, None, Some(value.clone()), &[]))
         .collect();
     let compression = match args.compression.as_str() {
         "none" => Compression::None,
@@ -216,7 +216,7 @@ fn template(args: &BenchArgs) -> Result<Template> {
         "zstd" => Compression::Zstd,
         other => bail!("unknown compression {other}"),
     };
-    let bytes = BytesMut::from(&weir::records::encode_batch(&recs, compression)?[..]);
+    let bytes = BytesMut::from(&weir::log::records::encode_batch(&recs, compression)?[..]);
     let stamp_at = bytes
         .windows(8)
         .position(|w| w == STAMP_MARK)

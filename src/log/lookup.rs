@@ -96,7 +96,7 @@ fn first_record_at_or_after(
         return (h.max_timestamp >= ts && h.last_offset() >= from)
             .then(|| (h.base_offset.max(from), h.max_timestamp));
     }
-    let sets = crate::records::decode_all(bytes).ok()?;
+    let sets = crate::log::records::decode_all(bytes).ok()?;
     let found = sets
         .iter()
         .flat_map(|s| s.records.iter())
@@ -111,7 +111,7 @@ fn last_record_with_max_timestamp(bytes: &Bytes, h: &BatchHeader, from: i64) -> 
     if h.is_log_append_time() {
         return (h.last_offset() >= from).then(|| (h.last_offset(), h.max_timestamp));
     }
-    let sets = crate::records::decode_all(bytes).ok()?;
+    let sets = crate::log::records::decode_all(bytes).ok()?;
     let found = sets
         .iter()
         .flat_map(|s| s.records.iter())

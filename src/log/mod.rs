@@ -22,6 +22,7 @@ pub mod index;
 mod lookup;
 pub mod mmap;
 pub mod producers;
+pub mod records;
 mod retention;
 pub mod segment;
 

@@ -222,11 +222,13 @@ impl Retries {
             .collect()
     }
 
-    /// Takes a produce to retry topic `retry_topic`, partition `partition`:
-    /// holds each record for its next attempt, or dead-letters it.
+    /// Takes a produce to retry topic `retry_topic`, partition `partition`,
+    /// received at `now`: holds each record for its next attempt, or
+    /// dead-letters it.
     ///
     /// # Errors
     /// Undecodable records, storage errors; nothing is held then.
+    #[allow(clippy::too_many_arguments)]
     pub fn hand_back(
         &self,
         topics: &Registry,
@@ -235,9 +237,9 @@ impl Retries {
         partition: i32,
         records: &[u8],
         sync: bool,
+        now: i64,
     ) -> Result<HandBack, RetryError> {
-        let now = now_ms();
-        let sets = crate::records::decode_all(&Bytes::copy_from_slice(records))
+        let sets = crate::log::records::decode_all(&Bytes::copy_from_slice(records))
             .map_err(|e| RetryError::Decode(format!("{e:#}")))?;
         let mut held = Vec::new();
         let mut dead = Vec::new();
@@ -348,12 +350,18 @@ impl Retries {
         })
     }
 
-    /// Appends every due record to its retry topic, then marks it done.
+    /// Appends every record due at `now` to its retry topic, then marks it
+    /// done.
     ///
     /// # Errors
     /// Storage errors; undelivered records stay scheduled.
-    pub fn deliver_due(&self, topics: &Registry, sync: bool) -> Result<usize, RetryError> {
-        let taken = self.store.take_due(now_ms(), DELIVERY_BATCH)?;
+    pub fn deliver_due(
+        &self,
+        topics: &Registry,
+        sync: bool,
+        now: i64,
+    ) -> Result<usize, RetryError> {
+        let taken = self.store.take_due(now, DELIVERY_BATCH)?;
         if taken.is_empty() {
             return Ok(0);
         }
@@ -383,7 +391,7 @@ impl Retries {
             );
             let appended = batch
                 .map_err(|e| e.to_string())
-                .and_then(|b| log.append_internal(&b, now_ms()).map_err(|e| e.to_string()))
+                .and_then(|b| log.append_internal(&b, now).map_err(|e| e.to_string()))
                 .and_then(|_| {
                     if sync {
                         log.flush().map_err(|e| e.to_string())
@@ -430,10 +438,10 @@ fn encode_batch<'a>(
     let recs: Vec<_> = records
         .enumerate()
         .map(|(i, (ts, k, v, h))| {
-            crate::records::plain_record(i as i64, ts, k.clone(), v.clone(), h)
+            crate::log::records::plain_record(i as i64, ts, k.clone(), v.clone(), h)
         })
         .collect();
-    crate::records::encode_batch(&recs, Compression::None).map_err(|e| LogError::Io {
+    crate::log::records::encode_batch(&recs, Compression::None).map_err(|e| LogError::Io {
         context: "failed to encode a retry batch".into(),
         source: std::io::Error::other(format!("{e:#}")),
     })
@@ -547,7 +555,7 @@ fn read_records(
         if r.records.is_empty() {
             break;
         }
-        let sets = crate::records::decode_all(&r.records)
+        let sets = crate::log::records::decode_all(&r.records)
             .map_err(|e| RetryError::Decode(format!("{e:#}")))?;
         let mut advanced = false;
         for rec in sets.into_iter().flat_map(|s| s.records) {

@@ -384,6 +384,12 @@ fn read_entry(file: &File, pos: u64) -> std::io::Result<Option<Held>> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_store_directory_is_a_reserved_topic_name() {
+        assert!(crate::topics::is_reserved(DIR));
+    }
+
     use super::*;
 
     fn held(due: i64, v: &str) -> Held {

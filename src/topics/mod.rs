@@ -114,7 +114,9 @@ pub const RESERVED_NAMES: &[&str] = &[
     "__transaction_state",
     "__share_group_state",
     "__cluster_metadata",
-    crate::retry::store::DIR,
+    // The pending-retry store (`retry::store::DIR`, which its tests hold
+    // equal to this).
+    "__retry",
 ];
 
 /// Whether `name` is reserved for the broker's internal state.
@@ -223,7 +225,7 @@ impl Registry {
                 .collect();
             remove_in_background(leftovers);
         }
-        crate::records::set_max_decompressed_bytes(defaults.max_decompressed_batch_bytes);
+        crate::log::records::set_max_decompressed_bytes(defaults.max_decompressed_batch_bytes);
         let mut topics = BTreeMap::new();
         for t in &meta.topics {
             let mut parts = Vec::new();

@@ -180,8 +180,8 @@ async fn a_corrupt_batch_gets_corrupt_message_and_pipelined_responses_keep_order
     let addr = b.kafka_addr();
     tokio::task::spawn_blocking(move || {
         let mut s = connect(addr);
-        let batch = weir::records::encode_batch(
-            &[weir::records::plain_record(
+        let batch = weir::log::records::encode_batch(
+            &[weir::log::records::plain_record(
                 0,
                 1,
                 Some(bytes::Bytes::from_static(b"k")),
@@ -259,7 +259,7 @@ fn gauge(http: SocketAddr, name: &str) -> Option<f64> {
 /// A produce of one record of `size` bytes, as raw bytes on a new connection;
 /// returns whether it was answered within `within`.
 fn raw_produce(addr: SocketAddr, topic: &str, size: usize, within: Duration) -> bool {
-    let rec = weir::records::plain_record(
+    let rec = weir::log::records::plain_record(
         0,
         weir::broker::now_ms(),
         None,
@@ -267,7 +267,8 @@ fn raw_produce(addr: SocketAddr, topic: &str, size: usize, within: Duration) -> 
         &[],
     );
     let batch =
-        weir::records::encode_batch(&[rec], kafka_protocol::records::Compression::None).unwrap();
+        weir::log::records::encode_batch(&[rec], kafka_protocol::records::Compression::None)
+            .unwrap();
     let req = ProduceRequest::default()
         .with_acks(1)
         .with_timeout_ms(5000)
@@ -535,7 +536,7 @@ fn gzip_of_zeros(value_len: usize) -> bytes::Bytes {
     }
     // No headers.
     e.write_all(&[0]).unwrap();
-    weir::records::batch_around(1, 1, &e.finish().unwrap())
+    weir::log::records::batch_around(1, 1, &e.finish().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -547,7 +548,7 @@ async fn a_gzip_batch_that_does_not_decompress_is_refused_and_the_partition_stay
     // attributes=gzip, a correct CRC-32C, a body of 0x1f 0x8b then zeros.
     let mut body = vec![0x1f, 0x8b];
     body.extend_from_slice(&[0u8; 200]);
-    let bad = weir::records::batch_around(1, 1, &body);
+    let bad = weir::log::records::batch_around(1, 1, &body);
     let (code, offset, msg) =
         tokio::task::spawn_blocking(move || raw_produce_batch(addr, "badgz", bad))
             .await
@@ -626,7 +627,7 @@ async fn batches_with_wrong_inner_offsets_or_record_counts_are_invalid_records()
     let addr = b.kafka_addr();
     tokio::task::spawn_blocking(move || {
         let rec = |o: i64| {
-            weir::records::plain_record(o, 1, None, Some(bytes::Bytes::from_static(b"v")), &[])
+            weir::log::records::plain_record(o, 1, None, Some(bytes::Bytes::from_static(b"v")), &[])
         };
         for c in [
             Compression::None,
@@ -636,20 +637,20 @@ async fn batches_with_wrong_inner_offsets_or_record_counts_are_invalid_records()
             Compression::Zstd,
         ] {
             // Offset deltas 1, 0: the header's count and last delta agree.
-            let swapped = weir::records::encode_batch(&[rec(1), rec(0)], c).unwrap();
+            let swapped = weir::log::records::encode_batch(&[rec(1), rec(0)], c).unwrap();
             let (code, _, msg) = raw_produce_batch(addr, "inner", swapped);
             assert_eq!(code, 87, "{c:?}: INVALID_RECORD");
             assert!(msg.unwrap().contains("offset delta"), "{c:?}");
         }
         // A header counting three records around a body of two.
-        let two = weir::records::encode_batch(&[rec(0), rec(1)], Compression::None).unwrap();
-        let body = weir::records::compress_body(4, &two[61..]).unwrap();
+        let two = weir::log::records::encode_batch(&[rec(0), rec(1)], Compression::None).unwrap();
+        let body = weir::log::records::compress_body(4, &two[61..]).unwrap();
         let (code, _, msg) =
-            raw_produce_batch(addr, "inner", weir::records::batch_around(4, 3, &body));
+            raw_produce_batch(addr, "inner", weir::log::records::batch_around(4, 3, &body));
         assert_eq!(code, 87, "INVALID_RECORD");
         assert!(msg.unwrap().contains("fewer records"));
         assert_eq!(
-            raw_produce_batch(addr, "inner", weir::records::batch_around(4, 2, &body)).0,
+            raw_produce_batch(addr, "inner", weir::log::records::batch_around(4, 2, &body)).0,
             0
         );
     })

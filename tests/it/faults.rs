@@ -235,16 +235,18 @@ async fn pipelined_acks_all_produces_share_fsyncs_and_keep_their_order() {
         let name = TopicName(StrBytes::from_static_str(TOPIC));
         let mut all = Vec::new();
         for i in 0..N {
-            let rec = weir::records::plain_record(
+            let rec = weir::log::records::plain_record(
                 0,
                 weir::broker::now_ms(),
                 None,
                 Some(bytes::Bytes::from(format!("v{i}"))),
                 &[],
             );
-            let batch =
-                weir::records::encode_batch(&[rec], kafka_protocol::records::Compression::None)
-                    .unwrap();
+            let batch = weir::log::records::encode_batch(
+                &[rec],
+                kafka_protocol::records::Compression::None,
+            )
+            .unwrap();
             let req = ProduceRequest::default()
                 .with_acks(-1)
                 .with_timeout_ms(30_000)
@@ -284,7 +286,7 @@ async fn pipelined_acks_all_produces_share_fsyncs_and_keep_their_order() {
         let part = &f.responses[0].partitions[0];
         assert_eq!(part.high_watermark, i64::from(N));
         let records = part.records.clone().unwrap_or_default();
-        let values: Vec<String> = weir::records::decode_all(&records)
+        let values: Vec<String> = weir::log::records::decode_all(&records)
             .unwrap()
             .into_iter()
             .flat_map(|set| set.records)
@@ -324,15 +326,16 @@ async fn a_bad_frame_behind_a_produce_waiting_for_its_fsync_closes_after_its_ans
             10,
             Duration::from_millis(300),
         );
-        let rec = weir::records::plain_record(
+        let rec = weir::log::records::plain_record(
             0,
             weir::broker::now_ms(),
             None,
             Some(bytes::Bytes::from_static(b"kept")),
             &[],
         );
-        let batch = weir::records::encode_batch(&[rec], kafka_protocol::records::Compression::None)
-            .unwrap();
+        let batch =
+            weir::log::records::encode_batch(&[rec], kafka_protocol::records::Compression::None)
+                .unwrap();
         let req = ProduceRequest::default()
             .with_acks(-1)
             .with_timeout_ms(30_000)

@@ -18,8 +18,8 @@ use rdkafka::producer::FutureRecord;
 use crate::common::*;
 
 fn raw_produce(addr: std::net::SocketAddr, topic: &str) -> i16 {
-    let batch = weir::records::encode_batch(
-        &[weir::records::plain_record(
+    let batch = weir::log::records::encode_batch(
+        &[weir::log::records::plain_record(
             0,
             1,
             None,

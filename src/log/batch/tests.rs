@@ -80,7 +80,7 @@ fn truncated_and_oversized_lengths_are_framing_errors() {
     assert!(matches!(split_batches(&d), Err(BatchError::Framing(_))));
 }
 
-use crate::records::{batch_around, compress_body, encode_batch, plain_record};
+use crate::log::records::{batch_around, compress_body, encode_batch, plain_record};
 use bytes::Bytes;
 use kafka_protocol::records::Compression;
 use proptest::prelude::*;

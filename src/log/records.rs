@@ -18,7 +18,7 @@ use kafka_protocol::records::{
     TimestampType,
 };
 
-use crate::log::{batch, compression};
+use super::{batch, compression};
 
 /// Default largest decompressed size of one batch the broker will
 /// materialise (`--max-decompressed-batch-bytes`).
