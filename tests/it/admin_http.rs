@@ -200,13 +200,8 @@ fn raw_http(addr: std::net::SocketAddr, head: &str, body: &str) -> (u16, String)
     s.write_all(req.as_bytes()).unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_string())
+    let (status, _, body) = split_http_response(&resp);
+    (status, body)
 }
 
 /// A topic with retries whose DLQ holds one record; returns the end offset

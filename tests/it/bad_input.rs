@@ -269,16 +269,7 @@ fn raw_produce(addr: SocketAddr, topic: &str, size: usize, within: Duration) -> 
     let batch =
         weir::log::records::encode_batch(&[rec], kafka_protocol::records::Compression::None)
             .unwrap();
-    let req = ProduceRequest::default()
-        .with_acks(1)
-        .with_timeout_ms(5000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(kafka_protocol::messages::TopicName(StrBytes::from_string(
-                topic.to_string(),
-            )))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(batch))])]);
+    let req = produce_to_partition_0(topic, batch);
     let mut s = connect(addr);
     s.set_read_timeout(Some(within)).unwrap();
     s.write_all(&frame(ApiKey::Produce, 9, 11, &req)).unwrap();
@@ -478,15 +469,9 @@ async fn ten_thousand_idle_connections_cost_little_and_the_broker_keeps_serving(
     }
 }
 
-/// A produce of `records` to partition 0 of `topic` over a raw connection
-/// (Produce v9, which answers with an error message): (error code, base
-/// offset, error message).
-fn raw_produce_batch(
-    addr: SocketAddr,
-    topic: &str,
-    records: bytes::Bytes,
-) -> (i16, i64, Option<String>) {
-    let req = ProduceRequest::default()
+/// An acks=1 produce of `records` to partition 0 of `topic`.
+fn produce_to_partition_0(topic: &str, records: bytes::Bytes) -> ProduceRequest {
+    ProduceRequest::default()
         .with_acks(1)
         .with_timeout_ms(5000)
         .with_topic_data(vec![TopicProduceData::default()
@@ -495,7 +480,18 @@ fn raw_produce_batch(
             )))
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(0)
-                .with_records(Some(records))])]);
+                .with_records(Some(records))])])
+}
+
+/// A produce of `records` to partition 0 of `topic` over a raw connection
+/// (Produce v9, which answers with an error message): (error code, base
+/// offset, error message).
+fn raw_produce_batch(
+    addr: SocketAddr,
+    topic: &str,
+    records: bytes::Bytes,
+) -> (i16, i64, Option<String>) {
+    let req = produce_to_partition_0(topic, records);
     let r: kafka_protocol::messages::ProduceResponse = raw_request(addr, ApiKey::Produce, 9, &req);
     let p = &r.responses[0].partition_responses[0];
     (

@@ -261,13 +261,7 @@ pub fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16,
     s.write_all(req.as_bytes()).unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_string(), body.to_string())
+    split_http_response(&resp)
 }
 
 /// Minimal HTTP POST with a JSON body: (status, body).
@@ -292,13 +286,19 @@ pub fn http_post(
     s.write_all(req.as_bytes()).unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let (status, _, body) = split_http_response(&resp);
+    (status, body)
+}
+
+/// An HTTP/1.1 response's status, head and body.
+pub fn split_http_response(resp: &str) -> (u16, String, String) {
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((resp, ""));
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    (status, body.to_string())
+    (status, head.to_string(), body.to_string())
 }
 
 /// One Kafka request/response over a fresh raw connection.
