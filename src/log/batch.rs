@@ -417,15 +417,14 @@ pub fn validate_records(
         return check_records(body, h.records_count);
     }
     compression::with_scratch(|buf| {
-        compression::decompress_into(h.compression(), body, max_decompressed, buf).map_err(
-            |e| match e {
+        let records = compression::decompress_reusing(h.compression(), body, max_decompressed, buf)
+            .map_err(|e| match e {
                 compression::DecompressError::TooLarge { limit } => {
                     BatchError::DecompressedTooLarge { limit }
                 }
                 other => BatchError::Compression(other.to_string()),
-            },
-        )?;
-        check_records(buf, h.records_count)
+            })?;
+        check_records(records, h.records_count)
     })
 }
 

@@ -79,33 +79,55 @@ pub fn decompress_into(
     out: &mut Vec<u8>,
 ) -> Result<(), DecompressError> {
     out.clear();
+    let n = decompress_reusing(codec, src, limit, out)?.len();
+    out.truncate(n);
+    Ok(())
+}
+
+/// Decompresses `src` into `scratch` and returns the decompressed bytes, a
+/// prefix of `scratch`. What `scratch` held is overwritten; its length on
+/// return may exceed the output's, so that bytes already written once are
+/// not zeroed again by the next call (the lz4 decoder needs an initialised
+/// window of a block's maximum size, which is often four times the block).
+///
+/// # Errors
+/// Output over `limit` bytes, malformed data, an unknown codec.
+pub fn decompress_reusing<'a>(
+    codec: i16,
+    src: &[u8],
+    limit: usize,
+    scratch: &'a mut Vec<u8>,
+) -> Result<&'a [u8], DecompressError> {
+    if codec == LZ4 {
+        let n = lz4(src, limit, scratch)?;
+        return Ok(&scratch[..n]);
+    }
+    scratch.clear();
     match codec {
         NONE => {
             if src.len() > limit {
                 return Err(DecompressError::TooLarge { limit });
             }
-            out.extend_from_slice(src);
-            Ok(())
+            scratch.extend_from_slice(src);
         }
-        GZIP => read_capped(flate2::bufread::GzDecoder::new(src), "gzip", limit, out),
-        SNAPPY => snappy(src, limit, out),
-        LZ4 => lz4(src, limit, out),
-        ZSTD => zstd(src, limit, out),
-        c => Err(DecompressError::UnknownCodec(c)),
+        GZIP => read_capped(flate2::bufread::GzDecoder::new(src), "gzip", limit, scratch)?,
+        SNAPPY => snappy(src, limit, scratch)?,
+        ZSTD => zstd(src, limit, scratch)?,
+        c => return Err(DecompressError::UnknownCodec(c)),
     }
+    Ok(scratch)
 }
 
-/// Runs `f` with this thread's scratch buffer (empty on entry). The buffer is
-/// reused by the next call on the thread; beyond a few MiB it is freed.
+/// Runs `f` with this thread's scratch buffer, for [`decompress_reusing`]:
+/// its contents are whatever the last use left. The buffer is reused by the
+/// next call on the thread; beyond a few MiB it is freed.
 pub fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     thread_local! {
         static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     }
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
-            buf.clear();
             let r = f(&mut buf);
-            buf.clear();
             if buf.capacity() > SCRATCH_KEEP {
                 *buf = Vec::new();
             }
@@ -226,7 +248,7 @@ fn snappy(src: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), DecompressE
 /// (python-lz4's default) refer back into the output already written, which
 /// is contiguous in `out`. Bytes after the frame's end mark are ignored, as
 /// Kafka's reader does.
-fn lz4(src: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), DecompressError> {
+fn lz4(src: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<usize, DecompressError> {
     const MAGIC: u32 = 0x184D_2204;
     const WINDOW: usize = 64 * 1024;
     let bad = |reason: &str| corrupt("lz4", reason);
@@ -266,6 +288,9 @@ fn lz4(src: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), DecompressErro
     if hc != expected {
         return Err(bad("frame header checksum mismatch"));
     }
+    // `out[..pos]` is the output so far; `out[pos..]` is initialised space
+    // left by earlier use, written over before it is read.
+    let mut pos = 0usize;
     loop {
         let word = r.u32_le().ok_or_else(|| bad("truncated frame"))?;
         if word == 0 {
@@ -283,47 +308,48 @@ fn lz4(src: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), DecompressErro
                 return Err(bad("block checksum mismatch"));
             }
         }
-        let start = out.len();
-        if stored {
-            if start.saturating_add(len) > limit {
-                return Err(DecompressError::TooLarge { limit });
-            }
-            out.extend_from_slice(data);
-            continue;
-        }
         // A block decodes to at most `block_max` bytes; the room given is
         // cut at one byte past the limit, so an over-limit block fails to
         // fit and is reported as too large.
-        let room = block_max.min(limit.saturating_add(1).saturating_sub(start));
-        let end = start + room;
-        if end > out.capacity() {
-            let target = out
-                .capacity()
-                .saturating_mul(2)
-                .max(end)
-                .min(limit.saturating_add(1).max(end));
-            out.reserve_exact(target - start);
+        let room =
+            if stored { len } else { block_max }.min(limit.saturating_add(1).saturating_sub(pos));
+        let end = pos + room;
+        if end > out.len() {
+            if end > out.capacity() {
+                let target = out
+                    .capacity()
+                    .saturating_mul(2)
+                    .max(MIN_CHUNK)
+                    .min(limit.saturating_add(1))
+                    .max(end);
+                out.reserve_exact(target - out.len());
+            }
+            out.resize(end, 0);
         }
-        out.resize(end, 0);
-        let (before, after) = out.split_at_mut(start);
-        let decoded = if independent {
-            lz4_flex::block::decompress_into(data, after)
+        let (before, after) = out.split_at_mut(pos);
+        let window = &mut after[..room];
+        let decoded = if stored {
+            match window.get_mut(..len) {
+                Some(w) => {
+                    w.copy_from_slice(data);
+                    Ok(len)
+                }
+                None => return Err(DecompressError::TooLarge { limit }),
+            }
+        } else if independent {
+            lz4_flex::block::decompress_into(data, window)
         } else {
-            let dict = &before[start.saturating_sub(WINDOW)..];
-            lz4_flex::block::decompress_into_with_dict(data, after, dict)
+            let dict = &before[pos.saturating_sub(WINDOW)..];
+            lz4_flex::block::decompress_into_with_dict(data, window, dict)
         };
         match decoded {
-            Ok(n) => out.truncate(start + n),
+            Ok(n) => pos += n,
             Err(lz4_flex::block::DecompressError::OutputTooSmall { .. }) if room < block_max => {
-                out.truncate(start);
                 return Err(DecompressError::TooLarge { limit });
             }
-            Err(e) => {
-                out.truncate(start);
-                return Err(corrupt("lz4", e));
-            }
+            Err(e) => return Err(corrupt("lz4", e)),
         }
-        if out.len() > limit {
+        if pos > limit {
             return Err(DecompressError::TooLarge { limit });
         }
     }
@@ -331,14 +357,14 @@ fn lz4(src: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), DecompressErro
         let sum = r
             .u32_le()
             .ok_or_else(|| bad("truncated content checksum"))?;
-        if sum != twox_hash::XxHash32::oneshot(0, out) {
+        if sum != twox_hash::XxHash32::oneshot(0, &out[..pos]) {
             return Err(bad("content checksum mismatch"));
         }
     }
-    if content_size.is_some_and(|n| n != out.len() as u64) {
+    if content_size.is_some_and(|n| n != pos as u64) {
         return Err(bad("content size differs from the frame header"));
     }
-    Ok(())
+    Ok(pos)
 }
 
 /// A reader over a byte slice for the frame parser.
@@ -648,17 +674,36 @@ mod tests {
     }
 
     #[test]
-    fn the_scratch_buffer_is_empty_on_entry_and_large_ones_are_freed() {
+    fn the_scratch_buffer_is_reused_and_large_ones_are_freed() {
         with_scratch(|b| b.extend_from_slice(&vec![1u8; SCRATCH_KEEP + 1]));
         with_scratch(|b| {
-            assert!(b.is_empty());
             assert!(b.capacity() <= SCRATCH_KEEP);
             b.extend_from_slice(b"abc");
         });
         with_scratch(|b| {
-            assert!(b.is_empty());
+            assert_eq!(b, b"abc");
             // A nested call gets a buffer of its own.
             with_scratch(|c| assert!(c.is_empty()));
         });
+    }
+
+    #[test]
+    fn a_reused_scratch_gives_each_batch_its_own_bytes() {
+        let long: Vec<u8> = (0..200_000u32).map(|i| (i % 97) as u8).collect();
+        let short = b"short and sweet".repeat(10);
+        let mut scratch = Vec::new();
+        for (codec, c) in all_codecs(&long) {
+            let out = decompress_reusing(codec, &c, 1 << 20, &mut scratch).unwrap();
+            assert!(out == long, "{}", codec_name(codec));
+        }
+        for (codec, c) in all_codecs(&short) {
+            let out = decompress_reusing(codec, &c, 1 << 20, &mut scratch).unwrap();
+            assert_eq!(out, short, "{}", codec_name(codec));
+        }
+        // A failed decode leaves nothing a later one could mistake for output.
+        let f = lz4_frame(&long);
+        assert!(decompress_reusing(LZ4, &f[..f.len() / 2], 1 << 20, &mut scratch).is_err());
+        let out = decompress_reusing(LZ4, &lz4_frame(b""), 1 << 20, &mut scratch).unwrap();
+        assert!(out.is_empty());
     }
 }
