@@ -58,6 +58,9 @@ pub struct Broker {
     pub phase_changed: Notify,
     pub started: Instant,
     phase: AtomicU8,
+    /// The metadata quorum, when the broker is one of a cluster's voters
+    /// (`--controller-quorum-voters`); set once at start.
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     /// Held for the broker's life: only one process may use the data dir.
     _lock: File,
 }
@@ -186,6 +189,7 @@ impl Broker {
             phase_changed: Notify::new(),
             started: Instant::now(),
             phase: AtomicU8::new(Phase::Starting as u8),
+            cluster: std::sync::OnceLock::new(),
             _lock: lock,
         }))
     }

@@ -174,6 +174,19 @@ pub struct ServeArgs {
     /// This broker's node id.
     #[arg(long, env = "WEIR_NODE_ID", default_value_t = 0)]
     pub node_id: i32,
+    /// The cluster's metadata quorum, as Kafka's `controller.quorum.voters`:
+    /// `ID@HOST:PORT,...`, the node ids and controller addresses of every
+    /// voter, this node included. Absent: a single broker, with no quorum.
+    #[arg(long, env = "WEIR_CONTROLLER_QUORUM_VOTERS")]
+    pub controller_quorum_voters: Option<String>,
+    /// Where this node listens for the quorum's messages. Default: its own
+    /// entry in --controller-quorum-voters.
+    #[arg(long, env = "WEIR_CONTROLLER_LISTEN")]
+    pub controller_listen: Option<String>,
+    /// The quorum's heartbeat in milliseconds; a leader is replaced after
+    /// 5 to 10 missed heartbeats.
+    #[arg(long, env = "WEIR_CONTROLLER_HEARTBEAT_MS", default_value_t = 100)]
+    pub controller_heartbeat_ms: u64,
     /// `text` or `json`. Default: text on a terminal, else json.
     #[arg(long, env = "WEIR_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -508,6 +521,25 @@ impl Config {
         args.super_users = super_users;
         if args.node_id < 0 {
             return Err(bad("node-id", "must be 0 or more"));
+        }
+        if let Some(v) = &args.controller_quorum_voters {
+            let voters =
+                crate::cluster::parse_voters(v).map_err(|e| bad("controller-quorum-voters", e))?;
+            let me = u64::try_from(args.node_id).unwrap_or_default();
+            if !voters.contains_key(&me) {
+                return Err(bad(
+                    "controller-quorum-voters",
+                    format!("does not list this node (--node-id {me})"),
+                ));
+            }
+            if !(10..=60_000).contains(&args.controller_heartbeat_ms) {
+                return Err(bad(
+                    "controller-heartbeat-ms",
+                    "must be between 10 and 60000",
+                ));
+            }
+        } else if args.controller_listen.is_some() {
+            return Err(bad("controller-listen", "needs --controller-quorum-voters"));
         }
         if args.default_partitions < 1 {
             return Err(bad("default-partitions", "must be 1 or more"));

@@ -24,6 +24,7 @@ pub mod api;
 pub mod backup;
 pub mod broker;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
@@ -65,6 +66,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// A running broker.
@@ -127,6 +130,10 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
         source,
     })?;
     let broker = Broker::open(config)?;
+    if let Some(voters) = &broker.config.args.controller_quorum_voters {
+        let cluster = start_cluster(&broker, voters).await?;
+        let _ = broker.cluster.set(cluster);
+    }
     let shutdown = CancellationToken::new();
     let http_shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -193,6 +200,38 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
         tasks,
         http_task,
     })
+}
+
+/// Joins the metadata quorum named by `--controller-quorum-voters`.
+async fn start_cluster(broker: &Broker, voters: &str) -> Result<Arc<cluster::Cluster>, Error> {
+    let args = &broker.config.args;
+    let bad = |e: String| Error::Cluster(e);
+    let voters = cluster::parse_voters(voters).map_err(bad)?;
+    let node_id = u64::try_from(args.node_id).map_err(|e| bad(e.to_string()))?;
+    let listen = match &args.controller_listen {
+        Some(l) => l.clone(),
+        None => voters
+            .get(&node_id)
+            .cloned()
+            .ok_or_else(|| bad(format!("node {node_id} is not a voter")))?,
+    };
+    let settings = cluster::Settings {
+        node_id,
+        listen,
+        voters,
+        me: cluster::BrokerInfo {
+            id: node_id,
+            kafka: format!(
+                "{}:{}",
+                broker.config.advertised_host, broker.config.advertised_port
+            ),
+            http: broker.config.http_listen.to_string(),
+        },
+        heartbeat: Duration::from_millis(args.controller_heartbeat_ms),
+    };
+    cluster::Cluster::start(&args.data_dir, settings)
+        .await
+        .map_err(|e| bad(e.to_string()))
 }
 
 /// Reloads the TLS files when they change.
@@ -324,6 +363,9 @@ impl Running {
         }
         for t in self.tasks {
             t.abort();
+        }
+        if let Some(c) = self.broker.cluster.get() {
+            c.shutdown().await;
         }
         let b = Arc::clone(&self.broker);
         let _ = tokio::task::spawn_blocking(move || b.close_cleanly(drained)).await;

@@ -27,8 +27,16 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(args: &ServeArgs) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The consensus engine logs every failed message to an absent peer as
+    // an error; the quorum's own logs say when a peer goes and comes back.
+    // Name `openraft` in the filter to see the engine's.
+    let level = if args.log_level.contains("openraft") {
+        args.log_level.clone()
+    } else {
+        format!("{},openraft=off", args.log_level)
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=off"));
     let format = args
         .log_format
         .unwrap_or(if std::io::stderr().is_terminal() {

@@ -111,6 +111,7 @@ fn status_json(b: &Broker) -> serde_json::Value {
         "pending_retries": b.retries.store.pending(),
         "connections": b.metrics.connections.load(std::sync::atomic::Ordering::Relaxed),
         "records_in_total": b.metrics.records_in_total(),
+        "cluster": b.cluster.get().map(|c| c.status()),
     })
 }
 
@@ -474,6 +475,30 @@ fn state_gauges(b: &Broker) -> String {
             l.partition,
             l.lag
         );
+    }
+    if let Some(c) = b.cluster.get() {
+        let st = c.status();
+        let _ = writeln!(
+            out,
+            "# HELP weir_controller_is_leader 1 when this node is the metadata quorum's leader (the controller).\n# TYPE weir_controller_is_leader gauge\nweir_controller_is_leader {}\n# HELP weir_controller_term The metadata quorum's Raft term; each rise is an election.\n# TYPE weir_controller_term gauge\nweir_controller_term {}\n# HELP weir_controller_present 1 when this node knows a controller.\n# TYPE weir_controller_present gauge\nweir_controller_present {}\n# HELP weir_cluster_brokers Brokers registered with the quorum.\n# TYPE weir_cluster_brokers gauge\nweir_cluster_brokers {}",
+            u8::from(st.role == "leader"),
+            st.term,
+            u8::from(st.controller.is_some()),
+            st.brokers.len(),
+        );
+        if let (Some(rep), Some(last)) = (&st.replication, st.last_log_index) {
+            let _ = writeln!(
+                out,
+                "# HELP weir_controller_replication_lag Quorum log entries a voter is behind the leader (on the leader).\n# TYPE weir_controller_replication_lag gauge"
+            );
+            for (id, matched) in rep {
+                let lag = last.saturating_sub(matched.map_or(0, |m| m));
+                let _ = writeln!(
+                    out,
+                    "weir_controller_replication_lag{{node=\"{id}\"}} {lag}"
+                );
+            }
+        }
     }
     type Field = fn(&crate::retry::RetryCounters) -> &std::sync::atomic::AtomicU64;
     let counters = b.retries.all_counters();

@@ -5,6 +5,7 @@ mod admin;
 mod admin_http;
 mod backup;
 mod bad_input;
+mod cluster;
 mod common;
 mod crash;
 mod faults;

@@ -1,0 +1,358 @@
+//! The cluster's metadata quorum: a replicated state machine on the
+//! `openraft` engine among the brokers named by
+//! `--controller-quorum-voters`, with its log and snapshots in the data dir
+//! (`__cluster_metadata/`) and its messages on `--controller-listen`.
+//!
+//! What the quorum holds today is the set of registered brokers (id and
+//! advertised addresses); the Raft leader is the cluster's controller. The
+//! module knows nothing of the Kafka protocol or of the broker: the broker
+//! starts it and reads its [`Status`].
+
+mod network;
+mod store;
+
+use std::collections::BTreeMap;
+// `declare_raft_types!` names `Cursor` for the snapshot data type.
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Config, Raft, ServerState};
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+openraft::declare_raft_types!(
+    /// The quorum's types: commands are [`Command`], answers [`Reply`].
+    pub TypeConfig:
+        D = Command,
+        R = Reply,
+);
+
+/// Node ids as Kafka's `node.id`.
+pub type NodeId = u64;
+
+/// A change to the cluster's metadata, proposed by any broker and applied
+/// in log order on every one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Command {
+    /// A broker announces itself and where clients reach it.
+    RegisterBroker {
+        id: NodeId,
+        kafka: String,
+        http: String,
+    },
+}
+
+/// What applying a command answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    /// Whether the command changed the state.
+    pub changed: bool,
+}
+
+/// A broker as the quorum knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerInfo {
+    pub id: NodeId,
+    /// `host:port` of its first advertised Kafka listener.
+    pub kafka: String,
+    /// Its admin HTTP address.
+    pub http: String,
+}
+
+/// The replicated metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    pub brokers: BTreeMap<NodeId, BrokerInfo>,
+}
+
+impl Metadata {
+    /// Applies one command; the same commands in the same order give the
+    /// same state on every node.
+    pub fn apply(&mut self, cmd: &Command) -> Reply {
+        match cmd {
+            Command::RegisterBroker { id, kafka, http } => {
+                let info = BrokerInfo {
+                    id: *id,
+                    kafka: kafka.clone(),
+                    http: http.clone(),
+                };
+                let changed = self.brokers.get(id) != Some(&info);
+                self.brokers.insert(*id, info);
+                Reply { changed }
+            }
+        }
+    }
+}
+
+/// The voters, parsed from `--controller-quorum-voters`
+/// (`ID@HOST:PORT,...`, as Kafka's `controller.quorum.voters`).
+///
+/// # Errors
+/// An empty list, a malformed entry, a repeated id.
+pub fn parse_voters(s: &str) -> Result<BTreeMap<NodeId, String>, String> {
+    let mut voters = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((id, addr)) = part.split_once('@') else {
+            return Err(format!("{part:?} is not ID@HOST:PORT"));
+        };
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("{id:?} in {part:?} is not a node id"))?;
+        let addr = addr.trim();
+        match addr.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => return Err(format!("{addr:?} in {part:?} is not HOST:PORT")),
+        }
+        if voters.insert(id, addr.to_string()).is_some() {
+            return Err(format!("node id {id} is listed twice"));
+        }
+    }
+    if voters.is_empty() {
+        return Err("no voters listed".into());
+    }
+    Ok(voters)
+}
+
+/// How a node takes part in the quorum.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub node_id: NodeId,
+    /// Address to listen on for the quorum's messages.
+    pub listen: String,
+    /// Every voter's id and quorum address.
+    pub voters: BTreeMap<NodeId, String>,
+    /// This broker, registered once the quorum has a leader.
+    pub me: BrokerInfo,
+    /// Raft heartbeat; elections start after 5-10 of them are missed.
+    pub heartbeat: Duration,
+}
+
+/// Errors starting the quorum.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error("cannot bind the controller listener {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("the quorum's storage in {path}: {source}")]
+    Storage {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("quorum: {0}")]
+    Raft(String),
+}
+
+/// A running member of the quorum.
+pub struct Cluster {
+    raft: Raft<TypeConfig>,
+    state: Arc<RwLock<Metadata>>,
+    settings: Settings,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.settings.node_id)
+            .field("voters", &self.settings.voters)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The quorum as one node sees it, for `/api/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub node_id: NodeId,
+    /// leader, follower, candidate or learner.
+    pub role: &'static str,
+    /// The current Raft leader: the cluster's controller.
+    pub controller: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub last_applied_index: Option<u64>,
+    pub voters: BTreeMap<NodeId, String>,
+    pub brokers: Vec<BrokerInfo>,
+    /// On the leader: each voter's last log index known replicated.
+    pub replication: Option<BTreeMap<NodeId, Option<u64>>>,
+    /// On the leader: milliseconds since a quorum last acknowledged it.
+    pub millis_since_quorum_ack: Option<u64>,
+}
+
+impl Cluster {
+    /// Opens the quorum's storage under `data_dir`, binds `--controller-listen`
+    /// and joins the voters. A fresh node proposes the voter list as the
+    /// first membership; a node with state resumes from it.
+    ///
+    /// # Errors
+    /// The listener cannot be bound, the storage cannot be read.
+    pub async fn start(data_dir: &Path, settings: Settings) -> Result<Arc<Self>, StartError> {
+        let dir = data_dir.join("__cluster_metadata");
+        let storage_err = |source| StartError::Storage {
+            path: dir.display().to_string(),
+            source,
+        };
+        let (log, sm, state) = store::open(&dir).map_err(storage_err)?;
+        let listener = tokio::net::TcpListener::bind(&settings.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: settings.listen.clone(),
+                source,
+            })?;
+        let hb = settings.heartbeat.as_millis().max(10) as u64;
+        let config = Config {
+            cluster_name: "weir".into(),
+            heartbeat_interval: hb,
+            election_timeout_min: hb * 5,
+            election_timeout_max: hb * 10,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
+            max_in_snapshot_log_to_keep: 100,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            settings.node_id,
+            Arc::new(config),
+            network::Peers::default(),
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let stop = CancellationToken::new();
+        let cluster = Arc::new(Self {
+            raft,
+            state,
+            settings,
+            stop,
+        });
+        tokio::spawn(network::serve(Arc::clone(&cluster), listener));
+        let members: BTreeMap<NodeId, BasicNode> = cluster
+            .settings
+            .voters
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr)))
+            .collect();
+        match cluster.raft.is_initialized().await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Every voter proposes the same first membership; whichever
+                // is elected first wins, and the others' proposals are
+                // replaced by its log.
+                if let Err(e) = cluster.raft.initialize(members).await {
+                    tracing::debug!(error = %e, "quorum already initialised");
+                }
+            }
+            Err(e) => return Err(StartError::Raft(e.to_string())),
+        }
+        tokio::spawn(register(Arc::clone(&cluster)));
+        Ok(cluster)
+    }
+
+    /// This node's view of the quorum.
+    pub fn status(&self) -> Status {
+        let m = self.raft.metrics().borrow().clone();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        Status {
+            node_id: self.settings.node_id,
+            role,
+            controller: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            last_applied_index: m.last_applied.map(|l| l.index),
+            voters: self.settings.voters.clone(),
+            brokers: self.state.read().brokers.values().cloned().collect(),
+            replication: m
+                .replication
+                .as_ref()
+                .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect()),
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
+        }
+    }
+
+    /// The current controller (Raft leader), if one is known.
+    pub fn controller(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// The registered brokers.
+    pub fn brokers(&self) -> Vec<BrokerInfo> {
+        self.state.read().brokers.values().cloned().collect()
+    }
+
+    /// Proposes `cmd`: applied here if this node leads, else sent to the
+    /// leader.
+    ///
+    /// # Errors
+    /// No leader is known or reachable, or the quorum refused.
+    pub async fn propose(&self, cmd: Command) -> Result<Reply, String> {
+        match self.raft.client_write(cmd.clone()).await {
+            Ok(r) => Ok(r.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                match (f.leader_id, f.leader_node) {
+                    (Some(id), Some(node)) if id != self.settings.node_id => {
+                        network::forward(&node.addr, cmd).await
+                    }
+                    _ => Err("no controller is elected yet".into()),
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Stops taking part (at broker shutdown).
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "the quorum did not stop cleanly");
+        }
+    }
+}
+
+/// Registers this broker once a leader is elected, retrying until it is.
+async fn register(cluster: Arc<Cluster>) {
+    let me = cluster.settings.me.clone();
+    loop {
+        if cluster.stop.is_cancelled() {
+            return;
+        }
+        let known = cluster.state.read().brokers.get(&me.id) == Some(&me);
+        if known {
+            return;
+        }
+        let cmd = Command::RegisterBroker {
+            id: me.id,
+            kafka: me.kafka.clone(),
+            http: me.http.clone(),
+        };
+        match cluster.propose(cmd).await {
+            Ok(_) => {
+                tracing::info!(node_id = me.id, "registered with the cluster");
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "registration not taken yet"),
+        }
+        tokio::select! {
+            () = cluster.stop.cancelled() => return,
+            () = tokio::time::sleep(cluster.settings.heartbeat * 3) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

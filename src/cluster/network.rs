@@ -1,0 +1,272 @@
+//! The quorum's messages between brokers on `--controller-listen`: one TCP
+//! connection per peer, each message a 4-byte big-endian length and a JSON
+//! body, answered in turn. Lengths are checked before anything is
+//! allocated.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{Cluster, Command, NodeId, Reply, TypeConfig};
+
+/// Largest message; snapshots of the metadata are far below it.
+const MAX_MESSAGE: usize = 64 << 20;
+/// How long a forwarded proposal may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Serialize, Deserialize)]
+enum Request {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A proposal sent to the leader by another broker.
+    Propose(Command),
+}
+
+#[derive(Serialize, Deserialize)]
+enum Response {
+    Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    Propose(Result<Reply, String>),
+}
+
+async fn write_msg<T: Serialize>(s: &mut TcpStream, msg: &T) -> std::io::Result<()> {
+    let body = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+    if body.len() > MAX_MESSAGE {
+        return Err(std::io::Error::other("message too large"));
+    }
+    let len = u32::try_from(body.len()).map_err(std::io::Error::other)?;
+    let mut buf = Vec::with_capacity(4 + body.len());
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(&body);
+    s.write_all(&buf).await
+}
+
+async fn read_msg<T: for<'de> Deserialize<'de>>(s: &mut TcpStream) -> std::io::Result<T> {
+    let len = s.read_u32().await? as usize;
+    if len > MAX_MESSAGE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a quorum message claims {len} bytes"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Answers peers until the quorum stops.
+pub(super) async fn serve(cluster: Arc<Cluster>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            () = cluster.stop.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(peer_connection(Arc::clone(&cluster), stream));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "controller listener accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn peer_connection(cluster: Arc<Cluster>, mut stream: TcpStream) {
+    loop {
+        let req = tokio::select! {
+            () = cluster.stop.cancelled() => return,
+            r = read_msg::<Request>(&mut stream) => r,
+        };
+        let Ok(req) = req else { return };
+        let resp = match req {
+            Request::Append(r) => Response::Append(cluster.raft.append_entries(r).await),
+            Request::Vote(r) => Response::Vote(cluster.raft.vote(r).await),
+            Request::Snapshot(r) => Response::Snapshot(cluster.raft.install_snapshot(r).await),
+            // Only the leader takes a forwarded proposal: no second hop.
+            Request::Propose(cmd) => {
+                Response::Propose(match cluster.raft.client_write(cmd).await {
+                    Ok(r) => Ok(r.data),
+                    Err(e) => Err(e.to_string()),
+                })
+            }
+        };
+        if write_msg(&mut stream, &resp).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends a proposal to the leader at `addr`.
+pub(super) async fn forward(addr: &str, cmd: Command) -> Result<Reply, String> {
+    let call = async {
+        let mut s = TcpStream::connect(addr).await?;
+        write_msg(&mut s, &Request::Propose(cmd)).await?;
+        read_msg::<Response>(&mut s).await
+    };
+    match tokio::time::timeout(FORWARD_TIMEOUT, call).await {
+        Ok(Ok(Response::Propose(r))) => r,
+        Ok(Ok(_)) => Err("unexpected answer from the controller".into()),
+        Ok(Err(e)) => Err(format!("controller at {addr}: {e}")),
+        Err(_) => Err(format!("controller at {addr} did not answer in time")),
+    }
+}
+
+/// Makes a [`Peer`] for each node the engine talks to (a new one for each
+/// election and replication stream).
+#[derive(Default)]
+pub(super) struct Peers {
+    /// Peers whose last call failed, shared by all clients so that a peer
+    /// going away is logged once, not once per client.
+    down: Arc<parking_lot::Mutex<std::collections::BTreeSet<NodeId>>>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Peers {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
+        Peer {
+            target,
+            addr: node.addr.clone(),
+            conn: None,
+            down: Arc::clone(&self.down),
+        }
+    }
+}
+
+/// One peer: a connection made when needed and dropped on any error.
+pub(super) struct Peer {
+    target: NodeId,
+    addr: String,
+    conn: Option<TcpStream>,
+    down: Arc<parking_lot::Mutex<std::collections::BTreeSet<NodeId>>>,
+}
+
+/// Why a call did not get an answer.
+enum CallError {
+    /// No connection could be made.
+    Unreachable(std::io::Error),
+    /// The connection failed or timed out mid-call.
+    Network(std::io::Error),
+}
+
+impl Peer {
+    async fn call(&mut self, req: &Request, ttl: Duration) -> Result<Response, CallError> {
+        let attempt = async {
+            if self.conn.is_none() {
+                let s = TcpStream::connect(&self.addr)
+                    .await
+                    .map_err(CallError::Unreachable)?;
+                let _ = s.set_nodelay(true);
+                self.conn = Some(s);
+            }
+            let Some(s) = self.conn.as_mut() else {
+                return Err(CallError::Unreachable(std::io::Error::other(
+                    "no connection",
+                )));
+            };
+            write_msg(s, req).await.map_err(CallError::Network)?;
+            read_msg::<Response>(s).await.map_err(CallError::Network)
+        };
+        let result = match tokio::time::timeout(ttl, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Network(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer from node {} in {ttl:?}", self.target),
+            ))),
+        };
+        match &result {
+            Err(CallError::Unreachable(e) | CallError::Network(e)) => {
+                self.conn = None;
+                if self.down.lock().insert(self.target) {
+                    tracing::warn!(node = self.target, addr = %self.addr, error = %e, "quorum peer unreachable");
+                }
+            }
+            Ok(_) => {
+                if self.down.lock().remove(&self.target) {
+                    tracing::info!(node = self.target, addr = %self.addr, "quorum peer reachable again");
+                }
+            }
+        }
+        result
+    }
+
+    fn rpc_error<E: std::error::Error>(&self, e: CallError) -> RPCError<NodeId, BasicNode, E> {
+        match e {
+            CallError::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+            CallError::Network(e) => RPCError::Network(NetworkError::new(&e)),
+        }
+    }
+
+    fn unexpected<E: std::error::Error>(&self) -> RPCError<NodeId, BasicNode, E> {
+        let e = std::io::Error::new(std::io::ErrorKind::InvalidData, "mismatched answer");
+        RPCError::Network(NetworkError::new(&e))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        match self.call(&Request::Append(rpc), option.hard_ttl()).await {
+            Ok(Response::Append(Ok(r))) => Ok(r),
+            Ok(Response::Append(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(_) => Err(self.unexpected()),
+            Err(e) => Err(self.rpc_error(e)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        match self.call(&Request::Snapshot(rpc), option.hard_ttl()).await {
+            Ok(Response::Snapshot(Ok(r))) => Ok(r),
+            Ok(Response::Snapshot(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(_) => Err(self.unexpected()),
+            Err(e) => Err(self.rpc_error(e)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        match self.call(&Request::Vote(rpc), option.hard_ttl()).await {
+            Ok(Response::Vote(Ok(r))) => Ok(r),
+            Ok(Response::Vote(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(_) => Err(self.unexpected()),
+            Err(e) => Err(self.rpc_error(e)),
+        }
+    }
+}
