@@ -14,12 +14,13 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
+use openraft::{BasicNode, Raft};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 
-use super::{Cluster, Command, NodeId, Reply, TypeConfig};
+use super::types::{Command, NodeId, Reply, TypeConfig};
 
 /// Largest message; snapshots of the metadata are far below it.
 const MAX_MESSAGE: usize = 64 << 20;
@@ -70,16 +71,16 @@ async fn read_msg<T: for<'de> Deserialize<'de>>(s: &mut TcpStream) -> std::io::R
 }
 
 /// Answers peers until the quorum stops.
-pub(super) async fn serve(cluster: Arc<Cluster>, listener: TcpListener) {
+pub(super) async fn serve(raft: Raft<TypeConfig>, stop: CancellationToken, listener: TcpListener) {
     loop {
         let accepted = tokio::select! {
-            () = cluster.stop.cancelled() => return,
+            () = stop.cancelled() => return,
             a = listener.accept() => a,
         };
         match accepted {
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(peer_connection(Arc::clone(&cluster), stream));
+                tokio::spawn(peer_connection(raft.clone(), stop.clone(), stream));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "controller listener accept failed");
@@ -89,24 +90,22 @@ pub(super) async fn serve(cluster: Arc<Cluster>, listener: TcpListener) {
     }
 }
 
-async fn peer_connection(cluster: Arc<Cluster>, mut stream: TcpStream) {
+async fn peer_connection(raft: Raft<TypeConfig>, stop: CancellationToken, mut stream: TcpStream) {
     loop {
         let req = tokio::select! {
-            () = cluster.stop.cancelled() => return,
+            () = stop.cancelled() => return,
             r = read_msg::<Request>(&mut stream) => r,
         };
         let Ok(req) = req else { return };
         let resp = match req {
-            Request::Append(r) => Response::Append(cluster.raft.append_entries(r).await),
-            Request::Vote(r) => Response::Vote(cluster.raft.vote(r).await),
-            Request::Snapshot(r) => Response::Snapshot(cluster.raft.install_snapshot(r).await),
+            Request::Append(r) => Response::Append(raft.append_entries(r).await),
+            Request::Vote(r) => Response::Vote(raft.vote(r).await),
+            Request::Snapshot(r) => Response::Snapshot(raft.install_snapshot(r).await),
             // Only the leader takes a forwarded proposal: no second hop.
-            Request::Propose(cmd) => {
-                Response::Propose(match cluster.raft.client_write(cmd).await {
-                    Ok(r) => Ok(r.data),
-                    Err(e) => Err(e.to_string()),
-                })
-            }
+            Request::Propose(cmd) => Response::Propose(match raft.client_write(cmd).await {
+                Ok(r) => Ok(r.data),
+                Err(e) => Err(e.to_string()),
+            }),
         };
         if write_msg(&mut stream, &resp).await.is_err() {
             return;

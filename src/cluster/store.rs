@@ -25,7 +25,7 @@ use openraft::{
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
-use super::{Metadata, NodeId, Reply, TypeConfig};
+use super::types::{Metadata, NodeId, Reply, TypeConfig};
 
 /// Largest log record read back; larger lengths are damage.
 const MAX_RECORD: usize = 64 << 20;
@@ -465,7 +465,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::Command;
+    use crate::cluster::types::Command;
     use openraft::{CommittedLeaderId, EntryPayload};
 
     fn entry(term: u64, index: u64) -> Entry<TypeConfig> {
