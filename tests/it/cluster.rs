@@ -220,6 +220,40 @@ fn a_paused_controller_is_replaced_and_follows_when_it_wakes() {
 }
 
 #[test]
+fn the_quorum_state_survives_kill_9_of_every_node() {
+    let mut c = TestCluster::start(3);
+    c.agreed(&[0, 1, 2], None, Duration::from_secs(30));
+    let before = c.status(0).unwrap();
+    for i in 0..3 {
+        c.kill9(i);
+    }
+    for i in 0..3 {
+        c.start_node(i);
+    }
+    // A controller whose committed vote was saved may lead again in the
+    // same term; no other node can have been elected in it.
+    let (_, term) = c.agreed(&[0, 1, 2], None, Duration::from_secs(30));
+    assert!(term >= before["term"].as_u64().unwrap());
+    // Registrations come back from the disk: the brokers do not register
+    // again (at most a new leader's blank entry is added).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let applied = |v: &Value| v["last_applied_index"].as_u64().unwrap_or(0);
+    loop {
+        let after = c.status(0).unwrap();
+        assert_eq!(after["brokers"], before["brokers"]);
+        if applied(&after) >= applied(&before) {
+            assert!(
+                applied(&after) <= applied(&before) + 2,
+                "{before} -> {after}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "log not applied again: {after}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
 fn a_node_missing_from_the_voters_does_not_start() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
