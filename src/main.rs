@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Some(Command::Restore(args)) => cli::admin::restore(&args),
         Some(Command::Bench(args)) => cli::bench::main(args),
         Some(Command::Users(args)) => cli::users::main(&args),
+        Some(Command::Topics(args)) => cli::topics::main(args),
     }
 }
 

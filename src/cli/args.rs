@@ -40,6 +40,89 @@ pub enum Command {
     /// Manage the SASL users (PLAIN and SCRAM) in the data dir; works while
     /// the broker runs.
     Users(UsersArgs),
+    /// List, describe, create, change and delete topics on any
+    /// Kafka-compatible broker.
+    Topics(TopicsArgs),
+}
+
+/// How the client tools reach a broker.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Any broker of the cluster.
+    #[arg(
+        long,
+        global = true,
+        env = "WEIR_BOOTSTRAP",
+        default_value = "localhost:9092"
+    )]
+    pub bootstrap: String,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// `weir topics`.
+#[derive(Debug, Args)]
+pub struct TopicsArgs {
+    #[command(subcommand)]
+    pub action: TopicsAction,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `weir topics list|describe|create|alter-config|add-partitions|delete|delete-records`.
+#[derive(Debug, Subcommand)]
+pub enum TopicsAction {
+    /// Every topic, with its partition count and replication factor.
+    List {
+        /// Include internal topics.
+        #[arg(long)]
+        internal: bool,
+    },
+    /// A topic's partitions (leader, replicas, in-sync replicas, offsets)
+    /// and the configs set on it.
+    Describe { name: String },
+    /// Create a topic.
+    Create {
+        name: String,
+        /// Partitions; the broker's default when absent.
+        #[arg(long)]
+        partitions: Option<i32>,
+        /// Replicas of each partition; the broker's default when absent.
+        #[arg(long)]
+        replication_factor: Option<i16>,
+        /// A topic config, `KEY=VALUE`; repeat for more.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+    },
+    /// Set or remove topic configs.
+    AlterConfig {
+        name: String,
+        /// `KEY=VALUE` to set; repeat for more.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// A config to remove (back to the default); repeat for more.
+        #[arg(long = "delete", value_name = "KEY")]
+        delete: Vec<String>,
+    },
+    /// Grow a topic to a total number of partitions.
+    AddPartitions {
+        name: String,
+        /// The partition count after the change.
+        #[arg(long)]
+        total: i32,
+    },
+    /// Delete a topic and its data.
+    Delete { name: String },
+    /// Delete a partition's records before an offset.
+    DeleteRecords {
+        name: String,
+        #[arg(long)]
+        partition: i32,
+        /// Records before this offset go; -1 for all of them.
+        #[arg(long)]
+        before: i64,
+    },
 }
 
 /// `weir users`.

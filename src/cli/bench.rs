@@ -34,6 +34,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::args::{BenchArgs, BenchMode};
+use super::client::Conn;
 use std::process::ExitCode;
 use weir::log::batch::{self, BatchHeader, HEADER_LEN};
 
@@ -52,81 +53,6 @@ fn now_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
-}
-
-/// One connection, requests answered in order.
-struct Conn {
-    stream: TcpStream,
-    next_corr: i32,
-}
-
-impl Conn {
-    async fn open(addr: &str) -> Result<Self> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("connecting to {addr}"))?;
-        stream.set_nodelay(true)?;
-        Ok(Self {
-            stream,
-            next_corr: 1,
-        })
-    }
-
-    fn frame<T: Encodable>(
-        &mut self,
-        key: ApiKey,
-        version: i16,
-        body: &T,
-    ) -> Result<(i32, BytesMut)> {
-        let corr = self.next_corr;
-        self.next_corr = self.next_corr.wrapping_add(1);
-        let mut b = BytesMut::with_capacity(256);
-        b.put_i32(0);
-        RequestHeader::default()
-            .with_request_api_key(key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(corr)
-            .with_client_id(Some(StrBytes::from_static_str("weir-bench")))
-            .encode(&mut b, key.request_header_version(version))?;
-        body.encode(&mut b, version)?;
-        let len = i32::try_from(b.len() - 4)?;
-        b[..4].copy_from_slice(&len.to_be_bytes());
-        Ok((corr, b))
-    }
-
-    async fn send<T: Encodable>(&mut self, key: ApiKey, version: i16, body: &T) -> Result<i32> {
-        let (corr, b) = self.frame(key, version, body)?;
-        self.stream.write_all(&b).await?;
-        Ok(corr)
-    }
-
-    async fn recv<R: Decodable>(&mut self, key: ApiKey, version: i16) -> Result<(i32, R)> {
-        let len = self.stream.read_i32().await?;
-        let len = usize::try_from(len).map_err(|_| anyhow!("negative response size"))?;
-        if len > MAX_RESPONSE {
-            bail!("response of {len} bytes");
-        }
-        let mut buf = vec![0u8; len];
-        self.stream.read_exact(&mut buf).await?;
-        let mut b = Bytes::from(buf);
-        let h = ResponseHeader::decode(&mut b, key.response_header_version(version))?;
-        let r = R::decode(&mut b, version)?;
-        Ok((h.correlation_id, r))
-    }
-
-    async fn call<T: Encodable, R: Decodable>(
-        &mut self,
-        key: ApiKey,
-        version: i16,
-        body: &T,
-    ) -> Result<R> {
-        let corr = self.send(key, version, body).await?;
-        let (got, r) = self.recv(key, version).await?;
-        if got != corr {
-            bail!("response {got} to request {corr}");
-        }
-        Ok(r)
-    }
 }
 
 /// Partition → leader address, from Metadata (creating the topic when

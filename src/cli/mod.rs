@@ -3,4 +3,6 @@
 pub mod admin;
 pub mod args;
 pub mod bench;
+pub mod client;
+pub mod topics;
 pub mod users;
