@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Some(Command::Bench(args)) => cli::bench::main(args),
         Some(Command::Users(args)) => cli::users::main(&args),
         Some(Command::Topics(args)) => cli::topics::main(args),
+        Some(Command::Groups(args)) => cli::groups::main(args),
     }
 }
 

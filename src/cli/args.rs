@@ -43,6 +43,65 @@ pub enum Command {
     /// List, describe, create, change and delete topics on any
     /// Kafka-compatible broker.
     Topics(TopicsArgs),
+    /// List, describe, reset and delete consumer groups on any
+    /// Kafka-compatible broker.
+    Groups(GroupsArgs),
+}
+
+/// `weir groups`.
+#[derive(Debug, Args)]
+pub struct GroupsArgs {
+    #[command(subcommand)]
+    pub action: GroupsAction,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Where `weir groups reset-offsets` moves a group.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct ResetTo {
+    /// To each partition's log start.
+    #[arg(long)]
+    pub to_earliest: bool,
+    /// To each partition's end (skip everything there now).
+    #[arg(long)]
+    pub to_latest: bool,
+    /// To this offset (kept within each partition's log).
+    #[arg(long, value_name = "OFFSET")]
+    pub to_offset: Option<i64>,
+    /// To the first record at or after this time (ISO 8601, e.g.
+    /// 2026-12-06T10:00:00Z or 2026-12-06T11:00:00+01:00).
+    #[arg(long, value_name = "TIME")]
+    pub to_datetime: Option<String>,
+    /// Move the committed offsets by N (negative: back), within the log.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub shift_by: Option<i64>,
+}
+
+/// `weir groups list|describe|reset-offsets|delete`.
+#[derive(Debug, Subcommand)]
+pub enum GroupsAction {
+    /// Every group, with its state and protocol type.
+    List,
+    /// A group's state, members and their assignments, and per partition
+    /// its committed offset, the end offset and the lag.
+    Describe { group: String },
+    /// Move a group's committed offsets on a topic. Refused while the group
+    /// has members, as Kafka does: stop its consumers first.
+    ResetOffsets {
+        group: String,
+        /// The topic whose partitions are moved (all of them).
+        #[arg(long)]
+        topic: String,
+        #[command(flatten)]
+        to: ResetTo,
+        /// Print the new offsets without committing them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete a group that has no members, and its committed offsets.
+    Delete { group: String },
 }
 
 /// How the client tools reach a broker.

@@ -4,5 +4,6 @@ pub mod admin;
 pub mod args;
 pub mod bench;
 pub mod client;
+pub mod groups;
 pub mod topics;
 pub mod users;

@@ -18,3 +18,4 @@ mod retry;
 mod security;
 mod soak;
 mod storage;
+mod tools;
