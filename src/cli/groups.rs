@@ -49,9 +49,13 @@ struct Described {
     state: String,
     protocol_type: String,
     protocol: String,
-    /// member id, client id, host, assigned partitions by topic.
-    members: Vec<(String, String, String, BTreeMap<String, Vec<i32>>)>,
+    members: Vec<Member>,
 }
+
+/// A member: id, client id, host, assigned partitions by topic.
+type Member = (String, String, String, Assignment);
+/// Partitions by topic.
+type Assignment = BTreeMap<String, Vec<i32>>;
 
 async fn describe_group(cc: &mut Conn, group: &str) -> Result<Described, Failure> {
     let v = cc.version(ApiKey::DescribeGroups, (0, 5)).await?;
@@ -91,7 +95,7 @@ async fn describe_group(cc: &mut Conn, group: &str) -> Result<Described, Failure
 
 /// A consumer member's assignment (a version, then the partitions by
 /// topic); empty when it does not decode.
-fn decode_assignment(mut b: bytes::Bytes) -> BTreeMap<String, Vec<i32>> {
+fn decode_assignment(mut b: bytes::Bytes) -> Assignment {
     if b.remaining() < 2 {
         return BTreeMap::new();
     }
@@ -245,11 +249,16 @@ async fn run(args: GroupsArgs) -> Result<Value, Failure> {
                     })).collect::<Vec<_>>(),
                 }));
             }
+            let protocol = [d.protocol_type.as_str(), d.protocol.as_str()]
+                .iter()
+                .filter(|p| !p.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join("/");
             let mut out = format!(
-                "group {group}  state {}  protocol {} {}  members {}",
+                "group {group}  state {}  protocol {}  members {}",
                 d.state,
-                d.protocol_type,
-                d.protocol,
+                if protocol.is_empty() { "-" } else { &protocol },
                 d.members.len()
             );
             if !d.members.is_empty() {
