@@ -25,6 +25,21 @@ fn main() -> ExitCode {
         Some(Command::Users(args)) => cli::users::main(&args),
         Some(Command::Topics(args)) => cli::topics::main(args),
         Some(Command::Groups(args)) => cli::groups::main(args),
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            // Into a buffer first: the generator panics on a closed pipe.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "weir", &mut script);
+            match std::io::stdout().write_all(&script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("weir completions: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

@@ -46,6 +46,12 @@ pub enum Command {
     /// List, describe, reset and delete consumer groups on any
     /// Kafka-compatible broker.
     Groups(GroupsArgs),
+    /// Print a shell completion script: `weir completions bash >
+    /// /etc/bash_completion.d/weir`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `weir groups`.

@@ -343,3 +343,23 @@ async fn a_group_reset_with_weir_groups_resumes_where_it_was_put() {
     .await
     .unwrap();
 }
+
+#[test]
+fn shell_completions_cover_the_tools() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        for word in [
+            "topics",
+            "reset-offsets",
+            "--to-datetime",
+            "--controller-quorum-voters",
+        ] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+}
