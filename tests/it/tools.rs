@@ -288,7 +288,7 @@ async fn a_group_reset_with_weir_groups_resumes_where_it_was_put() {
                     "tools-grp",
                     "--topic",
                     "tools-g",
-                    "to-datetime",
+                    "--to-datetime",
                     "2100-01-01T00:00:00Z",
                 ],
             );
