@@ -73,7 +73,7 @@ impl SecurityProtocol {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         [
             Self::Plaintext,
             Self::Ssl,

@@ -124,6 +124,53 @@ pub struct ClientArgs {
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, as the listener.
+    #[arg(
+        long,
+        global = true,
+        env = "WEIR_SECURITY_PROTOCOL",
+        default_value = "PLAINTEXT"
+    )]
+    pub security_protocol: String,
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    #[arg(
+        long,
+        global = true,
+        env = "WEIR_SASL_MECHANISM",
+        default_value = "PLAIN"
+    )]
+    pub sasl_mechanism: String,
+    /// The SASL user.
+    #[arg(long, global = true, env = "WEIR_SASL_USERNAME")]
+    pub sasl_username: Option<String>,
+    /// The SASL password (better in the environment than on the command line).
+    #[arg(
+        long,
+        global = true,
+        env = "WEIR_SASL_PASSWORD",
+        hide_env_values = true
+    )]
+    pub sasl_password: Option<String>,
+    /// PEM file of the CA that signed the brokers' certificates (SSL and
+    /// SASL_SSL).
+    #[arg(long, global = true, env = "WEIR_CLIENT_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM certificate to present to brokers that ask for one (mutual TLS).
+    #[arg(
+        long,
+        global = true,
+        env = "WEIR_CLIENT_TLS_CERT",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "WEIR_CLIENT_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `weir topics`.

@@ -1,5 +1,6 @@
 //! A minimal Kafka client for the tools: one connection, requests answered
-//! in order, versions chosen from the broker's ApiVersions.
+//! in order, versions chosen from the broker's ApiVersions; TLS and SASL
+//! (PLAIN, SCRAM) as a listener asks for them.
 
 use std::collections::HashMap;
 
@@ -7,17 +8,199 @@ use anyhow::{anyhow, bail, Context, Result};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use weir::config::SecurityProtocol;
+use weir::security::scram::{Mechanism, ScramClient};
+
+/// A connection's byte stream: TCP, or TLS over TCP.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// How to reach brokers: the listener's protocol, TLS files, SASL
+/// credentials. Every connection of a tool is made with the same.
+#[derive(Clone)]
+pub struct Dialer {
+    client_id: &'static str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    sasl: Option<Sasl>,
+}
+
+#[derive(Clone)]
+struct Sasl {
+    /// `None` for PLAIN.
+    scram: Option<Mechanism>,
+    username: String,
+    password: String,
+}
+
+/// The settings a [`Dialer`] is made from (the tools' flags).
+pub struct Security {
+    pub protocol: String,
+    pub mechanism: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Dialer {
+    /// From the tools' flags.
+    ///
+    /// # Errors
+    /// An unknown protocol or mechanism, missing credentials, unreadable or
+    /// invalid PEM files.
+    pub fn new(client_id: &'static str, s: &Security) -> Result<Self> {
+        let protocol = SecurityProtocol::parse(&s.protocol).ok_or_else(|| {
+            anyhow!(
+                "unknown security protocol {:?}; use PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+                s.protocol
+            )
+        })?;
+        let (tls, sasl) = match protocol {
+            SecurityProtocol::Plaintext => (false, false),
+            SecurityProtocol::Ssl => (true, false),
+            SecurityProtocol::SaslPlaintext => (false, true),
+            SecurityProtocol::SaslSsl => (true, true),
+        };
+        let sasl = if sasl {
+            let scram = match s.mechanism.as_str() {
+                "PLAIN" => None,
+                m => Some(Mechanism::from_name(m).ok_or_else(|| {
+                    anyhow!(
+                        "unknown SASL mechanism {m:?}; use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+                    )
+                })?),
+            };
+            Some(Sasl {
+                scram,
+                username: s
+                    .username
+                    .clone()
+                    .ok_or_else(|| anyhow!("{} needs --sasl-username", s.protocol))?,
+                password: s.password.clone().ok_or_else(|| {
+                    anyhow!("{} needs --sasl-password or WEIR_SASL_PASSWORD", s.protocol)
+                })?,
+            })
+        } else {
+            None
+        };
+        let tls = if tls {
+            Some(Arc::new(tls_config(s)?))
+        } else {
+            None
+        };
+        Ok(Self {
+            client_id,
+            tls,
+            sasl,
+        })
+    }
+
+    /// Connects to `addr`, then TLS and SASL as configured.
+    ///
+    /// # Errors
+    /// No connection, a failed handshake, refused credentials.
+    pub async fn connect(&self, addr: &str) -> Result<Conn> {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        tcp.set_nodelay(true)?;
+        let stream: Box<dyn Stream> = match &self.tls {
+            None => Box::new(tcp),
+            Some(config) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|e| anyhow!("{host:?} is not a server name: {e}"))?;
+                let tls = tokio_rustls::TlsConnector::from(Arc::clone(config))
+                    .connect(name, tcp)
+                    .await
+                    .with_context(|| format!("TLS handshake with {addr}"))?;
+                Box::new(tls)
+            }
+        };
+        let mut conn = Conn {
+            stream,
+            next_corr: 1,
+            client_id: self.client_id,
+            versions: HashMap::new(),
+        };
+        if let Some(sasl) = &self.sasl {
+            if let Err(e) = conn.authenticate(sasl).await {
+                return Err(anyhow::Error::new(Refused(format!(
+                    "SASL with {addr}: {e:#}"
+                ))));
+            }
+        }
+        Ok(conn)
+    }
+}
+
+/// The broker answered, and said no (authentication): the tools exit 1 for
+/// it, as for any Kafka error.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+fn tls_config(s: &Security) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let ca = s.tls_ca.as_ref().ok_or_else(|| {
+        anyhow!(
+            "{} needs --tls-ca, the CA of the brokers' certificates",
+            s.protocol
+        )
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in
+        CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
+    {
+        roots
+            .add(c.with_context(|| format!("reading {}", ca.display()))?)
+            .with_context(|| format!("a certificate in {}", ca.display()))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS versions")?
+    .with_root_certificates(roots);
+    Ok(match (&s.tls_cert, &s.tls_key) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .with_context(|| format!("reading {}", cert.display()))?
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("reading {}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .with_context(|| format!("reading {}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .context("client certificate")?
+        }
+        _ => builder.with_no_client_auth(),
+    })
+}
 
 /// Largest response the tools read.
 const MAX_RESPONSE: usize = 256 << 20;
 
 /// One connection, requests answered in order.
 pub struct Conn {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     next_corr: i32,
     client_id: &'static str,
     /// The broker's version range per API key, once asked.
@@ -36,7 +219,7 @@ impl Conn {
             .with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true)?;
         Ok(Self {
-            stream,
+            stream: Box::new(stream),
             next_corr: 1,
             client_id,
             versions: HashMap::new(),
@@ -97,6 +280,66 @@ impl Conn {
             bail!("response {got} to request {corr}");
         }
         Ok(r)
+    }
+
+    /// SaslHandshake, then the mechanism's exchange in SaslAuthenticate.
+    async fn authenticate(&mut self, sasl: &Sasl) -> Result<()> {
+        let mech = sasl.scram.map_or("PLAIN", Mechanism::name);
+        let h: SaslHandshakeResponse = self
+            .call(
+                ApiKey::SaslHandshake,
+                1,
+                &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mech)),
+            )
+            .await?;
+        if h.error_code != 0 {
+            bail!(
+                "the broker does not take {mech}: {} (it offers {})",
+                error_name(h.error_code),
+                h.mechanisms
+                    .iter()
+                    .map(|m| m.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        match sasl.scram {
+            None => {
+                let mut token = vec![0u8];
+                token.extend_from_slice(sasl.username.as_bytes());
+                token.push(0);
+                token.extend_from_slice(sasl.password.as_bytes());
+                self.sasl_step(token).await?;
+            }
+            Some(m) => {
+                let mut client = ScramClient::new(m, &sasl.username, &sasl.password)?;
+                let first = self.sasl_step(client.client_first()).await?;
+                let fin = client.client_final(&first)?;
+                let last = self.sasl_step(fin).await?;
+                client.verify_server_final(&last)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn sasl_step(&mut self, token: Vec<u8>) -> Result<Vec<u8>> {
+        let r: SaslAuthenticateResponse = self
+            .call(
+                ApiKey::SaslAuthenticate,
+                1,
+                &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token)),
+            )
+            .await?;
+        if r.error_code != 0 {
+            bail!(
+                "{}{}",
+                error_name(r.error_code),
+                r.error_message
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            );
+        }
+        Ok(r.auth_bytes.to_vec())
     }
 
     /// The highest version of `key` both the broker and the tool speak

@@ -22,8 +22,8 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 use serde_json::{json, Value};
 
 use super::args::{GroupsAction, GroupsArgs, ResetTo};
-use super::client::{error_name, Conn};
-use super::topics::{check, list_offsets, metadata, run_tool, table, Failure, Leaders};
+use super::client::{error_name, Conn, Dialer};
+use super::topics::{check, dialer, list_offsets, metadata, run_tool, table, Failure, Leaders};
 
 /// `weir groups`.
 pub fn main(args: GroupsArgs) -> ExitCode {
@@ -35,14 +35,14 @@ fn gid(g: &str) -> GroupId {
 }
 
 /// A connection to `group`'s coordinator.
-async fn coordinator(c: &mut Conn, group: &str) -> Result<Conn, Failure> {
+async fn coordinator(c: &mut Conn, d: &Dialer, group: &str) -> Result<Conn, Failure> {
     let v = c.version(ApiKey::FindCoordinator, (0, 3)).await?;
     let req = FindCoordinatorRequest::default()
         .with_key(StrBytes::from_string(group.to_string()))
         .with_key_type(0);
     let r: FindCoordinatorResponse = c.call(ApiKey::FindCoordinator, v, &req).await?;
     check(r.error_code, group, r.error_message.as_ref())?;
-    Ok(Conn::open_as(&format!("{}:{}", r.host, r.port), "weir-tools").await?)
+    Ok(d.connect(&format!("{}:{}", r.host, r.port)).await?)
 }
 
 struct Described {
@@ -137,11 +137,12 @@ async fn committed(
 /// End (or `ts`) offsets of every partition of `topics`, from their leaders.
 async fn offsets_of(
     c: &mut Conn,
+    d: &Dialer,
     topics: &[&str],
     ts: i64,
 ) -> Result<BTreeMap<String, BTreeMap<i32, i64>>, Failure> {
     let md = metadata(c, Some(topics)).await?;
-    let mut leaders = Leaders::new(&md);
+    let mut leaders = Leaders::new(&md, d);
     let mut out: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
     for t in &md.topics {
         let name = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
@@ -170,12 +171,13 @@ async fn offsets_of(
 
 async fn run(args: GroupsArgs) -> Result<Value, Failure> {
     let json = args.client.json;
-    let mut c = Conn::open_as(&args.client.bootstrap, "weir-tools").await?;
+    let dial = dialer(&args.client)?;
+    let mut c = dial.connect(&args.client.bootstrap).await?;
     match args.action {
         GroupsAction::List => {
             // Each broker coordinates its own groups: ask them all.
             let md = metadata(&mut c, Some(&[])).await?;
-            let mut leaders = Leaders::new(&md);
+            let mut leaders = Leaders::new(&md, &dial);
             let mut groups = BTreeMap::new();
             for b in &md.brokers {
                 let bc = leaders.get(b.node_id.0).await?;
@@ -206,14 +208,14 @@ async fn run(args: GroupsArgs) -> Result<Value, Failure> {
             Ok(Value::String(table(&["GROUP", "STATE", "TYPE"], &rows)))
         }
         GroupsAction::Describe { group } => {
-            let mut cc = coordinator(&mut c, &group).await?;
+            let mut cc = coordinator(&mut c, &dial, &group).await?;
             let d = describe_group(&mut cc, &group).await?;
             let offsets = committed(&mut cc, &group).await?;
             let topics: Vec<&str> = offsets.keys().map(String::as_str).collect();
             let ends = if topics.is_empty() {
                 BTreeMap::new()
             } else {
-                offsets_of(&mut c, &topics, -1).await?
+                offsets_of(&mut c, &dial, &topics, -1).await?
             };
             let owner = |t: &str, p: i32| {
                 d.members
@@ -311,9 +313,9 @@ async fn run(args: GroupsArgs) -> Result<Value, Failure> {
             topic,
             to,
             dry_run,
-        } => reset(&mut c, &group, &topic, &to, dry_run, json).await,
+        } => reset(&mut c, &dial, &group, &topic, &to, dry_run, json).await,
         GroupsAction::Delete { group } => {
-            let mut cc = coordinator(&mut c, &group).await?;
+            let mut cc = coordinator(&mut c, &dial, &group).await?;
             let v = cc.version(ApiKey::DeleteGroups, (0, 2)).await?;
             let req = DeleteGroupsRequest::default().with_groups_names(vec![gid(&group)]);
             let r: DeleteGroupsResponse = cc.call(ApiKey::DeleteGroups, v, &req).await?;
@@ -331,6 +333,7 @@ async fn run(args: GroupsArgs) -> Result<Value, Failure> {
 
 async fn reset(
     c: &mut Conn,
+    dial: &Dialer,
     group: &str,
     topic: &str,
     to: &ResetTo,
@@ -341,7 +344,7 @@ async fn reset(
         Some(s) => Some(parse_time(s).map_err(Failure::Usage)?),
         None => None,
     };
-    let mut cc = coordinator(c, group).await?;
+    let mut cc = coordinator(c, dial, group).await?;
     let d = describe_group(&mut cc, group).await?;
     if !d.members.is_empty() {
         return Err(Failure::Refused(format!(
@@ -350,8 +353,8 @@ async fn reset(
             d.state
         )));
     }
-    let start = offsets_of(c, &[topic], -2).await?;
-    let end = offsets_of(c, &[topic], -1).await?;
+    let start = offsets_of(c, dial, &[topic], -2).await?;
+    let end = offsets_of(c, dial, &[topic], -1).await?;
     let (Some(start), Some(end)) = (start.get(topic), end.get(topic)) else {
         return Err(Failure::Refused(format!(
             "{topic}: {}",
@@ -364,7 +367,7 @@ async fn reset(
         .unwrap_or_default();
     let by_time = match at {
         Some(ms) => Some(
-            offsets_of(c, &[topic], ms)
+            offsets_of(c, dial, &[topic], ms)
                 .await?
                 .remove(topic)
                 .unwrap_or_default(),

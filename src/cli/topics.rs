@@ -2,8 +2,8 @@
 //! Kafka-compatible broker.
 //!
 //! Exit codes: 0 done; 1 the broker refused (the Kafka error is printed by
-//! name); 2 bad arguments; 3 the broker could not be reached or spoke
-//! nonsense.
+//! name), authentication included; 2 bad arguments; 3 the broker could not
+//! be reached (or the TLS handshake failed) or spoke nonsense.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -31,7 +31,7 @@ use kafka_protocol::protocol::StrBytes;
 use serde_json::{json, Value};
 
 use super::args::{ClientArgs, TopicsAction, TopicsArgs};
-use super::client::{error_name, Conn};
+use super::client::{error_name, Conn, Dialer, Refused, Security};
 
 /// Topic resources in the config APIs.
 const TOPIC_RESOURCE: i8 = 2;
@@ -50,7 +50,10 @@ pub enum Failure {
 
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
-        Self::Broken(e)
+        match e.downcast_ref::<Refused>() {
+            Some(r) => Self::Refused(r.0.clone()),
+            None => Self::Broken(e),
+        }
     }
 }
 
@@ -207,13 +210,15 @@ pub async fn list_offsets(
 
 /// Connections to the brokers that lead partitions, made when first needed.
 pub struct Leaders {
+    dialer: Dialer,
     addrs: BTreeMap<i32, String>,
     conns: BTreeMap<i32, Conn>,
 }
 
 impl Leaders {
-    pub fn new(md: &MetadataResponse) -> Self {
+    pub fn new(md: &MetadataResponse, dialer: &Dialer) -> Self {
         Self {
+            dialer: dialer.clone(),
             addrs: md
                 .brokers
                 .iter()
@@ -229,7 +234,7 @@ impl Leaders {
                 .addrs
                 .get(&leader)
                 .ok_or_else(|| anyhow!("no address for broker {leader}"))?;
-            let c = Conn::open_as(addr, "weir-tools").await?;
+            let c = self.dialer.connect(addr).await?;
             self.conns.insert(leader, c);
         }
         self.conns
@@ -238,10 +243,30 @@ impl Leaders {
     }
 }
 
+/// The connection settings of the tools' flags.
+///
+/// # Errors
+/// Settings that make no connection (exit 2).
+pub fn dialer(a: &ClientArgs) -> Result<Dialer, Failure> {
+    Dialer::new(
+        "weir-tools",
+        &Security {
+            protocol: a.security_protocol.clone(),
+            mechanism: a.sasl_mechanism.clone(),
+            username: a.sasl_username.clone(),
+            password: a.sasl_password.clone(),
+            tls_ca: a.tls_ca.clone(),
+            tls_cert: a.tls_cert.clone(),
+            tls_key: a.tls_key.clone(),
+        },
+    )
+    .map_err(|e| Failure::Usage(format!("{e:#}")))
+}
+
 async fn run(args: TopicsArgs) -> Result<Value, Failure> {
-    let ClientArgs { bootstrap, json } = &args.client;
-    let json = *json;
-    let mut c = Conn::open_as(bootstrap, "weir-tools").await?;
+    let json = args.client.json;
+    let dialer = dialer(&args.client)?;
+    let mut c = dialer.connect(&args.client.bootstrap).await?;
     match args.action {
         TopicsAction::List { internal } => {
             let md = metadata(&mut c, None).await?;
@@ -273,7 +298,7 @@ async fn run(args: TopicsArgs) -> Result<Value, Failure> {
                 &rows,
             )))
         }
-        TopicsAction::Describe { name: topic } => describe(&mut c, &topic, json).await,
+        TopicsAction::Describe { name: topic } => describe(&mut c, &dialer, &topic, json).await,
         TopicsAction::Create {
             name: topic,
             partitions,
@@ -402,7 +427,7 @@ async fn run(args: TopicsArgs) -> Result<Value, Failure> {
                 .find(|p| p.partition_index == partition)
                 .map(|p| p.leader_id.0)
                 .ok_or_else(|| Failure::Refused(format!("{topic} has no partition {partition}")))?;
-            let mut leaders = Leaders::new(&md);
+            let mut leaders = Leaders::new(&md, &dialer);
             let lc = leaders.get(leader).await?;
             let v = lc.version(ApiKey::DeleteRecords, (0, 2)).await?;
             let req = DeleteRecordsRequest::default()
@@ -432,7 +457,12 @@ async fn run(args: TopicsArgs) -> Result<Value, Failure> {
     }
 }
 
-async fn describe(c: &mut Conn, topic: &str, json: bool) -> Result<Value, Failure> {
+async fn describe(
+    c: &mut Conn,
+    dialer: &Dialer,
+    topic: &str,
+    json: bool,
+) -> Result<Value, Failure> {
     let md = metadata(c, Some(&[topic])).await?;
     let t = md
         .topics
@@ -447,7 +477,7 @@ async fn describe(c: &mut Conn, topic: &str, json: bool) -> Result<Value, Failur
             .or_default()
             .push(p.partition_index);
     }
-    let mut leaders = Leaders::new(&md);
+    let mut leaders = Leaders::new(&md, dialer);
     let mut start = BTreeMap::new();
     let mut end = BTreeMap::new();
     for (leader, parts) in &by_leader {

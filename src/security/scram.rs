@@ -236,6 +236,135 @@ pub enum ScramError {
     Random,
 }
 
+/// Most PBKDF2 iterations a client accepts from a server (a hostile server
+/// could otherwise make it spin).
+const CLIENT_MAX_ITERATIONS: u32 = 1_000_000;
+
+/// One client-side SCRAM exchange (RFC 5802, no channel binding), for the
+/// command-line tools: client-first, then client-final from the server's
+/// first message, then the server's signature checked.
+pub struct ScramClient {
+    mech: Mechanism,
+    password: String,
+    client_first_bare: String,
+    nonce: String,
+    /// The signature the server must send back, once client-final is made.
+    expected_server_signature: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for ScramClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScramClient")
+            .field("mech", &self.mech)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ScramClient {
+    /// Starts an exchange for `username` with a fresh random nonce.
+    ///
+    /// # Errors
+    /// The system random number generator failed.
+    pub fn new(mech: Mechanism, username: &str, password: &str) -> Result<Self, ScramError> {
+        let mut bytes = [0u8; NONCE_RANDOM_BYTES];
+        fill_random(&mut bytes)?;
+        let nonce = B64.encode(bytes);
+        let name = username.replace('=', "=3D").replace(',', "=2C");
+        Ok(Self {
+            mech,
+            password: password.to_string(),
+            client_first_bare: format!("n={name},r={nonce}"),
+            nonce,
+            expected_server_signature: None,
+        })
+    }
+
+    /// The client-first-message.
+    #[must_use]
+    pub fn client_first(&self) -> Vec<u8> {
+        format!("n,,{}", self.client_first_bare).into_bytes()
+    }
+
+    /// server-first-message → client-final-message.
+    ///
+    /// # Errors
+    /// A malformed message, a nonce that does not extend ours, an iteration
+    /// count out of range.
+    pub fn client_final(&mut self, server_first: &[u8]) -> Result<Vec<u8>, ScramError> {
+        let msg = message_str(server_first)?;
+        let mut nonce = None;
+        let mut salt = None;
+        let mut iterations = None;
+        for attr in msg.split(',') {
+            match attr.split_once('=') {
+                Some(("r", v)) => nonce = Some(v),
+                Some(("s", v)) => salt = Some(v),
+                Some(("i", v)) => iterations = Some(v),
+                Some(("m", _)) => return Err(ScramError::UnsupportedExtension("m")),
+                _ => {}
+            }
+        }
+        let nonce = nonce.ok_or(ScramError::Malformed("server-first without a nonce"))?;
+        if !nonce.starts_with(&self.nonce) || nonce.len() <= self.nonce.len() {
+            return Err(ScramError::NonceMismatch);
+        }
+        let salt = B64
+            .decode(salt.ok_or(ScramError::Malformed("server-first without a salt"))?)
+            .map_err(|_| ScramError::Malformed("salt is not base64"))?;
+        let iterations: u32 = iterations
+            .ok_or(ScramError::Malformed(
+                "server-first without an iteration count",
+            ))?
+            .parse()
+            .map_err(|_| ScramError::Malformed("iteration count is not a number"))?;
+        if !(self.mech.min_iterations()..=CLIENT_MAX_ITERATIONS).contains(&iterations) {
+            return Err(ScramError::Malformed("iteration count out of range"));
+        }
+        let salted = salted_password(self.mech, self.password.as_bytes(), &salt, iterations);
+        let client_key = hmac_sign(self.mech, &salted, b"Client Key");
+        let stored_key = hash(self.mech, &client_key);
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{},{msg},{without_proof}", self.client_first_bare);
+        let signature = hmac_sign(self.mech, &stored_key, auth_message.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(k, s)| k ^ s)
+            .collect();
+        let server_key = hmac_sign(self.mech, &salted, b"Server Key");
+        self.expected_server_signature =
+            Some(hmac_sign(self.mech, &server_key, auth_message.as_bytes()));
+        Ok(format!("{without_proof},p={}", B64.encode(proof)).into_bytes())
+    }
+
+    /// Checks the server-final-message: the server proved it knows the
+    /// credential.
+    ///
+    /// # Errors
+    /// The server sent an error, a wrong signature, or came out of order.
+    pub fn verify_server_final(&self, server_final: &[u8]) -> Result<(), ScramError> {
+        let expected = self
+            .expected_server_signature
+            .as_ref()
+            .ok_or(ScramError::OutOfOrder)?;
+        let msg = message_str(server_final)?;
+        if msg.starts_with("e=") {
+            return Err(ScramError::AuthenticationFailed);
+        }
+        let v = msg
+            .strip_prefix("v=")
+            .ok_or(ScramError::Malformed("server-final without a signature"))?;
+        let got = B64
+            .decode(v.split(',').next().unwrap_or_default())
+            .map_err(|_| ScramError::Malformed("server signature is not base64"))?;
+        if constant_time_eq(&got, expected) {
+            Ok(())
+        } else {
+            Err(ScramError::AuthenticationFailed)
+        }
+    }
+}
+
 /// One server-side SCRAM authentication exchange.
 pub struct ScramServer {
     mech: Mechanism,

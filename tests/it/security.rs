@@ -815,3 +815,91 @@ async fn sasl_handshake_v0_takes_bare_tokens() {
     token(&mut s, b"\0bob\0nope");
     assert!(closed(&mut s));
 }
+
+/// `weir topics` and `weir groups` through every kind of listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tools_speak_tls_and_sasl() {
+    let pki = Pki::new();
+    let b = secure_broker(&pki, |_| {}).await;
+    let cases = [
+        (SecurityProtocol::Ssl, "PLAIN"),
+        (SecurityProtocol::SaslPlaintext, "PLAIN"),
+        (SecurityProtocol::SaslPlaintext, "SCRAM-SHA-256"),
+        (SecurityProtocol::SaslSsl, "SCRAM-SHA-512"),
+    ];
+    let runs: Vec<(String, SecurityProtocol, &str)> = cases
+        .iter()
+        .map(|(p, m)| (addr_of(&b, *p), *p, *m))
+        .collect();
+    let ca = pki.ca.clone();
+    tokio::task::spawn_blocking(move || {
+        let weir = |addr: &str, p: SecurityProtocol, mech: &str, pw: &str, args: &[&str]| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+                .args(args)
+                .args([
+                    "--bootstrap",
+                    addr,
+                    "--security-protocol",
+                    p.name(),
+                    "--sasl-mechanism",
+                    mech,
+                ])
+                .args(["--sasl-username", "alice"])
+                .env("WEIR_SASL_PASSWORD", pw)
+                .arg("--tls-ca")
+                .arg(&ca)
+                .output()
+                .unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        for (i, (addr, p, mech)) in runs.iter().enumerate() {
+            let topic = format!("tool-sec-{i}");
+            let (code, _, err) = weir(
+                addr,
+                *p,
+                mech,
+                "alice-pw",
+                &["topics", "create", &topic, "--partitions", "2"],
+            );
+            assert_eq!(code, 0, "{} {mech}: {err}", p.name());
+            // describe asks each partition's leader, through the same settings.
+            let (code, out, err) = weir(
+                addr,
+                *p,
+                mech,
+                "alice-pw",
+                &["topics", "describe", &topic, "--json"],
+            );
+            assert_eq!(code, 0, "{} {mech}: {err}", p.name());
+            assert!(out.contains("\"high_watermark\":0"), "{out}");
+            let (code, _, err) = weir(addr, *p, mech, "alice-pw", &["groups", "list"]);
+            assert_eq!(code, 0, "{} {mech}: {err}", p.name());
+            if p.is_sasl() {
+                let (code, _, err) = weir(addr, *p, mech, "wrong", &["topics", "list"]);
+                assert_eq!(code, 1, "{} {mech}: {err}", p.name());
+                assert!(err.contains("SASL_AUTHENTICATION_FAILED"), "{err}");
+            }
+        }
+        // A protocol without the settings it needs is a usage error.
+        let (addr, _, _) = &runs[1];
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args([
+                "topics",
+                "list",
+                "--bootstrap",
+                addr,
+                "--security-protocol",
+                "SASL_PLAINTEXT",
+            ])
+            .env_remove("WEIR_SASL_PASSWORD")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+    })
+    .await
+    .unwrap();
+}

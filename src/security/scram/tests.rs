@@ -413,3 +413,53 @@ fn constant_time_eq_works() {
     assert!(!constant_time_eq(b"abc", b"abd"));
     assert!(!constant_time_eq(b"abc", b"ab"));
 }
+
+#[test]
+fn the_client_authenticates_against_the_server_and_checks_its_signature() {
+    for mech in [Mechanism::ScramSha256, Mechanism::ScramSha512] {
+        let cred = ScramCredential::from_password(mech, "pencil", 4096);
+        for (password, ok) in [("pencil", true), ("crayon", false)] {
+            let mut client = ScramClient::new(mech, "us,er=", password).unwrap();
+            let mut server = ScramServer::new(mech);
+            let first = server
+                .client_first(&client.client_first(), |u| {
+                    assert_eq!(u, "us,er=");
+                    Some(cred.clone())
+                })
+                .unwrap();
+            let fin = client.client_final(&first).unwrap();
+            match server.client_final(&fin) {
+                Ok((server_final, user)) => {
+                    assert!(ok, "{mech} accepted a wrong password");
+                    assert_eq!(user, "us,er=");
+                    client.verify_server_final(&server_final).unwrap();
+                    // A server that does not know the credential cannot
+                    // forge the signature.
+                    assert!(client.verify_server_final(b"v=AAAA").is_err());
+                }
+                Err(e) => {
+                    assert!(!ok, "{mech}: {e}");
+                    assert!(client.verify_server_final(b"e=invalid-proof").is_err());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_client_refuses_a_server_first_it_should_not_trust() {
+    let mut c = ScramClient::new(Mechanism::ScramSha256, "u", "p").unwrap();
+    let first = String::from_utf8(c.client_first()).unwrap();
+    let nonce = first.split("r=").nth(1).unwrap().to_string();
+    for bad in [
+        "r=someone-else,s=c2FsdA==,i=4096".to_string(),
+        format!("r={nonce},s=c2FsdA==,i=4096"),
+        format!("r={nonce}x,s=c2FsdA==,i=10"),
+        format!("r={nonce}x,s=c2FsdA==,i=99999999"),
+        format!("r={nonce}x,s=!!,i=4096"),
+        format!("r={nonce}x,i=4096"),
+    ] {
+        assert!(c.client_final(bad.as_bytes()).is_err(), "{bad}");
+    }
+    assert!(c.verify_server_final(b"v=AAAA").is_err(), "out of order");
+}
