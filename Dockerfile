@@ -1,15 +1,21 @@
 # syntax=docker/dockerfile:1
+# The base images; deploy/check-container.sh passes locally made ones (no
+# registry is reachable where it runs).
+ARG RUST_IMAGE=rust:1.89-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
+
 # Build stage: the release binary.
-FROM rust:1.89-bookworm AS build
+FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY vendor ./vendor
 COPY src ./src
 COPY tests ./tests
+COPY benches ./benches
 RUN cargo build --release --locked --bin weir
 
 # Runtime stage: a slim image with the binary, run as a non-root user.
-FROM debian:bookworm-slim
+FROM ${RUNTIME_IMAGE}
 RUN useradd --system --uid 10001 --home-dir /var/lib/weir --create-home weir \
     && mkdir -p /var/lib/weir/data && chown -R weir:weir /var/lib/weir
 COPY --from=build /src/target/release/weir /usr/local/bin/weir
