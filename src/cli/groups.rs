@@ -23,7 +23,9 @@ use serde_json::{json, Value};
 
 use super::args::{GroupsAction, GroupsArgs, ResetTo};
 use super::client::{error_name, Conn, Dialer};
-use super::topics::{check, dialer, list_offsets, metadata, run_tool, table, Failure, Leaders};
+use super::topics::{
+    by_leader, check, dialer, list_offsets, metadata, run_tool, table, Failure, Leaders,
+};
 
 /// `weir groups`.
 pub fn main(args: GroupsArgs) -> ExitCode {
@@ -149,17 +151,7 @@ async fn offsets_of(
         if t.error_code != 0 {
             continue;
         }
-        let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-        for p in &t.partitions {
-            by_leader
-                .entry(p.leader_id.0)
-                .or_default()
-                .push(p.partition_index);
-        }
-        for (leader, parts) in by_leader {
-            if leader < 0 {
-                continue;
-            }
+        for (leader, parts) in by_leader(t) {
             let lc = leaders.get(leader).await?;
             for (p, o) in list_offsets(lc, &name, &parts, ts).await? {
                 out.entry(name.clone()).or_default().insert(p, o?);

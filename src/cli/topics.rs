@@ -20,6 +20,7 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
 };
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use kafka_protocol::messages::{
     ApiKey, BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
     CreateTopicsResponse, DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest,
@@ -206,6 +207,18 @@ pub async fn list_offsets(
         }
     }
     Ok(out)
+}
+
+/// A topic's partitions by their leader's node id (partitions without a
+/// leader are left out).
+pub fn by_leader(t: &MetadataResponseTopic) -> BTreeMap<i32, Vec<i32>> {
+    let mut out: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for p in t.partitions.iter().filter(|p| p.leader_id.0 >= 0) {
+        out.entry(p.leader_id.0)
+            .or_default()
+            .push(p.partition_index);
+    }
+    out
 }
 
 /// Connections to the brokers that lead partitions, made when first needed.
@@ -470,20 +483,10 @@ async fn describe(
         .ok_or_else(|| anyhow!("empty Metadata answer"))?;
     check(t.error_code, topic, None)?;
     // Offsets from each partition's leader.
-    let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-    for p in &t.partitions {
-        by_leader
-            .entry(p.leader_id.0)
-            .or_default()
-            .push(p.partition_index);
-    }
     let mut leaders = Leaders::new(&md, dialer);
     let mut start = BTreeMap::new();
     let mut end = BTreeMap::new();
-    for (leader, parts) in &by_leader {
-        if *leader < 0 {
-            continue;
-        }
+    for (leader, parts) in &by_leader(t) {
         let lc = leaders.get(*leader).await?;
         for (ts, into) in [(-2, &mut start), (-1, &mut end)] {
             for (p, o) in list_offsets(lc, topic, parts, ts).await? {
