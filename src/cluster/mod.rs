@@ -225,16 +225,6 @@ impl Cluster {
         }
     }
 
-    /// The current controller (Raft leader), if one is known.
-    pub fn controller(&self) -> Option<NodeId> {
-        self.raft.metrics().borrow().current_leader
-    }
-
-    /// The registered brokers.
-    pub fn brokers(&self) -> Vec<BrokerInfo> {
-        self.state.read().brokers.values().cloned().collect()
-    }
-
     /// Proposes `cmd`: applied here if this node leads, else sent to the
     /// leader.
     ///
