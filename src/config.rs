@@ -187,6 +187,19 @@ pub struct ServeArgs {
     /// 5 to 10 missed heartbeats.
     #[arg(long, env = "WEIR_CONTROLLER_HEARTBEAT_MS", default_value_t = 100)]
     pub controller_heartbeat_ms: u64,
+    /// A broker that has not answered the controller for this many
+    /// milliseconds is fenced, and its partitions get new leaders (Kafka's
+    /// `broker.session.timeout.ms`).
+    #[arg(long, env = "WEIR_BROKER_SESSION_TIMEOUT_MS", default_value_t = 1000)]
+    pub broker_session_timeout_ms: u64,
+    /// Replicas of a topic created without a replication factor (Kafka's
+    /// `default.replication.factor`).
+    #[arg(long, env = "WEIR_DEFAULT_REPLICATION_FACTOR", default_value_t = 1)]
+    pub default_replication_factor: i16,
+    /// A follower that has not caught up with its leader for this many
+    /// milliseconds leaves the ISR (Kafka's `replica.lag.time.max.ms`).
+    #[arg(long, env = "WEIR_REPLICA_LAG_TIME_MAX_MS", default_value_t = 10_000)]
+    pub replica_lag_time_max_ms: u64,
     /// `text` or `json`. Default: text on a terminal, else json.
     #[arg(long, env = "WEIR_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -538,8 +551,27 @@ impl Config {
                     "must be between 10 and 60000",
                 ));
             }
+            if args.broker_session_timeout_ms < 2 * args.controller_heartbeat_ms {
+                return Err(bad(
+                    "broker-session-timeout-ms",
+                    "must be at least two controller heartbeats",
+                ));
+            }
+            if args.default_replication_factor < 1
+                || args.default_replication_factor as usize > voters.len()
+            {
+                return Err(bad(
+                    "default-replication-factor",
+                    format!("must be between 1 and the {} voters", voters.len()),
+                ));
+            }
         } else if args.controller_listen.is_some() {
             return Err(bad("controller-listen", "needs --controller-quorum-voters"));
+        } else if args.default_replication_factor != 1 {
+            return Err(bad(
+                "default-replication-factor",
+                "a single broker (no --controller-quorum-voters) keeps one replica",
+            ));
         }
         if args.default_partitions < 1 {
             return Err(bad("default-partitions", "must be 1 or more"));

@@ -226,8 +226,11 @@ async fn start_cluster(broker: &Broker, voters: &str) -> Result<Arc<cluster::Clu
                 broker.config.advertised_host, broker.config.advertised_port
             ),
             http: broker.config.http_listen.to_string(),
+            fenced: false,
         },
         heartbeat: Duration::from_millis(args.controller_heartbeat_ms),
+        session_timeout: Duration::from_millis(args.broker_session_timeout_ms),
+        cluster_id: broker.topics.cluster_id().to_string(),
     };
     cluster::Cluster::start(&args.data_dir, settings)
         .await

@@ -3,12 +3,19 @@
 //! `--controller-quorum-voters`, with its log and snapshots in the data dir
 //! (`__cluster_metadata/`) and its messages on `--controller-listen`.
 //!
-//! What the quorum holds today is the set of registered brokers (id and
-//! advertised addresses); the Raft leader is the cluster's controller. The
-//! module knows nothing of the Kafka protocol or of the broker: the broker
-//! starts it and reads its [`Status`].
+//! The quorum holds the registered brokers (id, advertised addresses,
+//! fenced or not), the topics with each partition's replicas, leader,
+//! leader epoch and in-sync replicas. The Raft leader is the cluster's
+//! controller: it fences brokers that stop answering and elects new
+//! partition leaders from the ISR ([`control`]). Followers' fetches from
+//! partition leaders travel on the same listener ([`replica`]).
+//!
+//! The module knows nothing of the Kafka protocol or of the broker: the
+//! broker starts it, reads its metadata, watches its changes and answers
+//! followers' fetches through [`ReplicaSource`].
 
 mod network;
+pub mod replica;
 mod store;
 mod types;
 
@@ -23,7 +30,10 @@ use parking_lot::RwLock;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-pub use types::{BrokerInfo, Command, Metadata, NodeId, Reply, TypeConfig};
+pub use replica::{FetchReply, FetchRequest, ReplicaClient, ReplicaSource};
+pub use types::{
+    BrokerInfo, Command, Metadata, NodeId, PartitionState, Refusal, Reply, TopicState, TypeConfig,
+};
 
 /// The voters, parsed from `--controller-quorum-voters`
 /// (`ID@HOST:PORT,...`, as Kafka's `controller.quorum.voters`).
@@ -67,6 +77,11 @@ pub struct Settings {
     pub me: BrokerInfo,
     /// Raft heartbeat; elections start after 5-10 of them are missed.
     pub heartbeat: Duration,
+    /// A broker that has not answered the controller for this long is
+    /// fenced: its partitions get new leaders.
+    pub session_timeout: Duration,
+    /// The cluster id a fresh quorum takes (the first registration's).
+    pub cluster_id: String,
 }
 
 /// Errors starting the quorum.
@@ -91,6 +106,9 @@ pub enum StartError {
 pub struct Cluster {
     raft: Raft<TypeConfig>,
     state: Arc<RwLock<Metadata>>,
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
+    source: network::Source,
+    peers: network::Peers,
     settings: Settings,
     stop: CancellationToken,
 }
@@ -136,7 +154,8 @@ impl Cluster {
             path: dir.display().to_string(),
             source,
         };
-        let (log, sm, state) = store::open(&dir).map_err(storage_err)?;
+        let changed = Arc::new(tokio::sync::watch::Sender::new(0u64));
+        let (log, sm, state) = store::open(&dir, Arc::clone(&changed)).map_err(storage_err)?;
         let listener = tokio::net::TcpListener::bind(&settings.listen)
             .await
             .map_err(|source| StartError::Bind {
@@ -155,24 +174,23 @@ impl Cluster {
         }
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
-        let raft = Raft::new(
-            settings.node_id,
-            Arc::new(config),
-            network::Peers::default(),
-            log,
-            sm,
-        )
+        let peers = network::Peers::default();
+        let raft = Raft::new(settings.node_id, Arc::new(config), peers.clone(), log, sm)
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
         let stop = CancellationToken::new();
         let cluster = Arc::new(Self {
             raft,
             state,
+            changed,
+            source: Arc::default(),
+            peers,
             settings,
             stop,
         });
         tokio::spawn(network::serve(
             cluster.raft.clone(),
+            Arc::clone(&cluster.source),
             cluster.stop.clone(),
             listener,
         ));
@@ -195,7 +213,42 @@ impl Cluster {
             Err(e) => return Err(StartError::Raft(e.to_string())),
         }
         tokio::spawn(register(Arc::clone(&cluster)));
+        tokio::spawn(control(Arc::clone(&cluster)));
         Ok(cluster)
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.settings.node_id
+    }
+
+    /// Reads the replicated metadata as this node has applied it.
+    pub fn with_metadata<R>(&self, f: impl FnOnce(&Metadata) -> R) -> R {
+        f(&self.state.read())
+    }
+
+    /// Changes whenever applied metadata changes.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// The controller (the quorum's leader), if one is known.
+    pub fn controller(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Where a node's controller listener is (replication goes there).
+    pub fn peer_addr(&self, id: NodeId) -> Option<&str> {
+        self.settings.voters.get(&id).map(String::as_str)
+    }
+
+    /// Sets the broker's side of replication (once).
+    pub fn set_source(&self, source: Arc<dyn ReplicaSource>) {
+        let _ = self.source.set(source);
+    }
+
+    /// Stops when the quorum stops.
+    pub fn stopped(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.stop.cancelled()
     }
 
     /// This node's view of the quorum.
@@ -269,6 +322,7 @@ async fn register(cluster: Arc<Cluster>) {
             id: me.id,
             kafka: me.kafka.clone(),
             http: me.http.clone(),
+            cluster_id: Some(cluster.settings.cluster_id.clone()),
         };
         match cluster.propose(cmd).await {
             Ok(_) => {
@@ -282,6 +336,98 @@ async fn register(cluster: Arc<Cluster>) {
             () = tokio::time::sleep(cluster.settings.heartbeat * 3) => {}
         }
     }
+}
+
+/// The controller's duty, on whichever node leads the quorum: fence the
+/// brokers that stopped answering (and unfence those back), and give each
+/// partition whose leader is fenced a new one from its in-sync replicas.
+async fn control(cluster: Arc<Cluster>) {
+    let tick = cluster.settings.heartbeat.max(Duration::from_millis(20));
+    let timeout = cluster.settings.session_timeout;
+    let me = cluster.settings.node_id;
+    let mut leading_since: Option<std::time::Instant> = None;
+    loop {
+        tokio::select! {
+            () = cluster.stop.cancelled() => return,
+            () = tokio::time::sleep(tick) => {}
+        }
+        if cluster.raft.metrics().borrow().state != ServerState::Leader {
+            leading_since = None;
+            continue;
+        }
+        let since = *leading_since.get_or_insert_with(std::time::Instant::now);
+        let now = std::time::Instant::now();
+        let changes = {
+            let answered = cluster.peers.answered.lock();
+            let refused = cluster.peers.refused.lock();
+            let grace_over = now.duration_since(since) >= timeout;
+            let dead = |id: NodeId| {
+                if id == me {
+                    return false;
+                }
+                let silent = answered
+                    .get(&id)
+                    .is_none_or(|t| now.duration_since(*t) >= timeout);
+                // A refused connection is a process gone: no need to
+                // wait out the session.
+                refused.contains(&id) || (grace_over && silent)
+            };
+            cluster.with_metadata(|m| decide(m, &dead))
+        };
+        for cmd in changes {
+            match cluster.propose(cmd.clone()).await {
+                Ok(r) if r.changed => tracing::info!(change = ?cmd, "controller"),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "controller change not taken"),
+            }
+        }
+    }
+}
+
+/// What the controller changes, given which brokers are dead.
+fn decide(m: &Metadata, dead: &dyn Fn(NodeId) -> bool) -> Vec<Command> {
+    let mut out = Vec::new();
+    for b in m.brokers.values() {
+        let d = dead(b.id);
+        if d != b.fenced {
+            out.push(Command::SetFenced {
+                id: b.id,
+                fenced: d,
+            });
+        }
+    }
+    let gone = |id: NodeId| dead(id) || m.brokers.get(&id).is_none_or(|b| b.fenced);
+    for (name, t) in &m.topics {
+        for (i, p) in t.partitions.iter().enumerate() {
+            let live_isr: Vec<NodeId> = p.isr.iter().copied().filter(|r| !gone(*r)).collect();
+            let leader = match p.leader {
+                Some(l) if !gone(l) => Some(l),
+                // The first live in-sync replica in preference order.
+                _ => p
+                    .replicas
+                    .iter()
+                    .copied()
+                    .find(|r| live_isr.contains(r)),
+            };
+            // With no live in-sync replica the ISR keeps its members: the
+            // first of them back leads (no unclean election).
+            let isr = if live_isr.is_empty() {
+                p.isr.clone()
+            } else {
+                live_isr
+            };
+            if leader != p.leader || isr != p.isr {
+                out.push(Command::ChangePartition {
+                    topic: name.clone(),
+                    partition: i as i32,
+                    partition_epoch: p.partition_epoch,
+                    leader,
+                    isr,
+                });
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! allocated.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -20,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use super::replica::{FetchReply, FetchRequest, ReplicaSource};
 use super::types::{Command, NodeId, Reply, TypeConfig};
 
 /// Largest message; snapshots of the metadata are far below it.
@@ -28,23 +29,30 @@ const MAX_MESSAGE: usize = 64 << 20;
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Serialize, Deserialize)]
-enum Request {
+pub(super) enum Request {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
     Snapshot(InstallSnapshotRequest<TypeConfig>),
     /// A proposal sent to the leader by another broker.
     Propose(Command),
+    /// A follower's fetch from a partition's leader.
+    Fetch(FetchRequest),
 }
 
 #[derive(Serialize, Deserialize)]
-enum Response {
+pub(super) enum Response {
     Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
     Propose(Result<Reply, String>),
+    /// Followed by the records' bytes when it is `Records`.
+    Fetch(FetchReply),
 }
 
-async fn write_msg<T: Serialize>(s: &mut TcpStream, msg: &T) -> std::io::Result<()> {
+/// Where followers' fetches are answered, once the broker has said.
+pub(super) type Source = Arc<std::sync::OnceLock<Arc<dyn ReplicaSource>>>;
+
+pub(super) async fn write_msg<T: Serialize>(s: &mut TcpStream, msg: &T) -> std::io::Result<()> {
     let body = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
     if body.len() > MAX_MESSAGE {
         return Err(std::io::Error::other("message too large"));
@@ -56,7 +64,7 @@ async fn write_msg<T: Serialize>(s: &mut TcpStream, msg: &T) -> std::io::Result<
     s.write_all(&buf).await
 }
 
-async fn read_msg<T: for<'de> Deserialize<'de>>(s: &mut TcpStream) -> std::io::Result<T> {
+pub(super) async fn read_msg<T: for<'de> Deserialize<'de>>(s: &mut TcpStream) -> std::io::Result<T> {
     let len = s.read_u32().await? as usize;
     if len > MAX_MESSAGE {
         return Err(std::io::Error::new(
@@ -70,8 +78,27 @@ async fn read_msg<T: for<'de> Deserialize<'de>>(s: &mut TcpStream) -> std::io::R
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
+/// Reads the `len` raw bytes that follow a message.
+pub(super) async fn read_tail(s: &mut TcpStream, len: u32) -> std::io::Result<bytes::Bytes> {
+    let len = len as usize;
+    if len > MAX_MESSAGE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("records of {len} bytes announced"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await?;
+    Ok(body.into())
+}
+
 /// Answers peers until the quorum stops.
-pub(super) async fn serve(raft: Raft<TypeConfig>, stop: CancellationToken, listener: TcpListener) {
+pub(super) async fn serve(
+    raft: Raft<TypeConfig>,
+    source: Source,
+    stop: CancellationToken,
+    listener: TcpListener,
+) {
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
@@ -80,7 +107,12 @@ pub(super) async fn serve(raft: Raft<TypeConfig>, stop: CancellationToken, liste
         match accepted {
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(peer_connection(raft.clone(), stop.clone(), stream));
+                tokio::spawn(peer_connection(
+                    raft.clone(),
+                    Arc::clone(&source),
+                    stop.clone(),
+                    stream,
+                ));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "controller listener accept failed");
@@ -90,7 +122,12 @@ pub(super) async fn serve(raft: Raft<TypeConfig>, stop: CancellationToken, liste
     }
 }
 
-async fn peer_connection(raft: Raft<TypeConfig>, stop: CancellationToken, mut stream: TcpStream) {
+async fn peer_connection(
+    raft: Raft<TypeConfig>,
+    source: Source,
+    stop: CancellationToken,
+    mut stream: TcpStream,
+) {
     loop {
         let req = tokio::select! {
             () = stop.cancelled() => return,
@@ -106,9 +143,18 @@ async fn peer_connection(raft: Raft<TypeConfig>, stop: CancellationToken, mut st
                 Ok(r) => Ok(r.data),
                 Err(e) => Err(e.to_string()),
             }),
+            Request::Fetch(r) => Response::Fetch(match source.get() {
+                Some(src) => src.fetch(r).await,
+                None => FetchReply::NotLeader,
+            }),
         };
         if write_msg(&mut stream, &resp).await.is_err() {
             return;
+        }
+        if let Response::Fetch(FetchReply::Records { records, .. }) = &resp {
+            if stream.write_all(records).await.is_err() {
+                return;
+            }
         }
     }
 }
@@ -130,11 +176,15 @@ pub(super) async fn forward(addr: &str, cmd: Command) -> Result<Reply, String> {
 
 /// Makes a [`Peer`] for each node the engine talks to (a new one for each
 /// election and replication stream).
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(super) struct Peers {
     /// Peers whose last call failed, shared by all clients so that a peer
     /// going away is logged once, not once per client.
     down: Arc<parking_lot::Mutex<std::collections::BTreeSet<NodeId>>>,
+    /// When each peer last answered a call.
+    pub(super) answered: Arc<parking_lot::Mutex<std::collections::BTreeMap<NodeId, Instant>>>,
+    /// Peers whose last call found nothing listening (a process gone).
+    pub(super) refused: Arc<parking_lot::Mutex<std::collections::BTreeSet<NodeId>>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Peers {
@@ -145,7 +195,7 @@ impl RaftNetworkFactory<TypeConfig> for Peers {
             target,
             addr: node.addr.clone(),
             conn: None,
-            down: Arc::clone(&self.down),
+            peers: self.clone(),
         }
     }
 }
@@ -155,7 +205,7 @@ pub(super) struct Peer {
     target: NodeId,
     addr: String,
     conn: Option<TcpStream>,
-    down: Arc<parking_lot::Mutex<std::collections::BTreeSet<NodeId>>>,
+    peers: Peers,
 }
 
 /// Why a call did not get an answer.
@@ -191,15 +241,22 @@ impl Peer {
                 format!("no answer from node {} in {ttl:?}", self.target),
             ))),
         };
+        if let Err(CallError::Unreachable(e)) = &result {
+            if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                self.peers.refused.lock().insert(self.target);
+            }
+        }
         match &result {
             Err(CallError::Unreachable(e) | CallError::Network(e)) => {
                 self.conn = None;
-                if self.down.lock().insert(self.target) {
+                if self.peers.down.lock().insert(self.target) {
                     tracing::warn!(node = self.target, addr = %self.addr, error = %e, "quorum peer unreachable");
                 }
             }
             Ok(_) => {
-                if self.down.lock().remove(&self.target) {
+                self.peers.answered.lock().insert(self.target, Instant::now());
+                self.peers.refused.lock().remove(&self.target);
+                if self.peers.down.lock().remove(&self.target) {
                     tracing::info!(node = self.target, addr = %self.addr, "quorum peer reachable again");
                 }
             }

@@ -62,6 +62,8 @@ pub struct StateMachine {
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, openraft::BasicNode>,
     state: Arc<RwLock<Metadata>>,
+    /// Counts applied changes; the broker watches it.
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
     /// The last snapshot taken or installed, shared with its builders.
     snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
 }
@@ -73,7 +75,10 @@ struct StoredSnapshot {
 }
 
 /// Opens (or creates) the quorum's state in `dir`.
-pub fn open(dir: &Path) -> io::Result<(LogStore, StateMachine, Arc<RwLock<Metadata>>)> {
+pub fn open(
+    dir: &Path,
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
+) -> io::Result<(LogStore, StateMachine, Arc<RwLock<Metadata>>)> {
     fs::create_dir_all(dir)?;
     let path = dir.join("log");
     let mut file = OpenOptions::new()
@@ -123,6 +128,7 @@ pub fn open(dir: &Path) -> io::Result<(LogStore, StateMachine, Arc<RwLock<Metada
             .map(|s| s.meta.last_membership.clone())
             .unwrap_or_default(),
         state: Arc::clone(&state),
+        changed,
         snapshot: Arc::new(Mutex::new(snapshot)),
     };
     Ok((LogStore(Arc::new(Mutex::new(inner))), sm, state))
@@ -408,7 +414,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.last_applied = Some(e.log_id);
             replies.push(match e.payload {
                 EntryPayload::Blank => Reply::default(),
-                EntryPayload::Normal(cmd) => state.apply(&cmd),
+                EntryPayload::Normal(cmd) => {
+                    let r = state.apply(&cmd);
+                    if r.changed {
+                        self.changed.send_modify(|n| *n += 1);
+                    }
+                    r
+                }
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(e.log_id), m);
                     Reply::default()
@@ -438,6 +450,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data: Metadata = serde_json::from_slice(snapshot.get_ref())
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         *self.state.write() = data.clone();
+        self.changed.send_modify(|n| *n += 1);
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.keep(StoredSnapshot {
@@ -475,6 +488,7 @@ mod tests {
                 id: index,
                 kafka: format!("h:{index}"),
                 http: String::new(),
+                cluster_id: None,
             }),
         }
     }
@@ -487,7 +501,7 @@ mod tests {
     fn the_log_replays_appends_truncations_and_purges_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (log, _, _) = open(dir.path()).unwrap();
+            let (log, _, _) = open(dir.path(), Default::default()).unwrap();
             let mut inner = log.0.lock();
             inner
                 .write(Record::Entries((1..=10).map(|i| entry(1, i)).collect()))
@@ -499,7 +513,7 @@ mod tests {
                 .write(Record::Committed(Some(entry(2, 8).log_id)))
                 .unwrap();
         }
-        let (log, _, _) = open(dir.path()).unwrap();
+        let (log, _, _) = open(dir.path(), Default::default()).unwrap();
         assert_eq!(indexes(&log), vec![4, 5, 6, 7, 8]);
         let inner = log.0.lock();
         assert_eq!(inner.entries[&8].log_id.leader_id.term, 2);
@@ -511,7 +525,7 @@ mod tests {
     fn a_torn_or_damaged_tail_is_cut_off_and_what_came_before_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (log, _, _) = open(dir.path()).unwrap();
+            let (log, _, _) = open(dir.path(), Default::default()).unwrap();
             let mut inner = log.0.lock();
             inner
                 .write(Record::Entries(vec![entry(1, 1), entry(1, 2)]))
@@ -538,7 +552,7 @@ mod tests {
             },
         ] {
             fs::write(&path, &damage).unwrap();
-            let (log, _, _) = open(dir.path()).unwrap();
+            let (log, _, _) = open(dir.path(), Default::default()).unwrap();
             assert_eq!(indexes(&log), vec![1, 2]);
             assert_eq!(fs::metadata(&path).unwrap().len(), first as u64);
             // Appends after the cut are read back.
@@ -547,7 +561,7 @@ mod tests {
                 .write(Record::Entries(vec![entry(1, 3)]))
                 .unwrap();
             drop(log);
-            let (log, _, _) = open(dir.path()).unwrap();
+            let (log, _, _) = open(dir.path(), Default::default()).unwrap();
             assert_eq!(indexes(&log), vec![1, 2, 3]);
         }
     }
@@ -555,7 +569,7 @@ mod tests {
     #[test]
     fn a_mostly_purged_log_is_rewritten_smaller_with_the_same_contents() {
         let dir = tempfile::tempdir().unwrap();
-        let (log, _, _) = open(dir.path()).unwrap();
+        let (log, _, _) = open(dir.path(), Default::default()).unwrap();
         {
             let mut inner = log.0.lock();
             for i in 1..=20_000u64 {
@@ -572,7 +586,7 @@ mod tests {
                 .unwrap();
         }
         drop(log);
-        let (log, _, _) = open(dir.path()).unwrap();
+        let (log, _, _) = open(dir.path(), Default::default()).unwrap();
         assert_eq!(indexes(&log), (19_991..=20_001).collect::<Vec<_>>());
         assert_eq!(log.0.lock().last_purged, Some(entry(1, 19_990).log_id));
     }

@@ -18,6 +18,7 @@ fn registration_is_idempotent() {
         id: 1,
         kafka: "a:1".into(),
         http: "a:2".into(),
+        cluster_id: None,
     };
     assert!(m.apply(&cmd).changed);
     assert!(!m.apply(&cmd).changed);

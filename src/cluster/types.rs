@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 openraft::declare_raft_types!(
     /// The quorum's types: commands are [`Command`], answers [`Reply`].
@@ -22,11 +23,44 @@ pub type NodeId = u64;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Command {
-    /// A broker announces itself and where clients reach it.
+    /// A broker announces itself and where clients reach it; a registered
+    /// broker is unfenced. The first registration names the cluster.
     RegisterBroker {
         id: NodeId,
         kafka: String,
         http: String,
+        #[serde(default)]
+        cluster_id: Option<String>,
+    },
+    /// The controller found a broker gone (`fenced`) or back: a fenced
+    /// broker leads nothing and is out of every ISR.
+    SetFenced { id: NodeId, fenced: bool },
+    /// A topic, its replicas placed over the unfenced brokers.
+    CreateTopic {
+        name: String,
+        id: Uuid,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic { name: String },
+    /// Grows a topic to `total` partitions.
+    CreatePartitions { name: String, total: i32 },
+    /// Replaces a topic's configs.
+    SetTopicConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
+    /// A partition's leader and ISR change (the controller electing a
+    /// leader, the leader shrinking or growing its ISR). Applied only if
+    /// the partition is still at `partition_epoch`: a change made from a
+    /// stale view is refused.
+    ChangePartition {
+        topic: String,
+        partition: i32,
+        partition_epoch: i32,
+        leader: Option<NodeId>,
+        isr: Vec<NodeId>,
     },
 }
 
@@ -35,6 +69,37 @@ pub enum Command {
 pub struct Reply {
     /// Whether the command changed the state.
     pub changed: bool,
+    /// Why it was refused, if it was.
+    #[serde(default)]
+    pub error: Option<Refusal>,
+}
+
+/// Why a command was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Refusal {
+    TopicExists,
+    UnknownTopic,
+    /// More replicas asked for than there are unfenced brokers.
+    ReplicationFactor { asked: i16, brokers: usize },
+    InvalidPartitions,
+    /// The partition changed since the proposer looked.
+    StaleEpoch,
+}
+
+impl Reply {
+    fn changed() -> Self {
+        Self {
+            changed: true,
+            error: None,
+        }
+    }
+    fn refused(r: Refusal) -> Self {
+        Self {
+            changed: false,
+            error: Some(r),
+        }
+    }
 }
 
 /// A broker as the quorum knows it.
@@ -45,28 +110,218 @@ pub struct BrokerInfo {
     pub kafka: String,
     /// Its admin HTTP address.
     pub http: String,
+    /// Found gone by the controller and not back yet.
+    #[serde(default)]
+    pub fenced: bool,
+}
+
+/// One partition's placement and leadership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// Its replicas, the preferred leader first.
+    pub replicas: Vec<NodeId>,
+    /// `None`: offline, no in-sync replica is alive.
+    pub leader: Option<NodeId>,
+    /// Rises with every leader election; stamped into the batches the
+    /// leader writes.
+    pub leader_epoch: i32,
+    /// The in-sync replicas.
+    pub isr: Vec<NodeId>,
+    /// Rises with every change of leader or ISR.
+    pub partition_epoch: i32,
+}
+
+/// A topic as the quorum knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicState {
+    pub id: Uuid,
+    pub configs: BTreeMap<String, String>,
+    pub partitions: Vec<PartitionState>,
 }
 
 /// The replicated metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {
     pub brokers: BTreeMap<NodeId, BrokerInfo>,
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+    #[serde(default)]
+    pub topics: BTreeMap<String, TopicState>,
+}
+
+/// FNV-1a: a placement that every node computes alike.
+fn stable_hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl Metadata {
+    /// Unfenced brokers, by id.
+    pub fn live_brokers(&self) -> Vec<NodeId> {
+        self.brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+            .collect()
+    }
+
+    /// Replicas for partitions `from..to` of `name`: consecutive brokers
+    /// from a start that depends on the name, so that the leaders of a
+    /// topic's partitions (the first replicas) spread over the brokers.
+    fn place(&self, name: &str, from: i32, to: i32, rf: usize) -> Vec<Vec<NodeId>> {
+        let live = self.live_brokers();
+        let n = live.len().max(1);
+        let start = (stable_hash(name) % n as u64) as usize;
+        (from..to)
+            .map(|p| {
+                (0..rf)
+                    .filter_map(|i| live.get((start + p as usize + i) % n).copied())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The state of one partition.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionState> {
+        self.topics
+            .get(topic)
+            .and_then(|t| t.partitions.get(usize::try_from(partition).ok()?))
+    }
+
     /// Applies one command; the same commands in the same order give the
     /// same state on every node.
     pub fn apply(&mut self, cmd: &Command) -> Reply {
         match cmd {
-            Command::RegisterBroker { id, kafka, http } => {
+            Command::RegisterBroker {
+                id,
+                kafka,
+                http,
+                cluster_id,
+            } => {
                 let info = BrokerInfo {
                     id: *id,
                     kafka: kafka.clone(),
                     http: http.clone(),
+                    fenced: false,
                 };
-                let changed = self.brokers.get(id) != Some(&info);
+                let mut changed = self.brokers.get(id) != Some(&info);
                 self.brokers.insert(*id, info);
-                Reply { changed }
+                if self.cluster_id.is_none() && cluster_id.is_some() {
+                    self.cluster_id.clone_from(cluster_id);
+                    changed = true;
+                }
+                Reply {
+                    changed,
+                    error: None,
+                }
+            }
+            Command::SetFenced { id, fenced } => match self.brokers.get_mut(id) {
+                Some(b) if b.fenced != *fenced => {
+                    b.fenced = *fenced;
+                    Reply::changed()
+                }
+                _ => Reply::default(),
+            },
+            Command::CreateTopic {
+                name,
+                id,
+                partitions,
+                replication_factor,
+                configs,
+            } => {
+                if self.topics.contains_key(name) {
+                    return Reply::refused(Refusal::TopicExists);
+                }
+                if *partitions < 1 {
+                    return Reply::refused(Refusal::InvalidPartitions);
+                }
+                let live = self.live_brokers().len();
+                let rf = usize::try_from(*replication_factor).unwrap_or(0);
+                if rf == 0 || rf > live {
+                    return Reply::refused(Refusal::ReplicationFactor {
+                        asked: *replication_factor,
+                        brokers: live,
+                    });
+                }
+                let partitions = self
+                    .place(name, 0, *partitions, rf)
+                    .into_iter()
+                    .map(|replicas| PartitionState {
+                        leader: replicas.first().copied(),
+                        isr: replicas.clone(),
+                        replicas,
+                        leader_epoch: 0,
+                        partition_epoch: 0,
+                    })
+                    .collect();
+                self.topics.insert(
+                    name.clone(),
+                    TopicState {
+                        id: *id,
+                        configs: configs.clone(),
+                        partitions,
+                    },
+                );
+                Reply::changed()
+            }
+            Command::DeleteTopic { name } => match self.topics.remove(name) {
+                Some(_) => Reply::changed(),
+                None => Reply::refused(Refusal::UnknownTopic),
+            },
+            Command::CreatePartitions { name, total } => {
+                let Some(t) = self.topics.get(name) else {
+                    return Reply::refused(Refusal::UnknownTopic);
+                };
+                let have = t.partitions.len() as i32;
+                if *total <= have {
+                    return Reply::refused(Refusal::InvalidPartitions);
+                }
+                let rf = t.partitions.first().map_or(1, |p| p.replicas.len());
+                let added = self.place(name, have, *total, rf);
+                if let Some(t) = self.topics.get_mut(name) {
+                    t.partitions
+                        .extend(added.into_iter().map(|replicas| PartitionState {
+                            leader: replicas.first().copied(),
+                            isr: replicas.clone(),
+                            replicas,
+                            leader_epoch: 0,
+                            partition_epoch: 0,
+                        }));
+                }
+                Reply::changed()
+            }
+            Command::SetTopicConfigs { name, configs } => match self.topics.get_mut(name) {
+                Some(t) => {
+                    t.configs.clone_from(configs);
+                    Reply::changed()
+                }
+                None => Reply::refused(Refusal::UnknownTopic),
+            },
+            Command::ChangePartition {
+                topic,
+                partition,
+                partition_epoch,
+                leader,
+                isr,
+            } => {
+                let Some(p) = self
+                    .topics
+                    .get_mut(topic)
+                    .and_then(|t| t.partitions.get_mut(usize::try_from(*partition).ok()?))
+                else {
+                    return Reply::refused(Refusal::UnknownTopic);
+                };
+                if p.partition_epoch != *partition_epoch {
+                    return Reply::refused(Refusal::StaleEpoch);
+                }
+                if p.leader != *leader {
+                    p.leader_epoch += 1;
+                }
+                p.leader = *leader;
+                p.isr.clone_from(isr);
+                p.partition_epoch += 1;
+                Reply::changed()
             }
         }
     }
