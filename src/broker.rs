@@ -61,6 +61,9 @@ pub struct Broker {
     /// The metadata quorum, when the broker is one of a cluster's voters
     /// (`--controller-quorum-voters`); set once at start.
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// This broker's roles in replicating partitions (empty on a single
+    /// node).
+    pub replicas: crate::replication::Replicas,
     /// Held for the broker's life: only one process may use the data dir.
     _lock: File,
 }
@@ -190,6 +193,7 @@ impl Broker {
             started: Instant::now(),
             phase: AtomicU8::new(Phase::Starting as u8),
             cluster: std::sync::OnceLock::new(),
+            replicas: crate::replication::Replicas::default(),
             _lock: lock,
         }))
     }
@@ -225,6 +229,9 @@ impl Broker {
         name: &str,
         allow: bool,
     ) -> Result<Option<Arc<Topic>>, TopicError> {
+        if let Some(c) = self.cluster.get() {
+            return self.cluster_topic(c, name, allow);
+        }
         if let Some(t) = self.topics.get(name) {
             return Ok(Some(t));
         }
@@ -247,6 +254,51 @@ impl Broker {
             Ok(t) => Ok(Some(t)),
             Err(TopicError::AlreadyExists(_)) => Ok(self.topics.get(name)),
             Err(e) => Err(e),
+        }
+    }
+
+    /// In a cluster, the code for a partition this broker does not lead
+    /// (clients read and write only at the leader); `None` where it may
+    /// serve.
+    pub fn not_leader(&self, topic: &str, partition: i32) -> Option<i16> {
+        self.cluster.get()?;
+        match self.replicas.leadership(topic, partition) {
+            Some(_) => None,
+            None => Some(crate::protocol::errors::NOT_LEADER_OR_FOLLOWER),
+        }
+    }
+
+    /// In a cluster: this broker's replica of a topic the quorum holds. An
+    /// unknown topic is proposed to the quorum when auto-creation allows,
+    /// and is there for the client's next try.
+    fn cluster_topic(
+        &self,
+        c: &Arc<crate::cluster::Cluster>,
+        name: &str,
+        allow: bool,
+    ) -> Result<Option<Arc<Topic>>, TopicError> {
+        let id = c.with_metadata(|m| m.topics.get(name).map(|t| t.id));
+        match id {
+            Some(id) => Ok(self.topics.get(name).filter(|t| t.id == id)),
+            None => {
+                crate::topics::validate_name(name)?;
+                if allow && self.config.args.auto_create_topics {
+                    let cmd = crate::cluster::Command::CreateTopic {
+                        name: name.to_string(),
+                        id: uuid::Uuid::new_v4(),
+                        partitions: self.config.args.default_partitions,
+                        replication_factor: self.config.args.default_replication_factor,
+                        configs: Default::default(),
+                    };
+                    let c = Arc::clone(c);
+                    tokio::spawn(async move {
+                        if let Err(e) = c.propose(cmd).await {
+                            tracing::debug!(error = %e, "auto-creation not proposed");
+                        }
+                    });
+                }
+                Ok(None)
+            }
         }
     }
 

@@ -35,6 +35,7 @@ pub mod log;
 pub mod memory;
 pub mod metrics;
 pub mod protocol;
+pub mod replication;
 pub mod retry;
 pub mod security;
 pub mod server;
@@ -132,7 +133,8 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
     let broker = Broker::open(config)?;
     if let Some(voters) = &broker.config.args.controller_quorum_voters {
         let cluster = start_cluster(&broker, voters).await?;
-        let _ = broker.cluster.set(cluster);
+        let _ = broker.cluster.set(Arc::clone(&cluster));
+        tokio::spawn(replication::run(Arc::clone(&broker), cluster));
     }
     let shutdown = CancellationToken::new();
     let http_shutdown = CancellationToken::new();

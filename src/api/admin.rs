@@ -18,6 +18,7 @@ use super::errors;
 use super::route::{kind, row, Api, Cx, Handled, Row, Verdict};
 use super::route::{sb, tn};
 use crate::broker::{now_ms, Broker};
+use crate::cluster;
 use crate::security::acl::Operation;
 
 /// The APIs this family serves.
@@ -60,6 +61,9 @@ impl Api for CreateTopics {
     }
 
     async fn handle(cx: Cx<'_>, req: CreateTopicsRequest) -> Handled<CreateTopicsResponse> {
+        if let Some(c) = cx.broker.cluster.get() {
+            return Handled::Now(cluster_create_topics(cx.broker, c, req, cx.version).await);
+        }
         Handled::Now(create_topics(cx.broker, req, cx.version))
     }
 
@@ -117,6 +121,9 @@ impl Api for DeleteTopics {
     }
 
     async fn handle(cx: Cx<'_>, req: DeleteTopicsRequest) -> Handled<DeleteTopicsResponse> {
+        if let Some(c) = cx.broker.cluster.get() {
+            return Handled::Now(cluster_delete_topics(c, req, cx.version).await);
+        }
         Handled::Now(delete_topics(cx.broker, req, cx.version))
     }
 
@@ -159,6 +166,9 @@ impl Api for CreatePartitions {
     }
 
     async fn handle(cx: Cx<'_>, req: CreatePartitionsRequest) -> Handled<CreatePartitionsResponse> {
+        if let Some(c) = cx.broker.cluster.get() {
+            return Handled::Now(cluster_create_partitions(c, req).await);
+        }
         Handled::Now(create_partitions(cx.broker, req))
     }
 
@@ -370,5 +380,269 @@ fn create_partitions(
             }
         })
         .collect();
+    CreatePartitionsResponse::default().with_results(results)
+}
+
+/// The code for a change the quorum refused.
+fn refusal_code(r: &cluster::Refusal) -> (i16, String) {
+    match r {
+        cluster::Refusal::TopicExists => (errors::TOPIC_ALREADY_EXISTS, "topic exists".into()),
+        cluster::Refusal::UnknownTopic => (
+            errors::UNKNOWN_TOPIC_OR_PARTITION,
+            "unknown topic".into(),
+        ),
+        cluster::Refusal::ReplicationFactor { asked, brokers } => (
+            errors::INVALID_REPLICATION_FACTOR,
+            format!("replication factor {asked} with {brokers} live brokers"),
+        ),
+        cluster::Refusal::InvalidPartitions => (
+            errors::INVALID_PARTITIONS,
+            "the partition count must grow".into(),
+        ),
+        cluster::Refusal::StaleEpoch => (errors::NOT_CONTROLLER, "stale change".into()),
+        _ => (errors::UNKNOWN_SERVER_ERROR, format!("{r:?}")),
+    }
+}
+
+/// Proposes `cmd` and waits (a little) until this broker has applied the
+/// change, so that the client's next Metadata here sees it.
+async fn propose_and_see(
+    c: &Arc<cluster::Cluster>,
+    cmd: cluster::Command,
+    seen: impl Fn(&cluster::Metadata) -> bool,
+) -> Result<(), (i16, String)> {
+    let mut changes = c.changes();
+    match c.propose(cmd).await {
+        Err(e) => return Err((errors::NOT_CONTROLLER, e)),
+        Ok(r) => {
+            if let Some(refused) = &r.error {
+                return Err(refusal_code(refused));
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !c.with_metadata(&seen) {
+        if tokio::time::timeout_at(deadline, changes.changed())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// CreateTopics in a cluster: each topic is proposed to the quorum, which
+/// places its replicas.
+async fn cluster_create_topics(
+    broker: &Arc<Broker>,
+    c: &Arc<cluster::Cluster>,
+    req: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let fail = |code: i16, msg: String| {
+            CreatableTopicResult::default()
+                .with_name(t.name.clone())
+                .with_error_code(code)
+                .with_error_message(Some(sb(msg)))
+                .with_num_partitions(-1)
+                .with_replication_factor(-1)
+                .with_configs(None)
+        };
+        if !t.assignments.is_empty() {
+            results.push(fail(
+                errors::INVALID_REPLICA_ASSIGNMENT,
+                "replica assignments are placed by the controller".into(),
+            ));
+            continue;
+        }
+        let partitions = if t.num_partitions == -1 {
+            broker.config.args.default_partitions
+        } else {
+            t.num_partitions
+        };
+        let rf = if t.replication_factor == -1 {
+            broker.config.args.default_replication_factor
+        } else {
+            t.replication_factor
+        };
+        let mut configs = BTreeMap::new();
+        for cfg in &t.configs {
+            if let Some(v) = &cfg.value {
+                configs.insert(cfg.name.to_string(), v.to_string());
+            }
+        }
+        // Name, partition count and configs as a single broker checks
+        // them (the replication factor is the quorum's to judge).
+        if let Err(e) = broker.topics.check_create(&name, partitions, 1, &configs) {
+            if !matches!(e, crate::topics::TopicError::AlreadyExists(_)) {
+                results.push(fail(errors::topic_error_code(&e), e.to_string()));
+                continue;
+            }
+        }
+        let exists = c.with_metadata(|m| m.topics.contains_key(&name));
+        let live = c.with_metadata(|m| m.live_brokers().len());
+        if exists {
+            results.push(fail(
+                errors::TOPIC_ALREADY_EXISTS,
+                format!("topic '{name}' already exists"),
+            ));
+            continue;
+        }
+        if rf < 1 || rf as usize > live {
+            results.push(fail(
+                errors::INVALID_REPLICATION_FACTOR,
+                format!("replication factor {rf} with {live} live brokers"),
+            ));
+            continue;
+        }
+        if req.validate_only {
+            results.push(
+                CreatableTopicResult::default()
+                    .with_name(t.name.clone())
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(rf)
+                    .with_configs(Some(Vec::new())),
+            );
+            continue;
+        }
+        let id = Uuid::new_v4();
+        let cmd = cluster::Command::CreateTopic {
+            name: name.clone(),
+            id,
+            partitions,
+            replication_factor: rf,
+            configs,
+        };
+        match propose_and_see(c, cmd, |m| m.topics.contains_key(&name)).await {
+            Ok(()) => {
+                let mut r = CreatableTopicResult::default()
+                    .with_name(t.name.clone())
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(rf);
+                if version >= 5 {
+                    r = r.with_topic_id(id).with_configs(Some(
+                        broker
+                            .topics
+                            .get(&name)
+                            .map(|topic| describe_topic_configs(broker, &topic))
+                            .unwrap_or_default(),
+                    ));
+                }
+                results.push(r);
+            }
+            Err((code, msg)) => results.push(fail(code, msg)),
+        }
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+/// DeleteTopics in a cluster, through the quorum.
+async fn cluster_delete_topics(
+    c: &Arc<cluster::Cluster>,
+    req: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    let targets: Vec<(Option<String>, Uuid)> = if version >= 6 {
+        req.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id))
+            .collect()
+    } else {
+        req.topic_names
+            .iter()
+            .map(|n| (Some(n.0.to_string()), Uuid::nil()))
+            .collect()
+    };
+    let mut responses = Vec::new();
+    for (name, id) in targets {
+        let found = c.with_metadata(|m| match &name {
+            Some(n) => m.topics.get(n).map(|t| (n.clone(), t.id)),
+            None => m
+                .topics
+                .iter()
+                .find(|(_, t)| t.id == id)
+                .map(|(n, t)| (n.clone(), t.id)),
+        });
+        let r = DeletableTopicResult::default()
+            .with_name(name.clone().map(tn))
+            .with_topic_id(id);
+        let Some((name, id)) = found else {
+            let code = if name.is_some() {
+                errors::UNKNOWN_TOPIC_OR_PARTITION
+            } else {
+                errors::UNKNOWN_TOPIC_ID
+            };
+            responses.push(r.with_error_code(code));
+            continue;
+        };
+        let r = r.with_name(Some(tn(name.clone()))).with_topic_id(id);
+        let cmd = cluster::Command::DeleteTopic { name: name.clone() };
+        responses.push(
+            match propose_and_see(c, cmd, |m| !m.topics.contains_key(&name)).await {
+                Ok(()) => r,
+                Err((code, msg)) => r.with_error_code(code).with_error_message(Some(sb(msg))),
+            },
+        );
+    }
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+/// CreatePartitions in a cluster, through the quorum.
+async fn cluster_create_partitions(
+    c: &Arc<cluster::Cluster>,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let mut results = Vec::new();
+    for t in req.topics {
+        let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        let name = t.name.0.to_string();
+        if t.assignments.is_some() {
+            results.push(
+                r.with_error_code(errors::INVALID_REPLICA_ASSIGNMENT)
+                    .with_error_message(Some(sb("replicas are placed by the controller"))),
+            );
+            continue;
+        }
+        let have = c.with_metadata(|m| m.topics.get(&name).map(|t| t.partitions.len() as i32));
+        let check = match have {
+            None => Err((
+                errors::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("unknown topic '{name}'"),
+            )),
+            Some(n) if t.count <= n => Err((
+                errors::INVALID_PARTITIONS,
+                format!("topic has {n} partitions, {} would not be an increase", t.count),
+            )),
+            Some(_) if t.count > crate::topics::MAX_PARTITIONS => Err((
+                errors::INVALID_PARTITIONS,
+                format!("{} partitions exceed the maximum", t.count),
+            )),
+            Some(_) => Ok(()),
+        };
+        let outcome = match check {
+            Err(e) => Err(e),
+            Ok(()) if req.validate_only => Ok(()),
+            Ok(()) => {
+                let cmd = cluster::Command::CreatePartitions {
+                    name: name.clone(),
+                    total: t.count,
+                };
+                propose_and_see(c, cmd, |m| {
+                    m.topics
+                        .get(&name)
+                        .is_some_and(|x| x.partitions.len() as i32 >= t.count)
+                })
+                .await
+            }
+        };
+        results.push(match outcome {
+            Ok(()) => r,
+            Err((code, msg)) => r.with_error_code(code).with_error_message(Some(sb(msg))),
+        });
+    }
     CreatePartitionsResponse::default().with_results(results)
 }

@@ -148,6 +148,14 @@ fn build(broker: &Broker, req: &FetchRequest, version: i16) -> Built {
                 parts.push(failed(fp.partition, unknown));
                 continue;
             };
+            if let Some(code) = topic
+                .as_ref()
+                .and_then(|t| broker.not_leader(&t.name, fp.partition))
+            {
+                error = true;
+                parts.push(failed(fp.partition, code));
+                continue;
+            }
             let limit =
                 (fp.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
             let min_one = total == 0;
@@ -169,8 +177,8 @@ fn build(broker: &Broker, req: &FetchRequest, version: i16) -> Built {
                     }
                     parts.push(
                         pd.with_error_code(code)
-                            .with_high_watermark(log.end_offset())
-                            .with_last_stable_offset(log.end_offset())
+                            .with_high_watermark(log.high_watermark())
+                            .with_last_stable_offset(log.high_watermark())
                             .with_log_start_offset(log.log_start_offset())
                             .with_records(Some(Bytes::new())),
                     );

@@ -357,6 +357,16 @@ fn find_coordinator(cx: Cx<'_>, req: FindCoordinatorRequest) -> FindCoordinatorR
     let (broker, version) = (cx.broker, cx.version);
     let (host, port) = cx.advertised();
     let node = BrokerId(broker.node_id());
+    // In a cluster each group has one coordinator every broker agrees on.
+    let coordinator = |key: &str| -> (BrokerId, String, i32) {
+        match broker.cluster.get().and_then(|c| c.coordinator_for(key)) {
+            Some(b) => {
+                let (h, p) = b.kafka.rsplit_once(':').unwrap_or((b.kafka.as_str(), "-1"));
+                (BrokerId(b.id as i32), h.to_string(), p.parse().unwrap_or(-1))
+            }
+            None => (node, host.to_string(), port),
+        }
+    };
     let answer = |key_type: i8| -> (i16, Option<&'static str>) {
         if key_type == KEY_TYPE_GROUP {
             (errors::NONE, None)
@@ -378,6 +388,7 @@ fn find_coordinator(cx: Cx<'_>, req: FindCoordinatorRequest) -> FindCoordinatorR
                     .with_error_code(code)
                     .with_error_message(msg.map(sb));
                 if code == errors::NONE {
+                    let (node, host, port) = coordinator(k.as_str());
                     c.with_node_id(node).with_host(sb(host)).with_port(port)
                 } else {
                     c.with_node_id(BrokerId(-1)).with_port(-1)
@@ -394,6 +405,7 @@ fn find_coordinator(cx: Cx<'_>, req: FindCoordinatorRequest) -> FindCoordinatorR
             .with_node_id(BrokerId(-1))
             .with_port(-1);
     }
+    let (node, host, port) = coordinator(req.key.as_str());
     resp.with_node_id(node).with_host(sb(host)).with_port(port)
 }
 

@@ -1,5 +1,6 @@
-//! Metadata and DescribeCluster: this broker is the one node, the leader of
-//! every partition and the controller.
+//! Metadata and DescribeCluster. A single broker is the one node, the
+//! leader of every partition and the controller; in a cluster the answers
+//! come from the quorum's metadata.
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::metadata_response::{
@@ -14,6 +15,7 @@ use super::errors;
 use super::route::{kind, open, row, Api, Cx, Handled, Row, Verdict};
 use super::route::{sb, tn};
 use crate::broker::Broker;
+use crate::cluster;
 use crate::security::acl::Operation;
 use crate::topics::Topic;
 
@@ -171,6 +173,9 @@ fn topic_metadata(broker: &Broker, t: &Topic) -> MetadataResponseTopic {
 /// Metadata: brokers, cluster id, controller and the requested topics
 /// (auto-creating unknown ones when allowed).
 fn metadata(cx: Cx<'_>, req: MetadataRequest) -> MetadataResponse {
+    if let Some(c) = cx.broker.cluster.get() {
+        return cluster_metadata(cx, req, c);
+    }
     let (broker, version) = (cx.broker, cx.version);
     let node = BrokerId(broker.node_id());
     let (host, port) = cx.advertised();
@@ -241,12 +246,162 @@ fn metadata(cx: Cx<'_>, req: MetadataRequest) -> MetadataResponse {
         .with_topics(topics)
 }
 
-/// DescribeCluster: the one broker.
+/// `host:port` split for an answer.
+fn host_port(addr: &str) -> (&str, i32) {
+    match addr.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().unwrap_or(-1)),
+        None => (addr, -1),
+    }
+}
+
+/// A cluster topic's partitions as the quorum places them.
+fn cluster_topic_metadata(
+    m: &cluster::Metadata,
+    name: &str,
+    t: &cluster::TopicState,
+) -> MetadataResponseTopic {
+    let ids = |v: &[cluster::NodeId]| v.iter().map(|r| BrokerId(*r as i32)).collect::<Vec<_>>();
+    let partitions = t
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let offline: Vec<cluster::NodeId> = p
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| m.brokers.get(r).is_none_or(|b| b.fenced))
+                .collect();
+            MetadataResponsePartition::default()
+                .with_partition_index(i as i32)
+                .with_error_code(if p.leader.is_some() {
+                    errors::NONE
+                } else {
+                    errors::LEADER_NOT_AVAILABLE
+                })
+                .with_leader_id(BrokerId(p.leader.map_or(-1, |l| l as i32)))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(ids(&p.replicas))
+                .with_isr_nodes(ids(&p.isr))
+                .with_offline_replicas(ids(&offline))
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(tn(name.to_string())))
+        .with_topic_id(t.id)
+        .with_partitions(partitions)
+}
+
+/// Metadata in a cluster: the unfenced brokers, the controller, and the
+/// topics as the quorum holds them.
+fn cluster_metadata(
+    cx: Cx<'_>,
+    req: MetadataRequest,
+    c: &cluster::Cluster,
+) -> MetadataResponse {
+    let (broker, version) = (cx.broker, cx.version);
+    let all = match &req.topics {
+        None => true,
+        Some(list) => version == 0 && list.is_empty(),
+    };
+    let allow_create = version < 4 || req.allow_auto_topic_creation;
+    // Unknown names are proposed for creation before the metadata is read.
+    if !all {
+        for rt in req.topics.iter().flatten() {
+            if let Some(n) = &rt.name {
+                let _ = broker.topic_or_create(n.as_str(), allow_create);
+            }
+        }
+    }
+    let controller = c.controller().map_or(-1, |id| id as i32);
+    let mut resp = c.with_metadata(|m| {
+        let brokers = m
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| {
+                let (host, port) = host_port(&b.kafka);
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.id as i32))
+                    .with_host(sb(host.to_string()))
+                    .with_port(port)
+            })
+            .collect();
+        let mut topics = Vec::new();
+        if all {
+            topics.extend(
+                m.topics
+                    .iter()
+                    .map(|(n, t)| cluster_topic_metadata(m, n, t)),
+            );
+        } else {
+            for rt in req.topics.iter().flatten() {
+                match &rt.name {
+                    Some(n) => match m.topics.get(n.as_str()) {
+                        Some(t) => topics.push(cluster_topic_metadata(m, n.as_str(), t)),
+                        None => {
+                            let creating = allow_create
+                                && broker.config.args.auto_create_topics
+                                && crate::topics::validate_name(n.as_str()).is_ok();
+                            topics.push(
+                                MetadataResponseTopic::default()
+                                    .with_name(Some(n.clone()))
+                                    .with_error_code(if creating {
+                                        errors::LEADER_NOT_AVAILABLE
+                                    } else {
+                                        errors::UNKNOWN_TOPIC_OR_PARTITION
+                                    }),
+                            );
+                        }
+                    },
+                    None => match m.topics.iter().find(|(_, t)| t.id == rt.topic_id) {
+                        Some((n, t)) => topics.push(cluster_topic_metadata(m, n, t)),
+                        None => topics.push(
+                            MetadataResponseTopic::default()
+                                .with_name(None)
+                                .with_topic_id(rt.topic_id)
+                                .with_error_code(errors::UNKNOWN_TOPIC_ID),
+                        ),
+                    },
+                }
+            }
+        }
+        MetadataResponse::default()
+            .with_brokers(brokers)
+            .with_cluster_id(m.cluster_id.clone().map(sb))
+            .with_controller_id(BrokerId(controller))
+            .with_topics(topics)
+    });
+    if req.include_topic_authorized_operations {
+        for t in &mut resp.topics {
+            if t.error_code == errors::NONE {
+                t.topic_authorized_operations = TOPIC_OPERATIONS;
+            }
+        }
+    }
+    resp.cluster_authorized_operations = if req.include_cluster_authorized_operations {
+        CLUSTER_OPERATIONS
+    } else {
+        i32::MIN
+    };
+    resp
+}
+
+/// DescribeCluster: the brokers (in a cluster, every unfenced one) and the
+/// controller.
 fn describe_cluster(cx: Cx<'_>, req: &DescribeClusterRequest) -> DescribeClusterResponse {
     let broker = cx.broker;
+    let (cluster_id, controller) = match broker.cluster.get() {
+        Some(c) => (
+            c.with_metadata(|m| m.cluster_id.clone())
+                .unwrap_or_else(|| broker.topics.cluster_id().to_string()),
+            c.controller().map_or(-1, |id| id as i32),
+        ),
+        None => (broker.topics.cluster_id().to_string(), broker.node_id()),
+    };
     let resp = DescribeClusterResponse::default()
-        .with_cluster_id(sb(broker.topics.cluster_id()))
-        .with_controller_id(BrokerId(broker.node_id()))
+        .with_cluster_id(sb(cluster_id))
+        .with_controller_id(BrokerId(controller))
         .with_endpoint_type(req.endpoint_type);
     // endpoint_type 2 asks for controllers; this broker is both roles.
     if req.endpoint_type != 1 && req.endpoint_type != 2 {
@@ -259,6 +414,22 @@ fn describe_cluster(cx: Cx<'_>, req: &DescribeClusterRequest) -> DescribeCluster
     } else {
         resp
     };
+    if let Some(c) = broker.cluster.get() {
+        let brokers = c.with_metadata(|m| {
+            m.brokers
+                .values()
+                .filter(|b| !b.fenced)
+                .map(|b| {
+                    let (host, port) = host_port(&b.kafka);
+                    DescribeClusterBroker::default()
+                        .with_broker_id(BrokerId(b.id as i32))
+                        .with_host(sb(host.to_string()))
+                        .with_port(port)
+                })
+                .collect()
+        });
+        return resp.with_brokers(brokers);
+    }
     let (host, port) = cx.advertised();
     resp.with_brokers(vec![DescribeClusterBroker::default()
         .with_broker_id(BrokerId(broker.node_id()))

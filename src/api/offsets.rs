@@ -136,7 +136,7 @@ const LATEST_TIERED: i64 = -5;
 
 fn lookup(log: &PartitionLog, ts: i64) -> Result<(i64, i64), i16> {
     match ts {
-        LATEST => Ok((log.end_offset(), -1)),
+        LATEST => Ok((log.high_watermark(), -1)),
         EARLIEST | EARLIEST_LOCAL => Ok((log.log_start_offset(), -1)),
         LATEST_TIERED => Ok((-1, -1)),
         MAX_TIMESTAMP => Ok(log.max_timestamp_offset().map_or((-1, -1), |(o, t)| (o, t))),
@@ -173,6 +173,13 @@ fn list_offsets(
                             errors::UNKNOWN_TOPIC_OR_PARTITION,
                         );
                     };
+                    if let Some(code) = broker.not_leader(t.name.as_str(), p.partition_index) {
+                        return offset_failed(p.partition_index, code);
+                    }
+                    let epoch = broker
+                        .replicas
+                        .leadership(t.name.as_str(), p.partition_index)
+                        .map_or(epoch, |l| if version >= 4 { l.leader_epoch } else { -1 });
                     match lookup(&log, p.timestamp) {
                         Ok((offset, ts)) => r
                             .with_offset(offset)

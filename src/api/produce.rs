@@ -3,6 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
@@ -83,7 +84,11 @@ impl Api for Produce {
     }
 
     async fn handle(cx: Cx<'_>, req: ProduceRequest) -> Handled<ProduceResponse> {
-        match append(cx.broker, req).await {
+        let (mut resp, flush) = append(cx.broker, req).await;
+        if let (Some(r), Some(c), true) = (&mut resp, cx.broker.cluster.get(), cx.version >= 10) {
+            leader_hints(c, r);
+        }
+        match (resp, flush) {
             (resp, Some(flush)) => Handled::After(
                 resp,
                 Box::new(move |mut resp| {
@@ -113,6 +118,44 @@ impl Api for Produce {
     }
 }
 
+/// KIP-951: a partition answered `NOT_LEADER_OR_FOLLOWER` names its
+/// current leader and epoch, and the response carries that broker's
+/// address, so the client moves without asking for metadata first.
+fn leader_hints(c: &crate::cluster::Cluster, resp: &mut ProduceResponse) {
+    use kafka_protocol::messages::produce_response::{LeaderIdAndEpoch, NodeEndpoint};
+    use kafka_protocol::messages::BrokerId;
+    let mut endpoints = std::collections::BTreeSet::new();
+    c.with_metadata(|m| {
+        for t in &mut resp.responses {
+            for p in &mut t.partition_responses {
+                if p.error_code != errors::NOT_LEADER_OR_FOLLOWER {
+                    continue;
+                }
+                let Some(state) = m.partition(t.name.as_str(), p.index) else {
+                    continue;
+                };
+                let Some(leader) = state.leader else { continue };
+                p.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(leader as i32))
+                    .with_leader_epoch(state.leader_epoch);
+                endpoints.insert(leader);
+            }
+        }
+        for id in endpoints {
+            let Some(b) = m.brokers.get(&id) else { continue };
+            let Some((host, port)) = b.kafka.rsplit_once(':') else {
+                continue;
+            };
+            resp.node_endpoints.push(
+                NodeEndpoint::default()
+                    .with_node_id(BrokerId(id as i32))
+                    .with_host(sb(host.to_string()))
+                    .with_port(port.parse().unwrap_or(-1)),
+            );
+        }
+    });
+}
+
 /// The answer of a partition that was not appended to.
 fn failed(index: i32, code: i16) -> PartitionProduceResponse {
     PartitionProduceResponse::default()
@@ -125,6 +168,10 @@ fn failed(index: i32, code: i16) -> PartitionProduceResponse {
 /// is answered (`--fsync`).
 pub struct Flush {
     parts: Vec<(Arc<PartitionLog>, i64, TopicName, i32)>,
+    /// Appends whose high watermark must pass them (acks=all in a
+    /// cluster), within the request's timeout.
+    replicated: Vec<(Arc<PartitionLog>, i64, TopicName, i32)>,
+    timeout: Duration,
 }
 
 impl Flush {
@@ -136,25 +183,59 @@ impl Flush {
             .parts
             .iter()
             .map(|(log, upto, _, _)| log.flush_to(*upto));
-        let results = futures::future::join_all(waits).await;
+        let replicated = self
+            .replicated
+            .iter()
+            .map(|(log, upto, _, _)| committed(log, *upto, self.timeout));
+        let (results, replicated) = futures::future::join(
+            futures::future::join_all(waits),
+            futures::future::join_all(replicated),
+        )
+        .await;
         for (res, (_, _, name, index)) in results.into_iter().zip(&self.parts) {
             let Err(e) = res else { continue };
             tracing::error!(topic = %name.0, partition = index, error = %e, "fsync failed");
-            let Some(resp) = resp.as_deref_mut() else {
-                continue;
-            };
-            for p in resp
-                .responses
-                .iter_mut()
-                .filter(|t| t.name == *name)
-                .flat_map(|t| t.partition_responses.iter_mut())
-                .filter(|p| p.index == *index)
-            {
-                p.error_code = errors::KAFKA_STORAGE_ERROR;
-                p.base_offset = -1;
+            fail(resp.as_deref_mut(), name, *index, errors::KAFKA_STORAGE_ERROR);
+        }
+        for (ok, (_, _, name, index)) in replicated.into_iter().zip(&self.replicated) {
+            if !ok {
+                fail(resp.as_deref_mut(), name, *index, errors::REQUEST_TIMED_OUT);
             }
         }
     }
+}
+
+/// Waits until the high watermark reaches `upto`, up to `timeout`.
+async fn committed(log: &PartitionLog, upto: i64, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let moved = log.next_append();
+        tokio::pin!(moved);
+        moved.as_mut().enable();
+        if log.high_watermark() >= upto {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, moved).await.is_err() {
+            return log.high_watermark() >= upto;
+        }
+    }
+}
+
+/// Marks a partition of the response failed with `code`.
+fn fail(resp: Option<&mut ProduceResponse>, name: &TopicName, index: i32, code: i16) {
+    let Some(resp) = resp else { return };
+    for p in resp
+        .responses
+        .iter_mut()
+        .filter(|t| t.name == *name)
+        .flat_map(|t| t.partition_responses.iter_mut())
+        .filter(|p| p.index == index)
+    {
+        p.error_code = code;
+        p.base_offset = -1;
+    }
+}
+
 }
 
 /// Appends the request's batches. Returns the response (`None` for acks=0)
@@ -175,6 +256,9 @@ async fn append(
     };
     let now = now_ms();
     let mut to_flush: Vec<(Arc<PartitionLog>, i64, TopicName, i32)> = Vec::new();
+    // acks=all appends that wait for the high watermark to pass them.
+    let mut to_replicate: Vec<(Arc<PartitionLog>, i64, TopicName, i32)> = Vec::new();
+    let timeout = Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0).max(1));
     let mut responses = Vec::with_capacity(req.topic_data.len());
     for td in req.topic_data {
         let name = td.name.0.to_string();
@@ -216,6 +300,22 @@ async fn append(
                 parts.push(pr.with_error_code(errors::INVALID_RECORD));
                 continue;
             };
+            // In a cluster only the partition's leader takes writes, and
+            // acks=all needs min.insync.replicas in the ISR.
+            let leadership = match broker.cluster.get() {
+                None => None,
+                Some(_) => match broker.replicas.leadership(&name, pd.index) {
+                    None => {
+                        parts.push(pr.with_error_code(errors::NOT_LEADER_OR_FOLLOWER));
+                        continue;
+                    }
+                    Some(l) if acks == -1 && !l.enough_replicas() => {
+                        parts.push(pr.with_error_code(errors::NOT_ENOUGH_REPLICAS));
+                        continue;
+                    }
+                    Some(l) => Some(l),
+                },
+            };
             if let Some(route) = &route {
                 let code = hand_back(
                     broker, route, &name, pd.index, &log, records, must_sync, now,
@@ -241,6 +341,17 @@ async fn append(
                         .with_base_offset(info.base_offset)
                         .with_log_append_time_ms(info.log_append_time)
                         .with_log_start_offset(log.log_start_offset());
+                    if let Some(l) = &leadership {
+                        broker.replicas.appended(broker, &name, pd.index);
+                        if acks == -1 && l.replicated() {
+                            to_replicate.push((
+                                Arc::clone(&log),
+                                info.last_offset + 1,
+                                td.name.clone(),
+                                pd.index,
+                            ));
+                        }
+                    }
                     to_flush.push((
                         Arc::clone(&log),
                         info.last_offset + 1,
@@ -270,7 +381,14 @@ async fn append(
                 .with_partition_responses(parts),
         );
     }
-    let flush = (must_sync && !to_flush.is_empty()).then_some(Flush { parts: to_flush });
+    if !must_sync {
+        to_flush.clear();
+    }
+    let flush = (!to_flush.is_empty() || !to_replicate.is_empty()).then_some(Flush {
+        parts: to_flush,
+        replicated: to_replicate,
+        timeout,
+    });
     if acks == 0 {
         return (None, flush);
     }

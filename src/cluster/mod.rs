@@ -111,6 +111,8 @@ pub struct Cluster {
     peers: network::Peers,
     settings: Settings,
     stop: CancellationToken,
+    /// Leader elections made as the controller.
+    elections: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -139,6 +141,12 @@ pub struct Status {
     pub replication: Option<BTreeMap<NodeId, Option<u64>>>,
     /// On the leader: milliseconds since a quorum last acknowledged it.
     pub millis_since_quorum_ack: Option<u64>,
+    /// Partitions with no live leader.
+    pub offline_partitions: usize,
+    /// Partitions whose ISR is smaller than their replica set.
+    pub under_replicated_partitions: usize,
+    /// Leader elections this node made as the controller.
+    pub leader_elections: u64,
 }
 
 impl Cluster {
@@ -187,6 +195,7 @@ impl Cluster {
             peers,
             settings,
             stop,
+            elections: Default::default(),
         });
         tokio::spawn(network::serve(
             cluster.raft.clone(),
@@ -231,6 +240,20 @@ impl Cluster {
         self.changed.subscribe()
     }
 
+    /// The broker that coordinates a consumer group: one of the unfenced
+    /// brokers, picked by the group's name (rendezvous hashing) so that
+    /// every broker names the same one, and a broker leaving moves only
+    /// its own groups.
+    pub fn coordinator_for(&self, key: &str) -> Option<BrokerInfo> {
+        self.with_metadata(|m| {
+            m.brokers
+                .values()
+                .filter(|b| !b.fenced)
+                .max_by_key(|b| types::stable_hash(&format!("{key}\u{0}{}", b.id)))
+                .cloned()
+        })
+    }
+
     /// The controller (the quorum's leader), if one is known.
     pub fn controller(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader
@@ -254,6 +277,12 @@ impl Cluster {
     /// This node's view of the quorum.
     pub fn status(&self) -> Status {
         let m = self.raft.metrics().borrow().clone();
+        let parts: Vec<PartitionState> = self.with_metadata(|md| {
+            md.topics
+                .values()
+                .flat_map(|t| t.partitions.iter().cloned())
+                .collect()
+        });
         let role = match m.state {
             ServerState::Leader => "leader",
             ServerState::Follower => "follower",
@@ -275,6 +304,12 @@ impl Cluster {
                 .as_ref()
                 .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect()),
             millis_since_quorum_ack: m.millis_since_quorum_ack,
+            offline_partitions: parts.iter().filter(|p| p.leader.is_none()).count(),
+            under_replicated_partitions: parts
+                .iter()
+                .filter(|p| p.isr.len() < p.replicas.len())
+                .count(),
+            leader_elections: self.elections.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -375,8 +410,17 @@ async fn control(cluster: Arc<Cluster>) {
             cluster.with_metadata(|m| decide(m, &dead))
         };
         for cmd in changes {
+            let election = matches!(&cmd, Command::ChangePartition { topic, partition, leader, .. }
+                if cluster.with_metadata(|m| m.partition(topic, *partition).map(|p| p.leader)) != Some(*leader));
             match cluster.propose(cmd.clone()).await {
-                Ok(r) if r.changed => tracing::info!(change = ?cmd, "controller"),
+                Ok(r) if r.changed => {
+                    if election {
+                        cluster
+                            .elections
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    tracing::info!(change = ?cmd, "controller");
+                }
                 Ok(_) => {}
                 Err(e) => tracing::debug!(error = %e, "controller change not taken"),
             }

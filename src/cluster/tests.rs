@@ -24,3 +24,149 @@ fn registration_is_idempotent() {
     assert!(!m.apply(&cmd).changed);
     assert_eq!(m.brokers.len(), 1);
 }
+
+fn three_brokers() -> Metadata {
+    let mut m = Metadata::default();
+    for id in 1..=3 {
+        m.apply(&Command::RegisterBroker {
+            id,
+            kafka: format!("h:{id}"),
+            http: String::new(),
+            cluster_id: Some("c".into()),
+        });
+    }
+    m
+}
+
+fn create(m: &mut Metadata, name: &str, partitions: i32, rf: i16) -> Reply {
+    m.apply(&Command::CreateTopic {
+        name: name.into(),
+        id: uuid::Uuid::new_v4(),
+        partitions,
+        replication_factor: rf,
+        configs: Default::default(),
+    })
+}
+
+#[test]
+fn topics_are_placed_with_leaders_spread_over_the_brokers() {
+    let mut m = three_brokers();
+    assert_eq!(m.cluster_id.as_deref(), Some("c"));
+    assert!(create(&mut m, "t", 6, 3).changed);
+    let t = &m.topics["t"];
+    let mut leaders = std::collections::BTreeMap::new();
+    for p in &t.partitions {
+        assert_eq!(p.replicas.len(), 3);
+        let mut r = p.replicas.clone();
+        r.sort_unstable();
+        r.dedup();
+        assert_eq!(r.len(), 3, "distinct replicas: {p:?}");
+        assert_eq!(p.isr, p.replicas);
+        assert_eq!(p.leader, p.replicas.first().copied());
+        *leaders.entry(p.leader).or_insert(0) += 1;
+    }
+    assert_eq!(leaders.len(), 3);
+    assert!(leaders.values().all(|n| *n == 2), "{leaders:?}");
+    // A second create, too many replicas, no partitions: refused.
+    assert_eq!(create(&mut m, "t", 1, 1).error, Some(Refusal::TopicExists));
+    assert!(matches!(
+        create(&mut m, "u", 1, 4).error,
+        Some(Refusal::ReplicationFactor { asked: 4, brokers: 3 })
+    ));
+    assert_eq!(
+        create(&mut m, "v", 0, 1).error,
+        Some(Refusal::InvalidPartitions)
+    );
+    // Growing keeps the replication factor.
+    assert!(
+        m.apply(&Command::CreatePartitions {
+            name: "t".into(),
+            total: 8
+        })
+        .changed
+    );
+    assert_eq!(m.topics["t"].partitions.len(), 8);
+    assert!(m.topics["t"].partitions.iter().all(|p| p.replicas.len() == 3));
+}
+
+#[test]
+fn a_partition_change_from_a_stale_view_is_refused() {
+    let mut m = three_brokers();
+    create(&mut m, "t", 1, 3);
+    let p = m.partition("t", 0).unwrap().clone();
+    let change = |epoch: i32, leader: NodeId| Command::ChangePartition {
+        topic: "t".into(),
+        partition: 0,
+        partition_epoch: epoch,
+        leader: Some(leader),
+        isr: vec![leader],
+    };
+    let other = p.replicas[1];
+    assert!(m.apply(&change(p.partition_epoch, other)).changed);
+    let now = m.partition("t", 0).unwrap();
+    assert_eq!(now.leader, Some(other));
+    assert_eq!(now.leader_epoch, p.leader_epoch + 1);
+    assert_eq!(now.partition_epoch, p.partition_epoch + 1);
+    // The same change again carries the old partition epoch.
+    assert_eq!(
+        m.apply(&change(p.partition_epoch, p.replicas[2])).error,
+        Some(Refusal::StaleEpoch)
+    );
+    // An ISR change alone keeps the leader epoch.
+    let e = m.partition("t", 0).unwrap().clone();
+    m.apply(&Command::ChangePartition {
+        topic: "t".into(),
+        partition: 0,
+        partition_epoch: e.partition_epoch,
+        leader: e.leader,
+        isr: e.replicas.clone(),
+    });
+    assert_eq!(m.partition("t", 0).unwrap().leader_epoch, e.leader_epoch);
+}
+
+#[test]
+fn the_controller_fences_the_dead_and_elects_from_the_isr() {
+    let mut m = three_brokers();
+    create(&mut m, "t", 3, 3);
+    create(&mut m, "one", 1, 1);
+    let dead_id = m.partition("t", 0).unwrap().leader.unwrap();
+    let dead = move |id: NodeId| id == dead_id;
+    let cmds = decide(&m, &dead);
+    assert!(cmds.contains(&Command::SetFenced {
+        id: dead_id,
+        fenced: true
+    }));
+    for cmd in &cmds {
+        m.apply(cmd);
+    }
+    for i in 0..3 {
+        let p = m.partition("t", i).unwrap();
+        assert_ne!(p.leader, Some(dead_id));
+        assert!(p.leader.is_some());
+        assert!(!p.isr.contains(&dead_id));
+        // The new leader is the first live replica in preference order.
+        let want = p.replicas.iter().copied().find(|r| *r != dead_id);
+        assert_eq!(p.leader, want);
+    }
+    // Nothing more to do while nothing changes.
+    assert!(decide(&m, &dead).is_empty());
+    // A single-replica topic on the dead broker is offline, its ISR kept.
+    let one = m.partition("one", 0).unwrap();
+    if one.replicas == vec![dead_id] {
+        assert_eq!(one.leader, None);
+        assert_eq!(one.isr, vec![dead_id]);
+    }
+    // Back: unfenced, and an offline partition gets its leader again.
+    let cmds = decide(&m, &|_| false);
+    assert!(cmds.contains(&Command::SetFenced {
+        id: dead_id,
+        fenced: false
+    }));
+    for cmd in &cmds {
+        m.apply(cmd);
+    }
+    for cmd in decide(&m, &|_| false) {
+        m.apply(&cmd);
+    }
+    assert!(m.partition("one", 0).unwrap().leader.is_some());
+}

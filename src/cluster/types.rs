@@ -150,7 +150,7 @@ pub struct Metadata {
 }
 
 /// FNV-1a: a placement that every node computes alike.
-fn stable_hash(s: &str) -> u64 {
+pub(super) fn stable_hash(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })

@@ -112,6 +112,14 @@ fn status_json(b: &Broker) -> serde_json::Value {
         "connections": b.metrics.connections.load(std::sync::atomic::Ordering::Relaxed),
         "records_in_total": b.metrics.records_in_total(),
         "cluster": b.cluster.get().map(|c| c.status()),
+        "replication": b.cluster.get().map(|_| {
+            let (leading, following) = b.replicas.counts();
+            serde_json::json!({
+                "leading": leading,
+                "following": following,
+                "under_replicated": b.replicas.under_replicated(),
+            })
+        }),
     })
 }
 
@@ -486,6 +494,23 @@ fn state_gauges(b: &Broker) -> String {
             u8::from(st.controller.is_some()),
             st.brokers.len(),
         );
+        let _ = writeln!(
+            out,
+            "# HELP weir_offline_partitions Partitions with no live leader (as this node's metadata says).\n# TYPE weir_offline_partitions gauge\nweir_offline_partitions {}\n# HELP weir_under_replicated_partitions Partitions led here whose ISR is smaller than their replica set.\n# TYPE weir_under_replicated_partitions gauge\nweir_under_replicated_partitions {}\n# HELP weir_leader_elections_total Partition leader elections this node made as the controller.\n# TYPE weir_leader_elections_total counter\nweir_leader_elections_total {}",
+            st.offline_partitions,
+            b.replicas.under_replicated(),
+            st.leader_elections,
+        );
+        let lags = b.replicas.lag_by_follower(c.node_id());
+        if !lags.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP weir_replica_lag_records Largest number of records a follower is behind this leader, over the partitions led here.\n# TYPE weir_replica_lag_records gauge"
+            );
+            for (id, lag) in lags {
+                let _ = writeln!(out, "weir_replica_lag_records{{follower=\"{id}\"}} {lag}");
+            }
+        }
         if let (Some(rep), Some(last)) = (&st.replication, st.last_log_index) {
             let _ = writeln!(
                 out,

@@ -360,6 +360,43 @@ impl Registry {
     ) -> Result<Arc<Topic>, TopicError> {
         let _g = self.change.lock();
         self.check_create(name, partitions, replication_factor, &configs)?;
+        self.create_locked(name, Uuid::new_v4(), partitions, configs, now_ms)
+    }
+
+    /// Creates this broker's replicas of a cluster topic, under the id and
+    /// with the partitions and configs the cluster's metadata gives it (a
+    /// topic of the same name with another id, left from before a delete
+    /// this broker missed, is replaced).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn create_replica(
+        &self,
+        name: &str,
+        id: Uuid,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        now_ms: i64,
+    ) -> Result<Arc<Topic>, TopicError> {
+        if let Some(t) = self.get(name) {
+            if t.id == id {
+                return Ok(t);
+            }
+            self.delete(name)?;
+        }
+        let _g = self.change.lock();
+        validate_name(name)?;
+        self.create_locked(name, id, partitions, configs, now_ms)
+    }
+
+    fn create_locked(
+        &self,
+        name: &str,
+        id: Uuid,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        now_ms: i64,
+    ) -> Result<Arc<Topic>, TopicError> {
         let lc = topic_log_config(name, &configs, &self.defaults);
         let mut parts = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
@@ -373,7 +410,7 @@ impl Registry {
         log::sync_dir(&self.data_dir)?;
         let topic = Arc::new(Topic {
             name: name.to_string(),
-            id: Uuid::new_v4(),
+            id,
             configs: RwLock::new(configs),
             partitions: RwLock::new(parts),
         });

@@ -13,6 +13,7 @@ mod groups;
 mod internal_topics;
 mod layers;
 mod memory;
+mod nemesis;
 mod produce_fetch;
 mod retry;
 mod security;
