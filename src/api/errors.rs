@@ -24,6 +24,8 @@ pub fn log_error_code(e: &LogError) -> i16 {
         LogError::Transactional => INVALID_RECORD,
         LogError::Closed => UNKNOWN_TOPIC_OR_PARTITION,
         LogError::ReservedTopic => INVALID_TOPIC_EXCEPTION,
+        // Replication only; a follower's own fetch loop handles it.
+        LogError::NonContiguous { .. } => UNKNOWN_SERVER_ERROR,
     }
 }
 

@@ -457,6 +457,12 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
     put(batch, f::BASE_OFFSET, &base_offset.to_be_bytes());
 }
 
+/// The partition leader epoch of the batch whose header starts `batch`
+/// (at least [`HEADER_LEN`] bytes).
+pub fn partition_leader_epoch(batch: &[u8]) -> i32 {
+    be_i32(batch, f::PARTITION_LEADER_EPOCH)
+}
+
 /// Rewrites the partition leader epoch (outside the CRC).
 pub fn set_leader_epoch(batch: &mut [u8], epoch: i32) {
     put(batch, f::PARTITION_LEADER_EPOCH, &epoch.to_be_bytes());

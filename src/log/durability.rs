@@ -67,14 +67,19 @@ impl PartitionLog {
             }
         }
         let done = Done(Arc::clone(&self.durable));
-        let (files, path, end) = {
+        let (files, path, end, generation) = {
             let inner = self.inner.lock();
             let path = inner
                 .segments
                 .values()
                 .next_back()
                 .map_or_else(|| self.dir.clone(), |s| s.path().to_path_buf());
-            (Self::files_to_sync(&inner), path, self.end_offset())
+            (
+                Self::files_to_sync(&inner),
+                path,
+                self.end_offset(),
+                self.durable.generation(),
+            )
         };
         let dir = self.dir.clone();
         let synced_files = files.clone();
@@ -84,9 +89,7 @@ impl PartitionLog {
             let res = faults::check(faults::Op::Sync, &dir)
                 .and_then(|()| files.iter().try_for_each(|f| f.sync_data()));
             match &res {
-                Ok(()) => {
-                    durable.flushed_offset.fetch_max(end, Ordering::AcqRel);
-                }
+                Ok(()) => durable.publish(generation, end),
                 Err(e) => {
                     durable.failed.store(true, Ordering::Release);
                     tracing::error!(dir = %dir.display(), error = %e, "fsync failed; partition taken offline");
@@ -137,13 +140,17 @@ impl PartitionLog {
     /// The fsync's I/O error.
     pub fn flush(&self) -> Result<(), LogError> {
         self.check_not_failed()?;
-        let (files, end) = {
+        let (files, end, generation) = {
             let inner = self.inner.lock();
-            (Self::files_to_sync(&inner), self.end_offset())
+            (
+                Self::files_to_sync(&inner),
+                self.end_offset(),
+                self.durable.generation(),
+            )
         };
         self.sync_files(&files)?;
         self.mark_synced(&files);
-        self.durable.flushed_offset.fetch_max(end, Ordering::AcqRel);
+        self.durable.publish(generation, end);
         Ok(())
     }
 }

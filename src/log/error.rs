@@ -35,6 +35,10 @@ pub enum LogError {
     Corruption { dir: String, reason: String },
     #[error("the partition was deleted")]
     Closed,
+    /// A replica append whose batch does not start where the log (or the
+    /// batch before it) ends.
+    #[error("replicated batch starts at offset {got}, expected {expected}")]
+    NonContiguous { expected: i64, got: i64 },
     /// The topic's name is reserved for the broker's internal state:
     /// clients may read it but not produce to it.
     #[error(

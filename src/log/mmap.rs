@@ -16,7 +16,9 @@
 //! 3. Readers never touch bytes at or beyond the committed end, and a file is
 //!    never shrunk below its committed end while a map of it exists (torn tails
 //!    are cut during recovery, before the committed end is set; a roll only
-//!    trims the unused preallocated tail beyond the committed end).
+//!    trims the unused preallocated tail beyond the committed end; a tail
+//!    truncation cuts a file in place only when no map of it is alive, and
+//!    otherwise writes the kept bytes to a new file renamed over the old).
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -31,6 +33,10 @@ use memmap2::{Mmap, MmapOptions};
 #[derive(Debug)]
 pub struct ReadMap {
     map: Option<Mmap>,
+    /// Shared by every map of one segment file, so that the segment can
+    /// tell whether any map of the file (held by a window still being sent)
+    /// is alive before it cuts the file.
+    _pin: Option<Arc<()>>,
 }
 
 impl ReadMap {
@@ -40,7 +46,7 @@ impl ReadMap {
     /// The `mmap` system call's error.
     pub fn new(file: &File, len: u64) -> io::Result<Self> {
         if len == 0 {
-            return Ok(Self { map: None });
+            return Ok(Self::new_empty());
         }
         let len = usize::try_from(len)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "map too large"))?;
@@ -50,12 +56,25 @@ impl ReadMap {
         // file may be longer or shorter than `len` beyond the committed end,
         // which readers never access.
         let map = unsafe { MmapOptions::new().len(len).map(file)? };
-        Ok(Self { map: Some(map) })
+        Ok(Self {
+            map: Some(map),
+            _pin: None,
+        })
     }
 
     /// A map of nothing.
     pub fn new_empty() -> Self {
-        Self { map: None }
+        Self {
+            map: None,
+            _pin: None,
+        }
+    }
+
+    /// Ties this map to `pin`: [`Arc::strong_count`] of the pin then counts
+    /// the live maps of the file.
+    pub fn pinned(mut self, pin: &Arc<()>) -> Self {
+        self._pin = Some(Arc::clone(pin));
+        self
     }
 
     /// Mapped length.

@@ -15,6 +15,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod compression;
 mod durability;
+pub mod epochs;
 mod error;
 pub mod faults;
 pub mod framed;
@@ -23,19 +24,21 @@ mod lookup;
 pub mod mmap;
 pub mod producers;
 pub mod records;
+mod replica;
 mod retention;
 pub mod segment;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 
 use batch::{BatchError, BatchHeader, HEADER_LEN};
+use epochs::EpochCache;
 use error::io_err;
 pub use error::{sync_dir, write_atomic, LogError};
 use producers::ProducerTable;
@@ -112,6 +115,8 @@ struct Inner {
     log_start_offset: i64,
     config: LogConfig,
     producers: ProducerTable,
+    /// Where each leader epoch's batches start ([`epochs`]).
+    epochs: EpochCache,
 }
 
 /// A partition's durable state, shared with the fsync running on the
@@ -131,14 +136,49 @@ struct Durability {
     fsyncs: AtomicU64,
     /// Woken when an fsync ends.
     synced: tokio::sync::Notify,
+    /// Tail truncations so far: an fsync that started before one must not
+    /// publish an end offset the truncation removed.
+    truncations: Mutex<u64>,
+}
+
+impl Durability {
+    /// Publishes that everything below `end` is on stable storage, unless
+    /// the log was truncated since `generation` was read (with the end, under
+    /// the partition lock).
+    fn publish(&self, generation: u64, end: i64) {
+        let g = self.truncations.lock();
+        if *g == generation {
+            self.flushed_offset.fetch_max(end, Ordering::AcqRel);
+        }
+    }
+
+    /// The current truncation generation.
+    fn generation(&self) -> u64 {
+        *self.truncations.lock()
+    }
+
+    /// Records a tail truncation to `end`.
+    fn truncated(&self, end: i64) {
+        let mut g = self.truncations.lock();
+        *g += 1;
+        self.flushed_offset.fetch_min(end, Ordering::AcqRel);
+    }
 }
 
 /// One partition's log.
 pub struct PartitionLog {
     dir: PathBuf,
     inner: Mutex<Inner>,
-    /// Offset after the last record: the high watermark on a single broker.
+    /// Offset after the last record: the log end offset (LEO).
     end_offset: AtomicI64,
+    /// Offset below which records are committed: what consumers may read.
+    /// Equal to the end offset unless the log is replicated.
+    high_watermark: AtomicI64,
+    /// Whether the high watermark is set by replication
+    /// ([`PartitionLog::set_high_watermark`]) instead of following the end.
+    replicated: AtomicBool,
+    /// Partition leader epoch stamped into appended batches.
+    leader_epoch: AtomicI32,
     start_offset: AtomicI64,
     /// Bytes on disk, committed.
     size_bytes: AtomicU64,
@@ -290,6 +330,7 @@ impl PartitionLog {
         let checkpoint = read_log_start(dir).unwrap_or(first_base);
         let log_start = checkpoint.clamp(first_base, end);
         let size = segments.values().map(Segment::size).sum();
+        let epochs = load_epochs(dir, &mut segments, log_start, end, now_ms);
         // A recovery point that already covers everything needs no rewrite.
         let checkpointed = if covered_end == Some(end) { end } else { -1 };
         Ok(Self {
@@ -300,8 +341,12 @@ impl PartitionLog {
                 log_start_offset: log_start,
                 config,
                 producers,
+                epochs,
             }),
             end_offset: AtomicI64::new(end),
+            high_watermark: AtomicI64::new(end),
+            replicated: AtomicBool::new(false),
+            leader_epoch: AtomicI32::new(0),
             start_offset: AtomicI64::new(log_start),
             size_bytes: AtomicU64::new(size),
             durable: Arc::new(Durability {
@@ -310,6 +355,7 @@ impl PartitionLog {
                 syncing: AtomicBool::new(false),
                 fsyncs: AtomicU64::new(0),
                 synced: tokio::sync::Notify::new(),
+                truncations: Mutex::new(0),
             }),
             checkpointed_offset: AtomicI64::new(checkpointed),
             checkpoint_lock: Mutex::new(()),
@@ -322,9 +368,89 @@ impl PartitionLog {
         &self.dir
     }
 
-    /// Offset after the last record (the high watermark).
+    /// Offset after the last record: the log end offset (LEO). On a single
+    /// broker it is also the high watermark.
     pub fn end_offset(&self) -> i64 {
         self.end_offset.load(Ordering::Acquire)
+    }
+
+    /// Offset below which records are committed (consumers read below it);
+    /// the end offset unless the log is replicated.
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// Whether the high watermark is set by replication.
+    pub fn is_replicated(&self) -> bool {
+        self.replicated.load(Ordering::Acquire)
+    }
+
+    /// Makes the high watermark follow [`PartitionLog::set_high_watermark`]
+    /// (`true`, a replicated partition) or the end offset on every append
+    /// (`false`, the default). Turning replication off moves the high
+    /// watermark to the end at once.
+    pub fn set_replicated(&self, replicated: bool) {
+        let inner = self.inner.lock();
+        self.replicated.store(replicated, Ordering::Release);
+        let moved = !replicated && self.advance_hw_locked(&inner, self.end_offset());
+        drop(inner);
+        if moved {
+            self.appended.notify_waiters();
+        }
+    }
+
+    /// Moves the high watermark forward to `hw`, clamped to the log start
+    /// and end offsets. It never moves backwards (only a truncation lowers
+    /// it). Wakes the fetches waiting in [`PartitionLog::next_append`] when it
+    /// moves, so a consumer sees newly committed records.
+    pub fn set_high_watermark(&self, hw: i64) {
+        let inner = self.inner.lock();
+        let moved = self.advance_hw_locked(&inner, hw);
+        drop(inner);
+        if moved {
+            self.appended.notify_waiters();
+        }
+    }
+
+    /// Raises the high watermark to `hw` within [start, end]; returns
+    /// whether it moved.
+    fn advance_hw_locked(&self, inner: &Inner, hw: i64) -> bool {
+        let end = self.end_offset();
+        let target = hw.min(end).max(inner.log_start_offset);
+        let old = self.high_watermark.fetch_max(target, Ordering::AcqRel);
+        target > old
+    }
+
+    /// Sets the partition leader epoch that [`PartitionLog::append`] and
+    /// [`PartitionLog::append_internal`] stamp into batches from now on.
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        self.leader_epoch.store(epoch, Ordering::Release);
+    }
+
+    /// The partition leader epoch stamped into appended batches.
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    /// The epoch of the last entry of the leader-epoch cache: the latest
+    /// epoch that wrote a batch still in the log.
+    pub fn last_epoch(&self) -> Option<i32> {
+        self.inner.lock().epochs.last_epoch()
+    }
+
+    /// OffsetForLeaderEpoch: the largest epoch at or below `epoch` that
+    /// wrote into this log, and the offset where it ends (where the next
+    /// epoch starts, or the log end offset for the latest). `None` when
+    /// `epoch` is below every epoch in the cache. See
+    /// [`EpochCache::end_offset_for`] for how this differs from Kafka.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        let inner = self.inner.lock();
+        inner.epochs.end_offset_for(epoch, self.end_offset())
+    }
+
+    /// The leader-epoch cache's entries, oldest first.
+    pub fn epoch_entries(&self) -> Vec<epochs::EpochEntry> {
+        self.inner.lock().epochs.entries().to_vec()
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -427,7 +553,7 @@ impl PartitionLog {
         let mut header = [0u8; HEADER_LEN];
         header.copy_from_slice(&records[..HEADER_LEN]);
         batch::set_base_offset(&mut header, base);
-        batch::set_leader_epoch(&mut header, 0);
+        batch::set_leader_epoch(&mut header, self.leader_epoch());
         let body = &records[HEADER_LEN..];
         let log_append_time = if inner.config.log_append_time {
             batch::stamp_log_append_time(&mut header, body, now_ms);
@@ -436,15 +562,45 @@ impl PartitionLog {
             -1
         };
         let stamped = BatchHeader::parse(&header)?;
-        let cfg = inner.config.clone();
-        let len = records.len() as u64;
+        self.write_batch_locked(&mut inner, &header, body, &stamped, now_ms)?;
+        Ok(AppendInfo {
+            base_offset: base,
+            last_offset: stamped.last_offset(),
+            log_append_time,
+            duplicate: false,
+            records: i64::from(h.records_count),
+        })
+    }
+
+    /// Writes one batch whose header (offsets and epoch final) is `header`
+    /// at the end of the log: rolls the segment when due, records a new
+    /// leader epoch (its cache file is written before the batch, so the file
+    /// never lacks an epoch the log holds), writes, and moves the end offset
+    /// (and the high watermark, unless replicated).
+    fn write_batch_locked(
+        &self,
+        inner: &mut Inner,
+        header: &[u8; HEADER_LEN],
+        body: &[u8],
+        h: &BatchHeader,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        let (segment_bytes, segment_ms) = (inner.config.segment_bytes, inner.config.segment_ms);
+        let len = (HEADER_LEN + body.len()) as u64;
         let needs_roll = inner
             .segments
             .values()
             .next_back()
-            .is_some_and(|s| s.should_roll(len, cfg.segment_bytes, cfg.segment_ms, now_ms));
+            .is_some_and(|s| s.should_roll(len, segment_bytes, segment_ms, now_ms));
         if needs_roll {
-            self.roll_locked(&mut inner, base, now_ms)?;
+            self.roll_locked(inner, h.base_offset, now_ms)?;
+        }
+        let epoch = batch::partition_leader_epoch(header);
+        if inner.epochs.is_new(epoch) {
+            let mut next = inner.epochs.clone();
+            next.assign(epoch, h.base_offset);
+            epochs::write(&self.dir, &next)?;
+            inner.epochs = next;
         }
         let active =
             inner
@@ -455,18 +611,15 @@ impl PartitionLog {
                     dir: self.dir.display().to_string(),
                     reason: "no active segment".into(),
                 })?;
-        active.append(&header, body, &stamped, cfg.segment_bytes)?;
-        inner.producers.record(&stamped);
+        active.append(header, body, h, segment_bytes)?;
+        inner.producers.record(h);
         self.size_bytes.fetch_add(len, Ordering::Relaxed);
-        self.end_offset
-            .store(stamped.last_offset() + 1, Ordering::Release);
-        Ok(AppendInfo {
-            base_offset: base,
-            last_offset: stamped.last_offset(),
-            log_append_time,
-            duplicate: false,
-            records: i64::from(h.records_count),
-        })
+        let end = h.last_offset() + 1;
+        self.end_offset.store(end, Ordering::Release);
+        if !self.replicated.load(Ordering::Acquire) {
+            self.high_watermark.store(end, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Validates a batch that will not be appended here (a retry hand-back)
@@ -570,20 +723,50 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Reads whole batches starting with the one that contains `offset`.
+    /// Reads whole committed batches (base offset below the high watermark)
+    /// starting with the one that contains `offset`. An offset between the
+    /// high watermark and the end is in range and reads nothing.
     ///
     /// # Errors
     /// `OffsetOutOfRange` below the log start or above the end.
     pub fn read(&self, offset: i64, max_bytes: usize, min_one: bool) -> Result<ReadInfo, LogError> {
+        self.read_bounded(offset, max_bytes, min_one, None)
+    }
+
+    /// Like [`PartitionLog::read`], but returns the batches whose base
+    /// offset is below `upto` (at most the end offset) instead of below the
+    /// high watermark: a follower's fetch reads up to the end.
+    ///
+    /// # Errors
+    /// `OffsetOutOfRange` below the log start or above the end.
+    pub fn read_upto(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+        upto: i64,
+    ) -> Result<ReadInfo, LogError> {
+        self.read_bounded(offset, max_bytes, min_one, Some(upto))
+    }
+
+    fn read_bounded(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+        upto: Option<i64>,
+    ) -> Result<ReadInfo, LogError> {
         let now = wall_clock_ms();
         let mut inner = self.inner.lock();
         let end = self.end_offset();
+        let hw = self.high_watermark();
         let start = inner.log_start_offset;
         if offset < start || offset > end {
             return Err(LogError::OffsetOutOfRange { offset, start, end });
         }
+        let upto = upto.unwrap_or(hw).min(end);
         let mut records = Bytes::new();
-        if offset < end {
+        if offset < upto {
             let mut base = inner
                 .segments
                 .range(..=offset)
@@ -600,10 +783,13 @@ impl PartitionLog {
                 }
                 base = inner.segments.range(b + 1..).next().map(|(k, _)| *k);
             }
+            if upto < end {
+                records = cut_before(records, upto);
+            }
         }
         Ok(ReadInfo {
             records,
-            high_watermark: end,
+            high_watermark: hw,
             log_start_offset: start,
         })
     }
@@ -739,6 +925,91 @@ fn single_batch(records: &[u8]) -> Result<BatchHeader, LogError> {
     Ok(h)
 }
 
+/// The leading batches of `records` whose base offset is below `upto`
+/// (walks their headers only).
+fn cut_before(records: Bytes, upto: i64) -> Bytes {
+    let mut pos = 0usize;
+    while let Some(h) = records
+        .get(pos..)
+        .and_then(|b| BatchHeader::parse(b).ok())
+        .filter(|h| h.batch_length > 0 && pos + h.total_len() <= records.len())
+    {
+        if h.base_offset >= upto {
+            break;
+        }
+        pos += h.total_len();
+    }
+    records.slice(..pos)
+}
+
+/// The leader-epoch cache of a log being opened: the file, without the
+/// entries at or past `end` (a torn tail took their batches) and with its
+/// first entry moved up to `log_start`. When the file is missing (a log
+/// written before epochs were kept) or damaged, it is rebuilt: every batch
+/// of the log carries an epoch and epochs never fall along a log, so when
+/// the last batch says 0 (as every batch written before leader epochs
+/// existed does) the cache is `[(0, log_start)]`; otherwise the batch
+/// headers of the whole log are walked. A rebuilt or trimmed cache is
+/// written back; failing that is only worth a warning (the next change
+/// writes it).
+fn load_epochs(
+    dir: &Path,
+    segments: &mut BTreeMap<i64, Segment>,
+    log_start: i64,
+    end: i64,
+    now_ms: i64,
+) -> EpochCache {
+    let (mut cache, mut dirty) = match epochs::read(dir) {
+        Some(c) => (c, false),
+        None => (rebuild_epochs(segments, log_start, end, now_ms), true),
+    };
+    dirty |= cache.truncate_from_end(end);
+    cache.truncate_from_start(log_start);
+    // An empty log without a file keeps having none.
+    let worth_writing = !cache.entries().is_empty() || dir.join(epochs::LEADER_EPOCH_FILE).exists();
+    if dirty && worth_writing {
+        if let Err(e) = epochs::write(dir, &cache) {
+            tracing::warn!(dir = %dir.display(), error = %e, "failed to write the leader epoch cache");
+        }
+    }
+    cache
+}
+
+fn rebuild_epochs(
+    segments: &mut BTreeMap<i64, Segment>,
+    log_start: i64,
+    end: i64,
+    now_ms: i64,
+) -> EpochCache {
+    let mut cache = EpochCache::default();
+    if log_start >= end {
+        return cache;
+    }
+    let last = segments.range_mut(..end).next_back().and_then(|(_, seg)| {
+        seg.ensure_open(now_ms).ok()?;
+        let (pos, _) = seg.find_batch(end - 1)?;
+        seg.leader_epoch_at(pos)
+    });
+    if last.is_some_and(|e| e <= 0) {
+        cache.assign(0, log_start);
+        return cache;
+    }
+    for seg in segments.values_mut() {
+        if seg.next_offset() <= log_start || seg.ensure_open(now_ms).is_err() {
+            continue;
+        }
+        let found: Vec<(i32, i64)> = seg
+            .headers_from(0)
+            .filter(|(_, h)| h.last_offset() >= log_start)
+            .filter_map(|(pos, h)| Some((seg.leader_epoch_at(pos)?, h.base_offset)))
+            .collect();
+        for (epoch, base) in found {
+            cache.assign(epoch, base.max(log_start));
+        }
+    }
+    cache
+}
+
 fn read_log_start(dir: &Path) -> Option<i64> {
     fs::read_to_string(dir.join(LOG_START_FILE))
         .ok()?
@@ -751,5 +1022,7 @@ fn write_log_start(dir: &Path, offset: i64) -> Result<(), LogError> {
     write_atomic(&dir.join(LOG_START_FILE), offset.to_string().as_bytes())
 }
 
+#[cfg(test)]
+mod replica_tests;
 #[cfg(test)]
 mod tests;

@@ -174,6 +174,18 @@ impl ProducerTable {
         t
     }
 
+    /// Forgets the batches at or past `offset` (a tail truncation). A
+    /// producer none of whose remembered batches is left is forgotten: its
+    /// last batch below `offset` is not known (or was of an older producer
+    /// epoch), so its next batch is accepted whatever its sequence, as for
+    /// a producer the table never saw.
+    pub fn truncate_to(&mut self, offset: i64) {
+        self.producers.retain(|_, e| {
+            e.batches.retain(|b| b.base_offset < offset);
+            !e.batches.is_empty()
+        });
+    }
+
     pub fn len(&self) -> usize {
         self.producers.len()
     }
@@ -233,6 +245,18 @@ mod tests {
         }
         assert_eq!(t.check(&h(9, 0, 0, 1, 0)), SequenceCheck::OutOfOrder);
         assert_eq!(t.check(&h(9, 0, 2, 1, 0)), SequenceCheck::Duplicate(2));
+    }
+
+    #[test]
+    fn truncation_forgets_the_batches_it_removed() {
+        let mut t = ProducerTable::default();
+        t.record(&h(1, 0, 0, 10, 0));
+        t.record(&h(1, 0, 10, 5, 10));
+        t.record(&h(2, 0, 0, 1, 20));
+        t.truncate_to(10);
+        assert_eq!(t.check(&h(1, 0, 10, 5, -1)), SequenceCheck::Append);
+        assert_eq!(t.check(&h(1, 0, 0, 10, -1)), SequenceCheck::Duplicate(0));
+        assert_eq!(t.len(), 1, "producer 2 has nothing left");
     }
 
     #[test]

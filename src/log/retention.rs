@@ -12,30 +12,42 @@ use super::{write_log_start, Inner, PartitionLog};
 impl PartitionLog {
     /// Moves the log start offset forward to `offset` (DeleteRecords), and
     /// deletes segments that lie wholly below it. Returns the new start.
+    /// As in Kafka, records past the high watermark cannot be deleted, and
+    /// -1 means the high watermark (the end offset unless replicated).
     ///
     /// # Errors
-    /// `OffsetOutOfRange` above the end; I/O errors.
+    /// `OffsetOutOfRange` above the high watermark (reported as the end of
+    /// the range); I/O errors.
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
         let mut inner = self.inner.lock();
         if self.closed.load(Ordering::Acquire) {
             return Err(LogError::Closed);
         }
-        let end = self.end_offset();
-        let offset = if offset == -1 { end } else { offset };
-        if offset < 0 || offset > end {
+        let hw = self.high_watermark();
+        let offset = if offset == -1 { hw } else { offset };
+        if offset < 0 || offset > hw {
             return Err(LogError::OffsetOutOfRange {
                 offset,
                 start: inner.log_start_offset,
-                end,
+                end: hw,
             });
         }
         if offset > inner.log_start_offset {
             write_log_start(&self.dir, offset)?;
-            inner.log_start_offset = offset;
-            self.start_offset.store(offset, Ordering::Release);
+            self.move_start_locked(&mut inner, offset);
             self.delete_segments_below_locked(&mut inner, offset);
         }
         Ok(inner.log_start_offset)
+    }
+
+    /// Moves the log start offset up to `offset`, and the high watermark
+    /// and the first leader epoch with it (the epoch cache is written with
+    /// its next change; opening the log trims it to the start again).
+    fn move_start_locked(&self, inner: &mut Inner, offset: i64) {
+        inner.log_start_offset = offset;
+        self.start_offset.store(offset, Ordering::Release);
+        self.high_watermark.fetch_max(offset, Ordering::AcqRel);
+        inner.epochs.truncate_from_start(offset);
     }
 
     fn delete_segments_below_locked(&self, inner: &mut Inner, offset: i64) {
@@ -81,7 +93,10 @@ impl PartitionLog {
         let mut total: u64 = inner.segments.values().map(Segment::size).sum();
         let mut deleted = 0;
         loop {
-            if inner.segments.len() < 2 {
+            // Only committed records go (as in Kafka): the second segment
+            // must start at or below the high watermark.
+            let second = inner.segments.keys().nth(1).copied();
+            if second.is_none_or(|b| b > self.high_watermark()) {
                 break;
             }
             let Some((&base, seg)) = inner.segments.iter_mut().next() else {
@@ -116,8 +131,7 @@ impl PartitionLog {
             self.size_bytes.fetch_sub(size, Ordering::Relaxed);
             let next_base = inner.segments.keys().next().copied().unwrap_or(base);
             if next_base > inner.log_start_offset {
-                inner.log_start_offset = next_base;
-                self.start_offset.store(next_base, Ordering::Release);
+                self.move_start_locked(&mut inner, next_base);
             }
             tracing::info!(segment = %path.display(), "deleted segment by retention");
         }

@@ -12,6 +12,7 @@
 //! the amount of data kept.
 
 use std::fs::{File, OpenOptions};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -94,6 +95,9 @@ pub struct Segment {
     /// Base offset of the last batch, relative to the segment's.
     last_batch_rel: u32,
     last_used_ms: i64,
+    /// Shared by every map of the file ([`ReadMap::pinned`]): more than one
+    /// reference means a map is alive.
+    pin: Arc<()>,
 }
 
 impl Segment {
@@ -115,6 +119,7 @@ impl Segment {
             index_interval_bytes,
             last_batch_rel: 0,
             last_used_ms: 0,
+            pin: Arc::new(()),
         }
     }
 
@@ -159,9 +164,10 @@ impl Segment {
             .metadata()
             .map_err(io_err(format!("failed to stat {}", path.display())))?;
         let capacity = meta.len();
-        let map = ReadMap::new(&file, capacity)
-            .map_err(io_err(format!("failed to map {}", path.display())))?;
         let mut seg = Self::blank(path, base_offset, index_interval_bytes);
+        let map = ReadMap::new(&file, capacity)
+            .map_err(io_err(format!("failed to map {}", seg.path.display())))?
+            .pinned(&seg.pin);
         seg.created_ms = mtime_ms(&meta);
         seg.file = Some(Arc::new(file));
         seg.map = Some(Arc::new(map));
@@ -406,7 +412,8 @@ impl Segment {
         let file = File::open(&self.path)
             .map_err(io_err(format!("failed to open {}", self.path.display())))?;
         let map = ReadMap::new(&file, self.size)
-            .map_err(io_err(format!("failed to map {}", self.path.display())))?;
+            .map_err(io_err(format!("failed to map {}", self.path.display())))?
+            .pinned(&self.pin);
         self.map = Some(Arc::new(map));
         let span = self.next_offset - self.base_offset;
         let idx = index::map_file::<OffsetEntry>(&index::path_for(&self.path, INDEX_SUFFIX));
@@ -572,7 +579,8 @@ impl Segment {
         self.capacity = self.size;
         self.map = Some(Arc::new(
             ReadMap::new(&file, self.size)
-                .map_err(io_err(format!("failed to map {}", self.path.display())))?,
+                .map_err(io_err(format!("failed to map {}", self.path.display())))?
+                .pinned(&self.pin),
         ));
         Ok(())
     }
@@ -604,7 +612,8 @@ impl Segment {
             self.path.display()
         )))?;
         let map = ReadMap::new(&file, target)
-            .map_err(io_err(format!("failed to map {}", self.path.display())))?;
+            .map_err(io_err(format!("failed to map {}", self.path.display())))?
+            .pinned(&self.pin);
         self.capacity = target;
         self.map = Some(Arc::new(map));
         Ok(())
@@ -703,6 +712,66 @@ impl Segment {
             Some(map) => mmap::window(map, pos..pos + h.total_len()),
             None => Bytes::new(),
         }
+    }
+
+    /// The partition leader epoch of the batch at `pos`, read from the
+    /// mapped bytes (`None` when the segment is not mapped or `pos` is past
+    /// the committed end).
+    pub fn leader_epoch_at(&self, pos: usize) -> Option<i32> {
+        self.data()
+            .get(pos..pos + HEADER_LEN)
+            .map(batch::partition_leader_epoch)
+    }
+
+    /// Cuts the segment's file to its first `pos` bytes (a tail truncation)
+    /// and removes its index files; the segment object is spent afterwards
+    /// (the caller reopens the log). When no map of the file is alive the
+    /// file is cut in place; otherwise a window of it may still be on its
+    /// way to a client, so the kept bytes are copied to a new file that is
+    /// fsynced and renamed over the old one, whose bytes stay readable
+    /// through the maps until they go. Either way the cut is on stable
+    /// storage when this returns (the directory's fsync is the caller's).
+    ///
+    /// # Errors
+    /// The I/O error; the file is then either whole or cut.
+    pub fn cut_to(&mut self, pos: u64) -> Result<(), LogError> {
+        let pos = pos.min(self.size);
+        self.map = None;
+        self.index = Entries::default();
+        self.time_index = Entries::default();
+        let err = |what: &str| io_err(format!("failed to {what} {}", self.path.display()));
+        if Arc::strong_count(&self.pin) > 1 {
+            let tmp = self.path.with_extension("cut.tmp");
+            let copied = (|| {
+                let mut src = File::open(&self.path)?.take(pos);
+                let mut dst = File::create(&tmp)?;
+                std::io::copy(&mut src, &mut dst)?;
+                dst.sync_all()?;
+                std::fs::rename(&tmp, &self.path)
+            })();
+            if copied.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            copied.map_err(err("copy the kept part of"))?;
+        } else {
+            let file = match self.file.clone() {
+                Some(f) => f,
+                None => Arc::new(
+                    OpenOptions::new()
+                        .write(true)
+                        .open(&self.path)
+                        .map_err(err("open"))?,
+                ),
+            };
+            file.set_len(pos)
+                .and_then(|()| file.sync_all())
+                .map_err(err("truncate"))?;
+        }
+        index::remove_files(&self.path);
+        self.file = None;
+        self.size = pos;
+        self.capacity = pos;
+        Ok(())
     }
 
     /// fsync of the segment's data (the active segment).
