@@ -387,10 +387,9 @@ fn create_partitions(
 fn refusal_code(r: &cluster::Refusal) -> (i16, String) {
     match r {
         cluster::Refusal::TopicExists => (errors::TOPIC_ALREADY_EXISTS, "topic exists".into()),
-        cluster::Refusal::UnknownTopic => (
-            errors::UNKNOWN_TOPIC_OR_PARTITION,
-            "unknown topic".into(),
-        ),
+        cluster::Refusal::UnknownTopic => {
+            (errors::UNKNOWN_TOPIC_OR_PARTITION, "unknown topic".into())
+        }
         cluster::Refusal::ReplicationFactor { asked, brokers } => (
             errors::INVALID_REPLICATION_FACTOR,
             format!("replication factor {asked} with {brokers} live brokers"),
@@ -400,7 +399,6 @@ fn refusal_code(r: &cluster::Refusal) -> (i16, String) {
             "the partition count must grow".into(),
         ),
         cluster::Refusal::StaleEpoch => (errors::NOT_CONTROLLER, "stale change".into()),
-        _ => (errors::UNKNOWN_SERVER_ERROR, format!("{r:?}")),
     }
 }
 
@@ -615,7 +613,10 @@ async fn cluster_create_partitions(
             )),
             Some(n) if t.count <= n => Err((
                 errors::INVALID_PARTITIONS,
-                format!("topic has {n} partitions, {} would not be an increase", t.count),
+                format!(
+                    "topic has {n} partitions, {} would not be an increase",
+                    t.count
+                ),
             )),
             Some(_) if t.count > crate::topics::MAX_PARTITIONS => Err((
                 errors::INVALID_PARTITIONS,

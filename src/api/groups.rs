@@ -362,7 +362,11 @@ fn find_coordinator(cx: Cx<'_>, req: FindCoordinatorRequest) -> FindCoordinatorR
         match broker.cluster.get().and_then(|c| c.coordinator_for(key)) {
             Some(b) => {
                 let (h, p) = b.kafka.rsplit_once(':').unwrap_or((b.kafka.as_str(), "-1"));
-                (BrokerId(b.id as i32), h.to_string(), p.parse().unwrap_or(-1))
+                (
+                    BrokerId(b.id as i32),
+                    h.to_string(),
+                    p.parse().unwrap_or(-1),
+                )
             }
             None => (node, host.to_string(), port),
         }

@@ -294,11 +294,7 @@ fn cluster_topic_metadata(
 
 /// Metadata in a cluster: the unfenced brokers, the controller, and the
 /// topics as the quorum holds them.
-fn cluster_metadata(
-    cx: Cx<'_>,
-    req: MetadataRequest,
-    c: &cluster::Cluster,
-) -> MetadataResponse {
+fn cluster_metadata(cx: Cx<'_>, req: MetadataRequest, c: &cluster::Cluster) -> MetadataResponse {
     let (broker, version) = (cx.broker, cx.version);
     let all = match &req.topics {
         None => true,

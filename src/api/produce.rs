@@ -142,7 +142,9 @@ fn leader_hints(c: &crate::cluster::Cluster, resp: &mut ProduceResponse) {
             }
         }
         for id in endpoints {
-            let Some(b) = m.brokers.get(&id) else { continue };
+            let Some(b) = m.brokers.get(&id) else {
+                continue;
+            };
             let Some((host, port)) = b.kafka.rsplit_once(':') else {
                 continue;
             };
@@ -195,7 +197,12 @@ impl Flush {
         for (res, (_, _, name, index)) in results.into_iter().zip(&self.parts) {
             let Err(e) = res else { continue };
             tracing::error!(topic = %name.0, partition = index, error = %e, "fsync failed");
-            fail(resp.as_deref_mut(), name, *index, errors::KAFKA_STORAGE_ERROR);
+            fail(
+                resp.as_deref_mut(),
+                name,
+                *index,
+                errors::KAFKA_STORAGE_ERROR,
+            );
         }
         for (ok, (_, _, name, index)) in replicated.into_iter().zip(&self.replicated) {
             if !ok {
@@ -234,8 +241,6 @@ fn fail(resp: Option<&mut ProduceResponse>, name: &TopicName, index: i32, code: 
         p.error_code = code;
         p.base_offset = -1;
     }
-}
-
 }
 
 /// Appends the request's batches. Returns the response (`None` for acks=0)

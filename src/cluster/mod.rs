@@ -184,8 +184,8 @@ impl Cluster {
         .map_err(|e| StartError::Raft(e.to_string()))?;
         let peers = network::Peers::default();
         let raft = Raft::new(settings.node_id, Arc::new(config), peers.clone(), log, sm)
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
         let stop = CancellationToken::new();
         let cluster = Arc::new(Self {
             raft,
@@ -447,11 +447,7 @@ fn decide(m: &Metadata, dead: &dyn Fn(NodeId) -> bool) -> Vec<Command> {
             let leader = match p.leader {
                 Some(l) if !gone(l) => Some(l),
                 // The first live in-sync replica in preference order.
-                _ => p
-                    .replicas
-                    .iter()
-                    .copied()
-                    .find(|r| live_isr.contains(r)),
+                _ => p.replicas.iter().copied().find(|r| live_isr.contains(r)),
             };
             // With no live in-sync replica the ISR keeps its members: the
             // first of them back leads (no unclean election).

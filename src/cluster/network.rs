@@ -64,7 +64,9 @@ pub(super) async fn write_msg<T: Serialize>(s: &mut TcpStream, msg: &T) -> std::
     s.write_all(&buf).await
 }
 
-pub(super) async fn read_msg<T: for<'de> Deserialize<'de>>(s: &mut TcpStream) -> std::io::Result<T> {
+pub(super) async fn read_msg<T: for<'de> Deserialize<'de>>(
+    s: &mut TcpStream,
+) -> std::io::Result<T> {
     let len = s.read_u32().await? as usize;
     if len > MAX_MESSAGE {
         return Err(std::io::Error::new(
@@ -254,7 +256,10 @@ impl Peer {
                 }
             }
             Ok(_) => {
-                self.peers.answered.lock().insert(self.target, Instant::now());
+                self.peers
+                    .answered
+                    .lock()
+                    .insert(self.target, Instant::now());
                 self.peers.refused.lock().remove(&self.target);
                 if self.peers.down.lock().remove(&self.target) {
                     tracing::info!(node = self.target, addr = %self.addr, "quorum peer reachable again");

@@ -71,7 +71,10 @@ fn topics_are_placed_with_leaders_spread_over_the_brokers() {
     assert_eq!(create(&mut m, "t", 1, 1).error, Some(Refusal::TopicExists));
     assert!(matches!(
         create(&mut m, "u", 1, 4).error,
-        Some(Refusal::ReplicationFactor { asked: 4, brokers: 3 })
+        Some(Refusal::ReplicationFactor {
+            asked: 4,
+            brokers: 3
+        })
     ));
     assert_eq!(
         create(&mut m, "v", 0, 1).error,
@@ -86,7 +89,10 @@ fn topics_are_placed_with_leaders_spread_over_the_brokers() {
         .changed
     );
     assert_eq!(m.topics["t"].partitions.len(), 8);
-    assert!(m.topics["t"].partitions.iter().all(|p| p.replicas.len() == 3));
+    assert!(m.topics["t"]
+        .partitions
+        .iter()
+        .all(|p| p.replicas.len() == 3));
 }
 
 #[test]

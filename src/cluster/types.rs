@@ -34,7 +34,10 @@ pub enum Command {
     },
     /// The controller found a broker gone (`fenced`) or back: a fenced
     /// broker leads nothing and is out of every ISR.
-    SetFenced { id: NodeId, fenced: bool },
+    SetFenced {
+        id: NodeId,
+        fenced: bool,
+    },
     /// A topic, its replicas placed over the unfenced brokers.
     CreateTopic {
         name: String,
@@ -43,9 +46,14 @@ pub enum Command {
         replication_factor: i16,
         configs: BTreeMap<String, String>,
     },
-    DeleteTopic { name: String },
+    DeleteTopic {
+        name: String,
+    },
     /// Grows a topic to `total` partitions.
-    CreatePartitions { name: String, total: i32 },
+    CreatePartitions {
+        name: String,
+        total: i32,
+    },
     /// Replaces a topic's configs.
     SetTopicConfigs {
         name: String,
@@ -81,7 +89,10 @@ pub enum Refusal {
     TopicExists,
     UnknownTopic,
     /// More replicas asked for than there are unfenced brokers.
-    ReplicationFactor { asked: i16, brokers: usize },
+    ReplicationFactor {
+        asked: i16,
+        brokers: usize,
+    },
     InvalidPartitions,
     /// The partition changed since the proposer looked.
     StaleEpoch,

@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{now_ms, Broker};
 use crate::cluster::{
-    Cluster, Command, FetchReply, FetchRequest, Metadata, NodeId, PartitionState,
-    ReplicaClient, ReplicaSource,
+    Cluster, Command, FetchReply, FetchRequest, Metadata, NodeId, PartitionState, ReplicaClient,
+    ReplicaSource,
 };
 use crate::log::PartitionLog;
 
@@ -162,7 +162,10 @@ impl Replicas {
             let end = l.log.end_offset();
             let i = l.inner.lock();
             for r in i.replicas.iter().filter(|r| **r != me) {
-                let lag = i.followers.get(r).map_or(end, |p| (end - p.end_offset).max(0));
+                let lag = i
+                    .followers
+                    .get(r)
+                    .map_or(end, |p| (end - p.end_offset).max(0));
                 let e = out.entry(*r).or_insert(0);
                 *e = lag.max(*e);
             }
@@ -235,7 +238,7 @@ impl Replicas {
                 };
                 let key = (name.clone(), index);
                 live.insert(key.clone());
-                self.assume(broker, cluster, me, key, log, p, min_isr);
+                self.assume(broker, cluster, key, log, p, min_isr);
             }
         }
         // Partitions this broker no longer holds.
@@ -254,12 +257,12 @@ impl Replicas {
         &self,
         broker: &Arc<Broker>,
         cluster: &Arc<Cluster>,
-        me: NodeId,
         key: Key,
         log: Arc<PartitionLog>,
         p: &PartitionState,
         min_isr: usize,
     ) {
+        let me = cluster.node_id();
         log.set_replicated(p.replicas.len() > 1);
         if p.leader == Some(me) {
             if let Some(f) = self.following.lock().remove(&key) {
@@ -305,9 +308,7 @@ impl Replicas {
         self.leading.write().remove(&key);
         let follows = p.replicas.contains(&me);
         let mut following = self.following.lock();
-        let current = following
-            .get(&key)
-            .map(|f| (f.leader, f.leader_epoch));
+        let current = following.get(&key).map(|f| (f.leader, f.leader_epoch));
         let wanted = p.leader.filter(|_| follows).map(|l| (l, p.leader_epoch));
         if current == wanted {
             return;
@@ -494,7 +495,15 @@ async fn serve_fetch(
             log_start_offset: log.log_start_offset(),
         };
     }
-    record_progress(cluster, &l, me, req.replica, req.offset, &req.topic, req.partition);
+    record_progress(
+        cluster,
+        &l,
+        me,
+        req.replica,
+        req.offset,
+        &req.topic,
+        req.partition,
+    );
     // Nothing new: wait for an append, up to the follower's wait.
     if req.offset >= log.end_offset() && req.max_wait_ms > 0 {
         let appended = log.next_append();

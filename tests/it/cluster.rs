@@ -320,7 +320,10 @@ fn wait_placement(
         if ok(&p) {
             return p;
         }
-        assert!(Instant::now() < deadline, "placement of {topic} stayed {p:?}");
+        assert!(
+            Instant::now() < deadline,
+            "placement of {topic} stayed {p:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -340,13 +343,15 @@ async fn produce_numbered(
     for i in from..from + n {
         for part in 0..partitions {
             let value = format!("{part}-{i:06}");
-            let f = p.send_result(
-                FutureRecord::to(topic)
-                    .partition(part)
-                    .key("k")
-                    .payload(&value),
-            );
-            futures.push((part, value, f.ok()));
+            let f = p
+                .send_result(
+                    FutureRecord::to(topic)
+                        .partition(part)
+                        .key("k")
+                        .payload(&value),
+                )
+                .ok();
+            futures.push((part, value, f));
         }
     }
     let mut acked = Vec::new();
@@ -382,7 +387,9 @@ async fn a_replicated_topic_keeps_every_acknowledged_record_through_kill_9_of_a_
     // Every partition on all three brokers, all in sync, and the leaders
     // spread over the brokers.
     let before = wait_placement(&bootstrap, topic, Duration::from_secs(10), |p| {
-        p.len() == 3 && p.iter().all(|(l, r, i)| *l > 0 && r.len() == 3 && i.len() == 3)
+        p.len() == 3
+            && p.iter()
+                .all(|(l, r, i)| *l > 0 && r.len() == 3 && i.len() == 3)
     });
     let mut leaders: Vec<i32> = before.iter().map(|(l, _, _)| *l).collect();
     leaders.sort_unstable();
@@ -406,7 +413,8 @@ async fn a_replicated_topic_keeps_every_acknowledged_record_through_kill_9_of_a_
         .collect::<Vec<_>>()
         .join(",");
     let after = wait_placement(&survivors, topic, Duration::from_secs(15), |p| {
-        p.iter().all(|(l, _, i)| *l > 0 && *l != victim && !i.contains(&victim))
+        p.iter()
+            .all(|(l, _, i)| *l > 0 && *l != victim && !i.contains(&victim))
     });
     eprintln!(
         "leader {victim} killed: new leaders {:?} in {} ms",
@@ -449,7 +457,7 @@ async fn a_replicated_topic_keeps_every_acknowledged_record_through_kill_9_of_a_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_is_replaced_and_takes_no_writes_when_it_wakes() {
-    let mut c = TestCluster::start(3);
+    let c = TestCluster::start(3);
     c.agreed(&[0, 1, 2], None, Duration::from_secs(30));
     let bootstrap = c.bootstrap();
     let topic = "paused";

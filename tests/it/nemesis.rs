@@ -125,7 +125,11 @@ async fn produce(
         for _ in 0..20 {
             for part in 0..PARTITIONS {
                 let value = format!("{id}-{n}");
-                let f = p.send_result(FutureRecord::<(), _>::to(TOPIC).partition(part).payload(&value));
+                let f = p.send_result(
+                    FutureRecord::<(), _>::to(TOPIC)
+                        .partition(part)
+                        .payload(&value),
+                );
                 sent.lock().entry((id, part)).or_default().push((n, false));
                 window.push((part, n, f.ok()));
             }
@@ -219,9 +223,7 @@ async fn nemesis(rounds: usize) {
         p.await.unwrap();
     }
     let expected: usize = sent.lock().values().map(Vec::len).sum();
-    let read: Vec<(i32, Vec<u8>)> = read_until_quiet(&bootstrap, expected)
-        .into_iter()
-        .collect();
+    let read: Vec<(i32, Vec<u8>)> = read_until_quiet(&bootstrap, expected).into_iter().collect();
     let sent = sent.lock().clone();
     let v = check(&sent, &read);
     eprintln!(
@@ -243,7 +245,8 @@ fn read_until_quiet(bootstrap: &str, expected: usize) -> Vec<(i32, Vec<u8>)> {
     let c = consumer(bootstrap);
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
-        tpl.add_partition_offset(TOPIC, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
+            .unwrap();
     }
     c.assign(&tpl).unwrap();
     let mut out = Vec::new();
@@ -277,7 +280,10 @@ fn the_checker_finds_lost_duplicated_and_reordered_records() {
     assert_eq!(with_unacked.unacknowledged_present, 1);
     assert_eq!(with_unacked.lost, 0);
     assert_eq!(check(&sent, &[rec(0), rec(3)]).lost, 1);
-    assert_eq!(check(&sent, &[rec(0), rec(1), rec(1), rec(3)]).duplicated, 1);
+    assert_eq!(
+        check(&sent, &[rec(0), rec(1), rec(1), rec(3)]).duplicated,
+        1
+    );
     assert_eq!(check(&sent, &[rec(1), rec(0), rec(3)]).reordered, 1);
 }
 
