@@ -403,16 +403,20 @@ async fn control(cluster: Arc<Cluster>) {
                 let silent = answered
                     .get(&id)
                     .is_none_or(|t| now.duration_since(*t) >= timeout);
-                // A refused connection is a process gone: no need to
-                // wait out the session.
-                refused.contains(&id) || (grace_over && silent)
+                // A connection refused while leading is a process gone:
+                // no need to wait out the session. (One refused before
+                // this node led may be from before the peer started.)
+                refused.get(&id).is_some_and(|t| *t > since) || (grace_over && silent)
             };
             cluster.with_metadata(|m| decide(m, &dead))
         };
         for cmd in changes {
             let election = matches!(&cmd, Command::ChangePartition { topic, partition, leader, .. }
                 if cluster.with_metadata(|m| m.partition(topic, *partition).map(|p| p.leader)) != Some(*leader));
-            match cluster.propose(cmd.clone()).await {
+            // Written here or not at all: a node that has just lost the
+            // leadership (woken from a pause, say) must not forward what it
+            // decided from its stale view to the new controller.
+            match cluster.raft.client_write(cmd.clone()).await.map(|r| r.data) {
                 Ok(r) if r.changed => {
                     if election {
                         cluster

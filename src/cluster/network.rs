@@ -186,7 +186,8 @@ pub(super) struct Peers {
     /// When each peer last answered a call.
     pub(super) answered: Arc<parking_lot::Mutex<std::collections::BTreeMap<NodeId, Instant>>>,
     /// Peers whose last call found nothing listening (a process gone).
-    pub(super) refused: Arc<parking_lot::Mutex<std::collections::BTreeSet<NodeId>>>,
+    /// (and when): calls since have not been answered.
+    pub(super) refused: Arc<parking_lot::Mutex<std::collections::BTreeMap<NodeId, Instant>>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Peers {
@@ -245,7 +246,7 @@ impl Peer {
         };
         if let Err(CallError::Unreachable(e)) = &result {
             if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                self.peers.refused.lock().insert(self.target);
+                self.peers.refused.lock().insert(self.target, Instant::now());
             }
         }
         match &result {

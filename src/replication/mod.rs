@@ -567,7 +567,12 @@ fn record_progress(
             }
         }
         let hw = l.log.high_watermark();
-        let joins = !i.isr.contains(&replica) && offset >= hw && offset >= i.epoch_start;
+        // A fenced broker is not taken back before the controller unfences
+        // it (it would take it out again).
+        let joins = !i.isr.contains(&replica)
+            && offset >= hw
+            && offset >= i.epoch_start
+            && cluster.with_metadata(|m| m.brokers.get(&replica).is_some_and(|b| !b.fenced));
         if joins && !i.proposing {
             i.proposing = true;
             let mut isr = i.isr.clone();

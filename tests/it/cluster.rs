@@ -493,10 +493,14 @@ async fn a_paused_leader_is_replaced_and_takes_no_writes_when_it_wakes() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let p = placement(&old, topic);
-        if p[0].0 == after[0].0 {
+        if p[0].0 != paused && p == placement(&others, topic) {
             break;
         }
-        assert!(Instant::now() < deadline, "the woken node still says {p:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the woken node still says {p:?}; others say {after:?}; quorum: {:?}",
+            (0..3).map(|i| c.status(i)).collect::<Vec<_>>()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let p = producer(&bootstrap, &[]);
