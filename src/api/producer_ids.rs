@@ -54,6 +54,16 @@ impl Api for InitProducerId {
     fn deny(_cx: Cx<'_>, _r: &mut InitProducerIdResponse, _denied: ()) {}
 
     async fn handle(cx: Cx<'_>, req: InitProducerIdRequest) -> Handled<InitProducerIdResponse> {
+        if let (Some(c), None) = (cx.broker.cluster.get(), &req.transactional_id) {
+            let resp = InitProducerIdResponse::default();
+            return Handled::Now(match c.allocate_producer_id().await {
+                Ok(id) => resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no producer id from the quorum");
+                    resp.with_error_code(errors::COORDINATOR_NOT_AVAILABLE)
+                }
+            });
+        }
         Handled::Now(init_producer_id(cx.broker, &req))
     }
 

@@ -113,6 +113,8 @@ pub struct Cluster {
     stop: CancellationToken,
     /// Leader elections made as the controller.
     elections: std::sync::atomic::AtomicU64,
+    /// This node's block of producer ids: (next, end).
+    producer_ids: parking_lot::Mutex<(i64, i64)>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -196,6 +198,7 @@ impl Cluster {
             settings,
             stop,
             elections: Default::default(),
+            producer_ids: parking_lot::Mutex::new((0, 0)),
         });
         tokio::spawn(network::serve(
             cluster.raft.clone(),
@@ -331,6 +334,35 @@ impl Cluster {
             }
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    /// A new producer id, unique over the cluster: taken from a block the
+    /// quorum handed this node, a new block asked for when it runs out.
+    ///
+    /// # Errors
+    /// No controller could be reached.
+    pub async fn allocate_producer_id(&self) -> Result<i64, String> {
+        {
+            let mut b = self.producer_ids.lock();
+            if b.0 < b.1 {
+                b.0 += 1;
+                return Ok(b.0 - 1);
+            }
+        }
+        const BLOCK: i64 = 1000;
+        let r = self
+            .propose(Command::AllocateProducerIds {
+                broker: self.settings.node_id,
+                count: BLOCK,
+            })
+            .await?;
+        let start = r.value.ok_or("no producer id block in the answer")?;
+        let mut b = self.producer_ids.lock();
+        if b.0 >= b.1 {
+            *b = (start, start + BLOCK);
+        }
+        b.0 += 1;
+        Ok(b.0 - 1)
     }
 
     /// Stops taking part (at broker shutdown).

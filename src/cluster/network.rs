@@ -246,7 +246,10 @@ impl Peer {
         };
         if let Err(CallError::Unreachable(e)) = &result {
             if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                self.peers.refused.lock().insert(self.target, Instant::now());
+                self.peers
+                    .refused
+                    .lock()
+                    .insert(self.target, Instant::now());
             }
         }
         match &result {

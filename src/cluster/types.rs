@@ -59,6 +59,12 @@ pub enum Command {
         name: String,
         configs: BTreeMap<String, String>,
     },
+    /// Hands `count` producer ids to a broker: ids are unique over the
+    /// cluster, whichever broker a producer asks.
+    AllocateProducerIds {
+        broker: NodeId,
+        count: i64,
+    },
     /// A partition's leader and ISR change (the controller electing a
     /// leader, the leader shrinking or growing its ISR). Applied only if
     /// the partition is still at `partition_epoch`: a change made from a
@@ -80,6 +86,9 @@ pub struct Reply {
     /// Why it was refused, if it was.
     #[serde(default)]
     pub error: Option<Refusal>,
+    /// A value the command produced (the first id of an allocated block).
+    #[serde(default)]
+    pub value: Option<i64>,
 }
 
 /// Why a command was not applied.
@@ -102,13 +111,13 @@ impl Reply {
     fn changed() -> Self {
         Self {
             changed: true,
-            error: None,
+            ..Self::default()
         }
     }
     fn refused(r: Refusal) -> Self {
         Self {
-            changed: false,
             error: Some(r),
+            ..Self::default()
         }
     }
 }
@@ -158,6 +167,9 @@ pub struct Metadata {
     pub cluster_id: Option<String>,
     #[serde(default)]
     pub topics: BTreeMap<String, TopicState>,
+    /// The first producer id not handed out yet.
+    #[serde(default)]
+    pub next_producer_id: i64,
 }
 
 /// FNV-1a: a placement that every node computes alike.
@@ -224,7 +236,7 @@ impl Metadata {
                 }
                 Reply {
                     changed,
-                    error: None,
+                    ..Reply::default()
                 }
             }
             Command::SetFenced { id, fenced } => match self.brokers.get_mut(id) {
@@ -301,6 +313,15 @@ impl Metadata {
                         }));
                 }
                 Reply::changed()
+            }
+            Command::AllocateProducerIds { count, .. } => {
+                let start = self.next_producer_id;
+                self.next_producer_id = start.saturating_add((*count).max(1));
+                Reply {
+                    changed: true,
+                    value: Some(start),
+                    ..Reply::default()
+                }
             }
             Command::SetTopicConfigs { name, configs } => match self.topics.get_mut(name) {
                 Some(t) => {

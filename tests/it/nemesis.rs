@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use rdkafka::producer::FutureRecord;
+use rdkafka::producer::{FutureRecord, Producer};
 
 use crate::cluster::TestCluster;
 use crate::common::*;
@@ -125,20 +125,50 @@ async fn produce(
         for _ in 0..20 {
             for part in 0..PARTITIONS {
                 let value = format!("{id}-{n}");
-                let f = p.send_result(
-                    FutureRecord::<(), _>::to(TOPIC)
-                        .partition(part)
-                        .payload(&value),
-                );
+                let mut record = FutureRecord::<(), _>::to(TOPIC)
+                    .partition(part)
+                    .payload(&value);
+                // A full queue (the cluster is between leaders) is waited
+                // out: only records handed to the client count as sent.
+                let f = loop {
+                    match p.send_result(record) {
+                        Ok(f) => break f,
+                        Err((
+                            rdkafka::error::KafkaError::MessageProduction(
+                                rdkafka::types::RDKafkaErrorCode::QueueFull,
+                            ),
+                            r,
+                        )) => {
+                            record = r;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err((e, _)) => panic!(
+                            "producer {id} failed for good: {e} ({:?})",
+                            p.client().fatal_error()
+                        ),
+                    }
+                };
                 sent.lock().entry((id, part)).or_default().push((n, false));
-                window.push((part, n, f.ok()));
+                window.push((part, n, f));
             }
             n += 1;
         }
         for (part, seq, f) in window {
-            let ok = match f {
-                Some(f) => matches!(f.await, Ok(Ok(_))),
-                None => false,
+            let ok = match f.await {
+                Ok(Ok(_)) => true,
+                Ok(Err((e, _))) => {
+                    if matches!(
+                        e,
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::Fatal
+                        )
+                    ) || p.client().fatal_error().is_some()
+                    {
+                        panic!("producer {id}: fatal {e} ({:?})", p.client().fatal_error());
+                    }
+                    false
+                }
+                Err(_) => false,
             };
             if ok {
                 if let Some(e) = sent
