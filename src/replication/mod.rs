@@ -64,6 +64,11 @@ struct LeaderInner {
     epoch_start: i64,
     /// An ISR change is being proposed.
     proposing: bool,
+    /// A follower proposed for the ISR and not yet in it: the high
+    /// watermark waits for it already (Kafka's "maximal ISR"), or records
+    /// acknowledged before the change commits could be missing from a
+    /// member of the new ISR.
+    joining: Option<NodeId>,
     /// The topic's `min.insync.replicas`.
     min_isr: usize,
 }
@@ -91,7 +96,12 @@ impl Leadership {
     fn advance(&self, me: NodeId) {
         let inner = self.inner.lock();
         let mut hw = self.log.end_offset();
-        for r in inner.isr.iter().filter(|r| **r != me) {
+        for r in inner
+            .isr
+            .iter()
+            .chain(inner.joining.iter())
+            .filter(|r| **r != me)
+        {
             match inner.followers.get(r) {
                 Some(p) => hw = hw.min(p.end_offset),
                 // Not heard from in this leadership: it may hold less.
@@ -272,6 +282,9 @@ impl Replicas {
             match leading.get(&key) {
                 Some(l) if l.leader_epoch == p.leader_epoch => {
                     let mut i = l.inner.lock();
+                    if i.partition_epoch != p.partition_epoch {
+                        i.joining = None;
+                    }
                     i.isr.clone_from(&p.isr);
                     i.replicas.clone_from(&p.replicas);
                     i.partition_epoch = p.partition_epoch;
@@ -292,6 +305,7 @@ impl Replicas {
                                 followers: HashMap::new(),
                                 epoch_start: log.end_offset(),
                                 proposing: false,
+                                joining: None,
                                 min_isr,
                             }),
                             log: Arc::clone(&log),
@@ -391,12 +405,27 @@ impl Replicas {
 /// Proposes an ISR change and clears the leader's in-flight mark.
 fn propose_isr(cluster: Arc<Cluster>, l: Arc<Leadership>, cmd: Command) {
     tokio::spawn(async move {
-        match cluster.propose(cmd.clone()).await {
-            Ok(r) if r.changed => tracing::info!(change = ?cmd, "ISR changed"),
-            Ok(r) => tracing::debug!(refused = ?r.error, "ISR change not applied"),
-            Err(e) => tracing::debug!(error = %e, "ISR change not proposed"),
+        let applied = match cluster.propose(cmd.clone()).await {
+            Ok(r) if r.changed => {
+                tracing::info!(change = ?cmd, "ISR changed");
+                true
+            }
+            Ok(r) => {
+                tracing::debug!(refused = ?r.error, "ISR change not applied");
+                false
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "ISR change not proposed");
+                false
+            }
+        };
+        let mut i = l.inner.lock();
+        i.proposing = false;
+        // Applied: the joining follower stays counted until this broker
+        // applies the change too (then it is in the ISR).
+        if !applied {
+            i.joining = None;
         }
-        l.inner.lock().proposing = false;
     });
 }
 
@@ -573,8 +602,9 @@ fn record_progress(
             && offset >= hw
             && offset >= i.epoch_start
             && cluster.with_metadata(|m| m.brokers.get(&replica).is_some_and(|b| !b.fenced));
-        if joins && !i.proposing {
+        if joins && !i.proposing && i.joining.is_none() {
             i.proposing = true;
+            i.joining = Some(replica);
             let mut isr = i.isr.clone();
             isr.push(replica);
             isr.sort_by_key(|r| i.replicas.iter().position(|x| x == r));
