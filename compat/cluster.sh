@@ -21,6 +21,7 @@
 # Environment:
 #   WEIR_BIN       broker binary (required; compat/run exports it)
 #   STEP_TIMEOUT   seconds for one client call (default 60)
+#   CLUSTER_CLIENTS  the clients to run (default: all four)
 # Node logs: compat/logs/cluster-node{1,2,3}.log.
 set -uo pipefail
 
@@ -81,6 +82,26 @@ until [ "$(curl -s "127.0.0.1:$(hport 0)/api/status" | python3 -c 'import json,s
 done
 echo "cluster formed: $ALL"
 
+# Every node sees all three brokers unfenced (after a restart).
+wait_live() {
+  local deadline=$((SECONDS + 30)) i n
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    n=0
+    for i in 0 1 2; do
+      if curl -s "127.0.0.1:$(hport "$i")/api/status" | python3 -c '
+import json, sys
+c = json.load(sys.stdin)["cluster"]
+sys.exit(0 if c and sum(not b["fenced"] for b in c["brokers"]) == 3 else 1)' 2>/dev/null; then
+        n=$((n + 1))
+      fi
+    done
+    [ "$n" = 3 ] && return 0
+    sleep 0.3
+  done
+  echo "  not every node sees three live brokers"
+  return 1
+}
+
 # describe -> "leader isr-count" of partition 0
 placement() {
   weir topics describe "$1" --json 2>/dev/null | python3 -c '
@@ -128,11 +149,13 @@ consume() {  # client topic count -> values on stdout
 }
 
 failed=0
-for client in kcat confluent-kafka kafka-python kafkajs; do
+for client in ${CLUSTER_CLIENTS:-kcat confluent-kafka kafka-python kafkajs}; do
   topic="cluster-$client"
   why=""
   echo "== $client"
-  if ! weir topics create "$topic" --partitions 1 --replication-factor 3 \
+  if ! wait_live; then
+    why="the cluster did not heal after the last restart"
+  elif ! weir topics create "$topic" --partitions 1 --replication-factor 3 \
        --config min.insync.replicas=2 >/dev/null; then
     why="could not create $topic"
   elif ! wait_isr "$topic" 3 20; then
@@ -157,7 +180,7 @@ for client in kcat confluent-kafka kafka-python kafkajs; do
       fi
     fi
     start_node $((leader - 1))
-    if [ -z "$why" ] && ! wait_isr "$topic" 3 30; then
+    if ! wait_isr "$topic" 3 30 && [ -z "$why" ]; then
       why="the restarted node did not rejoin the ISR"
     fi
   fi

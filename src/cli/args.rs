@@ -113,7 +113,8 @@ pub enum GroupsAction {
 /// How the client tools reach a broker.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// Any broker of the cluster.
+    /// Brokers of the cluster, `HOST:PORT[,HOST:PORT...]`: the first that
+    /// answers is asked.
     #[arg(
         long,
         global = true,

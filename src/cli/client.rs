@@ -107,6 +107,24 @@ impl Dialer {
     ///
     /// # Errors
     /// No connection, a failed handshake, refused credentials.
+    /// Connects to the first broker of a comma-separated bootstrap list
+    /// that answers (as Kafka's tools take `--bootstrap-server`).
+    ///
+    /// # Errors
+    /// No broker of the list could be reached, or one refused the
+    /// credentials.
+    pub async fn connect_any(&self, list: &str) -> Result<Conn> {
+        let mut last = None;
+        for addr in list.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            match self.connect(addr).await {
+                Ok(c) => return Ok(c),
+                Err(e) if e.downcast_ref::<Refused>().is_some() => return Err(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow!("no broker address in {list:?}")))
+    }
+
     pub async fn connect(&self, addr: &str) -> Result<Conn> {
         let tcp = TcpStream::connect(addr)
             .await

@@ -164,7 +164,7 @@ async fn offsets_of(
 async fn run(args: GroupsArgs) -> Result<Value, Failure> {
     let json = args.client.json;
     let dial = dialer(&args.client)?;
-    let mut c = dial.connect(&args.client.bootstrap).await?;
+    let mut c = dial.connect_any(&args.client.bootstrap).await?;
     match args.action {
         GroupsAction::List => {
             // Each broker coordinates its own groups: ask them all.

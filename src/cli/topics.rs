@@ -279,7 +279,7 @@ pub fn dialer(a: &ClientArgs) -> Result<Dialer, Failure> {
 async fn run(args: TopicsArgs) -> Result<Value, Failure> {
     let json = args.client.json;
     let dialer = dialer(&args.client)?;
-    let mut c = dialer.connect(&args.client.bootstrap).await?;
+    let mut c = dialer.connect_any(&args.client.bootstrap).await?;
     match args.action {
         TopicsAction::List { internal } => {
             let md = metadata(&mut c, None).await?;
