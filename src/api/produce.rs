@@ -347,7 +347,9 @@ async fn append(
                         .with_log_append_time_ms(info.log_append_time)
                         .with_log_start_offset(log.log_start_offset());
                     if let Some(l) = &leadership {
-                        broker.replicas.appended(broker, &name, pd.index);
+                        if let Some(c) = broker.cluster.get() {
+                            broker.replicas.appended(c.node_id(), &name, pd.index);
+                        }
                         if acks == -1 && l.replicated() {
                             to_replicate.push((
                                 Arc::clone(&log),

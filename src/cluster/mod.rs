@@ -8,14 +8,13 @@
 //! leader epoch and in-sync replicas. The Raft leader is the cluster's
 //! controller: it fences brokers that stop answering and elects new
 //! partition leaders from the ISR ([`control`]). Followers' fetches from
-//! partition leaders travel on the same listener ([`replica`]).
+//! partition leaders travel on the same listener ([`ReplicaClient`]).
 //!
 //! The module knows nothing of the Kafka protocol or of the broker: the
 //! broker starts it, reads its metadata, watches its changes and answers
 //! followers' fetches through [`ReplicaSource`].
 
 mod network;
-pub mod replica;
 mod store;
 mod types;
 
@@ -30,9 +29,10 @@ use parking_lot::RwLock;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-pub use replica::{FetchReply, FetchRequest, ReplicaClient, ReplicaSource};
+pub use network::ReplicaClient;
 pub use types::{
-    BrokerInfo, Command, Metadata, NodeId, PartitionState, Refusal, Reply, TopicState, TypeConfig,
+    BrokerInfo, Command, FetchReply, FetchRequest, Metadata, NodeId, PartitionState, Refusal,
+    ReplicaSource, Reply, TopicState, TypeConfig,
 };
 
 /// The voters, parsed from `--controller-quorum-voters`

@@ -20,8 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use super::replica::{FetchReply, FetchRequest, ReplicaSource};
-use super::types::{Command, NodeId, Reply, TypeConfig};
+use super::types::{Command, FetchReply, FetchRequest, NodeId, ReplicaSource, Reply, TypeConfig};
 
 /// Largest message; snapshots of the metadata are far below it.
 const MAX_MESSAGE: usize = 64 << 20;
@@ -333,5 +332,70 @@ impl RaftNetwork<TypeConfig> for Peer {
             Ok(_) => Err(self.unexpected()),
             Err(e) => Err(self.rpc_error(e)),
         }
+    }
+}
+
+/// A follower's connection to one leader's controller listener.
+pub struct ReplicaClient {
+    addr: String,
+    conn: Option<TcpStream>,
+}
+
+impl ReplicaClient {
+    pub fn new(addr: String) -> Self {
+        Self { addr, conn: None }
+    }
+
+    /// Where the connection goes.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// One fetch; the connection is dropped on any error.
+    ///
+    /// # Errors
+    /// The leader cannot be reached or did not answer in time.
+    pub async fn fetch(&mut self, req: FetchRequest) -> std::io::Result<FetchReply> {
+        let ttl = Duration::from_millis(u64::from(req.max_wait_ms) + 5_000);
+        let call = async {
+            if self.conn.is_none() {
+                let s = TcpStream::connect(&self.addr).await?;
+                let _ = s.set_nodelay(true);
+                self.conn = Some(s);
+            }
+            let Some(s) = self.conn.as_mut() else {
+                return Err(std::io::Error::other("no connection"));
+            };
+            write_msg(s, &Request::Fetch(req)).await?;
+            match read_msg::<Response>(s).await? {
+                Response::Fetch(FetchReply::Records {
+                    high_watermark,
+                    log_start_offset,
+                    len,
+                    ..
+                }) => Ok(FetchReply::Records {
+                    high_watermark,
+                    log_start_offset,
+                    records: read_tail(s, len).await?,
+                    len,
+                }),
+                Response::Fetch(r) => Ok(r),
+                _ => Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "mismatched answer to a fetch",
+                )),
+            }
+        };
+        let r = match tokio::time::timeout(ttl, call).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer from {} in {ttl:?}", self.addr),
+            )),
+        };
+        if r.is_err() {
+            self.conn = None;
+        }
+        r
     }
 }

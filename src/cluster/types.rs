@@ -5,6 +5,10 @@ use std::collections::BTreeMap;
 // `declare_raft_types!` names `Cursor` for the snapshot data type.
 use std::io::Cursor;
 
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -357,4 +361,57 @@ impl Metadata {
             }
         }
     }
+}
+
+// Replication's messages: a follower's fetch from a partition's leader,
+// carried on the controller listener beside the quorum's own. The records
+// travel as raw bytes after the JSON header of the answer, as the leader
+// stored them.
+
+/// A follower asks its leader for the records from `offset` on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchRequest {
+    pub topic: String,
+    pub partition: i32,
+    /// The follower.
+    pub replica: NodeId,
+    /// The leader epoch the follower believes current.
+    pub leader_epoch: i32,
+    /// The follower's log end offset.
+    pub offset: i64,
+    /// The epoch of the follower's last batch, to find where its log
+    /// diverged from the leader's.
+    pub last_fetched_epoch: Option<i32>,
+    pub max_bytes: u32,
+    /// How long the leader may wait for new records.
+    pub max_wait_ms: u32,
+}
+
+/// The leader's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum FetchReply {
+    /// Whole batches from the requested offset (possibly none).
+    Records {
+        high_watermark: i64,
+        log_start_offset: i64,
+        /// Sent after the header, not in it.
+        #[serde(skip)]
+        records: Bytes,
+        /// Length of `records` on the wire.
+        len: u32,
+    },
+    /// The follower's log diverged: truncate to `end_offset` and fetch
+    /// again.
+    Diverging { epoch: i32, end_offset: i64 },
+    /// The follower asked below the leader's log start: start over there.
+    OffsetOutOfRange { log_start_offset: i64 },
+    /// This broker does not lead the partition at that epoch.
+    NotLeader,
+    /// Another failure, in words.
+    Error(String),
+}
+
+/// Serves followers' fetches: the broker's side of replication.
+pub trait ReplicaSource: Send + Sync + 'static {
+    fn fetch(&self, req: FetchRequest) -> Pin<Box<dyn Future<Output = FetchReply> + Send + '_>>;
 }

@@ -12,185 +12,26 @@
 //! ([`follow`]); a follower's log that diverged from its new leader's is
 //! cut where the leader's epochs say ([`cluster::FetchReply::Diverging`]).
 
+pub mod state;
+
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{now_ms, Broker};
 use crate::cluster::{
-    Cluster, Command, FetchReply, FetchRequest, Metadata, NodeId, PartitionState, ReplicaClient,
+    Cluster, FetchReply, FetchRequest, Metadata, NodeId, PartitionState, ReplicaClient,
     ReplicaSource,
 };
 use crate::log::PartitionLog;
-
-/// A partition, by topic name and index.
-type Key = (String, i32);
-
-/// How far one follower has fetched, as its leader saw it.
-#[derive(Debug, Clone, Copy)]
-struct Progress {
-    /// The follower's log end offset (its last fetch offset).
-    end_offset: i64,
-    /// When it last had everything the leader had.
-    caught_up_at: Instant,
-    /// The leader's end offset when it answered the follower's last fetch,
-    /// and when: a fetch from there on means it was caught up then.
-    last_answer: Option<(i64, Instant)>,
-}
-
-/// A partition this broker leads.
-#[derive(Debug)]
-pub struct Leadership {
-    log: Arc<PartitionLog>,
-    pub leader_epoch: i32,
-    /// When this broker took the leadership.
-    created: Instant,
-    inner: Mutex<LeaderInner>,
-}
-
-#[derive(Debug)]
-struct LeaderInner {
-    replicas: Vec<NodeId>,
-    isr: Vec<NodeId>,
-    partition_epoch: i32,
-    followers: HashMap<NodeId, Progress>,
-    /// The end offset when this leadership began: a follower below it has
-    /// not caught up with this leader yet.
-    epoch_start: i64,
-    /// An ISR change is being proposed.
-    proposing: bool,
-    /// A follower proposed for the ISR and not yet in it: the high
-    /// watermark waits for it already (Kafka's "maximal ISR"), or records
-    /// acknowledged before the change commits could be missing from a
-    /// member of the new ISR.
-    joining: Option<NodeId>,
-    /// The topic's `min.insync.replicas`.
-    min_isr: usize,
-}
-
-impl Leadership {
-    /// The in-sync replicas as this leader knows them.
-    pub fn isr(&self) -> Vec<NodeId> {
-        self.inner.lock().isr.clone()
-    }
-
-    /// Whether an acks=all write may be taken: the ISR holds at least
-    /// `min.insync.replicas`.
-    pub fn enough_replicas(&self) -> bool {
-        let i = self.inner.lock();
-        i.isr.len() >= i.min_isr
-    }
-
-    /// Whether followers must confirm writes (more than one replica).
-    pub fn replicated(&self) -> bool {
-        self.inner.lock().replicas.len() > 1
-    }
-
-    /// Moves the high watermark to the smallest end offset among the
-    /// in-sync replicas (this leader's included).
-    fn advance(&self, me: NodeId) {
-        let inner = self.inner.lock();
-        let mut hw = self.log.end_offset();
-        for r in inner
-            .isr
-            .iter()
-            .chain(inner.joining.iter())
-            .filter(|r| **r != me)
-        {
-            match inner.followers.get(r) {
-                Some(p) => hw = hw.min(p.end_offset),
-                // Not heard from in this leadership: it may hold less.
-                None => return,
-            }
-        }
-        drop(inner);
-        self.log.set_high_watermark(hw);
-    }
-}
-
-/// A follower's fetch loop for one partition.
-#[derive(Debug)]
-struct Following {
-    leader: NodeId,
-    leader_epoch: i32,
-    stop: CancellationToken,
-}
-
-/// Replication state of this broker's partitions.
-#[derive(Debug, Default)]
-pub struct Replicas {
-    leading: RwLock<HashMap<Key, Arc<Leadership>>>,
-    following: Mutex<HashMap<Key, Following>>,
-    /// Topics the quorum held at the last reconcile: one gone since was
-    /// deleted.
-    known: Mutex<HashSet<String>>,
-}
-
-/// Why a partition's request cannot be served here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotServed {
-    /// Another broker (or none) leads it.
-    NotLeader(Option<(NodeId, i32)>),
-}
+use state::{record_progress, Following, Key, LeaderInner, Leadership, Replicas};
 
 impl Replicas {
-    /// The leadership of a partition this broker leads.
-    pub fn leadership(&self, topic: &str, partition: i32) -> Option<Arc<Leadership>> {
-        self.leading
-            .read()
-            .get(&(topic.to_string(), partition))
-            .cloned()
-    }
-
-    /// How many partitions this broker leads and follows.
-    pub fn counts(&self) -> (usize, usize) {
-        (self.leading.read().len(), self.following.lock().len())
-    }
-
-    /// Partitions led here whose ISR is smaller than their replica set.
-    pub fn under_replicated(&self) -> usize {
-        self.leading
-            .read()
-            .values()
-            .filter(|l| {
-                let i = l.inner.lock();
-                i.isr.len() < i.replicas.len()
-            })
-            .count()
-    }
-
-    /// On a leader: each follower's largest lag (the leader's end offset
-    /// minus the follower's) over the partitions led here.
-    pub fn lag_by_follower(&self, me: NodeId) -> std::collections::BTreeMap<NodeId, i64> {
-        let mut out = std::collections::BTreeMap::new();
-        for l in self.leading.read().values() {
-            let end = l.log.end_offset();
-            let i = l.inner.lock();
-            for r in i.replicas.iter().filter(|r| **r != me) {
-                let lag = i
-                    .followers
-                    .get(r)
-                    .map_or(end, |p| (end - p.end_offset).max(0));
-                let e = out.entry(*r).or_insert(0);
-                *e = lag.max(*e);
-            }
-        }
-        out
-    }
-
-    /// After an append by this leader: with no other in-sync replica the
-    /// high watermark moves at once.
-    pub fn appended(&self, broker: &Broker, topic: &str, partition: i32) {
-        if let (Some(c), Some(l)) = (broker.cluster.get(), self.leadership(topic, partition)) {
-            l.advance(c.node_id());
-        }
-    }
-
     /// Applies the quorum's metadata to this broker.
     pub fn reconcile(&self, broker: &Arc<Broker>, cluster: &Arc<Cluster>, m: &Metadata) {
         let me = cluster.node_id();
@@ -273,6 +114,8 @@ impl Replicas {
         min_isr: usize,
     ) {
         let me = cluster.node_id();
+        let role_lock = self.role_lock(&key);
+        let _role = role_lock.lock();
         log.set_replicated(p.replicas.len() > 1);
         if p.leader == Some(me) {
             if let Some(f) = self.following.lock().remove(&key) {
@@ -346,87 +189,12 @@ impl Replicas {
                 Arc::clone(cluster),
                 key,
                 log,
-                leader,
-                leader_epoch,
+                (leader, leader_epoch),
                 stop,
+                Arc::clone(&role_lock),
             ));
         }
     }
-
-    /// Stops every follower loop (at shutdown).
-    pub fn stop(&self) {
-        for f in self.following.lock().values() {
-            f.stop.cancel();
-        }
-    }
-
-    /// The leader's checks on its followers, every tick: a follower that
-    /// has not caught up for `lag_max` leaves the ISR.
-    fn shrink_lagging(&self, cluster: &Arc<Cluster>, lag_max: Duration) {
-        let me = cluster.node_id();
-        let now = Instant::now();
-        for ((topic, partition), l) in self.leading.read().iter() {
-            let mut i = l.inner.lock();
-            if i.proposing {
-                continue;
-            }
-            let keep: Vec<NodeId> = i
-                .isr
-                .iter()
-                .copied()
-                .filter(|r| {
-                    *r == me
-                        || i
-                            .followers
-                            .get(r)
-                            .is_some_and(|p| now.duration_since(p.caught_up_at) < lag_max)
-                            // Not heard from yet: give it the lag time from
-                            // the leadership's start.
-                            || (!i.followers.contains_key(r)
-                                && now.duration_since(l.created) < lag_max)
-                })
-                .collect();
-            if keep.len() < i.isr.len() {
-                i.proposing = true;
-                let cmd = Command::ChangePartition {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    partition_epoch: i.partition_epoch,
-                    leader: Some(me),
-                    isr: keep,
-                };
-                drop(i);
-                propose_isr(Arc::clone(cluster), Arc::clone(l), cmd);
-            }
-        }
-    }
-}
-
-/// Proposes an ISR change and clears the leader's in-flight mark.
-fn propose_isr(cluster: Arc<Cluster>, l: Arc<Leadership>, cmd: Command) {
-    tokio::spawn(async move {
-        let applied = match cluster.propose(cmd.clone()).await {
-            Ok(r) if r.changed => {
-                tracing::info!(change = ?cmd, "ISR changed");
-                true
-            }
-            Ok(r) => {
-                tracing::debug!(refused = ?r.error, "ISR change not applied");
-                false
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "ISR change not proposed");
-                false
-            }
-        };
-        let mut i = l.inner.lock();
-        i.proposing = false;
-        // Applied: the joining follower stays counted until this broker
-        // applies the change too (then it is in the ISR).
-        if !applied {
-            i.joining = None;
-        }
-    });
 }
 
 /// Runs replication on this broker: applies each metadata change, checks
@@ -565,66 +333,6 @@ async fn serve_fetch(
     }
 }
 
-/// Notes a follower's fetch offset: its end offset, whether it has caught
-/// up, the high watermark that follows, and an ISR that grows with it.
-fn record_progress(
-    cluster: &Arc<Cluster>,
-    l: &Arc<Leadership>,
-    me: NodeId,
-    replica: NodeId,
-    offset: i64,
-    topic: &str,
-    partition: i32,
-) {
-    let now = Instant::now();
-    let grow = {
-        let mut i = l.inner.lock();
-        if !i.replicas.contains(&replica) {
-            return;
-        }
-        let p = i.followers.entry(replica).or_insert(Progress {
-            end_offset: offset,
-            caught_up_at: l.created,
-            last_answer: None,
-        });
-        p.end_offset = offset;
-        if offset >= l.log.end_offset() {
-            p.caught_up_at = now;
-        } else if let Some((end, at)) = p.last_answer {
-            if offset >= end {
-                p.caught_up_at = at;
-            }
-        }
-        let hw = l.log.high_watermark();
-        // A fenced broker is not taken back before the controller unfences
-        // it (it would take it out again).
-        let joins = !i.isr.contains(&replica)
-            && offset >= hw
-            && offset >= i.epoch_start
-            && cluster.with_metadata(|m| m.brokers.get(&replica).is_some_and(|b| !b.fenced));
-        if joins && !i.proposing && i.joining.is_none() {
-            i.proposing = true;
-            i.joining = Some(replica);
-            let mut isr = i.isr.clone();
-            isr.push(replica);
-            isr.sort_by_key(|r| i.replicas.iter().position(|x| x == r));
-            Some(Command::ChangePartition {
-                topic: topic.to_string(),
-                partition,
-                partition_epoch: i.partition_epoch,
-                leader: Some(me),
-                isr,
-            })
-        } else {
-            None
-        }
-    };
-    l.advance(me);
-    if let Some(cmd) = grow {
-        propose_isr(Arc::clone(cluster), Arc::clone(l), cmd);
-    }
-}
-
 /// A follower's loop: fetch from the leader, append what it sends, cut the
 /// log where it diverged, until the role changes.
 async fn follow(
@@ -632,9 +340,9 @@ async fn follow(
     cluster: Arc<Cluster>,
     (topic, partition): Key,
     log: Arc<PartitionLog>,
-    leader: NodeId,
-    leader_epoch: i32,
+    (leader, leader_epoch): (NodeId, i32),
     stop: CancellationToken,
+    role_lock: Arc<Mutex<()>>,
 ) {
     let Some(addr) = cluster.peer_addr(leader).map(str::to_string) else {
         tracing::warn!(leader, "no controller address for the leader");
@@ -661,6 +369,11 @@ async fn follow(
             () = stop.cancelled() => return,
             r = client.fetch(req) => r,
         };
+        // Acts only while still this partition's follower of `leader`.
+        let role = role_lock.lock();
+        if stop.is_cancelled() {
+            return;
+        }
         let pause = match reply {
             Ok(FetchReply::Records {
                 high_watermark,
@@ -683,7 +396,13 @@ async fn follow(
             }
             Ok(FetchReply::Diverging { epoch, end_offset }) => {
                 tracing::info!(%topic, partition, leader, epoch, end_offset, from = log.end_offset(), "log diverged from the leader's; truncating");
-                match log.truncate_to(end_offset) {
+                // Kafka's rule: cut at the leader's end of that epoch or
+                // this log's own, whichever is lower (this log may hold a
+                // later epoch the leader never had over the same offsets).
+                let own = log
+                    .end_offset_for_epoch(epoch)
+                    .map_or(log.log_start_offset(), |(_, end)| end);
+                match log.truncate_to(end_offset.min(own)) {
                     Ok(()) => None,
                     Err(e) => {
                         tracing::error!(%topic, partition, error = %e, "truncation failed");
@@ -708,6 +427,7 @@ async fn follow(
                 Some(Duration::from_millis(100 * u64::from(failures.min(10))))
             }
         };
+        drop(role);
         if let Some(p) = pause {
             tokio::select! {
                 () = stop.cancelled() => return,

@@ -1,0 +1,322 @@
+//! Replication's state on one broker: the partitions it leads (each
+//! follower's progress, the ISR as the leader knows it, the high
+//! watermark) and the follower loops it runs. Nothing here knows the
+//! broker: the parent module applies the cluster's metadata to it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::{Cluster, Command, NodeId};
+use crate::log::PartitionLog;
+
+/// A partition, by topic name and index.
+pub(super) type Key = (String, i32);
+
+/// How far one follower has fetched, as its leader saw it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Progress {
+    /// The follower's log end offset (its last fetch offset).
+    pub(super) end_offset: i64,
+    /// When it last had everything the leader had.
+    pub(super) caught_up_at: Instant,
+    /// The leader's end offset when it answered the follower's last fetch,
+    /// and when: a fetch from there on means it was caught up then.
+    pub(super) last_answer: Option<(i64, Instant)>,
+}
+
+/// A partition this broker leads.
+#[derive(Debug)]
+pub struct Leadership {
+    pub(super) log: Arc<PartitionLog>,
+    pub leader_epoch: i32,
+    /// When this broker took the leadership.
+    pub(super) created: Instant,
+    pub(super) inner: Mutex<LeaderInner>,
+}
+
+#[derive(Debug)]
+pub(super) struct LeaderInner {
+    pub(super) replicas: Vec<NodeId>,
+    pub(super) isr: Vec<NodeId>,
+    pub(super) partition_epoch: i32,
+    pub(super) followers: HashMap<NodeId, Progress>,
+    /// The end offset when this leadership began: a follower below it has
+    /// not caught up with this leader yet.
+    pub(super) epoch_start: i64,
+    /// An ISR change is being proposed.
+    pub(super) proposing: bool,
+    /// A follower proposed for the ISR and not yet in it: the high
+    /// watermark waits for it already (Kafka's "maximal ISR"), or records
+    /// acknowledged before the change commits could be missing from a
+    /// member of the new ISR.
+    pub(super) joining: Option<NodeId>,
+    /// The topic's `min.insync.replicas`.
+    pub(super) min_isr: usize,
+}
+
+impl Leadership {
+    /// The in-sync replicas as this leader knows them.
+    pub fn isr(&self) -> Vec<NodeId> {
+        self.inner.lock().isr.clone()
+    }
+
+    /// Whether an acks=all write may be taken: the ISR holds at least
+    /// `min.insync.replicas`.
+    pub fn enough_replicas(&self) -> bool {
+        let i = self.inner.lock();
+        i.isr.len() >= i.min_isr
+    }
+
+    /// Whether followers must confirm writes (more than one replica).
+    pub fn replicated(&self) -> bool {
+        self.inner.lock().replicas.len() > 1
+    }
+
+    /// Moves the high watermark to the smallest end offset among the
+    /// in-sync replicas (this leader's included).
+    pub(super) fn advance(&self, me: NodeId) {
+        let inner = self.inner.lock();
+        let mut hw = self.log.end_offset();
+        for r in inner
+            .isr
+            .iter()
+            .chain(inner.joining.iter())
+            .filter(|r| **r != me)
+        {
+            match inner.followers.get(r) {
+                Some(p) => hw = hw.min(p.end_offset),
+                // Not heard from in this leadership: it may hold less.
+                None => return,
+            }
+        }
+        drop(inner);
+        self.log.set_high_watermark(hw);
+    }
+}
+
+/// A follower's fetch loop for one partition.
+#[derive(Debug)]
+pub(super) struct Following {
+    pub(super) leader: NodeId,
+    pub(super) leader_epoch: i32,
+    pub(super) stop: CancellationToken,
+}
+
+/// Replication state of this broker's partitions.
+#[derive(Debug, Default)]
+pub struct Replicas {
+    pub(super) leading: RwLock<HashMap<Key, Arc<Leadership>>>,
+    pub(super) following: Mutex<HashMap<Key, Following>>,
+    /// Topics the quorum held at the last reconcile: one gone since was
+    /// deleted.
+    pub(super) known: Mutex<HashSet<String>>,
+    /// Per partition: held while its role changes and while a follower
+    /// loop acts on its log, so that a loop that was told to stop never
+    /// appends or truncates after the role changed.
+    pub(super) role_locks: Mutex<HashMap<Key, Arc<Mutex<()>>>>,
+}
+
+/// Why a partition's request cannot be served here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotServed {
+    /// Another broker (or none) leads it.
+    NotLeader(Option<(NodeId, i32)>),
+}
+
+impl Replicas {
+    /// The lock for a partition's role (see `role_locks`).
+    pub(super) fn role_lock(&self, key: &Key) -> Arc<Mutex<()>> {
+        Arc::clone(self.role_locks.lock().entry(key.clone()).or_default())
+    }
+
+    /// The leadership of a partition this broker leads.
+    pub fn leadership(&self, topic: &str, partition: i32) -> Option<Arc<Leadership>> {
+        self.leading
+            .read()
+            .get(&(topic.to_string(), partition))
+            .cloned()
+    }
+
+    /// How many partitions this broker leads and follows.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.leading.read().len(), self.following.lock().len())
+    }
+
+    /// Partitions led here whose ISR is smaller than their replica set.
+    pub fn under_replicated(&self) -> usize {
+        self.leading
+            .read()
+            .values()
+            .filter(|l| {
+                let i = l.inner.lock();
+                i.isr.len() < i.replicas.len()
+            })
+            .count()
+    }
+
+    /// On a leader: each follower's largest lag (the leader's end offset
+    /// minus the follower's) over the partitions led here.
+    pub fn lag_by_follower(&self, me: NodeId) -> std::collections::BTreeMap<NodeId, i64> {
+        let mut out = std::collections::BTreeMap::new();
+        for l in self.leading.read().values() {
+            let end = l.log.end_offset();
+            let i = l.inner.lock();
+            for r in i.replicas.iter().filter(|r| **r != me) {
+                let lag = i
+                    .followers
+                    .get(r)
+                    .map_or(end, |p| (end - p.end_offset).max(0));
+                let e = out.entry(*r).or_insert(0);
+                *e = lag.max(*e);
+            }
+        }
+        out
+    }
+
+    /// After an append by this leader: with no other in-sync replica the
+    /// high watermark moves at once.
+    pub fn appended(&self, me: NodeId, topic: &str, partition: i32) {
+        if let Some(l) = self.leadership(topic, partition) {
+            l.advance(me);
+        }
+    }
+
+    /// Stops every follower loop (at shutdown).
+    pub fn stop(&self) {
+        for f in self.following.lock().values() {
+            f.stop.cancel();
+        }
+    }
+
+    /// The leader's checks on its followers, every tick: a follower that
+    /// has not caught up for `lag_max` leaves the ISR.
+    pub(super) fn shrink_lagging(&self, cluster: &Arc<Cluster>, lag_max: Duration) {
+        let me = cluster.node_id();
+        let now = Instant::now();
+        for ((topic, partition), l) in self.leading.read().iter() {
+            let mut i = l.inner.lock();
+            if i.proposing {
+                continue;
+            }
+            let keep: Vec<NodeId> = i
+                .isr
+                .iter()
+                .copied()
+                .filter(|r| {
+                    *r == me
+                        || i
+                            .followers
+                            .get(r)
+                            .is_some_and(|p| now.duration_since(p.caught_up_at) < lag_max)
+                            // Not heard from yet: give it the lag time from
+                            // the leadership's start.
+                            || (!i.followers.contains_key(r)
+                                && now.duration_since(l.created) < lag_max)
+                })
+                .collect();
+            if keep.len() < i.isr.len() {
+                i.proposing = true;
+                let cmd = Command::ChangePartition {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    partition_epoch: i.partition_epoch,
+                    leader: Some(me),
+                    isr: keep,
+                };
+                drop(i);
+                propose_isr(Arc::clone(cluster), Arc::clone(l), cmd);
+            }
+        }
+    }
+}
+
+/// Proposes an ISR change and clears the leader's in-flight mark.
+pub(super) fn propose_isr(cluster: Arc<Cluster>, l: Arc<Leadership>, cmd: Command) {
+    tokio::spawn(async move {
+        let applied = match cluster.propose(cmd.clone()).await {
+            Ok(r) if r.changed => {
+                tracing::info!(change = ?cmd, "ISR changed");
+                true
+            }
+            Ok(r) => {
+                tracing::debug!(refused = ?r.error, "ISR change not applied");
+                false
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "ISR change not proposed");
+                false
+            }
+        };
+        let mut i = l.inner.lock();
+        i.proposing = false;
+        // Applied: the joining follower stays counted until this broker
+        // applies the change too (then it is in the ISR).
+        if !applied {
+            i.joining = None;
+        }
+    });
+}
+
+/// Notes a follower's fetch offset: its end offset, whether it has caught
+/// up, the high watermark that follows, and an ISR that grows with it.
+pub(super) fn record_progress(
+    cluster: &Arc<Cluster>,
+    l: &Arc<Leadership>,
+    me: NodeId,
+    replica: NodeId,
+    offset: i64,
+    topic: &str,
+    partition: i32,
+) {
+    let now = Instant::now();
+    let grow = {
+        let mut i = l.inner.lock();
+        if !i.replicas.contains(&replica) {
+            return;
+        }
+        let p = i.followers.entry(replica).or_insert(Progress {
+            end_offset: offset,
+            caught_up_at: l.created,
+            last_answer: None,
+        });
+        p.end_offset = offset;
+        if offset >= l.log.end_offset() {
+            p.caught_up_at = now;
+        } else if let Some((end, at)) = p.last_answer {
+            if offset >= end {
+                p.caught_up_at = at;
+            }
+        }
+        let hw = l.log.high_watermark();
+        // A fenced broker is not taken back before the controller unfences
+        // it (it would take it out again).
+        let joins = !i.isr.contains(&replica)
+            && offset >= hw
+            && offset >= i.epoch_start
+            && cluster.with_metadata(|m| m.brokers.get(&replica).is_some_and(|b| !b.fenced));
+        if joins && !i.proposing && i.joining.is_none() {
+            i.proposing = true;
+            i.joining = Some(replica);
+            let mut isr = i.isr.clone();
+            isr.push(replica);
+            isr.sort_by_key(|r| i.replicas.iter().position(|x| x == r));
+            Some(Command::ChangePartition {
+                topic: topic.to_string(),
+                partition,
+                partition_epoch: i.partition_epoch,
+                leader: Some(me),
+                isr,
+            })
+        } else {
+            None
+        }
+    };
+    l.advance(me);
+    if let Some(cmd) = grow {
+        propose_isr(Arc::clone(cluster), Arc::clone(l), cmd);
+    }
+}
