@@ -546,7 +546,19 @@ impl PartitionLog {
                     records: 0,
                 });
             }
-            SequenceCheck::OutOfOrder => return Err(LogError::OutOfOrderSequence),
+            SequenceCheck::OutOfOrder => {
+                tracing::warn!(
+                    partition = %self.dir.display(),
+                    producer_id = h.producer_id,
+                    producer_epoch = h.producer_epoch,
+                    first_seq = h.base_sequence,
+                    last_seq = h.last_sequence(),
+                    end_offset = self.end_offset.load(Ordering::Acquire),
+                    known = ?inner.producers.batches_of(h.producer_id),
+                    "out-of-order sequence refused"
+                );
+                return Err(LogError::OutOfOrderSequence);
+            }
             SequenceCheck::StaleEpoch => return Err(LogError::InvalidProducerEpoch),
         }
         let base = self.end_offset.load(Ordering::Acquire);

@@ -99,6 +99,20 @@ impl ProducerTable {
         }
     }
 
+    /// The batches remembered for a producer, as (first seq, last seq, base
+    /// offset), with its epoch: for a log line when a sequence is refused.
+    pub fn batches_of(&self, producer_id: i64) -> Option<(i16, Vec<(i32, i32, i64)>)> {
+        self.producers.get(&producer_id).map(|e| {
+            (
+                e.epoch,
+                e.batches
+                    .iter()
+                    .map(|b| (b.first_seq, b.last_seq, b.base_offset))
+                    .collect(),
+            )
+        })
+    }
+
     /// Records a batch that was written (its header carries the base offset).
     pub fn record(&mut self, h: &BatchHeader) {
         if h.producer_id < 0 || h.base_sequence < 0 {

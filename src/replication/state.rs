@@ -237,25 +237,28 @@ impl Replicas {
 /// Proposes an ISR change and clears the leader's in-flight mark.
 pub(super) fn propose_isr(cluster: Arc<Cluster>, l: Arc<Leadership>, cmd: Command) {
     tokio::spawn(async move {
-        let applied = match cluster.propose(cmd.clone()).await {
+        // Only a refusal is sure not to have changed the ISR: a proposal
+        // that timed out on its way to the controller may still commit.
+        let refused = match cluster.propose(cmd.clone()).await {
             Ok(r) if r.changed => {
                 tracing::info!(change = ?cmd, "ISR changed");
-                true
+                false
             }
             Ok(r) => {
                 tracing::debug!(refused = ?r.error, "ISR change not applied");
-                false
+                true
             }
             Err(e) => {
-                tracing::debug!(error = %e, "ISR change not proposed");
+                tracing::debug!(error = %e, "ISR change may not have been proposed");
                 false
             }
         };
         let mut i = l.inner.lock();
         i.proposing = false;
-        // Applied: the joining follower stays counted until this broker
-        // applies the change too (then it is in the ISR).
-        if !applied {
+        // Otherwise the joining follower stays counted until this broker
+        // applies the partition's next change (which has it in the ISR, or
+        // was made without it).
+        if refused {
             i.joining = None;
         }
     });
@@ -298,7 +301,9 @@ pub(super) fn record_progress(
             && offset >= hw
             && offset >= i.epoch_start
             && cluster.with_metadata(|m| m.brokers.get(&replica).is_some_and(|b| !b.fenced));
-        if joins && !i.proposing && i.joining.is_none() {
+        // One follower joins at a time; a proposal that may not have
+        // reached the controller is made again.
+        if joins && !i.proposing && i.joining.is_none_or(|j| j == replica) {
             i.proposing = true;
             i.joining = Some(replica);
             let mut isr = i.isr.clone();
