@@ -15,6 +15,7 @@ use super::route::{kind, row, Api, Cx, Handled, Row, Verdict};
 use crate::broker::{now_ms, Broker};
 use crate::config::FsyncPolicy;
 use crate::log::{PartitionLog, SequenceCheck};
+use crate::replication::state::Leadership;
 use crate::retry;
 use crate::security::acl::{Operation, ResourceType};
 use crate::security::quotas::QuotaKind;
@@ -172,7 +173,7 @@ pub struct Flush {
     parts: Vec<(Arc<PartitionLog>, i64, TopicName, i32)>,
     /// Appends whose high watermark must pass them (acks=all in a
     /// cluster), within the request's timeout.
-    replicated: Vec<(Arc<PartitionLog>, i64, TopicName, i32)>,
+    replicated: Vec<(Arc<Leadership>, i64, TopicName, i32)>,
     timeout: Duration,
 }
 
@@ -188,7 +189,7 @@ impl Flush {
         let replicated = self
             .replicated
             .iter()
-            .map(|(log, upto, _, _)| committed(log, *upto, self.timeout));
+            .map(|(l, upto, _, _)| committed(l, *upto, self.timeout));
         let (results, replicated) = futures::future::join(
             futures::future::join_all(waits),
             futures::future::join_all(replicated),
@@ -204,26 +205,44 @@ impl Flush {
                 errors::KAFKA_STORAGE_ERROR,
             );
         }
-        for (ok, (_, _, name, index)) in replicated.into_iter().zip(&self.replicated) {
-            if !ok {
-                fail(resp.as_deref_mut(), name, *index, errors::REQUEST_TIMED_OUT);
+        for (res, (_, _, name, index)) in replicated.into_iter().zip(&self.replicated) {
+            if let Err(code) = res {
+                fail(resp.as_deref_mut(), name, *index, code);
             }
         }
     }
 }
 
-/// Waits until the high watermark reaches `upto`, up to `timeout`.
-async fn committed(log: &PartitionLog, upto: i64, timeout: Duration) -> bool {
+/// Waits until the high watermark reaches `upto`, up to `timeout`, while
+/// this broker still leads at the epoch the records were written in:
+/// `REQUEST_TIMED_OUT` after the timeout, `NOT_LEADER_OR_FOLLOWER` once the
+/// leadership ended (the records may be cut from this log, and the high
+/// watermark that moves next is a follower's over other records).
+async fn committed(l: &Leadership, upto: i64, timeout: Duration) -> Result<(), i16> {
     let deadline = tokio::time::Instant::now() + timeout;
+    let log = l.log();
     loop {
         let moved = log.next_append();
-        tokio::pin!(moved);
+        let ended = l.ended();
+        tokio::pin!(moved, ended);
         moved.as_mut().enable();
-        if log.high_watermark() >= upto {
-            return true;
+        ended.as_mut().enable();
+        if l.is_deposed() {
+            return Err(errors::NOT_LEADER_OR_FOLLOWER);
         }
-        if tokio::time::timeout_at(deadline, moved).await.is_err() {
-            return log.high_watermark() >= upto;
+        if log.high_watermark() >= upto {
+            return Ok(());
+        }
+        tokio::select! {
+            () = moved => {}
+            () = ended => {}
+            () = tokio::time::sleep_until(deadline) => {
+                return Err(if l.is_deposed() {
+                    errors::NOT_LEADER_OR_FOLLOWER
+                } else {
+                    errors::REQUEST_TIMED_OUT
+                });
+            }
         }
     }
 }
@@ -262,7 +281,7 @@ async fn append(
     let now = now_ms();
     let mut to_flush: Vec<(Arc<PartitionLog>, i64, TopicName, i32)> = Vec::new();
     // acks=all appends that wait for the high watermark to pass them.
-    let mut to_replicate: Vec<(Arc<PartitionLog>, i64, TopicName, i32)> = Vec::new();
+    let mut to_replicate: Vec<(Arc<Leadership>, i64, TopicName, i32)> = Vec::new();
     let timeout = Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0).max(1));
     let mut responses = Vec::with_capacity(req.topic_data.len());
     for td in req.topic_data {
@@ -352,7 +371,7 @@ async fn append(
                         }
                         if acks == -1 && l.replicated() {
                             to_replicate.push((
-                                Arc::clone(&log),
+                                Arc::clone(l),
                                 info.last_offset + 1,
                                 td.name.clone(),
                                 pd.index,

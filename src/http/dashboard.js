@@ -27,6 +27,24 @@
           text('rate', dt > 0 ? Math.max(0, Math.round((s.records_in_total - last.n) / dt)) : '-');
         }
         last = { t: now, n: s.records_in_total };
+        var c = s.cluster;
+        document.getElementById('cluster').hidden = !c;
+        if (c) {
+          text('node', c.node_id);
+          text('role', c.role);
+          text('controller', c.controller === null ? 'none' : c.controller);
+          text('roles', s.replication ? s.replication.leading + ' / ' + s.replication.following : '-');
+          text('under', c.under_replicated_partitions);
+          text('offline', c.offline_partitions);
+          var brokers = document.getElementById('brokers');
+          while (brokers.firstChild) brokers.removeChild(brokers.firstChild);
+          c.brokers.forEach(function (b) {
+            var tr = document.createElement('tr');
+            var state = b.fenced ? 'fenced' : (b.id === c.controller ? 'controller' : 'live');
+            cell(tr, b.id); cell(tr, b.kafka); cell(tr, state);
+            brokers.appendChild(tr);
+          });
+        }
         var dlq = 0;
         t.topics.forEach(function (topic) {
           if (/\.dlq$/.test(topic.name)) {

@@ -93,7 +93,13 @@ impl Replicas {
             }
         }
         // Partitions this broker no longer holds.
-        self.leading.write().retain(|k, _| live.contains(k));
+        self.leading.write().retain(|k, l| {
+            let keep = live.contains(k);
+            if !keep {
+                l.depose();
+            }
+            keep
+        });
         self.following.lock().retain(|k, f| {
             let keep = live.contains(k);
             if !keep {
@@ -136,11 +142,16 @@ impl Replicas {
                 _ => {
                     log.set_leader_epoch(p.leader_epoch);
                     tracing::info!(topic = %key.0, partition = key.1, leader_epoch = p.leader_epoch, "leading");
+                    if let Some(old) = leading.get(&key) {
+                        old.depose();
+                    }
                     leading.insert(
                         key.clone(),
                         Arc::new(Leadership {
                             leader_epoch: p.leader_epoch,
                             created: Instant::now(),
+                            deposed: Default::default(),
+                            deposed_wake: Default::default(),
                             inner: Mutex::new(LeaderInner {
                                 replicas: p.replicas.clone(),
                                 isr: p.isr.clone(),
@@ -162,7 +173,9 @@ impl Replicas {
             }
             return;
         }
-        self.leading.write().remove(&key);
+        if let Some(old) = self.leading.write().remove(&key) {
+            old.depose();
+        }
         let follows = p.replicas.contains(&me);
         let mut following = self.following.lock();
         let current = following.get(&key).map(|f| (f.leader, f.leader_epoch));

@@ -36,6 +36,12 @@ pub struct Leadership {
     /// When this broker took the leadership.
     pub(super) created: Instant,
     pub(super) inner: Mutex<LeaderInner>,
+    /// Set when this broker stops leading at this epoch: writes still
+    /// waiting for the high watermark are answered NOT_LEADER_OR_FOLLOWER
+    /// (the high watermark that moves next is a follower's, over a log
+    /// that may have been cut and refilled with other records).
+    pub(super) deposed: std::sync::atomic::AtomicBool,
+    pub(super) deposed_wake: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
@@ -59,6 +65,28 @@ pub(super) struct LeaderInner {
 }
 
 impl Leadership {
+    /// The partition's log.
+    pub fn log(&self) -> &Arc<PartitionLog> {
+        &self.log
+    }
+
+    /// Whether this leadership has ended.
+    pub fn is_deposed(&self) -> bool {
+        self.deposed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Completes when this leadership ends. Enable it (or poll it once)
+    /// before checking [`Leadership::is_deposed`], so no ending is missed.
+    pub fn ended(&self) -> tokio::sync::futures::Notified<'_> {
+        self.deposed_wake.notified()
+    }
+
+    pub(super) fn depose(&self) {
+        self.deposed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.deposed_wake.notify_waiters();
+    }
+
     /// The in-sync replicas as this leader knows them.
     pub fn isr(&self) -> Vec<NodeId> {
         self.inner.lock().isr.clone()

@@ -29,8 +29,20 @@ impl TestCluster {
             .map(|(i, (_, _, c))| format!("{}@127.0.0.1:{c}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
+        // WEIR_KEEP_DATA=1 keeps the data dirs (printed) for a post-mortem.
+        let keep = std::env::var_os("WEIR_KEEP_DATA").is_some();
+        let dirs = (0..n)
+            .map(|_| {
+                let mut d = tempfile::tempdir().unwrap();
+                if keep {
+                    d.disable_cleanup(true);
+                    eprintln!("keeping {}", d.path().display());
+                }
+                d
+            })
+            .collect();
         let mut c = Self {
-            dirs: (0..n).map(|_| tempfile::tempdir().unwrap()).collect(),
+            dirs,
             ports,
             voters,
             nodes: (0..n).map(|_| None).collect(),

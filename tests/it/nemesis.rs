@@ -230,6 +230,10 @@ async fn nemesis(rounds: usize) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let started = Instant::now();
     for round in 0..rounds {
+        if producers.iter().any(tokio::task::JoinHandle::is_finished) {
+            eprintln!("a producer stopped: no more faults");
+            break;
+        }
         let victim = rng.below(3) as usize;
         let pause = Duration::from_millis(500 + rng.below(1500));
         if rng.below(2) == 0 {
