@@ -445,12 +445,28 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let per_batch = f64::from(tmpl.records);
     let produce = matches!(args.mode, BenchMode::Produce | BenchMode::E2e);
     let consume = matches!(args.mode, BenchMode::Consume | BenchMode::E2e);
-    // Partitions split across producers and consumers; each talks to the
-    // leader of its first partition (a single broker leads them all).
+    // Partitions split across producers and consumers, each group led by
+    // one broker (a cluster's partitions have different leaders): every
+    // leader gets at least one client, the rest go round the leaders.
     let split = |n: usize| -> Vec<Vec<i32>> {
-        let n = n.max(1).min(parts.len());
-        (0..n)
-            .map(|i| parts.iter().copied().skip(i).step_by(n).collect())
+        let mut by_leader: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
+        for p in &parts {
+            by_leader.entry(leaders[p].as_str()).or_default().push(*p);
+        }
+        let groups: Vec<Vec<i32>> = by_leader.into_values().collect();
+        let mut clients = vec![1usize; groups.len()];
+        for i in 0..n.saturating_sub(groups.len()) {
+            let g = i % groups.len().max(1);
+            if clients[g] < groups[g].len() {
+                clients[g] += 1;
+            }
+        }
+        groups
+            .iter()
+            .zip(clients)
+            .flat_map(|(ps, k)| {
+                (0..k).map(move |i| ps.iter().copied().skip(i).step_by(k).collect::<Vec<_>>())
+            })
             .collect()
     };
     let mut consumers = Vec::new();
