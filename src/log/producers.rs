@@ -101,15 +101,15 @@ impl ProducerTable {
 
     /// The batches remembered for a producer, as (first seq, last seq, base
     /// offset), with its epoch: for a log line when a sequence is refused.
-    pub fn batches_of(&self, producer_id: i64) -> Option<(i16, Vec<(i32, i32, i64)>)> {
-        self.producers.get(&producer_id).map(|e| {
-            (
-                e.epoch,
-                e.batches
-                    .iter()
-                    .map(|b| (b.first_seq, b.last_seq, b.base_offset))
-                    .collect(),
-            )
+    pub fn batches_of(&self, producer_id: i64) -> Option<ProducerSnapshot> {
+        self.producers.get(&producer_id).map(|e| ProducerSnapshot {
+            producer_id,
+            epoch: e.epoch,
+            batches: e
+                .batches
+                .iter()
+                .map(|b| (b.first_seq, b.last_seq, b.base_offset))
+                .collect(),
         })
     }
 
