@@ -229,6 +229,8 @@ async fn start_cluster(broker: &Broker, voters: &str) -> Result<Arc<cluster::Clu
             ),
             http: broker.config.http_listen.to_string(),
             fenced: false,
+            // A new number at every start of the process.
+            incarnation: uuid::Uuid::new_v4().as_u64_pair().0,
         },
         heartbeat: Duration::from_millis(args.controller_heartbeat_ms),
         session_timeout: Duration::from_millis(args.broker_session_timeout_ms),

@@ -233,6 +233,11 @@ impl Cluster {
         self.settings.node_id
     }
 
+    /// This start of the broker's process, as it registers.
+    pub fn incarnation(&self) -> u64 {
+        self.settings.me.incarnation
+    }
+
     /// Reads the replicated metadata as this node has applied it.
     pub fn with_metadata<R>(&self, f: impl FnOnce(&Metadata) -> R) -> R {
         f(&self.state.read())
@@ -390,6 +395,7 @@ async fn register(cluster: Arc<Cluster>) {
             kafka: me.kafka.clone(),
             http: me.http.clone(),
             cluster_id: Some(cluster.settings.cluster_id.clone()),
+            incarnation: me.incarnation,
         };
         match cluster.propose(cmd).await {
             Ok(_) => {

@@ -489,6 +489,7 @@ mod tests {
                 kafka: format!("h:{index}"),
                 http: String::new(),
                 cluster_id: None,
+                incarnation: 0,
             }),
         }
     }

@@ -19,6 +19,7 @@ fn registration_is_idempotent() {
         kafka: "a:1".into(),
         http: "a:2".into(),
         cluster_id: None,
+        incarnation: 1,
     };
     assert!(m.apply(&cmd).changed);
     assert!(!m.apply(&cmd).changed);
@@ -33,6 +34,7 @@ fn three_brokers() -> Metadata {
             kafka: format!("h:{id}"),
             http: String::new(),
             cluster_id: Some("c".into()),
+            incarnation: 1,
         });
     }
     m
@@ -175,4 +177,48 @@ fn the_controller_fences_the_dead_and_elects_from_the_isr() {
         m.apply(&cmd);
     }
     assert!(m.partition("one", 0).unwrap().leader.is_some());
+}
+
+#[test]
+fn a_restarted_broker_leaves_the_isrs_others_can_hold() {
+    let mut m = three_brokers();
+    create(&mut m, "t", 3, 3);
+    create(&mut m, "one", 1, 1);
+    let led: Vec<i32> = (0..3)
+        .filter(|i| m.partition("t", *i).unwrap().leader == Some(1))
+        .collect();
+    assert_eq!(led.len(), 1);
+    let before = m.partition("t", led[0]).unwrap().clone();
+    // The same process registering again changes nothing.
+    let again = |m: &mut Metadata, incarnation| {
+        m.apply(&Command::RegisterBroker {
+            id: 1,
+            kafka: "h:1".into(),
+            http: String::new(),
+            cluster_id: Some("c".into()),
+            incarnation,
+        })
+    };
+    assert!(!again(&mut m, 1).changed);
+    assert_eq!(m.partition("t", led[0]).unwrap(), &before);
+    // A new process of broker 1 (its disk may be empty): out of every ISR
+    // the others can hold, its leadership handed on with a new epoch.
+    assert!(again(&mut m, 2).changed);
+    for i in 0..3 {
+        let p = m.partition("t", i).unwrap();
+        assert!(!p.isr.contains(&1), "{p:?}");
+        assert_ne!(p.leader, Some(1));
+    }
+    let after = m.partition("t", led[0]).unwrap();
+    assert_eq!(after.leader_epoch, before.leader_epoch + 1);
+    assert_eq!(
+        after.leader,
+        before.replicas.iter().copied().find(|r| *r != 1)
+    );
+    // Alone in its ISR, a partition keeps its only copy's broker.
+    let one = m.partition("one", 0).unwrap();
+    if one.replicas == vec![1] {
+        assert_eq!(one.isr, vec![1]);
+        assert_eq!(one.leader, Some(1));
+    }
 }

@@ -35,6 +35,12 @@ pub enum Command {
         http: String,
         #[serde(default)]
         cluster_id: Option<String>,
+        /// Differs at every start of the broker's process: a broker back
+        /// with a new incarnation may have lost what it held (a wiped or
+        /// replaced disk), so it leaves the ISRs it was in wherever other
+        /// live replicas are in sync.
+        #[serde(default)]
+        incarnation: u64,
     },
     /// The controller found a broker gone (`fenced`) or back: a fenced
     /// broker leads nothing and is out of every ISR.
@@ -137,6 +143,9 @@ pub struct BrokerInfo {
     /// Found gone by the controller and not back yet.
     #[serde(default)]
     pub fenced: bool,
+    /// Which start of the broker's process registered.
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// One partition's placement and leadership.
@@ -209,6 +218,37 @@ impl Metadata {
             .collect()
     }
 
+    /// A broker back from a restart leaves every ISR that has another
+    /// live member (and the leadership of those partitions, to the first
+    /// live in-sync replica): it rejoins once it has caught up. Where it is
+    /// the only in-sync replica it keeps its place, as nobody else has the
+    /// records.
+    fn leave_isrs(&mut self, id: NodeId) {
+        let live: Vec<NodeId> = self.live_brokers();
+        for t in self.topics.values_mut() {
+            for p in &mut t.partitions {
+                if !p.isr.contains(&id) {
+                    continue;
+                }
+                let others: Vec<NodeId> = p
+                    .isr
+                    .iter()
+                    .copied()
+                    .filter(|r| *r != id && live.contains(r))
+                    .collect();
+                if others.is_empty() {
+                    continue;
+                }
+                if p.leader == Some(id) {
+                    p.leader = p.replicas.iter().copied().find(|r| others.contains(r));
+                    p.leader_epoch += 1;
+                }
+                p.isr.retain(|r| *r != id);
+                p.partition_epoch += 1;
+            }
+        }
+    }
+
     /// The state of one partition.
     pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionState> {
         self.topics
@@ -225,15 +265,24 @@ impl Metadata {
                 kafka,
                 http,
                 cluster_id,
+                incarnation,
             } => {
                 let info = BrokerInfo {
                     id: *id,
                     kafka: kafka.clone(),
                     http: http.clone(),
                     fenced: false,
+                    incarnation: *incarnation,
                 };
+                let restarted = self
+                    .brokers
+                    .get(id)
+                    .is_some_and(|b| b.incarnation != *incarnation);
                 let mut changed = self.brokers.get(id) != Some(&info);
                 self.brokers.insert(*id, info);
+                if restarted {
+                    self.leave_isrs(*id);
+                }
                 if self.cluster_id.is_none() && cluster_id.is_some() {
                     self.cluster_id.clone_from(cluster_id);
                     changed = true;

@@ -48,6 +48,13 @@ impl Replicas {
             }
             *known = m.topics.keys().cloned().collect();
         }
+        // Until this process's registration is applied (and while it is
+        // fenced) this broker leads nothing: after a restart its log may
+        // be empty, and the metadata it replays still names it leader.
+        let may_lead = m
+            .brokers
+            .get(&me)
+            .is_some_and(|b| b.incarnation == cluster.incarnation() && !b.fenced);
         let mut live: HashSet<Key> = HashSet::new();
         for (name, t) in &m.topics {
             if !t.partitions.iter().any(|p| p.replicas.contains(&me)) {
@@ -89,7 +96,7 @@ impl Replicas {
                 };
                 let key = (name.clone(), index);
                 live.insert(key.clone());
-                self.assume(broker, cluster, key, log, p, min_isr);
+                self.assume(broker, cluster, key, log, p, (min_isr, may_lead));
             }
         }
         // Partitions this broker no longer holds.
@@ -107,6 +114,7 @@ impl Replicas {
             }
             keep
         });
+        self.role_locks.lock().retain(|k, _| live.contains(k));
     }
 
     /// Takes the role `p` gives this broker for one partition.
@@ -117,19 +125,21 @@ impl Replicas {
         key: Key,
         log: Arc<PartitionLog>,
         p: &PartitionState,
-        min_isr: usize,
+        (min_isr, may_lead): (usize, bool),
     ) {
         let me = cluster.node_id();
         let role_lock = self.role_lock(&key);
         let _role = role_lock.lock();
         log.set_replicated(p.replicas.len() > 1);
-        if p.leader == Some(me) {
+        if p.leader == Some(me) && may_lead {
             if let Some(f) = self.following.lock().remove(&key) {
                 f.stop.cancel();
             }
             let mut leading = self.leading.write();
             match leading.get(&key) {
-                Some(l) if l.leader_epoch == p.leader_epoch => {
+                // The same leadership of the same log (a topic deleted and
+                // made again under its name has a new log).
+                Some(l) if l.leader_epoch == p.leader_epoch && Arc::ptr_eq(&l.log, &log) => {
                     let mut i = l.inner.lock();
                     if i.partition_epoch != p.partition_epoch {
                         i.joining = None;
@@ -178,9 +188,15 @@ impl Replicas {
         }
         let follows = p.replicas.contains(&me);
         let mut following = self.following.lock();
-        let current = following.get(&key).map(|f| (f.leader, f.leader_epoch));
-        let wanted = p.leader.filter(|_| follows).map(|l| (l, p.leader_epoch));
-        if current == wanted {
+        let current = following
+            .get(&key)
+            .filter(|f| Arc::ptr_eq(&f.log, &log))
+            .map(|f| (f.leader, f.leader_epoch));
+        let wanted = p
+            .leader
+            .filter(|l| follows && *l != me)
+            .map(|l| (l, p.leader_epoch));
+        if current.is_some() && current == wanted {
             return;
         }
         if let Some(f) = following.remove(&key) {
@@ -194,6 +210,7 @@ impl Replicas {
                     leader,
                     leader_epoch,
                     stop: stop.clone(),
+                    log: Arc::clone(&log),
                 },
             );
             tracing::info!(topic = %key.0, partition = key.1, leader, leader_epoch, "following");

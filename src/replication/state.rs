@@ -132,6 +132,8 @@ pub(super) struct Following {
     pub(super) leader: NodeId,
     pub(super) leader_epoch: i32,
     pub(super) stop: CancellationToken,
+    /// The log it appends to.
+    pub(super) log: Arc<PartitionLog>,
 }
 
 /// Replication state of this broker's partitions.

@@ -19,7 +19,18 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
+    /// Another test may take a port between our pick and a child's bind:
+    /// then the whole cluster is started again on new ports.
     pub fn start(n: usize) -> Self {
+        for _ in 0..5 {
+            if let Some(c) = Self::try_start(n) {
+                return c;
+            }
+        }
+        panic!("the cluster did not start after 5 attempts");
+    }
+
+    fn try_start(n: usize) -> Option<Self> {
         let ports: Vec<_> = (0..n)
             .map(|_| (free_port(), free_port(), free_port()))
             .collect();
@@ -48,21 +59,28 @@ impl TestCluster {
             nodes: (0..n).map(|_| None).collect(),
         };
         for i in 0..n {
-            c.start_node(i);
+            if !c.try_start_node(i) {
+                return None;
+            }
         }
-        c
+        Some(c)
     }
 
     pub fn start_node(&mut self, i: usize) {
+        assert!(self.try_start_node(i), "node {} did not start", i + 1);
+    }
+
+    fn try_start_node(&mut self, i: usize) -> bool {
         let (kafka, http, _) = self.ports[i];
         let id = (i + 1).to_string();
         let voters = self.voters.clone();
-        self.nodes[i] = Some(ChildBroker::start_on(
+        self.nodes[i] = ChildBroker::try_start(
             self.dirs[i].path(),
             kafka,
             http,
             &["--node-id", &id, "--controller-quorum-voters", &voters],
-        ));
+        );
+        self.nodes[i].is_some()
     }
 
     /// Every node's Kafka address, as a bootstrap list.

@@ -98,7 +98,7 @@ impl ChildBroker {
         Self::try_start(data_dir, port, http_port, extra).expect("weir child did not start")
     }
 
-    fn try_start(data_dir: &Path, port: u16, http_port: u16, extra: &[&str]) -> Option<Self> {
+    pub fn try_start(data_dir: &Path, port: u16, http_port: u16, extra: &[&str]) -> Option<Self> {
         let addr = format!("127.0.0.1:{port}");
         // WEIR_TEST_BIN runs another build of the broker (a long soak can
         // then go on while this tree is rebuilt).
