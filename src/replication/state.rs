@@ -150,13 +150,6 @@ pub struct Replicas {
     pub(super) role_locks: Mutex<HashMap<Key, Arc<Mutex<()>>>>,
 }
 
-/// Why a partition's request cannot be served here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotServed {
-    /// Another broker (or none) leads it.
-    NotLeader(Option<(NodeId, i32)>),
-}
-
 impl Replicas {
     /// The lock for a partition's role (see `role_locks`).
     pub(super) fn role_lock(&self, key: &Key) -> Arc<Mutex<()>> {
