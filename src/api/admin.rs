@@ -194,15 +194,7 @@ fn create_topics(
     for t in req.topics {
         let name = t.name.0.to_string();
         let res = CreatableTopicResult::default().with_name(t.name.clone());
-        let fail = |code: i16, msg: String| {
-            CreatableTopicResult::default()
-                .with_name(t.name.clone())
-                .with_error_code(code)
-                .with_error_message(Some(sb(msg)))
-                .with_num_partitions(-1)
-                .with_replication_factor(-1)
-                .with_configs(None)
-        };
+        let fail = |code: i16, msg: String| create_failed(&t.name, code, msg);
         if dups.contains(&name) {
             results.push(fail(
                 errors::INVALID_REQUEST,
@@ -383,6 +375,17 @@ fn create_partitions(
     CreatePartitionsResponse::default().with_results(results)
 }
 
+/// A topic CreateTopics did not create.
+fn create_failed(name: &TopicName, code: i16, msg: String) -> CreatableTopicResult {
+    CreatableTopicResult::default()
+        .with_name(name.clone())
+        .with_error_code(code)
+        .with_error_message(Some(sb(msg)))
+        .with_num_partitions(-1)
+        .with_replication_factor(-1)
+        .with_configs(None)
+}
+
 /// The code for a change the quorum refused.
 fn refusal_code(r: &cluster::Refusal) -> (i16, String) {
     match r {
@@ -441,15 +444,7 @@ async fn cluster_create_topics(
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.to_string();
-        let fail = |code: i16, msg: String| {
-            CreatableTopicResult::default()
-                .with_name(t.name.clone())
-                .with_error_code(code)
-                .with_error_message(Some(sb(msg)))
-                .with_num_partitions(-1)
-                .with_replication_factor(-1)
-                .with_configs(None)
-        };
+        let fail = |code: i16, msg: String| create_failed(&t.name, code, msg);
         if !t.assignments.is_empty() {
             results.push(fail(
                 errors::INVALID_REPLICA_ASSIGNMENT,

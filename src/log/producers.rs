@@ -138,16 +138,8 @@ impl ProducerTable {
     pub fn snapshot(&self) -> Vec<ProducerSnapshot> {
         let mut out: Vec<ProducerSnapshot> = self
             .producers
-            .iter()
-            .map(|(&pid, e)| ProducerSnapshot {
-                producer_id: pid,
-                epoch: e.epoch,
-                batches: e
-                    .batches
-                    .iter()
-                    .map(|b| (b.first_seq, b.last_seq, b.base_offset))
-                    .collect(),
-            })
+            .keys()
+            .filter_map(|pid| self.batches_of(*pid))
             .collect();
         out.sort_by_key(|p| p.producer_id);
         out
