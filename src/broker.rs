@@ -63,7 +63,7 @@ pub struct Broker {
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     /// This broker's roles in replicating partitions (empty on a single
     /// node).
-    pub replicas: crate::replication::state::Replicas,
+    pub replicas: crate::replicas::Replicas,
     /// Held for the broker's life: only one process may use the data dir.
     _lock: File,
 }
@@ -193,7 +193,7 @@ impl Broker {
             started: Instant::now(),
             phase: AtomicU8::new(Phase::Starting as u8),
             cluster: std::sync::OnceLock::new(),
-            replicas: crate::replication::state::Replicas::default(),
+            replicas: crate::replicas::Replicas::default(),
             _lock: lock,
         }))
     }

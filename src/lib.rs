@@ -35,6 +35,7 @@ pub mod log;
 pub mod memory;
 pub mod metrics;
 pub mod protocol;
+pub mod replicas;
 pub mod replication;
 pub mod retry;
 pub mod security;

@@ -15,7 +15,7 @@ use super::route::{kind, row, Api, Cx, Handled, Row, Verdict};
 use crate::broker::{now_ms, Broker};
 use crate::config::FsyncPolicy;
 use crate::log::{PartitionLog, SequenceCheck};
-use crate::replication::state::Leadership;
+use crate::replicas::Leadership;
 use crate::retry;
 use crate::security::acl::{Operation, ResourceType};
 use crate::security::quotas::QuotaKind;

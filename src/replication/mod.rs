@@ -12,8 +12,6 @@
 //! ([`follow`]); a follower's log that diverged from its new leader's is
 //! cut where the leader's epochs say ([`cluster::FetchReply::Diverging`]).
 
-pub mod state;
-
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -29,7 +27,7 @@ use crate::cluster::{
     ReplicaSource,
 };
 use crate::log::PartitionLog;
-use state::{record_progress, Following, Key, LeaderInner, Leadership, Replicas};
+use crate::replicas::{record_progress, Following, Key, LeaderInner, Leadership, Replicas};
 
 impl Replicas {
     /// Applies the quorum's metadata to this broker.

@@ -1,7 +1,7 @@
 //! Replication's state on one broker: the partitions it leads (each
 //! follower's progress, the ISR as the leader knows it, the high
 //! watermark) and the follower loops it runs. Nothing here knows the
-//! broker: the parent module applies the cluster's metadata to it.
+//! broker: `replication` applies the cluster's metadata to it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -14,54 +14,54 @@ use crate::cluster::{Cluster, Command, NodeId};
 use crate::log::PartitionLog;
 
 /// A partition, by topic name and index.
-pub(super) type Key = (String, i32);
+pub(crate) type Key = (String, i32);
 
 /// How far one follower has fetched, as its leader saw it.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Progress {
+pub(crate) struct Progress {
     /// The follower's log end offset (its last fetch offset).
-    pub(super) end_offset: i64,
+    pub(crate) end_offset: i64,
     /// When it last had everything the leader had.
-    pub(super) caught_up_at: Instant,
+    pub(crate) caught_up_at: Instant,
     /// The leader's end offset when it answered the follower's last fetch,
     /// and when: a fetch from there on means it was caught up then.
-    pub(super) last_answer: Option<(i64, Instant)>,
+    pub(crate) last_answer: Option<(i64, Instant)>,
 }
 
 /// A partition this broker leads.
 #[derive(Debug)]
 pub struct Leadership {
-    pub(super) log: Arc<PartitionLog>,
+    pub(crate) log: Arc<PartitionLog>,
     pub leader_epoch: i32,
     /// When this broker took the leadership.
-    pub(super) created: Instant,
-    pub(super) inner: Mutex<LeaderInner>,
+    pub(crate) created: Instant,
+    pub(crate) inner: Mutex<LeaderInner>,
     /// Set when this broker stops leading at this epoch: writes still
     /// waiting for the high watermark are answered NOT_LEADER_OR_FOLLOWER
     /// (the high watermark that moves next is a follower's, over a log
     /// that may have been cut and refilled with other records).
-    pub(super) deposed: std::sync::atomic::AtomicBool,
-    pub(super) deposed_wake: tokio::sync::Notify,
+    pub(crate) deposed: std::sync::atomic::AtomicBool,
+    pub(crate) deposed_wake: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
-pub(super) struct LeaderInner {
-    pub(super) replicas: Vec<NodeId>,
-    pub(super) isr: Vec<NodeId>,
-    pub(super) partition_epoch: i32,
-    pub(super) followers: HashMap<NodeId, Progress>,
+pub(crate) struct LeaderInner {
+    pub(crate) replicas: Vec<NodeId>,
+    pub(crate) isr: Vec<NodeId>,
+    pub(crate) partition_epoch: i32,
+    pub(crate) followers: HashMap<NodeId, Progress>,
     /// The end offset when this leadership began: a follower below it has
     /// not caught up with this leader yet.
-    pub(super) epoch_start: i64,
+    pub(crate) epoch_start: i64,
     /// An ISR change is being proposed.
-    pub(super) proposing: bool,
+    pub(crate) proposing: bool,
     /// A follower proposed for the ISR and not yet in it: the high
     /// watermark waits for it already (Kafka's "maximal ISR"), or records
     /// acknowledged before the change commits could be missing from a
     /// member of the new ISR.
-    pub(super) joining: Option<NodeId>,
+    pub(crate) joining: Option<NodeId>,
     /// The topic's `min.insync.replicas`.
-    pub(super) min_isr: usize,
+    pub(crate) min_isr: usize,
 }
 
 impl Leadership {
@@ -81,7 +81,7 @@ impl Leadership {
         self.deposed_wake.notified()
     }
 
-    pub(super) fn depose(&self) {
+    pub(crate) fn depose(&self) {
         self.deposed
             .store(true, std::sync::atomic::Ordering::Release);
         self.deposed_wake.notify_waiters();
@@ -106,7 +106,7 @@ impl Leadership {
 
     /// Moves the high watermark to the smallest end offset among the
     /// in-sync replicas (this leader's included).
-    pub(super) fn advance(&self, me: NodeId) {
+    pub(crate) fn advance(&self, me: NodeId) {
         let inner = self.inner.lock();
         let mut hw = self.log.end_offset();
         for r in inner
@@ -128,31 +128,31 @@ impl Leadership {
 
 /// A follower's fetch loop for one partition.
 #[derive(Debug)]
-pub(super) struct Following {
-    pub(super) leader: NodeId,
-    pub(super) leader_epoch: i32,
-    pub(super) stop: CancellationToken,
+pub(crate) struct Following {
+    pub(crate) leader: NodeId,
+    pub(crate) leader_epoch: i32,
+    pub(crate) stop: CancellationToken,
     /// The log it appends to.
-    pub(super) log: Arc<PartitionLog>,
+    pub(crate) log: Arc<PartitionLog>,
 }
 
 /// Replication state of this broker's partitions.
 #[derive(Debug, Default)]
 pub struct Replicas {
-    pub(super) leading: RwLock<HashMap<Key, Arc<Leadership>>>,
-    pub(super) following: Mutex<HashMap<Key, Following>>,
+    pub(crate) leading: RwLock<HashMap<Key, Arc<Leadership>>>,
+    pub(crate) following: Mutex<HashMap<Key, Following>>,
     /// Topics the quorum held at the last reconcile: one gone since was
     /// deleted.
-    pub(super) known: Mutex<HashSet<String>>,
+    pub(crate) known: Mutex<HashSet<String>>,
     /// Per partition: held while its role changes and while a follower
     /// loop acts on its log, so that a loop that was told to stop never
     /// appends or truncates after the role changed.
-    pub(super) role_locks: Mutex<HashMap<Key, Arc<Mutex<()>>>>,
+    pub(crate) role_locks: Mutex<HashMap<Key, Arc<Mutex<()>>>>,
 }
 
 impl Replicas {
     /// The lock for a partition's role (see `role_locks`).
-    pub(super) fn role_lock(&self, key: &Key) -> Arc<Mutex<()>> {
+    pub(crate) fn role_lock(&self, key: &Key) -> Arc<Mutex<()>> {
         Arc::clone(self.role_locks.lock().entry(key.clone()).or_default())
     }
 
@@ -217,7 +217,7 @@ impl Replicas {
 
     /// The leader's checks on its followers, every tick: a follower that
     /// has not caught up for `lag_max` leaves the ISR.
-    pub(super) fn shrink_lagging(&self, cluster: &Arc<Cluster>, lag_max: Duration) {
+    pub(crate) fn shrink_lagging(&self, cluster: &Arc<Cluster>, lag_max: Duration) {
         let me = cluster.node_id();
         let now = Instant::now();
         for ((topic, partition), l) in self.leading.read().iter() {
@@ -258,7 +258,7 @@ impl Replicas {
 }
 
 /// Proposes an ISR change and clears the leader's in-flight mark.
-pub(super) fn propose_isr(cluster: Arc<Cluster>, l: Arc<Leadership>, cmd: Command) {
+pub(crate) fn propose_isr(cluster: Arc<Cluster>, l: Arc<Leadership>, cmd: Command) {
     tokio::spawn(async move {
         // Only a refusal is sure not to have changed the ISR: a proposal
         // that timed out on its way to the controller may still commit.
@@ -289,7 +289,7 @@ pub(super) fn propose_isr(cluster: Arc<Cluster>, l: Arc<Leadership>, cmd: Comman
 
 /// Notes a follower's fetch offset: its end offset, whether it has caught
 /// up, the high watermark that follows, and an ISR that grows with it.
-pub(super) fn record_progress(
+pub(crate) fn record_progress(
     cluster: &Arc<Cluster>,
     l: &Arc<Leadership>,
     me: NodeId,
