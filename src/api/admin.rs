@@ -285,17 +285,7 @@ fn delete_topics(
     req: DeleteTopicsRequest,
     version: i16,
 ) -> DeleteTopicsResponse {
-    let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
-        req.topics
-            .iter()
-            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id))
-            .collect()
-    } else {
-        req.topic_names
-            .iter()
-            .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
-            .collect()
-    };
+    let targets = delete_targets(&req, version);
     let responses = targets
         .into_iter()
         .map(|(name, id)| {
@@ -373,6 +363,21 @@ fn create_partitions(
         })
         .collect();
     CreatePartitionsResponse::default().with_results(results)
+}
+
+/// What DeleteTopics names: (name, id), by id from v6 on.
+fn delete_targets(req: &DeleteTopicsRequest, version: i16) -> Vec<(Option<String>, Uuid)> {
+    if version >= 6 {
+        req.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id))
+            .collect()
+    } else {
+        req.topic_names
+            .iter()
+            .map(|n| (Some(n.0.to_string()), Uuid::nil()))
+            .collect()
+    }
 }
 
 /// A topic CreateTopics did not create.
@@ -539,17 +544,7 @@ async fn cluster_delete_topics(
     req: DeleteTopicsRequest,
     version: i16,
 ) -> DeleteTopicsResponse {
-    let targets: Vec<(Option<String>, Uuid)> = if version >= 6 {
-        req.topics
-            .iter()
-            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id))
-            .collect()
-    } else {
-        req.topic_names
-            .iter()
-            .map(|n| (Some(n.0.to_string()), Uuid::nil()))
-            .collect()
-    };
+    let targets = delete_targets(&req, version);
     let mut responses = Vec::new();
     for (name, id) in targets {
         let found = c.with_metadata(|m| match &name {
