@@ -9,7 +9,7 @@ use std::time::Instant;
 use tokio::sync::Notify;
 
 use crate::config::{Config, FsyncPolicy};
-use crate::group::{Coordinator, GroupSettings, OffsetStore};
+use crate::group::{journal, Change, Coordinator, GroupSettings, OffsetStore};
 use crate::log::LogError;
 use crate::metrics::Metrics;
 use crate::retry::store::PendingStore;
@@ -81,6 +81,10 @@ pub struct GroupLag {
 
 pub use crate::clock::now_ms;
 
+/// How long an offset commit waits for the in-sync replicas (Kafka's
+/// `offsets.commit.timeout.ms`).
+const OFFSET_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Errors starting the broker.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -146,13 +150,32 @@ impl Broker {
             std::fs::remove_file(&marker).map_err(dd)?;
             crate::log::sync_dir(&dir)?;
         }
+        // In a cluster `__consumer_offsets` is the brokers' own topic.
+        let clustered = config.args.controller_quorum_voters.is_some();
+        for t in topics.list() {
+            if crate::topics::is_reserved(&t.name)
+                && !(clustered && crate::topics::is_internal(&t.name))
+            {
+                tracing::warn!(
+                    topic = %t.name,
+                    "a topic of this data dir has a name reserved for the broker's internal use \
+                     (an older weir let clients create it); its data is kept and can be read, \
+                     produce to it is refused; delete the topic once its data is not needed"
+                );
+            }
+        }
         tracing::info!(
             clean_shutdown = clean,
             topics = topics.list().len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "recovered the log"
         );
-        let offsets = OffsetStore::open(&dir, config.args.fsync != FsyncPolicy::Never)?;
+        // In a cluster committed offsets live in `__consumer_offsets`.
+        let offsets = if config.args.controller_quorum_voters.is_some() {
+            OffsetStore::in_memory()
+        } else {
+            OffsetStore::open(&dir, config.args.fsync != FsyncPolicy::Never)?
+        };
         let groups = Coordinator::new(
             offsets,
             GroupSettings {
@@ -302,11 +325,150 @@ impl Broker {
         }
     }
 
+    /// In a cluster, the broker that coordinates `group`: the leader of its
+    /// partition of `__consumer_offsets`. The topic is proposed to the
+    /// quorum at the first ask, once enough brokers are up. `Ok(None)` on a
+    /// single node (this broker coordinates every group).
+    ///
+    /// # Errors
+    /// `COORDINATOR_NOT_AVAILABLE` while the topic or its leader is missing.
+    pub fn group_coordinator(
+        &self,
+        group: &str,
+    ) -> Result<Option<crate::cluster::BrokerInfo>, i16> {
+        let Some(c) = self.cluster.get() else {
+            return Ok(None);
+        };
+        let found = c.with_metadata(|m| {
+            let Some(t) = m.topics.get(journal::TOPIC) else {
+                let live = m.brokers.values().filter(|b| !b.fenced).count();
+                return Err(live);
+            };
+            let p = journal::partition_for(group, t.partitions.len());
+            Ok(t.partitions
+                .get(p as usize)
+                .and_then(|p| p.leader)
+                .and_then(|l| m.brokers.get(&l))
+                .filter(|b| !b.fenced)
+                .cloned())
+        });
+        match found {
+            Ok(Some(b)) => Ok(Some(b)),
+            Ok(None) => Err(journal::COORDINATOR_NOT_AVAILABLE),
+            Err(live) => {
+                let args = &self.config.args;
+                let rf = (args.offsets_topic_replication_factor as usize).min(c.voter_count());
+                if live >= rf {
+                    let configs = [
+                        ("cleanup.policy", "compact"),
+                        ("segment.bytes", "104857600"),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                    let cmd = crate::cluster::Command::CreateTopic {
+                        name: journal::TOPIC.to_string(),
+                        id: uuid::Uuid::new_v4(),
+                        partitions: args.offsets_topic_num_partitions,
+                        replication_factor: rf as i16,
+                        configs,
+                    };
+                    let c = Arc::clone(c);
+                    tokio::spawn(async move {
+                        if let Err(e) = c.propose(cmd).await {
+                            tracing::debug!(error = %e, "offsets topic not proposed");
+                        }
+                    });
+                }
+                Err(journal::COORDINATOR_NOT_AVAILABLE)
+            }
+        }
+    }
+
+    /// Whether this broker may answer for `group` now. In a cluster it must
+    /// lead the group's partition of `__consumer_offsets`, and have loaded
+    /// it: the partition and its leadership are returned.
+    ///
+    /// # Errors
+    /// `NOT_COORDINATOR`, `COORDINATOR_LOAD_IN_PROGRESS` or
+    /// `COORDINATOR_NOT_AVAILABLE`.
+    pub async fn coordinates(
+        &self,
+        group: &str,
+    ) -> Result<Option<(i32, Arc<crate::replicas::Leadership>)>, i16> {
+        let Some(c) = self.cluster.get() else {
+            return Ok(None);
+        };
+        let Some(n) = c.with_metadata(|m| m.topics.get(journal::TOPIC).map(|t| t.partitions.len()))
+        else {
+            return Err(journal::NOT_COORDINATOR);
+        };
+        let p = journal::partition_for(group, n);
+        let Some(l) = self.replicas.leadership(journal::TOPIC, p) else {
+            return Err(journal::NOT_COORDINATOR);
+        };
+        self.groups.ensure_loaded(p, n, &l).await?;
+        Ok(Some((p, l)))
+    }
+
+    /// Whether this broker coordinates `group` as of now, without loading
+    /// anything (for listings: a single node coordinates every group).
+    pub fn coordinates_now(&self, group: &str) -> bool {
+        let Some(c) = self.cluster.get() else {
+            return true;
+        };
+        let Some(n) = c.with_metadata(|m| m.topics.get(journal::TOPIC).map(|t| t.partitions.len()))
+        else {
+            return false;
+        };
+        let p = journal::partition_for(group, n);
+        self.replicas
+            .leadership(journal::TOPIC, p)
+            .is_some_and(|l| !l.is_deposed() && self.groups.is_loaded(p, l.leader_epoch))
+    }
+
+    /// Stores changes to `group`'s committed offsets: on a single node in
+    /// the offsets log; in a cluster in the group's partition of
+    /// `__consumer_offsets`, replicated before this returns.
+    ///
+    /// # Errors
+    /// A Kafka error code for every change.
+    pub async fn store_offsets(
+        self: &Arc<Self>,
+        group: &str,
+        changes: Vec<Change>,
+    ) -> Result<(), i16> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        match self.coordinates(group).await? {
+            Some((p, l)) => {
+                let sync = self.config.args.fsync != FsyncPolicy::Never;
+                self.groups
+                    .journal(p, &l, changes, (sync, OFFSET_COMMIT_TIMEOUT, now_ms()))
+                    .await
+            }
+            None => {
+                let b = Arc::clone(self);
+                match tokio::task::spawn_blocking(move || b.groups.offsets.write(changes)).await {
+                    Ok(Ok(())) => Ok(()),
+                    _ => {
+                        tracing::error!(group, "failed to store committed offsets");
+                        Err(journal::COORDINATOR_NOT_AVAILABLE)
+                    }
+                }
+            }
+        }
+    }
+
     /// Consumer lag of every committed (group, topic, partition): the high
     /// watermark minus the committed offset, never below zero.
     pub fn group_lag(&self) -> Vec<GroupLag> {
         let mut out = Vec::new();
         for (group, offsets) in self.groups.offsets.all() {
+            if !self.coordinates_now(&group) {
+                continue;
+            }
             for ((topic, partition), c) in offsets {
                 let Some(log) = self.topics.get(&topic).and_then(|t| t.partition(partition)) else {
                     continue;

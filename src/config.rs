@@ -196,6 +196,21 @@ pub struct ServeArgs {
     /// `default.replication.factor`).
     #[arg(long, env = "WEIR_DEFAULT_REPLICATION_FACTOR", default_value_t = 1)]
     pub default_replication_factor: i16,
+    /// Partitions of the internal `__consumer_offsets` topic, made at the
+    /// first FindCoordinator in a cluster (Kafka's
+    /// `offsets.topic.num.partitions`). Each partition's leader coordinates
+    /// the groups that hash to it.
+    #[arg(long, env = "WEIR_OFFSETS_TOPIC_NUM_PARTITIONS", default_value_t = 16)]
+    pub offsets_topic_num_partitions: i32,
+    /// Replicas of each `__consumer_offsets` partition, at most the number
+    /// of voters (Kafka's `offsets.topic.replication.factor`). The topic is
+    /// made once that many brokers are up.
+    #[arg(
+        long,
+        env = "WEIR_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        default_value_t = 3
+    )]
+    pub offsets_topic_replication_factor: i16,
     /// A follower that has not caught up with its leader for this many
     /// milliseconds leaves the ISR (Kafka's `replica.lag.time.max.ms`).
     #[arg(long, env = "WEIR_REPLICA_LAG_TIME_MAX_MS", default_value_t = 10_000)]
@@ -563,6 +578,18 @@ impl Config {
                 return Err(bad(
                     "default-replication-factor",
                     format!("must be between 1 and the {} voters", voters.len()),
+                ));
+            }
+            if !(1..=1000).contains(&args.offsets_topic_num_partitions) {
+                return Err(bad(
+                    "offsets-topic-num-partitions",
+                    "must be between 1 and 1000",
+                ));
+            }
+            if args.offsets_topic_replication_factor < 1 {
+                return Err(bad(
+                    "offsets-topic-replication-factor",
+                    "must be at least 1",
                 ));
             }
         } else if args.controller_listen.is_some() {

@@ -32,6 +32,8 @@ pub(crate) struct Progress {
 #[derive(Debug)]
 pub struct Leadership {
     pub(crate) log: Arc<PartitionLog>,
+    /// This broker.
+    pub(crate) me: NodeId,
     pub leader_epoch: i32,
     /// When this broker took the leadership.
     pub(crate) created: Instant,
@@ -87,6 +89,48 @@ impl Leadership {
         self.deposed_wake.notify_waiters();
     }
 
+    /// After an append by this leader: with no other in-sync replica the
+    /// high watermark moves at once.
+    pub fn appended(&self) {
+        self.advance(self.me);
+    }
+
+    /// Waits until the high watermark reaches `upto`, up to `timeout`,
+    /// while this leadership lasts: once it ended the records may be cut
+    /// from this log, and the high watermark that moves next is a
+    /// follower's, over other records.
+    ///
+    /// # Errors
+    /// The leadership ended, or the timeout passed.
+    pub async fn committed(&self, upto: i64, timeout: Duration) -> Result<(), Unreplicated> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let log = self.log();
+        loop {
+            let moved = log.next_append();
+            let ended = self.ended();
+            tokio::pin!(moved, ended);
+            moved.as_mut().enable();
+            ended.as_mut().enable();
+            if self.is_deposed() {
+                return Err(Unreplicated::Deposed);
+            }
+            if log.high_watermark() >= upto {
+                return Ok(());
+            }
+            tokio::select! {
+                () = moved => {}
+                () = ended => {}
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(if self.is_deposed() {
+                        Unreplicated::Deposed
+                    } else {
+                        Unreplicated::TimedOut
+                    });
+                }
+            }
+        }
+    }
+
     /// The in-sync replicas as this leader knows them.
     pub fn isr(&self) -> Vec<NodeId> {
         self.inner.lock().isr.clone()
@@ -124,6 +168,15 @@ impl Leadership {
         drop(inner);
         self.log.set_high_watermark(hw);
     }
+}
+
+/// Why a write was not confirmed by the in-sync replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreplicated {
+    /// This broker stopped leading the partition.
+    Deposed,
+    /// The high watermark did not reach the write in time.
+    TimedOut,
 }
 
 /// A follower's fetch loop for one partition.

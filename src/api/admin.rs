@@ -568,6 +568,13 @@ async fn cluster_delete_topics(
             continue;
         };
         let r = r.with_name(Some(tn(name.clone()))).with_topic_id(id);
+        if name == crate::group::journal::TOPIC {
+            responses.push(
+                r.with_error_code(errors::INVALID_TOPIC_EXCEPTION)
+                    .with_error_message(Some(sb("the committed offsets of every group live here"))),
+            );
+            continue;
+        }
         let cmd = cluster::Command::DeleteTopic { name: name.clone() };
         responses.push(
             match propose_and_see(c, cmd, |m| !m.topics.contains_key(&name)).await {
@@ -588,6 +595,13 @@ async fn cluster_create_partitions(
     for t in req.topics {
         let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
         let name = t.name.0.to_string();
+        if name == crate::group::journal::TOPIC {
+            results.push(
+                r.with_error_code(errors::INVALID_TOPIC_EXCEPTION)
+                    .with_error_message(Some(sb("more partitions would move groups' offsets"))),
+            );
+            continue;
+        }
         if t.assignments.is_some() {
             results.push(
                 r.with_error_code(errors::INVALID_REPLICA_ASSIGNMENT)

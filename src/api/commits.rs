@@ -197,7 +197,7 @@ impl Api for OffsetFetch {
     }
 
     async fn handle(cx: Cx<'_>, req: OffsetFetchRequest) -> Handled<OffsetFetchResponse> {
-        Handled::Now(offset_fetch(cx.broker, req, cx.version))
+        Handled::Now(offset_fetch(cx.broker, req, cx.version).await)
     }
 
     fn errors(r: &OffsetFetchResponse, out: &mut Vec<i16>) {
@@ -256,7 +256,7 @@ impl Api for OffsetDelete {
     }
 
     async fn handle(cx: Cx<'_>, req: OffsetDeleteRequest) -> Handled<OffsetDeleteResponse> {
-        Handled::Now(offset_delete(cx.broker, req))
+        Handled::Now(offset_delete(cx.broker, req).await)
     }
 
     fn errors(r: &OffsetDeleteResponse, out: &mut Vec<i16>) {
@@ -277,12 +277,15 @@ fn delete_answer(partition: i32, code: i16) -> OffsetDeleteResponsePartition {
 /// before answering.
 async fn offset_commit(broker: &Arc<Broker>, req: OffsetCommitRequest) -> OffsetCommitResponse {
     let group_id = req.group_id.0.to_string();
-    let top = broker.groups.check_commit(
-        &group_id,
-        req.generation_id_or_member_epoch,
-        req.member_id.as_str(),
-        req.group_instance_id.as_ref().map(|s| s.as_str()),
-    );
+    let top = match broker.coordinates(&group_id).await {
+        Err(code) => code,
+        Ok(_) => broker.groups.check_commit(
+            &group_id,
+            req.generation_id_or_member_epoch,
+            req.member_id.as_str(),
+            req.group_instance_id.as_ref().map(|s| s.as_str()),
+        ),
+    };
     let now = now_ms();
     let mut changes = Vec::new();
     let mut topics = Vec::with_capacity(req.topics.len());
@@ -329,17 +332,11 @@ async fn offset_commit(broker: &Arc<Broker>, req: OffsetCommitRequest) -> Offset
                 .with_partitions(parts),
         );
     }
-    if !changes.is_empty() {
-        let b = Arc::clone(broker);
-        let res = tokio::task::spawn_blocking(move || b.groups.offsets.write(changes)).await;
-        let failed = !matches!(res, Ok(Ok(())));
-        if failed {
-            tracing::error!(group = %group_id, "failed to store committed offsets");
-            for t in &mut topics {
-                for p in &mut t.partitions {
-                    if p.error_code == errors::NONE {
-                        p.error_code = group::COORDINATOR_NOT_AVAILABLE;
-                    }
+    if let Err(code) = broker.store_offsets(&group_id, changes).await {
+        for t in &mut topics {
+            for p in &mut t.partitions {
+                if p.error_code == errors::NONE {
+                    p.error_code = code;
                 }
             }
         }
@@ -383,12 +380,27 @@ fn fetch_group(
 }
 
 /// OffsetFetch, one group (v1-7) or many (v8+).
-fn offset_fetch(broker: &Broker, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+async fn offset_fetch(
+    broker: &Broker,
+    req: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
     if version >= 8 {
+        let mut refused = std::collections::HashMap::new();
+        for g in &req.groups {
+            if let Err(code) = broker.coordinates(g.group_id.as_str()).await {
+                refused.insert(g.group_id.clone(), code);
+            }
+        }
         let groups = req
             .groups
             .into_iter()
             .map(|g| {
+                if let Some(code) = refused.get(&g.group_id) {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(*code);
+                }
                 let wanted = g.topics.map(|ts| {
                     ts.into_iter()
                         .map(|t| (t.name, t.partition_indexes))
@@ -427,6 +439,9 @@ fn offset_fetch(broker: &Broker, req: OffsetFetchRequest, version: i16) -> Offse
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
+    if let Err(code) = broker.coordinates(req.group_id.as_str()).await {
+        return OffsetFetchResponse::default().with_error_code(code);
+    }
     let wanted = req.topics.map(|ts| {
         ts.into_iter()
             .map(|t| (t.name, t.partition_indexes))
@@ -463,8 +478,11 @@ fn offset_fetch(broker: &Broker, req: OffsetFetchRequest, version: i16) -> Offse
 }
 
 /// OffsetDelete: refused for topics the live group still subscribes to.
-fn offset_delete(broker: &Broker, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+async fn offset_delete(broker: &Arc<Broker>, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let group_id = req.group_id.0.to_string();
+    if let Err(code) = broker.coordinates(&group_id).await {
+        return OffsetDeleteResponse::default().with_error_code(code);
+    }
     if broker.groups.describe(&group_id).is_none() {
         return OffsetDeleteResponse::default().with_error_code(group::GROUP_ID_NOT_FOUND);
     }
@@ -497,8 +515,8 @@ fn offset_delete(broker: &Broker, req: OffsetDeleteRequest) -> OffsetDeleteRespo
                 .with_partitions(parts)
         })
         .collect();
-    if broker.groups.offsets.write(changes).is_err() {
-        return OffsetDeleteResponse::default().with_error_code(group::COORDINATOR_NOT_AVAILABLE);
+    if let Err(code) = broker.store_offsets(&group_id, changes).await {
+        return OffsetDeleteResponse::default().with_error_code(code);
     }
     OffsetDeleteResponse::default().with_topics(topics)
 }

@@ -25,7 +25,7 @@ use super::errors;
 use super::route::sb;
 use super::route::{kind, row, Api, Cx, Handled, Row, Verdict};
 use crate::broker::Broker;
-use crate::group::{self, JoinOutcome, JoinRequest, Reply, SyncOutcome};
+use crate::group::{self, Change, JoinOutcome, JoinRequest, Reply, SyncOutcome};
 use crate::security::acl::{Operation, ResourceType};
 
 /// The APIs this family serves.
@@ -203,7 +203,7 @@ impl Api for Heartbeat {
     fn deny(_cx: Cx<'_>, _r: &mut HeartbeatResponse, _denied: ()) {}
 
     async fn handle(cx: Cx<'_>, req: HeartbeatRequest) -> Handled<HeartbeatResponse> {
-        Handled::Now(heartbeat(cx.broker, &req))
+        Handled::Now(heartbeat(cx.broker, &req).await)
     }
 
     fn errors(r: &HeartbeatResponse, out: &mut Vec<i16>) {
@@ -232,7 +232,7 @@ impl Api for LeaveGroup {
     fn deny(_cx: Cx<'_>, _r: &mut LeaveGroupResponse, _denied: ()) {}
 
     async fn handle(cx: Cx<'_>, req: LeaveGroupRequest) -> Handled<LeaveGroupResponse> {
-        Handled::Now(leave_group(cx.broker, &req, cx.version))
+        Handled::Now(leave_group(cx.broker, &req, cx.version).await)
     }
 
     fn errors(r: &LeaveGroupResponse, out: &mut Vec<i16>) {
@@ -305,7 +305,7 @@ impl Api for DescribeGroups {
     }
 
     async fn handle(cx: Cx<'_>, req: DescribeGroupsRequest) -> Handled<DescribeGroupsResponse> {
-        Handled::Now(describe_groups(cx.broker, &req))
+        Handled::Now(describe_groups(cx.broker, &req).await)
     }
 
     fn errors(r: &DescribeGroupsResponse, out: &mut Vec<i16>) {
@@ -343,7 +343,7 @@ impl Api for DeleteGroups {
     }
 
     async fn handle(cx: Cx<'_>, req: DeleteGroupsRequest) -> Handled<DeleteGroupsResponse> {
-        Handled::Now(delete_groups(cx.broker, &req))
+        Handled::Now(delete_groups(cx.broker, &req).await)
     }
 
     fn errors(r: &DeleteGroupsResponse, out: &mut Vec<i16>) {
@@ -351,24 +351,27 @@ impl Api for DeleteGroups {
     }
 }
 
-/// FindCoordinator: this broker coordinates every group. Transactions are
-/// not supported, so transaction coordinators are not available.
+/// FindCoordinator: on a single node this broker coordinates every group;
+/// in a cluster, the leader of the group's `__consumer_offsets` partition.
+/// Transactions are not supported, so transaction coordinators are not
+/// available.
 fn find_coordinator(cx: Cx<'_>, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
     let (broker, version) = (cx.broker, cx.version);
     let (host, port) = cx.advertised();
     let node = BrokerId(broker.node_id());
-    // In a cluster each group has one coordinator every broker agrees on.
-    let coordinator = |key: &str| -> (BrokerId, String, i32) {
-        match broker.cluster.get().and_then(|c| c.coordinator_for(key)) {
+    // In a cluster a group's coordinator is the leader of its partition
+    // of `__consumer_offsets`.
+    let coordinator = |key: &str| -> Result<(BrokerId, String, i32), i16> {
+        match broker.group_coordinator(key)? {
             Some(b) => {
                 let (h, p) = b.kafka.rsplit_once(':').unwrap_or((b.kafka.as_str(), "-1"));
-                (
+                Ok((
                     BrokerId(b.id as i32),
                     h.to_string(),
                     p.parse().unwrap_or(-1),
-                )
+                ))
             }
-            None => (node, host.to_string(), port),
+            None => Ok((node, host.to_string(), port)),
         }
     };
     let answer = |key_type: i8| -> (i16, Option<&'static str>) {
@@ -391,11 +394,16 @@ fn find_coordinator(cx: Cx<'_>, req: FindCoordinatorRequest) -> FindCoordinatorR
                     .with_key(k.clone())
                     .with_error_code(code)
                     .with_error_message(msg.map(sb));
-                if code == errors::NONE {
-                    let (node, host, port) = coordinator(k.as_str());
-                    c.with_node_id(node).with_host(sb(host)).with_port(port)
-                } else {
-                    c.with_node_id(BrokerId(-1)).with_port(-1)
+                match (code, coordinator(k.as_str())) {
+                    (errors::NONE, Ok((node, host, port))) => {
+                        c.with_node_id(node).with_host(sb(host)).with_port(port)
+                    }
+                    (errors::NONE, Err(code)) => c
+                        .with_error_code(code)
+                        .with_node_id(BrokerId(-1))
+                        .with_host(sb(""))
+                        .with_port(-1),
+                    _ => c.with_node_id(BrokerId(-1)).with_port(-1),
                 }
             })
             .collect();
@@ -409,8 +417,14 @@ fn find_coordinator(cx: Cx<'_>, req: FindCoordinatorRequest) -> FindCoordinatorR
             .with_node_id(BrokerId(-1))
             .with_port(-1);
     }
-    let (node, host, port) = coordinator(req.key.as_str());
-    resp.with_node_id(node).with_host(sb(host)).with_port(port)
+    match coordinator(req.key.as_str()) {
+        Ok((node, host, port)) => resp.with_node_id(node).with_host(sb(host)).with_port(port),
+        Err(code) => resp
+            .with_error_code(code)
+            .with_node_id(BrokerId(-1))
+            .with_host(sb(""))
+            .with_port(-1),
+    }
 }
 
 fn join_response(o: JoinOutcome) -> JoinGroupResponse {
@@ -437,6 +451,12 @@ fn join_response(o: JoinOutcome) -> JoinGroupResponse {
 /// JoinGroup: waits for the rebalance to complete.
 async fn join_group(cx: Cx<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
     let (broker, header, version) = (cx.broker, cx.header, cx.version);
+    if let Err(code) = broker.coordinates(req.group_id.as_str()).await {
+        return JoinGroupResponse::default()
+            .with_error_code(code)
+            .with_generation_id(-1)
+            .with_member_id(req.member_id);
+    }
     let peer = cx.session.peer;
     let member_id = req.member_id.to_string();
     let jr = JoinRequest {
@@ -486,6 +506,9 @@ async fn join_group(cx: Cx<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
 
 /// SyncGroup: the leader hands out assignments; members wait for theirs.
 async fn sync_group(broker: &Arc<Broker>, req: SyncGroupRequest) -> SyncGroupResponse {
+    if let Err(code) = broker.coordinates(req.group_id.as_str()).await {
+        return SyncGroupResponse::default().with_error_code(code);
+    }
     let assignments = req
         .assignments
         .iter()
@@ -516,7 +539,10 @@ async fn sync_group(broker: &Arc<Broker>, req: SyncGroupRequest) -> SyncGroupRes
 }
 
 /// Heartbeat.
-fn heartbeat(broker: &Broker, req: &HeartbeatRequest) -> HeartbeatResponse {
+async fn heartbeat(broker: &Broker, req: &HeartbeatRequest) -> HeartbeatResponse {
+    if let Err(code) = broker.coordinates(req.group_id.as_str()).await {
+        return HeartbeatResponse::default().with_error_code(code);
+    }
     let code = broker.groups.heartbeat(
         req.group_id.0.as_str(),
         req.generation_id,
@@ -528,7 +554,10 @@ fn heartbeat(broker: &Broker, req: &HeartbeatRequest) -> HeartbeatResponse {
 }
 
 /// LeaveGroup, single (v0-2) or batched (v3+).
-fn leave_group(broker: &Broker, req: &LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+async fn leave_group(broker: &Broker, req: &LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+    if let Err(code) = broker.coordinates(req.group_id.as_str()).await {
+        return LeaveGroupResponse::default().with_error_code(code);
+    }
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         req.members
             .iter()
@@ -578,6 +607,7 @@ fn list_groups(broker: &Broker, req: &ListGroupsRequest) -> ListGroupsResponse {
         .groups
         .list()
         .into_iter()
+        .filter(|(id, _, _)| broker.coordinates_now(id))
         .filter(|(_, st, _)| states.is_empty() || states.contains(&st.name().to_ascii_lowercase()))
         .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
         .map(|(id, st, pt)| {
@@ -592,11 +622,19 @@ fn list_groups(broker: &Broker, req: &ListGroupsRequest) -> ListGroupsResponse {
 }
 
 /// DescribeGroups.
-fn describe_groups(broker: &Broker, req: &DescribeGroupsRequest) -> DescribeGroupsResponse {
-    let groups = req
-        .groups
-        .iter()
-        .map(|g| match broker.groups.describe(g.0.as_str()) {
+async fn describe_groups(broker: &Broker, req: &DescribeGroupsRequest) -> DescribeGroupsResponse {
+    let mut groups = Vec::with_capacity(req.groups.len());
+    for g in &req.groups {
+        if let Err(code) = broker.coordinates(g.as_str()).await {
+            groups.push(
+                DescribedGroup::default()
+                    .with_group_id(g.clone())
+                    .with_error_code(code)
+                    .with_group_state(sb("Dead")),
+            );
+            continue;
+        }
+        groups.push(match broker.groups.describe(g.0.as_str()) {
             Some(v) => DescribedGroup::default()
                 .with_authorized_operations(if req.include_authorized_operations {
                     super::metadata::GROUP_OPERATIONS
@@ -624,25 +662,34 @@ fn describe_groups(broker: &Broker, req: &DescribeGroupsRequest) -> DescribeGrou
             None => DescribedGroup::default()
                 .with_group_id(g.clone())
                 .with_group_state(sb("Dead")),
-        })
-        .collect();
+        });
+    }
     DescribeGroupsResponse::default().with_groups(groups)
 }
 
 /// DeleteGroups: only empty groups; their offsets go with them.
-fn delete_groups(broker: &Broker, req: &DeleteGroupsRequest) -> DeleteGroupsResponse {
-    let results = req
-        .groups_names
-        .iter()
-        .map(|g| {
-            let code = match broker.groups.delete_group(g.0.as_str()) {
-                Ok(()) => errors::NONE,
-                Err(code) => code,
-            };
+async fn delete_groups(broker: &Arc<Broker>, req: &DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let mut results = Vec::with_capacity(req.groups_names.len());
+    for g in &req.groups_names {
+        let id = g.0.as_str();
+        let deleted = match broker.groups.check_delete(id) {
+            Ok(true) => {
+                let change = Change::DeleteGroup {
+                    group: id.to_string(),
+                };
+                broker.store_offsets(id, vec![change]).await
+            }
+            Ok(false) => broker.coordinates(id).await.map(|_| ()),
+            Err(code) => broker.coordinates(id).await.and(Err(code)),
+        };
+        if deleted.is_ok() {
+            broker.groups.forget(id);
+        }
+        results.push(
             DeletableGroupResult::default()
                 .with_group_id(g.clone())
-                .with_error_code(code)
-        })
-        .collect();
+                .with_error_code(deleted.err().unwrap_or(errors::NONE)),
+        );
+    }
     DeleteGroupsResponse::default().with_results(results)
 }

@@ -15,7 +15,7 @@ use super::route::{kind, row, Api, Cx, Handled, Row, Verdict};
 use crate::broker::{now_ms, Broker};
 use crate::config::FsyncPolicy;
 use crate::log::{PartitionLog, SequenceCheck};
-use crate::replicas::Leadership;
+use crate::replicas::{Leadership, Unreplicated};
 use crate::retry;
 use crate::security::acl::{Operation, ResourceType};
 use crate::security::quotas::QuotaKind;
@@ -213,38 +213,13 @@ impl Flush {
     }
 }
 
-/// Waits until the high watermark reaches `upto`, up to `timeout`, while
-/// this broker still leads at the epoch the records were written in:
-/// `REQUEST_TIMED_OUT` after the timeout, `NOT_LEADER_OR_FOLLOWER` once the
-/// leadership ended (the records may be cut from this log, and the high
-/// watermark that moves next is a follower's over other records).
+/// Waits for the high watermark: `REQUEST_TIMED_OUT` after the timeout,
+/// `NOT_LEADER_OR_FOLLOWER` once the leadership ended.
 async fn committed(l: &Leadership, upto: i64, timeout: Duration) -> Result<(), i16> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let log = l.log();
-    loop {
-        let moved = log.next_append();
-        let ended = l.ended();
-        tokio::pin!(moved, ended);
-        moved.as_mut().enable();
-        ended.as_mut().enable();
-        if l.is_deposed() {
-            return Err(errors::NOT_LEADER_OR_FOLLOWER);
-        }
-        if log.high_watermark() >= upto {
-            return Ok(());
-        }
-        tokio::select! {
-            () = moved => {}
-            () = ended => {}
-            () = tokio::time::sleep_until(deadline) => {
-                return Err(if l.is_deposed() {
-                    errors::NOT_LEADER_OR_FOLLOWER
-                } else {
-                    errors::REQUEST_TIMED_OUT
-                });
-            }
-        }
-    }
+    l.committed(upto, timeout).await.map_err(|e| match e {
+        Unreplicated::Deposed => errors::NOT_LEADER_OR_FOLLOWER,
+        Unreplicated::TimedOut => errors::REQUEST_TIMED_OUT,
+    })
 }
 
 /// Marks a partition of the response failed with `code`.

@@ -248,18 +248,9 @@ impl Cluster {
         self.changed.subscribe()
     }
 
-    /// The broker that coordinates a consumer group: one of the unfenced
-    /// brokers, picked by the group's name (rendezvous hashing) so that
-    /// every broker names the same one, and a broker leaving moves only
-    /// its own groups.
-    pub fn coordinator_for(&self, key: &str) -> Option<BrokerInfo> {
-        self.with_metadata(|m| {
-            m.brokers
-                .values()
-                .filter(|b| !b.fenced)
-                .max_by_key(|b| types::stable_hash(&format!("{key}\u{0}{}", b.id)))
-                .cloned()
-        })
+    /// How many voters the quorum has: the size of the cluster.
+    pub fn voter_count(&self) -> usize {
+        self.settings.voters.len()
     }
 
     /// The controller (the quorum's leader), if one is known.

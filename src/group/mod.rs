@@ -11,6 +11,7 @@
 //! completes. The state lives behind one `parking_lot` mutex that is never
 //! held across an `.await`.
 
+pub mod journal;
 pub mod offsets;
 mod state;
 #[cfg(test)]
@@ -69,6 +70,9 @@ pub struct Coordinator {
     groups: Mutex<HashMap<String, Group>>,
     pub offsets: OffsetStore,
     settings: GroupSettings,
+    /// In a cluster: which partitions of `__consumer_offsets` this broker
+    /// has loaded, and their commits waiting for replication.
+    journals: journal::Journals,
 }
 
 fn new_member_id(client_id: &str) -> String {
@@ -82,7 +86,61 @@ impl Coordinator {
             groups: Mutex::new(HashMap::new()),
             offsets,
             settings,
+            journals: journal::Journals::default(),
         }
+    }
+
+    /// Whether this broker has loaded the groups of offsets partition
+    /// `partition` at leader epoch `epoch` (in a cluster).
+    pub fn is_loaded(&self, partition: i32, epoch: i32) -> bool {
+        self.journals.is_loaded(partition, epoch)
+    }
+
+    /// Readies this broker to coordinate the groups of offsets partition
+    /// `partition` (of `partitions`), which it leads under `l` (in a
+    /// cluster): see [`journal::Journals::ensure_loaded`].
+    ///
+    /// # Errors
+    /// A Kafka error code: this broker cannot answer for these groups.
+    pub async fn ensure_loaded(
+        &self,
+        partition: i32,
+        partitions: usize,
+        l: &crate::replicas::Leadership,
+    ) -> Result<(), i16> {
+        let forget = |drop: &dyn Fn(&str) -> bool| self.forget_members(drop);
+        let memory = journal::Memory {
+            offsets: &self.offsets,
+            forget: &forget,
+        };
+        self.journals
+            .ensure_loaded(partition, partitions, l, memory)
+            .await
+    }
+
+    /// Appends offset changes to partition `partition` of
+    /// `__consumer_offsets` (in a cluster): see
+    /// [`journal::Journals::append`].
+    ///
+    /// # Errors
+    /// A Kafka error code for every change.
+    pub async fn journal(
+        &self,
+        partition: i32,
+        l: &crate::replicas::Leadership,
+        changes: Vec<Change>,
+        opts: (bool, Duration, i64),
+    ) -> Result<(), i16> {
+        self.journals
+            .append(partition, l, changes, &self.offsets, opts)
+            .await
+    }
+
+    /// Forgets the members of every group `drop` names: another broker
+    /// coordinates them now. Members still waiting for a rebalance are
+    /// answered as unknown (their channels close) and join again.
+    fn forget_members(&self, drop: &dyn Fn(&str) -> bool) {
+        self.groups.lock().retain(|g, _| !drop(g));
     }
 
     fn initial_delay(&self) -> Duration {
@@ -538,12 +596,13 @@ impl Coordinator {
         }
     }
 
-    /// Deletes an empty group and its offsets.
+    /// Whether a group may be deleted (it has no members), and whether it
+    /// has offsets to delete.
     ///
     /// # Errors
-    /// NON_EMPTY_GROUP, GROUP_ID_NOT_FOUND, or a storage error code.
-    pub fn delete_group(&self, group_id: &str) -> Result<(), i16> {
-        let mut groups = self.groups.lock();
+    /// NON_EMPTY_GROUP or GROUP_ID_NOT_FOUND.
+    pub fn check_delete(&self, group_id: &str) -> Result<bool, i16> {
+        let groups = self.groups.lock();
         let live = groups.get(group_id);
         if live.is_some_and(|g| g.state != State::Empty) {
             return Err(NON_EMPTY_GROUP);
@@ -552,15 +611,18 @@ impl Coordinator {
         if live.is_none() && !has_offsets {
             return Err(GROUP_ID_NOT_FOUND);
         }
-        if has_offsets {
-            self.offsets
-                .write(vec![Change::DeleteGroup {
-                    group: group_id.to_string(),
-                }])
-                .map_err(|_| COORDINATOR_NOT_AVAILABLE)?;
+        Ok(has_offsets)
+    }
+
+    /// Forgets a group without members, once its offsets are deleted.
+    pub fn forget(&self, group_id: &str) {
+        let mut groups = self.groups.lock();
+        if groups
+            .get(group_id)
+            .is_some_and(|g| g.state == State::Empty)
+        {
+            groups.remove(group_id);
         }
-        groups.remove(group_id);
-        Ok(())
     }
 
     /// Topics a live group's members subscribe to (consumer protocol).

@@ -42,7 +42,9 @@ pub type GroupOffsets = BTreeMap<(String, i32), Committed>;
 
 #[derive(Debug)]
 struct Inner {
-    file: File,
+    /// `None` in a cluster: offsets are journaled in `__consumer_offsets`
+    /// there, and this store is the coordinator's memory of them.
+    file: Option<File>,
     groups: HashMap<String, GroupOffsets>,
     records_written: u64,
 }
@@ -72,6 +74,17 @@ pub enum Change {
     DeleteGroup {
         group: String,
     },
+}
+
+impl Change {
+    /// The group the change is to.
+    pub fn group(&self) -> &str {
+        match self {
+            Change::Commit { group, .. }
+            | Change::DeleteOffset { group, .. }
+            | Change::DeleteGroup { group } => group,
+        }
+    }
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -244,12 +257,41 @@ impl OffsetStore {
             path,
             sync,
             inner: Mutex::new(Inner {
-                file,
+                file: Some(file),
                 groups,
                 records_written: records,
             }),
         };
         Ok(store)
+    }
+
+    /// A store kept in memory only: in a cluster the coordinator's view of
+    /// the offsets it journals in `__consumer_offsets`.
+    pub fn in_memory() -> Self {
+        Self {
+            path: PathBuf::new(),
+            sync: false,
+            inner: Mutex::new(Inner {
+                file: None,
+                groups: HashMap::new(),
+                records_written: 0,
+            }),
+        }
+    }
+
+    /// Applies `changes` in memory only (in a cluster, once they are
+    /// journaled and replicated).
+    pub fn write_in_memory(&self, changes: Vec<Change>) {
+        let mut inner = self.inner.lock();
+        for c in changes {
+            apply(&mut inner.groups, c);
+        }
+    }
+
+    /// Forgets the offsets of every group `drop` names (in a cluster, the
+    /// groups another broker coordinates now).
+    pub fn unload(&self, drop: impl Fn(&str) -> bool) {
+        self.inner.lock().groups.retain(|g, _| !drop(g));
     }
 
     /// Applies and persists `changes` as one write (and one fsync when the
@@ -266,26 +308,31 @@ impl OffsetStore {
             buf.extend_from_slice(&encode(c));
         }
         let mut inner = self.inner.lock();
-        let end = inner
-            .file
+        let Some(file) = inner.file.as_ref() else {
+            for c in changes {
+                apply(&mut inner.groups, c);
+            }
+            return Ok(());
+        };
+        let end = file
             .metadata()
             .map_err(io_err(format!("failed to stat {}", self.path.display())))?
             .len();
         let written = {
             use std::os::unix::fs::FileExt;
             crate::log::faults::check(crate::log::faults::Op::Write, &self.path)
-                .and_then(|()| inner.file.write_all_at(&buf, end))
+                .and_then(|()| file.write_all_at(&buf, end))
         };
         if let Err(e) = written.and_then(|()| {
             if self.sync {
                 crate::log::faults::check(crate::log::faults::Op::Sync, &self.path)?;
-                inner.file.sync_data()
+                file.sync_data()
             } else {
                 Ok(())
             }
         }) {
             // Leave no partial record behind for the next write to follow.
-            let _ = inner.file.set_len(end);
+            let _ = file.set_len(end);
             return Err(LogError::Io {
                 context: format!("failed to write {}", self.path.display()),
                 source: e,
@@ -312,7 +359,7 @@ impl OffsetStore {
             .write(true)
             .open(&self.path)
             .map_err(io_err(format!("failed to reopen {}", self.path.display())))?;
-        inner.file = file;
+        inner.file = Some(file);
         inner.records_written = n;
         Ok(())
     }
@@ -362,7 +409,9 @@ impl OffsetStore {
     /// fsync (shutdown).
     pub fn flush(&self) {
         let inner = self.inner.lock();
-        let _ = inner.file.sync_all();
+        if let Some(f) = &inner.file {
+            let _ = f.sync_all();
+        }
         drop(inner);
         let _ = std::io::stderr().flush();
     }

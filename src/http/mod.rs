@@ -106,7 +106,7 @@ fn status_json(b: &Broker) -> serde_json::Value {
         },
         "topics": topics.len(),
         "partitions": partitions,
-        "groups": b.groups.list().len(),
+        "groups": b.groups.list().iter().filter(|g| b.coordinates_now(&g.0)).count(),
         "bytes_on_disk": b.disk_bytes(),
         "pending_retries": b.retries.store.pending(),
         "connections": b.metrics.connections.load(std::sync::atomic::Ordering::Relaxed),
@@ -163,6 +163,7 @@ async fn groups(State(b): State<Arc<Broker>>) -> Json<serde_json::Value> {
         .groups
         .list()
         .into_iter()
+        .filter(|(id, _, _)| b.coordinates_now(id))
         .map(|(id, state, protocol_type)| {
             let view = b.groups.describe(&id);
             let members: Vec<_> = view

@@ -26,6 +26,8 @@ codes! {
     MESSAGE_TOO_LARGE = MessageTooLarge,
     OFFSET_METADATA_TOO_LARGE = OffsetMetadataTooLarge,
     COORDINATOR_NOT_AVAILABLE = CoordinatorNotAvailable,
+    COORDINATOR_LOAD_IN_PROGRESS = CoordinatorLoadInProgress,
+    NOT_COORDINATOR = NotCoordinator,
     INVALID_TOPIC_EXCEPTION = InvalidTopicException,
     INVALID_REQUIRED_ACKS = InvalidRequiredAcks,
     ILLEGAL_GENERATION = IllegalGeneration,

@@ -156,6 +156,7 @@ impl Replicas {
                     leading.insert(
                         key.clone(),
                         Arc::new(Leadership {
+                            me,
                             leader_epoch: p.leader_epoch,
                             created: Instant::now(),
                             deposed: Default::default(),

@@ -119,6 +119,13 @@ pub const RESERVED_NAMES: &[&str] = &[
     "__retry",
 ];
 
+/// Whether `name` is an internal topic the broker itself makes (in a
+/// cluster, `__consumer_offsets` journals committed offsets): reserved for
+/// clients, but a topic like any other to replication.
+pub fn is_internal(name: &str) -> bool {
+    name == crate::group::offsets::OFFSETS_DIR
+}
+
 /// Whether `name` is reserved for the broker's internal state.
 pub fn is_reserved(name: &str) -> bool {
     RESERVED_NAMES.contains(&name)
@@ -229,14 +236,6 @@ impl Registry {
         let mut topics = BTreeMap::new();
         for t in &meta.topics {
             let mut parts = Vec::new();
-            if is_reserved(&t.name) {
-                tracing::warn!(
-                    topic = %t.name,
-                    "a topic of this data dir has a name reserved for the broker's internal use \
-                     (an older weir let clients create it); its data is kept and can be read, \
-                     produce to it is refused; delete the topic once its data is not needed"
-                );
-            }
             let lc = topic_log_config(&t.name, &t.configs, &defaults);
             for p in 0..t.partitions {
                 parts.push(Arc::new(PartitionLog::open_with(
@@ -385,7 +384,9 @@ impl Registry {
             self.delete(name)?;
         }
         let _g = self.change.lock();
-        validate_name(name)?;
+        if !is_internal(name) {
+            validate_name(name)?;
+        }
         self.create_locked(name, id, partitions, configs, now_ms)
     }
 

@@ -539,3 +539,119 @@ async fn a_paused_leader_is_replaced_and_takes_no_writes_when_it_wakes() {
     let got = read_all(&bootstrap, topic, 1, 50, Duration::from_secs(20));
     assert_eq!(got.len(), 50);
 }
+
+/// Consumes `n` records of `topic` as a member of `group` and commits the
+/// position after them; returns the offset of the first record it got.
+fn consume_and_commit(bootstrap: &str, group: &str, topic: &str, n: usize) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::message::Message;
+    let c: BaseConsumer = client_config(bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut offsets = Vec::new();
+    while offsets.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{group} got {} of {n} records",
+            offsets.len()
+        );
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            offsets.push(m.offset());
+        }
+    }
+    let next = offsets[n - 1] + 1;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Offset(next))
+        .unwrap();
+    // The coordinator may be moving: a commit is retried until it lands.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match c.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => break,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "commit failed: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    offsets[0]
+}
+
+/// The broker that coordinates `group`: the leader of its partition of
+/// `__consumer_offsets`, once every replica of that partition is in sync.
+fn coordinator_of(bootstrap: &str, group: &str, within: Duration) -> i32 {
+    let p = wait_placement(bootstrap, "__consumer_offsets", within, |p| {
+        !p.is_empty()
+            && p.iter()
+                .all(|(l, r, i)| *l > 0 && r.len() == 3 && i.len() == 3)
+    });
+    let at = weir::group::journal::partition_for(group, p.len());
+    p[at as usize].0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_resumes_from_its_committed_offsets_after_its_coordinator_is_killed() {
+    let mut c = TestCluster::start(3);
+    c.agreed(&[0, 1, 2], None, Duration::from_secs(30));
+    let bootstrap = c.bootstrap();
+    let topic = "resumed";
+    let t = rdkafka::admin::NewTopic::new(topic, 1, rdkafka::admin::TopicReplication::Fixed(3));
+    for r in admin(&bootstrap)
+        .create_topics([&t], &rdkafka::admin::AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    wait_placement(&bootstrap, topic, Duration::from_secs(10), |p| {
+        p.len() == 1 && p[0].0 > 0 && p[0].2.len() == 3
+    });
+    let p = producer(&bootstrap, &[]);
+    assert_eq!(produce_numbered(&p, topic, 1, 0, 100).await.len(), 100);
+    let group = "resumers";
+
+    // The first member commits 40; the offsets topic is made on its way.
+    let first = tokio::task::block_in_place(|| consume_and_commit(&bootstrap, group, topic, 40));
+    assert_eq!(first, 0);
+    let coordinator = coordinator_of(&bootstrap, group, Duration::from_secs(20));
+
+    // kill -9 the coordinator: another broker leads the group's partition
+    // of __consumer_offsets, and the next member starts where the first
+    // one committed.
+    c.kill9(coordinator as usize - 1);
+    let survivors: String = c
+        .ports
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i + 1 != coordinator as usize)
+        .map(|(_, (k, _, _))| format!("127.0.0.1:{k}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let second = tokio::task::block_in_place(|| consume_and_commit(&survivors, group, topic, 30));
+    assert_eq!(second, 40, "the group resumes from its committed offset");
+
+    // The killed broker comes back and catches up; then the second
+    // coordinator is killed too. Whoever leads next, the restarted broker
+    // included, knows the latest commit, not the one it had before.
+    c.start_node(coordinator as usize - 1);
+    let next = coordinator_of(&bootstrap, group, Duration::from_secs(30));
+    c.kill9(next as usize - 1);
+    let others: String = c
+        .ports
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i + 1 != next as usize)
+        .map(|(_, (k, _, _))| format!("127.0.0.1:{k}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let third = tokio::task::block_in_place(|| consume_and_commit(&others, group, topic, 10));
+    assert_eq!(third, 70, "the group resumes from its latest commit");
+}
