@@ -291,6 +291,18 @@ impl Broker {
         }
     }
 
+    /// Where a produce to `name` goes when it is a retry topic (a
+    /// hand-back): its base topic and policy. In a cluster the base's
+    /// configs are the quorum's.
+    pub fn retry_route(&self, name: &str) -> Option<retry::RetryRoute> {
+        match self.cluster.get() {
+            Some(c) => c.with_metadata(|m| {
+                retry::route_with(name, |base| m.topics.get(base).map(|t| t.configs.clone()))
+            }),
+            None => retry::route_for(&self.topics, name),
+        }
+    }
+
     /// In a cluster: this broker's replica of a topic the quorum holds. An
     /// unknown topic is proposed to the quorum when auto-creation allows,
     /// and is there for the client's next try.
@@ -305,12 +317,31 @@ impl Broker {
             Some(id) => Ok(self.topics.get(name).filter(|t| t.id == id)),
             None => {
                 crate::topics::validate_name(name)?;
-                if allow && self.config.args.auto_create_topics {
+                // A retry topic exists on first use, whatever the
+                // auto-creation setting, with its base's partitions and
+                // replication factor.
+                let companion = self.retry_route(name).and_then(|r| {
+                    c.with_metadata(|m| {
+                        m.topics.get(&r.base).map(|t| {
+                            let rf = t.partitions.first().map_or(1, |p| p.replicas.len());
+                            (t.partitions.len() as i32, rf as i16)
+                        })
+                    })
+                });
+                let shape = match companion {
+                    Some(shape) => Some(shape),
+                    None if allow && self.config.args.auto_create_topics => Some((
+                        self.config.args.default_partitions,
+                        self.config.args.default_replication_factor,
+                    )),
+                    None => None,
+                };
+                if let Some((partitions, replication_factor)) = shape {
                     let cmd = crate::cluster::Command::CreateTopic {
                         name: name.to_string(),
                         id: uuid::Uuid::new_v4(),
-                        partitions: self.config.args.default_partitions,
-                        replication_factor: self.config.args.default_replication_factor,
+                        partitions,
+                        replication_factor,
                         configs: Default::default(),
                     };
                     let c = Arc::clone(c);

@@ -324,8 +324,10 @@ async fn retry_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
             }
         }
         let b = Arc::clone(&broker);
+        let out = replication::appender(&broker);
         let res = tokio::task::spawn_blocking(move || {
-            b.retries.deliver_due(&b.topics, sync, broker::now_ms())
+            b.retries
+                .deliver_due(&b.topics, out.as_ref(), sync, broker::now_ms())
         })
         .await;
         match res {

@@ -508,6 +508,7 @@ async fn cluster_create_topics(
             continue;
         }
         let id = Uuid::new_v4();
+        let retries = crate::retry::RetryPolicy::from_configs(&configs).is_some();
         let cmd = cluster::Command::CreateTopic {
             name: name.clone(),
             id,
@@ -517,6 +518,25 @@ async fn cluster_create_topics(
         };
         match propose_and_see(c, cmd, |m| m.topics.contains_key(&name)).await {
             Ok(()) => {
+                // Its retry and dead-letter topics, like it but for configs,
+                // are in the metadata before the answer.
+                if retries {
+                    for suffix in [crate::retry::RETRY_SUFFIX, crate::retry::DLQ_SUFFIX] {
+                        let companion = format!("{name}{suffix}");
+                        let cmd = cluster::Command::CreateTopic {
+                            name: companion.clone(),
+                            id: Uuid::new_v4(),
+                            partitions,
+                            replication_factor: rf,
+                            configs: BTreeMap::new(),
+                        };
+                        if let Err((_, e)) =
+                            propose_and_see(c, cmd, |m| m.topics.contains_key(&companion)).await
+                        {
+                            tracing::warn!(topic = %companion, error = %e, "retry companion not created");
+                        }
+                    }
+                }
                 let mut r = CreatableTopicResult::default()
                     .with_name(t.name.clone())
                     .with_num_partitions(partitions)

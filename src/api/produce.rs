@@ -61,7 +61,7 @@ impl Api for Produce {
         // weir creates unknown topics on produce: that needs Create.
         let (keep, missing) = split(keep, |t| {
             cx.broker.topics.get(t.name.as_str()).is_some()
-                || retry::route_for(&cx.broker.topics, t.name.as_str()).is_some()
+                || cx.broker.retry_route(t.name.as_str()).is_some()
                 || cx.may_create(t.name.as_str())
         });
         denied.extend(
@@ -268,7 +268,7 @@ async fn append(
         };
         // A produce to a retry topic is a hand-back: held, not appended.
         let route = match &topic {
-            Ok(Some(_)) => retry::route_for(&broker.topics, &name),
+            Ok(Some(_)) => broker.retry_route(&name),
             _ => None,
         };
         // Counters only for topics that exist: label values stay bounded.
@@ -425,9 +425,17 @@ async fn hand_back(
     let b = Arc::clone(broker);
     let route = route.clone();
     let topic = topic.to_string();
+    let out = crate::replication::appender(broker);
     let res = tokio::task::spawn_blocking(move || {
-        b.retries
-            .hand_back(&b.topics, &route, &topic, partition, &records, sync, now)
+        b.retries.hand_back(
+            (&b.topics, out.as_ref()),
+            &route,
+            &topic,
+            partition,
+            &records,
+            sync,
+            now,
+        )
     })
     .await;
     match res {

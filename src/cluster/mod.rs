@@ -29,10 +29,10 @@ use parking_lot::RwLock;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-pub use network::ReplicaClient;
+pub use network::{deliver, ReplicaClient};
 pub use types::{
-    BrokerInfo, Command, FetchReply, FetchRequest, Metadata, NodeId, PartitionState, Refusal,
-    ReplicaSource, Reply, TopicState, TypeConfig,
+    AppendReply, AppendRequest, BrokerInfo, Command, FetchReply, FetchRequest, Metadata, NodeId,
+    PartitionState, Refusal, ReplicaSource, Reply, TopicState, TypeConfig,
 };
 
 /// The voters, parsed from `--controller-quorum-voters`

@@ -20,7 +20,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use super::types::{Command, FetchReply, FetchRequest, NodeId, ReplicaSource, Reply, TypeConfig};
+use super::types::{
+    AppendReply, AppendRequest, Command, FetchReply, FetchRequest, NodeId, ReplicaSource, Reply,
+    TypeConfig,
+};
 
 /// Largest message; snapshots of the metadata are far below it.
 const MAX_MESSAGE: usize = 64 << 20;
@@ -36,6 +39,9 @@ pub(super) enum Request {
     Propose(Command),
     /// A follower's fetch from a partition's leader.
     Fetch(FetchRequest),
+    /// Another broker's batch for a partition this broker leads; the batch
+    /// follows the message.
+    Deliver(AppendRequest),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -46,6 +52,7 @@ pub(super) enum Response {
     Propose(Result<Reply, String>),
     /// Followed by the records' bytes when it is `Records`.
     Fetch(FetchReply),
+    Deliver(AppendReply),
 }
 
 /// Where followers' fetches are answered, once the broker has said.
@@ -148,6 +155,15 @@ async fn peer_connection(
                 Some(src) => src.fetch(r).await,
                 None => FetchReply::NotLeader,
             }),
+            Request::Deliver(r) => {
+                let Ok(batch) = read_tail(&mut stream, r.len).await else {
+                    return;
+                };
+                Response::Deliver(match source.get() {
+                    Some(src) => src.append(r, batch).await,
+                    None => AppendReply::NotLeader,
+                })
+            }
         };
         if write_msg(&mut stream, &resp).await.is_err() {
             return;
@@ -172,6 +188,42 @@ pub(super) async fn forward(addr: &str, cmd: Command) -> Result<Reply, String> {
         Ok(Ok(_)) => Err("unexpected answer from the controller".into()),
         Ok(Err(e)) => Err(format!("controller at {addr}: {e}")),
         Err(_) => Err(format!("controller at {addr} did not answer in time")),
+    }
+}
+
+/// How long another broker's append may take at the leader (the leader
+/// waits for its in-sync replicas).
+const DELIVER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Sends a batch to the leader of its partition at `addr` (its controller
+/// listener), and waits for the in-sync replicas to hold it.
+///
+/// # Errors
+/// The leader cannot be reached or did not answer in time.
+pub async fn deliver(
+    addr: &str,
+    topic: &str,
+    partition: i32,
+    batch: &[u8],
+) -> Result<AppendReply, String> {
+    let len = u32::try_from(batch.len()).map_err(|e| e.to_string())?;
+    let req = AppendRequest {
+        topic: topic.to_string(),
+        partition,
+        len,
+    };
+    let call = async {
+        let mut s = TcpStream::connect(addr).await?;
+        let _ = s.set_nodelay(true);
+        write_msg(&mut s, &Request::Deliver(req)).await?;
+        s.write_all(batch).await?;
+        read_msg::<Response>(&mut s).await
+    };
+    match tokio::time::timeout(DELIVER_TIMEOUT, call).await {
+        Ok(Ok(Response::Deliver(r))) => Ok(r),
+        Ok(Ok(_)) => Err(format!("unexpected answer from {addr}")),
+        Ok(Err(e)) => Err(format!("leader at {addr}: {e}")),
+        Err(_) => Err(format!("leader at {addr} did not answer in time")),
     }
 }
 

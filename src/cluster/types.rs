@@ -460,7 +460,34 @@ pub enum FetchReply {
     Error(String),
 }
 
-/// Serves followers' fetches: the broker's side of replication.
+/// A broker asks a partition's leader to append a batch the brokers built
+/// themselves (a held retry falling due, a dead letter, a redrive).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppendRequest {
+    pub topic: String,
+    pub partition: i32,
+    /// Length of the batch, sent after the header.
+    pub len: u32,
+}
+
+/// The leader's answer to an [`AppendRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppendReply {
+    /// Appended, and held by every in-sync replica.
+    Appended,
+    /// This broker does not lead the partition.
+    NotLeader,
+    /// Another failure, in words.
+    Error(String),
+}
+
+/// Serves followers' fetches and other brokers' appends: the broker's side
+/// of replication.
 pub trait ReplicaSource: Send + Sync + 'static {
     fn fetch(&self, req: FetchRequest) -> Pin<Box<dyn Future<Output = FetchReply> + Send + '_>>;
+    fn append(
+        &self,
+        req: AppendRequest,
+        batch: Bytes,
+    ) -> Pin<Box<dyn Future<Output = AppendReply> + Send + '_>>;
 }

@@ -321,10 +321,10 @@ async fn dlq_redrive(
     };
     let base = base_topic(&topic).to_string();
     let b2 = Arc::clone(&b);
+    let out = crate::replication::appender(&b);
     let res = tokio::task::spawn_blocking(move || {
         crate::retry::dlq_redrive(
-            &b2.topics,
-            b2.config.args.fsync != crate::config::FsyncPolicy::Never,
+            (&b2.topics, out.as_ref()),
             &base,
             body.partition,
             body.from_offset.unwrap_or(0),

@@ -52,6 +52,49 @@ pub const H_DUE: &str = "retry.due.ms";
 /// Epoch ms when the record was dead-lettered.
 pub const H_DLQ_TIME: &str = "dlq.time.ms";
 
+/// Where the batches the retry machinery builds (deliveries, dead letters,
+/// redrives) are appended: the partition's log on a single node, through
+/// the partition's leader in a cluster. Called from blocking threads.
+pub trait Appender {
+    /// Appends `batch` to `topic`-`partition` durably (as the fsync policy
+    /// says) and, in a cluster, replicated to the in-sync replicas.
+    ///
+    /// # Errors
+    /// Why the batch is not appended, in words.
+    fn append(&self, topic: &str, partition: i32, batch: &Bytes, now: i64) -> Result<(), String>;
+}
+
+/// A single broker's [`Appender`]: straight to its own logs.
+pub struct Local<'a> {
+    pub topics: &'a Registry,
+    pub sync: bool,
+}
+
+impl Appender for Local<'_> {
+    fn append(&self, topic: &str, partition: i32, batch: &Bytes, now: i64) -> Result<(), String> {
+        let log = self
+            .topics
+            .get(topic)
+            .and_then(|t| t.partition(partition))
+            .ok_or_else(|| format!("no partition {topic}-{partition}"))?;
+        log.append_internal(batch, now).map_err(|e| e.to_string())?;
+        if self.sync {
+            log.flush().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// The partition a companion's record goes to: the same index, or 0 when
+/// the companion has fewer partitions.
+fn target_partition(t: &Topic, partition: i32) -> Option<i32> {
+    if t.partition(partition).is_some() {
+        Some(partition)
+    } else {
+        t.partition(0).map(|_| 0)
+    }
+}
+
 /// Most records handed to the log in one delivery round.
 const DELIVERY_BATCH: usize = 500;
 
@@ -118,6 +161,15 @@ impl RetryRoute {
 /// Whether `name` is a retry topic of a retry-enabled topic: `T.retry` or
 /// `T.retry.<group>` with `T` existing and `retry.max.attempts` > 0.
 pub fn route_for(topics: &Registry, name: &str) -> Option<RetryRoute> {
+    route_with(name, |base| topics.get(base).map(|t| t.configs()))
+}
+
+/// [`route_for`], with the base topics' configs from `configs_of` (in a
+/// cluster, the quorum's metadata: the base may have no replica here).
+pub fn route_with(
+    name: &str,
+    configs_of: impl Fn(&str) -> Option<BTreeMap<String, String>>,
+) -> Option<RetryRoute> {
     let mut search = 0;
     while let Some(i) = name[search..].find(RETRY_SUFFIX) {
         let at = search + i;
@@ -130,8 +182,8 @@ pub fn route_for(topics: &Registry, name: &str) -> Option<RetryRoute> {
                 .filter(|g| !g.is_empty())
                 .map(|g| Some(g.to_string()))
         };
-        if let (Some(group), Some(t)) = (group, topics.get(base)) {
-            if let Some(policy) = RetryPolicy::from_configs(&t.configs()) {
+        if let (Some(group), Some(configs)) = (group, configs_of(base)) {
+            if let Some(policy) = RetryPolicy::from_configs(&configs) {
                 return Some(RetryRoute {
                     base: base.to_string(),
                     group,
@@ -231,7 +283,7 @@ impl Retries {
     #[allow(clippy::too_many_arguments)]
     pub fn hand_back(
         &self,
-        topics: &Registry,
+        (topics, out): (&Registry, &dyn Appender),
         route: &RetryRoute,
         retry_topic: &str,
         partition: i32,
@@ -331,15 +383,11 @@ impl Retries {
             let dlq = route.dlq_topic();
             let topic = companion(topics, &dlq, &route.base)
                 .map_err(|e| RetryError::Dlq(dlq.clone(), e.to_string()))?;
-            let log = topic
-                .partition(partition)
-                .or_else(|| topic.partition(0))
+            let p = target_partition(&topic, partition)
                 .ok_or_else(|| RetryError::Dlq(dlq.clone(), "no partition".into()))?;
             let batch = encode_batch(dead.iter().map(|(ts, k, v, h)| (*ts, k, v, h)))?;
-            log.append_internal(&batch, now)?;
-            if sync {
-                log.flush()?;
-            }
+            out.append(&dlq, p, &batch, now)
+                .map_err(|e| RetryError::Dlq(dlq.clone(), e))?;
             counters
                 .dead_lettered
                 .fetch_add(dead.len() as u64, Ordering::Relaxed);
@@ -358,6 +406,7 @@ impl Retries {
     pub fn deliver_due(
         &self,
         topics: &Registry,
+        out: &dyn Appender,
         sync: bool,
         now: i64,
     ) -> Result<usize, RetryError> {
@@ -376,10 +425,10 @@ impl Retries {
         let mut failed: Vec<(u64, Held)> = Vec::new();
         for ((topic, partition), items) in by_target {
             let base = route_for(topics, &topic).map(|r| r.base);
-            let log = topics
+            let target = topics
                 .get(&topic)
-                .and_then(|t| t.partition(partition).or_else(|| t.partition(0)));
-            let Some(log) = log else {
+                .and_then(|t| target_partition(&t, partition));
+            let Some(target) = target else {
                 tracing::warn!(topic = %topic, partition, records = items.len(), "retry topic is gone; held records dropped");
                 done.extend(items.iter().map(|(p, _)| *p));
                 continue;
@@ -391,14 +440,7 @@ impl Retries {
             );
             let appended = batch
                 .map_err(|e| e.to_string())
-                .and_then(|b| log.append_internal(&b, now).map_err(|e| e.to_string()))
-                .and_then(|_| {
-                    if sync {
-                        log.flush().map_err(|e| e.to_string())
-                    } else {
-                        Ok(())
-                    }
-                });
+                .and_then(|b| out.append(&topic, target, &b, now));
             match appended {
                 Ok(()) => {
                     done.extend(items.iter().map(|(p, _)| *p));
@@ -631,8 +673,7 @@ pub fn dlq_list(
 /// # Errors
 /// Unknown DLQ, storage or decode errors.
 pub fn dlq_redrive(
-    topics: &Registry,
-    sync: bool,
+    (topics, out): (&Registry, &dyn Appender),
     base: &str,
     partition: Option<i32>,
     from: i64,
@@ -690,17 +731,13 @@ pub fn dlq_redrive(
                 companion(topics, &dest, base)
                     .map_err(|e| RetryError::Dlq(dest.clone(), e.to_string()))?
             };
-            let target_log = t
-                .partition(p)
-                .or_else(|| t.partition(0))
+            let target = target_partition(&t, p)
                 .ok_or_else(|| RetryError::Dlq(dest.clone(), "no partition".into()))?;
             for chunk in recs.chunks(DELIVERY_BATCH) {
                 let batch = encode_batch(chunk.iter().map(|(ts, k, v, h)| (*ts, k, v, h)))?;
-                target_log.append_internal(&batch, now)?;
+                out.append(&dest, target, &batch, now)
+                    .map_err(|e| RetryError::Dlq(dest.clone(), e))?;
                 moved += chunk.len() as u64;
-            }
-            if sync {
-                target_log.flush()?;
             }
         }
     }

@@ -655,3 +655,58 @@ async fn a_group_resumes_from_its_committed_offsets_after_its_coordinator_is_kil
     let third = tokio::task::block_in_place(|| consume_and_commit(&others, group, topic, 10));
     assert_eq!(third, 70, "the group resumes from its latest commit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_retry_survives_kill_9_of_its_broker_and_is_delivered_once_through_the_new_leader() {
+    use crate::retry::{hand_back, next, reader, Got};
+    let mut c = TestCluster::start(3);
+    c.agreed(&[0, 1, 2], None, Duration::from_secs(30));
+    let bootstrap = c.bootstrap();
+    let t = rdkafka::admin::NewTopic::new("jobs", 1, rdkafka::admin::TopicReplication::Fixed(3))
+        .set("retry.max.attempts", "3")
+        .set("retry.backoff.ms", "8000");
+    for r in admin(&bootstrap)
+        .create_topics([&t], &rdkafka::admin::AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    // The retry and dead-letter topics are the cluster's, replicated like
+    // their base.
+    for name in ["jobs.retry", "jobs.dlq"] {
+        wait_placement(&bootstrap, name, Duration::from_secs(10), |p| {
+            p.len() == 1 && p[0].0 > 0 && p[0].2.len() == 3 && p[0].1.len() == 3
+        });
+    }
+    let holder = placement(&bootstrap, "jobs.retry")[0].0;
+    let p = producer(&bootstrap, &[]);
+    let failed = Got {
+        key: b"k".to_vec(),
+        value: b"job 1".to_vec(),
+        headers: vec![("trace".into(), b"t1".to_vec())],
+    };
+    let handed = Instant::now();
+    hand_back(&p, "jobs.retry", &failed).await;
+
+    // The broker holding it dies and comes back: it leads nothing now, and
+    // delivers the retry through the partition's new leader when it falls
+    // due, once.
+    c.kill9(holder as usize - 1);
+    c.start_node(holder as usize - 1);
+    let retries = reader(&bootstrap, "jobs.retry", 1);
+    let got = tokio::task::block_in_place(|| next(&retries, Duration::from_secs(40)))
+        .expect("the held retry is delivered");
+    let waited = handed.elapsed();
+    assert!(
+        waited >= Duration::from_millis(8000),
+        "delivered after {waited:?}, before its backoff"
+    );
+    assert_eq!(got.header("retry.attempt").as_deref(), Some("1"));
+    assert_eq!(got.header("trace").as_deref(), Some("t1"));
+    assert_eq!(got.value, b"job 1");
+    let now_leader = placement(&bootstrap, "jobs.retry")[0].0;
+    assert_ne!(now_leader, holder, "the restarted broker leads nothing yet");
+    let again = tokio::task::block_in_place(|| next(&retries, Duration::from_secs(4)));
+    assert!(again.is_none(), "delivered twice: {again:?}");
+}

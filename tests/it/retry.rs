@@ -20,14 +20,14 @@ const RETRY_CONFIGS: &[(&str, &str)] = &[
 
 /// A record as an application sees it.
 #[derive(Debug, Clone)]
-struct Got {
-    key: Vec<u8>,
-    value: Vec<u8>,
-    headers: Vec<(String, Vec<u8>)>,
+pub struct Got {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 impl Got {
-    fn header(&self, name: &str) -> Option<String> {
+    pub fn header(&self, name: &str) -> Option<String> {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
@@ -38,7 +38,7 @@ impl Got {
     }
 }
 
-fn reader(bootstrap: &str, topic: &str, partitions: i32) -> BaseConsumer {
+pub fn reader(bootstrap: &str, topic: &str, partitions: i32) -> BaseConsumer {
     let c = consumer(bootstrap);
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
@@ -49,7 +49,7 @@ fn reader(bootstrap: &str, topic: &str, partitions: i32) -> BaseConsumer {
     c
 }
 
-fn next(c: &BaseConsumer, timeout: Duration) -> Option<Got> {
+pub fn next(c: &BaseConsumer, timeout: Duration) -> Option<Got> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Some(m) = c.poll(Duration::from_millis(50)) {
@@ -73,7 +73,7 @@ fn next(c: &BaseConsumer, timeout: Duration) -> Option<Got> {
 }
 
 /// Produces `got` back to `topic`, as an application hands a failed record back.
-async fn hand_back(p: &FutureProducer, topic: &str, got: &Got) {
+pub async fn hand_back(p: &FutureProducer, topic: &str, got: &Got) {
     let mut headers = OwnedHeaders::new();
     for (k, v) in &got.headers {
         headers = headers.insert(Header {
