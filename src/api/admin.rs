@@ -412,7 +412,7 @@ fn refusal_code(r: &cluster::Refusal) -> (i16, String) {
 
 /// Proposes `cmd` and waits (a little) until this broker has applied the
 /// change, so that the client's next Metadata here sees it.
-async fn propose_and_see(
+pub(super) async fn propose_and_see(
     c: &Arc<cluster::Cluster>,
     cmd: cluster::Command,
     seen: impl Fn(&cluster::Metadata) -> bool,
@@ -436,6 +436,28 @@ async fn propose_and_see(
         }
     }
     Ok(())
+}
+
+/// Makes the retry and dead-letter topics of `base` in a cluster, shaped
+/// like it (partitions, replication factor), unless they exist: they are
+/// in the metadata when this returns.
+pub(super) async fn propose_companions(c: &Arc<cluster::Cluster>, base: &str, shape: (i32, i16)) {
+    for suffix in [crate::retry::RETRY_SUFFIX, crate::retry::DLQ_SUFFIX] {
+        let companion = format!("{base}{suffix}");
+        if c.with_metadata(|m| m.topics.contains_key(&companion)) {
+            continue;
+        }
+        let cmd = cluster::Command::CreateTopic {
+            name: companion.clone(),
+            id: Uuid::new_v4(),
+            partitions: shape.0,
+            replication_factor: shape.1,
+            configs: BTreeMap::new(),
+        };
+        if let Err((_, e)) = propose_and_see(c, cmd, |m| m.topics.contains_key(&companion)).await {
+            tracing::warn!(topic = %companion, error = %e, "retry companion not created");
+        }
+    }
 }
 
 /// CreateTopics in a cluster: each topic is proposed to the quorum, which
@@ -518,24 +540,8 @@ async fn cluster_create_topics(
         };
         match propose_and_see(c, cmd, |m| m.topics.contains_key(&name)).await {
             Ok(()) => {
-                // Its retry and dead-letter topics, like it but for configs,
-                // are in the metadata before the answer.
                 if retries {
-                    for suffix in [crate::retry::RETRY_SUFFIX, crate::retry::DLQ_SUFFIX] {
-                        let companion = format!("{name}{suffix}");
-                        let cmd = cluster::Command::CreateTopic {
-                            name: companion.clone(),
-                            id: Uuid::new_v4(),
-                            partitions,
-                            replication_factor: rf,
-                            configs: BTreeMap::new(),
-                        };
-                        if let Err((_, e)) =
-                            propose_and_see(c, cmd, |m| m.topics.contains_key(&companion)).await
-                        {
-                            tracing::warn!(topic = %companion, error = %e, "retry companion not created");
-                        }
-                    }
+                    propose_companions(c, &name, (partitions, rf)).await;
                 }
                 let mut r = CreatableTopicResult::default()
                     .with_name(t.name.clone())

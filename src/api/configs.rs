@@ -166,7 +166,7 @@ impl Api for AlterConfigs {
     }
 
     async fn handle(cx: Cx<'_>, req: AlterConfigsRequest) -> Handled<AlterConfigsResponse> {
-        Handled::Now(alter_configs(cx.broker, req))
+        Handled::Now(alter_configs(cx.broker, req).await)
     }
 
     fn errors(r: &AlterConfigsResponse, out: &mut Vec<i16>) {
@@ -201,7 +201,7 @@ impl Api for IncrementalAlterConfigs {
         cx: Cx<'_>,
         req: IncrementalAlterConfigsRequest,
     ) -> Handled<IncrementalAlterConfigsResponse> {
-        Handled::Now(incremental_alter_configs(cx.broker, req))
+        Handled::Now(incremental_alter_configs(cx.broker, req).await)
     }
 
     fn errors(r: &IncrementalAlterConfigsResponse, out: &mut Vec<i16>) {
@@ -409,132 +409,188 @@ fn alter_error(e: &TopicError) -> (i16, Option<kafka_protocol::protocol::StrByte
 }
 
 /// AlterConfigs: replaces a topic's configs with the given set.
-fn alter_configs(broker: &Arc<Broker>, req: AlterConfigsRequest) -> AlterConfigsResponse {
+async fn alter_configs(broker: &Arc<Broker>, req: AlterConfigsRequest) -> AlterConfigsResponse {
     use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
-    let responses = req
-        .resources
-        .into_iter()
-        .map(|r| {
-            let resp = AlterConfigsResourceResponse::default()
-                .with_resource_type(r.resource_type)
-                .with_resource_name(r.resource_name.clone());
-            if r.resource_type != RESOURCE_TOPIC {
-                return resp
-                    .with_error_code(errors::INVALID_REQUEST)
-                    .with_error_message(Some(sb("only topic configs can be altered")));
-            }
-            let configs: BTreeMap<String, String> = r
-                .configs
-                .iter()
-                .filter_map(|c| {
-                    c.value
-                        .as_ref()
-                        .map(|v| (c.name.to_string(), v.to_string()))
-                })
-                .collect();
-            match broker
-                .topics
-                .set_configs(r.resource_name.as_str(), configs, req.validate_only)
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for r in req.resources {
+        let resp = AlterConfigsResourceResponse::default()
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name.clone());
+        if r.resource_type != RESOURCE_TOPIC {
+            responses.push(
+                resp.with_error_code(errors::INVALID_REQUEST)
+                    .with_error_message(Some(sb("only topic configs can be altered"))),
+            );
+            continue;
+        }
+        let configs: BTreeMap<String, String> = r
+            .configs
+            .iter()
+            .filter_map(|c| {
+                c.value
+                    .as_ref()
+                    .map(|v| (c.name.to_string(), v.to_string()))
+            })
+            .collect();
+        responses.push(
+            match store_configs(broker, r.resource_name.as_str(), configs, req.validate_only).await
             {
-                Ok(()) => {
-                    companions_after_alter(broker, r.resource_name.as_str(), req.validate_only);
-                    resp
-                }
-                Err(e) => {
-                    let (code, msg) = alter_error(&e);
-                    resp.with_error_code(code).with_error_message(msg)
-                }
-            }
-        })
-        .collect();
+                Ok(()) => resp,
+                Err((code, msg)) => resp.with_error_code(code).with_error_message(msg),
+            },
+        );
+    }
     AlterConfigsResponse::default().with_responses(responses)
 }
 
+/// A topic's configs: the quorum's in a cluster (the topic may have no
+/// replica here), else this broker's.
+fn current_configs(broker: &Broker, name: &str) -> Option<BTreeMap<String, String>> {
+    match broker.cluster.get() {
+        Some(c) => c.with_metadata(|m| m.topics.get(name).map(|t| t.configs.clone())),
+        None => broker.topics.get(name).map(|t| t.configs()),
+    }
+}
+
+/// One resource of an IncrementalAlterConfigs: the topic's configs with
+/// the operations applied.
+fn merged_configs(
+    broker: &Broker,
+    r: &kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource,
+) -> Result<BTreeMap<String, String>, (i16, String)> {
+    if r.resource_type != RESOURCE_TOPIC {
+        return Err((
+            errors::INVALID_REQUEST,
+            "only topic configs can be altered".into(),
+        ));
+    }
+    let Some(mut configs) = current_configs(broker, r.resource_name.as_str()) else {
+        return Err((
+            errors::UNKNOWN_TOPIC_OR_PARTITION,
+            format!("unknown topic '{}'", r.resource_name),
+        ));
+    };
+    for c in &r.configs {
+        let name = c.name.to_string();
+        let Some(def) = config::def(&name) else {
+            return Err((
+                errors::INVALID_CONFIG,
+                format!("unknown topic config {name}"),
+            ));
+        };
+        let value = c.value.as_ref().map(|v| v.to_string());
+        let list_op = |configs: &BTreeMap<String, String>| -> Vec<String> {
+            config::effective(configs, broker.topics.defaults(), &name)
+                .unwrap_or_default()
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        match (c.config_operation, value) {
+            (0, Some(v)) => {
+                configs.insert(name, v);
+            }
+            (1, _) => {
+                configs.remove(&name);
+            }
+            (2 | 3, Some(v)) if def.kind == ConfigType::List => {
+                let mut items = list_op(&configs);
+                for x in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    if c.config_operation == 2 {
+                        if !items.iter().any(|i| i == x) {
+                            items.push(x.to_string());
+                        }
+                    } else {
+                        items.retain(|i| i != x);
+                    }
+                }
+                configs.insert(name, items.join(","));
+            }
+            (op, _) => {
+                return Err((
+                    errors::INVALID_CONFIG,
+                    format!("operation {op} is not valid for {name}"),
+                ));
+            }
+        }
+    }
+    Ok(configs)
+}
+
 /// IncrementalAlterConfigs: SET, DELETE, APPEND and SUBTRACT per config.
-fn incremental_alter_configs(
+async fn incremental_alter_configs(
     broker: &Arc<Broker>,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
-    let responses = req
-        .resources
-        .into_iter()
-        .map(|r| {
-            let resp = AlterConfigsResourceResponse::default()
-                .with_resource_type(r.resource_type)
-                .with_resource_name(r.resource_name.clone());
-            if r.resource_type != RESOURCE_TOPIC {
-                return resp
-                    .with_error_code(errors::INVALID_REQUEST)
-                    .with_error_message(Some(sb("only topic configs can be altered")));
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for r in &req.resources {
+        let resp = AlterConfigsResourceResponse::default()
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name.clone());
+        let stored = match merged_configs(broker, r) {
+            Ok(configs) => {
+                store_configs(broker, r.resource_name.as_str(), configs, req.validate_only).await
             }
-            let Some(topic) = broker.topics.get(r.resource_name.as_str()) else {
-                return resp
-                    .with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION)
-                    .with_error_message(Some(sb(format!("unknown topic '{}'", r.resource_name))));
-            };
-            let mut configs = topic.configs();
-            for c in &r.configs {
-                let name = c.name.to_string();
-                let Some(def) = config::def(&name) else {
-                    return resp
-                        .with_error_code(errors::INVALID_CONFIG)
-                        .with_error_message(Some(sb(format!("unknown topic config {name}"))));
-                };
-                let value = c.value.as_ref().map(|v| v.to_string());
-                let list_op = |configs: &BTreeMap<String, String>| -> Vec<String> {
-                    config::effective(configs, broker.topics.defaults(), &name)
-                        .unwrap_or_default()
-                        .split(',')
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                };
-                match (c.config_operation, value) {
-                    (0, Some(v)) => {
-                        configs.insert(name, v);
-                    }
-                    (1, _) => {
-                        configs.remove(&name);
-                    }
-                    (2 | 3, Some(v)) if def.kind == ConfigType::List => {
-                        let mut items = list_op(&configs);
-                        for x in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                            if c.config_operation == 2 {
-                                if !items.iter().any(|i| i == x) {
-                                    items.push(x.to_string());
-                                }
-                            } else {
-                                items.retain(|i| i != x);
-                            }
-                        }
-                        configs.insert(name, items.join(","));
-                    }
-                    (op, _) => {
-                        return resp
-                            .with_error_code(errors::INVALID_CONFIG)
-                            .with_error_message(Some(sb(format!(
-                                "operation {op} is not valid for {name}"
-                            ))));
-                    }
-                }
-            }
-            match broker
-                .topics
-                .set_configs(&topic.name, configs, req.validate_only)
-            {
-                Ok(()) => {
-                    companions_after_alter(broker, &topic.name, req.validate_only);
-                    resp
-                }
-                Err(e) => {
-                    let (code, msg) = alter_error(&e);
-                    resp.with_error_code(code).with_error_message(msg)
-                }
-            }
-        })
-        .collect();
+            Err((code, msg)) => Err((code, Some(sb(msg)))),
+        };
+        responses.push(match stored {
+            Ok(()) => resp,
+            Err((code, msg)) => resp.with_error_code(code).with_error_message(msg),
+        });
+    }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// Sets a topic's configs: on a single node in its registry; in a cluster
+/// through the quorum, which every replica follows. Retry companions are
+/// made when the configs turn retries on.
+async fn store_configs(
+    broker: &Arc<Broker>,
+    name: &str,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<(), (i16, Option<StrBytes>)> {
+    let Some(c) = broker.cluster.get() else {
+        broker
+            .topics
+            .set_configs(name, configs, validate_only)
+            .map_err(|e| alter_error(&e))?;
+        companions_after_alter(broker, name, validate_only);
+        return Ok(());
+    };
+    for (k, v) in &configs {
+        config::validate(k, v).map_err(|e| alter_error(&TopicError::from(e)))?;
+    }
+    let Some(shape) = c.with_metadata(|m| {
+        m.topics.get(name).map(|t| {
+            let rf = t.partitions.first().map_or(1, |p| p.replicas.len());
+            (t.partitions.len() as i32, rf as i16)
+        })
+    }) else {
+        return Err((
+            errors::UNKNOWN_TOPIC_OR_PARTITION,
+            Some(sb(format!("unknown topic '{name}'"))),
+        ));
+    };
+    if validate_only {
+        return Ok(());
+    }
+    let retries = crate::retry::RetryPolicy::from_configs(&configs).is_some();
+    let cmd = crate::cluster::Command::SetTopicConfigs {
+        name: name.to_string(),
+        configs: configs.clone(),
+    };
+    super::admin::propose_and_see(c, cmd, |m| {
+        m.topics.get(name).is_some_and(|t| t.configs == configs)
+    })
+    .await
+    .map_err(|(code, msg)| (code, Some(sb(msg))))?;
+    if retries {
+        super::admin::propose_companions(c, name, shape).await;
+    }
+    Ok(())
 }
 
 /// Creates the retry companions of a topic whose configs now enable retries.

@@ -662,18 +662,20 @@ async fn a_held_retry_survives_kill_9_of_its_broker_and_is_delivered_once_throug
     let mut c = TestCluster::start(3);
     c.agreed(&[0, 1, 2], None, Duration::from_secs(30));
     let bootstrap = c.bootstrap();
-    let t = rdkafka::admin::NewTopic::new("jobs", 1, rdkafka::admin::TopicReplication::Fixed(3))
-        .set("retry.max.attempts", "3")
-        .set("retry.backoff.ms", "8000");
-    for r in admin(&bootstrap)
-        .create_topics([&t], &rdkafka::admin::AdminOptions::new())
-        .await
-        .unwrap()
-    {
+    let t = rdkafka::admin::NewTopic::new("jobs", 1, rdkafka::admin::TopicReplication::Fixed(3));
+    let admin = admin(&bootstrap);
+    let opts = rdkafka::admin::AdminOptions::new();
+    for r in admin.create_topics([&t], &opts).await.unwrap() {
         r.unwrap();
     }
-    // The retry and dead-letter topics are the cluster's, replicated like
-    // their base.
+    // Retries turned on later, through the quorum: the retry and
+    // dead-letter topics are the cluster's, replicated like their base.
+    let cfg = rdkafka::admin::AlterConfig::new(rdkafka::admin::ResourceSpecifier::Topic("jobs"))
+        .set("retry.max.attempts", "3")
+        .set("retry.backoff.ms", "8000");
+    for r in admin.alter_configs([&cfg], &opts).await.unwrap() {
+        r.unwrap();
+    }
     for name in ["jobs.retry", "jobs.dlq"] {
         wait_placement(&bootstrap, name, Duration::from_secs(10), |p| {
             p.len() == 1 && p[0].0 > 0 && p[0].2.len() == 3 && p[0].1.len() == 3
