@@ -582,13 +582,13 @@ async fn store_configs(
         name: name.to_string(),
         configs: configs.clone(),
     };
-    super::admin::propose_and_see(c, cmd, |m| {
+    super::quorum::propose_and_see(c, cmd, |m| {
         m.topics.get(name).is_some_and(|t| t.configs == configs)
     })
     .await
     .map_err(|(code, msg)| (code, Some(sb(msg))))?;
     if retries {
-        super::admin::propose_companions(c, name, shape).await;
+        super::quorum::propose_companions(c, name, shape).await;
     }
     Ok(())
 }

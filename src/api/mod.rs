@@ -25,6 +25,7 @@ pub mod metadata;
 pub mod offsets;
 pub mod produce;
 pub mod producer_ids;
+pub mod quorum;
 pub mod quotas;
 pub mod route;
 pub mod sasl;
