@@ -370,50 +370,63 @@ impl Broker {
         let Some(c) = self.cluster.get() else {
             return Ok(None);
         };
+        if self.internal_topic(journal::TOPIC).is_none() {
+            return Err(journal::COORDINATOR_NOT_AVAILABLE);
+        }
         let found = c.with_metadata(|m| {
-            let Some(t) = m.topics.get(journal::TOPIC) else {
-                let live = m.brokers.values().filter(|b| !b.fenced).count();
-                return Err(live);
-            };
+            let t = m.topics.get(journal::TOPIC)?;
             let p = journal::partition_for(group, t.partitions.len());
-            Ok(t.partitions
+            t.partitions
                 .get(p as usize)
                 .and_then(|p| p.leader)
                 .and_then(|l| m.brokers.get(&l))
                 .filter(|b| !b.fenced)
-                .cloned())
+                .cloned()
         });
-        match found {
-            Ok(Some(b)) => Ok(Some(b)),
-            Ok(None) => Err(journal::COORDINATOR_NOT_AVAILABLE),
-            Err(live) => {
-                let args = &self.config.args;
-                let rf = (args.offsets_topic_replication_factor as usize).min(c.voter_count());
-                if live >= rf {
-                    let configs = [
-                        ("cleanup.policy", "compact"),
-                        ("segment.bytes", "104857600"),
-                    ]
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect();
-                    let cmd = crate::cluster::Command::CreateTopic {
-                        name: journal::TOPIC.to_string(),
-                        id: uuid::Uuid::new_v4(),
-                        partitions: args.offsets_topic_num_partitions,
-                        replication_factor: rf as i16,
-                        configs,
-                    };
-                    let c = Arc::clone(c);
-                    tokio::spawn(async move {
-                        if let Err(e) = c.propose(cmd).await {
-                            tracing::debug!(error = %e, "offsets topic not proposed");
-                        }
-                    });
-                }
-                Err(journal::COORDINATOR_NOT_AVAILABLE)
-            }
+        found.map(Some).ok_or(journal::COORDINATOR_NOT_AVAILABLE)
+    }
+
+    /// In a cluster, the partition count of internal topic `name`
+    /// (`__consumer_offsets`, `__retry`). A missing one is proposed to the
+    /// quorum once enough brokers are up for its replication factor
+    /// (`--offsets-topic-replication-factor`, at most the voters), with
+    /// `--offsets-topic-num-partitions` partitions; `None` until it exists.
+    pub fn internal_topic(&self, name: &str) -> Option<usize> {
+        let c = self.cluster.get()?;
+        let (partitions, live) = c.with_metadata(|m| {
+            (
+                m.topics.get(name).map(|t| t.partitions.len()),
+                m.brokers.values().filter(|b| !b.fenced).count(),
+            )
+        });
+        if partitions.is_some() {
+            return partitions;
         }
+        let args = &self.config.args;
+        let rf = (args.offsets_topic_replication_factor as usize).min(c.voter_count());
+        if live >= rf {
+            let configs = [
+                ("cleanup.policy", "compact"),
+                ("segment.bytes", "104857600"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            let cmd = crate::cluster::Command::CreateTopic {
+                name: name.to_string(),
+                id: uuid::Uuid::new_v4(),
+                partitions: args.offsets_topic_num_partitions,
+                replication_factor: rf as i16,
+                configs,
+            };
+            let c = Arc::clone(c);
+            tokio::spawn(async move {
+                if let Err(e) = c.propose(cmd).await {
+                    tracing::debug!(error = %e, "internal topic not proposed");
+                }
+            });
+        }
+        None
     }
 
     /// Whether this broker may answer for `group` now. In a cluster it must

@@ -135,6 +135,10 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
     if let Some(voters) = &broker.config.args.controller_quorum_voters {
         let cluster = start_cluster(&broker, voters).await?;
         let _ = broker.cluster.set(Arc::clone(&cluster));
+        tokio::spawn(replication::run_retries(
+            Arc::clone(&broker),
+            Arc::clone(&cluster),
+        ));
         tokio::spawn(replication::run(Arc::clone(&broker), cluster));
     }
     let shutdown = CancellationToken::new();

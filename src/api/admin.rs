@@ -525,10 +525,10 @@ async fn cluster_delete_topics(
             continue;
         };
         let r = r.with_name(Some(tn(name.clone()))).with_topic_id(id);
-        if name == crate::group::journal::TOPIC {
+        if crate::topics::is_internal(&name) {
             responses.push(
                 r.with_error_code(errors::INVALID_TOPIC_EXCEPTION)
-                    .with_error_message(Some(sb("the committed offsets of every group live here"))),
+                    .with_error_message(Some(sb("an internal topic of the brokers"))),
             );
             continue;
         }
@@ -552,10 +552,12 @@ async fn cluster_create_partitions(
     for t in req.topics {
         let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
         let name = t.name.0.to_string();
-        if name == crate::group::journal::TOPIC {
+        if crate::topics::is_internal(&name) {
             results.push(
                 r.with_error_code(errors::INVALID_TOPIC_EXCEPTION)
-                    .with_error_message(Some(sb("more partitions would move groups' offsets"))),
+                    .with_error_message(Some(sb(
+                        "more partitions would move what an internal topic holds",
+                    ))),
             );
             continue;
         }

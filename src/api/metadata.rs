@@ -167,7 +167,7 @@ fn topic_metadata(broker: &Broker, t: &Topic) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(tn(t.name.clone())))
         .with_topic_id(t.id)
-        .with_is_internal(t.name == crate::group::journal::TOPIC)
+        .with_is_internal(crate::topics::is_internal(&t.name))
         .with_partitions(partitions)
 }
 

@@ -454,6 +454,11 @@ async fn hand_back(
             }
             code
         }
+        Ok(Err(retry::RetryError::Unavailable(e))) => {
+            // Retriable: the producer sends the hand-back again.
+            tracing::warn!(error = %e, "hand-back not journaled");
+            errors::NOT_ENOUGH_REPLICAS
+        }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "hand-back failed");
             errors::KAFKA_STORAGE_ERROR

@@ -108,7 +108,7 @@ fn status_json(b: &Broker) -> serde_json::Value {
         "partitions": partitions,
         "groups": b.groups.list().iter().filter(|g| b.coordinates_now(&g.0)).count(),
         "bytes_on_disk": b.disk_bytes(),
-        "pending_retries": b.retries.store.pending(),
+        "pending_retries": b.retries.pending(),
         "connections": b.metrics.connections.load(std::sync::atomic::Ordering::Relaxed),
         "records_in_total": b.metrics.records_in_total(),
         "cluster": b.cluster.get().map(|c| c.status()),
@@ -559,7 +559,7 @@ fn state_gauges(b: &Broker) -> String {
     let _ = writeln!(
         out,
         "# HELP weir_retry_pending Records held for a later retry.\n# TYPE weir_retry_pending gauge\nweir_retry_pending {}",
-        b.retries.store.pending()
+        b.retries.pending()
     );
     let _ = writeln!(
         out,

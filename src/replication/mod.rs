@@ -29,6 +29,9 @@ use crate::cluster::{
 use crate::log::PartitionLog;
 use crate::replicas::{record_progress, Following, Key, LeaderInner, Leadership, Replicas};
 
+mod appends;
+pub use appends::{append_at_leader, appender, run_retries};
+
 impl Replicas {
     /// Applies the quorum's metadata to this broker.
     pub fn reconcile(&self, broker: &Arc<Broker>, cluster: &Arc<Cluster>, m: &Metadata) {
@@ -284,141 +287,8 @@ impl ReplicaSource for Source {
             let Some(broker) = self.broker.upgrade() else {
                 return AppendReply::NotLeader;
             };
-            append_led(&broker, &req.topic, req.partition, &batch).await
+            appends::append_led(&broker, &req.topic, req.partition, &batch).await
         })
-    }
-}
-
-/// How long a batch the brokers built waits for the in-sync replicas.
-const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Appends a batch the brokers built to a partition this broker leads, and
-/// waits until it is durable (as `--fsync` says) and held by every in-sync
-/// replica.
-async fn append_led(broker: &Broker, topic: &str, partition: i32, batch: &[u8]) -> AppendReply {
-    let Some(l) = broker.replicas.leadership(topic, partition) else {
-        return AppendReply::NotLeader;
-    };
-    let log = l.log();
-    let info = match log.append_internal(batch, now_ms()) {
-        Ok(i) => i,
-        Err(e) => return AppendReply::Error(e.to_string()),
-    };
-    l.appended();
-    let upto = info.last_offset + 1;
-    let sync = broker.config.args.fsync != crate::config::FsyncPolicy::Never;
-    let flushed = async {
-        if sync {
-            log.flush_to(upto).await.map_err(|e| e.to_string())
-        } else {
-            Ok(())
-        }
-    };
-    let (flushed, replicated) =
-        futures::future::join(flushed, l.committed(upto, APPEND_TIMEOUT)).await;
-    match (flushed, replicated) {
-        (Err(e), _) => AppendReply::Error(e),
-        (Ok(()), Ok(())) => AppendReply::Appended,
-        (Ok(()), Err(crate::replicas::Unreplicated::Deposed)) => AppendReply::NotLeader,
-        (Ok(()), Err(crate::replicas::Unreplicated::TimedOut)) => {
-            AppendReply::Error("the in-sync replicas did not confirm in time".into())
-        }
-    }
-}
-
-/// Appends a batch the brokers built through the partition's leader: here
-/// when this broker leads it, else over the leader's controller listener.
-///
-/// # Errors
-/// No leader, or the leader's failure, in words.
-pub async fn append_at_leader(
-    broker: &Broker,
-    cluster: &Cluster,
-    topic: &str,
-    partition: i32,
-    batch: &[u8],
-) -> Result<(), String> {
-    let reply = if broker.replicas.leadership(topic, partition).is_some() {
-        append_led(broker, topic, partition, batch).await
-    } else {
-        let leader = cluster.with_metadata(|m| {
-            m.topics
-                .get(topic)
-                .and_then(|t| t.partitions.get(usize::try_from(partition).ok()?))
-                .and_then(|p| p.leader)
-        });
-        let Some(addr) = leader.and_then(|l| cluster.peer_addr(l)) else {
-            return Err(format!("{topic}-{partition} has no leader"));
-        };
-        crate::cluster::deliver(addr, topic, partition, batch).await?
-    };
-    match reply {
-        AppendReply::Appended => Ok(()),
-        AppendReply::NotLeader => Err(format!("{topic}-{partition}: the leader moved")),
-        AppendReply::Error(e) => Err(e),
-    }
-}
-
-/// A cluster's [`crate::retry::Appender`]: every batch goes through its
-/// partition's leader. Used from blocking threads.
-pub struct ViaLeader {
-    broker: Arc<Broker>,
-    cluster: Arc<Cluster>,
-    runtime: tokio::runtime::Handle,
-}
-
-impl crate::retry::Appender for ViaLeader {
-    fn append(
-        &self,
-        topic: &str,
-        partition: i32,
-        batch: &bytes::Bytes,
-        _now: i64,
-    ) -> Result<(), String> {
-        self.runtime.block_on(append_at_leader(
-            &self.broker,
-            &self.cluster,
-            topic,
-            partition,
-            batch,
-        ))
-    }
-}
-
-/// Where the retry machinery appends on this broker: its own logs on a
-/// single node, each partition's leader in a cluster. Call it on the
-/// runtime; use the result on a blocking thread.
-pub fn appender(broker: &Arc<Broker>) -> Box<dyn crate::retry::Appender + Send + Sync> {
-    match broker.cluster.get() {
-        Some(c) => Box::new(ViaLeader {
-            broker: Arc::clone(broker),
-            cluster: Arc::clone(c),
-            runtime: tokio::runtime::Handle::current(),
-        }),
-        None => Box::new(LocalLogs {
-            broker: Arc::clone(broker),
-        }),
-    }
-}
-
-/// A single broker's appender, owning its handle on the broker.
-struct LocalLogs {
-    broker: Arc<Broker>,
-}
-
-impl crate::retry::Appender for LocalLogs {
-    fn append(
-        &self,
-        topic: &str,
-        partition: i32,
-        batch: &bytes::Bytes,
-        now: i64,
-    ) -> Result<(), String> {
-        crate::retry::Local {
-            topics: &self.broker.topics,
-            sync: self.broker.config.args.fsync != crate::config::FsyncPolicy::Never,
-        }
-        .append(topic, partition, batch, now)
     }
 }
 

@@ -13,6 +13,7 @@
 //! after the append to the retry topic; a crash between the two delivers it
 //! again after the restart. Nothing is delivered before its due time.
 
+pub mod journal;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -62,15 +63,28 @@ pub trait Appender {
     /// # Errors
     /// Why the batch is not appended, in words.
     fn append(&self, topic: &str, partition: i32, batch: &Bytes, now: i64) -> Result<(), String>;
+
+    /// Holds handed-back records durably until they are due: in the pending
+    /// store on a single node, in the `__retry` journal in a cluster.
+    ///
+    /// # Errors
+    /// Nothing is held then.
+    fn hold(&self, held: &[Held], sync: bool) -> Result<(), RetryError>;
 }
 
-/// A single broker's [`Appender`]: straight to its own logs.
+/// A single broker's [`Appender`]: straight to its own logs and pending
+/// store.
 pub struct Local<'a> {
     pub topics: &'a Registry,
+    pub store: &'a PendingStore,
     pub sync: bool,
 }
 
 impl Appender for Local<'_> {
+    fn hold(&self, held: &[Held], sync: bool) -> Result<(), RetryError> {
+        Ok(self.store.hold(held, sync)?)
+    }
+
     fn append(&self, topic: &str, partition: i32, batch: &Bytes, now: i64) -> Result<(), String> {
         let log = self
             .topics
@@ -216,6 +230,9 @@ pub enum RetryError {
     Dlq(String, String),
     #[error("{0} due records could not be delivered; they stay scheduled")]
     Delivery(usize),
+    /// In a cluster: the journal of held retries cannot take them now.
+    #[error("held retries cannot be journaled now: {0}")]
+    Unavailable(String),
 }
 
 /// Result of a hand-back.
@@ -229,6 +246,8 @@ pub struct HandBack {
 #[derive(Debug)]
 pub struct Retries {
     pub store: PendingStore,
+    /// In a cluster: the schedules of the `__retry` partitions led here.
+    pub journals: journal::Journals,
     /// Serialises hand-backs, so that an idempotent producer's sequence check,
     /// the hold and the sequence record are one step even across connections.
     pub handback_lock: tokio::sync::Mutex<()>,
@@ -254,10 +273,17 @@ impl Retries {
     pub fn new(store: PendingStore) -> Self {
         Self {
             store,
+            journals: journal::Journals::default(),
             handback_lock: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
             counters: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Held records: in the pending store, and in a cluster in the
+    /// `__retry` partitions led here.
+    pub fn pending(&self) -> u64 {
+        self.store.pending() + self.journals.pending()
     }
 
     /// Counters of a base topic.
@@ -373,7 +399,7 @@ impl Retries {
         // producer's retry may hold them again (at-least-once), but dead
         // letters are never written twice for one acknowledged hand-back.
         if !held.is_empty() {
-            self.store.hold(&held, sync)?;
+            out.hold(&held, sync)?;
             counters
                 .scheduled
                 .fetch_add(held.len() as u64, Ordering::Relaxed);
@@ -467,7 +493,7 @@ impl Retries {
 
 /// Encodes records as one uncompressed v2 batch (offsets from 0, stamped by
 /// the log on append).
-fn encode_batch<'a>(
+pub(crate) fn encode_batch<'a>(
     records: impl Iterator<
         Item = (
             i64,

@@ -55,6 +55,12 @@ fn put_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
 }
 
 fn encode_held(h: &Held) -> Vec<u8> {
+    framed::frame(&held_payload(h))
+}
+
+/// A held record's bytes, as the store writes them inside its framing (and
+/// the cluster's journal as a record's value).
+pub(crate) fn held_payload(h: &Held) -> Vec<u8> {
     let mut p = Vec::with_capacity(64);
     p.push(KIND_HELD);
     p.extend_from_slice(&h.due_ms.to_be_bytes());
@@ -68,7 +74,7 @@ fn encode_held(h: &Held) -> Vec<u8> {
         put_bytes(&mut p, Some(k.as_bytes()));
         put_bytes(&mut p, v.as_deref());
     }
-    framed::frame(&p)
+    p
 }
 
 fn encode_done(pos: u64) -> Vec<u8> {
@@ -77,7 +83,7 @@ fn encode_done(pos: u64) -> Vec<u8> {
     framed::frame(&p)
 }
 
-fn decode_held(p: &[u8]) -> Option<Held> {
+pub(crate) fn decode_held(p: &[u8]) -> Option<Held> {
     let mut c = framed::Reader(p);
     if c.u8()? != KIND_HELD {
         return None;

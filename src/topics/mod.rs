@@ -120,10 +120,11 @@ pub const RESERVED_NAMES: &[&str] = &[
 ];
 
 /// Whether `name` is an internal topic the broker itself makes (in a
-/// cluster, `__consumer_offsets` journals committed offsets): reserved for
-/// clients, but a topic like any other to replication.
+/// cluster, `__consumer_offsets` journals committed offsets and `__retry`
+/// held retries): reserved for clients, but a topic like any other to
+/// replication.
 pub fn is_internal(name: &str) -> bool {
-    name == crate::group::offsets::OFFSETS_DIR
+    name == crate::group::offsets::OFFSETS_DIR || name == crate::retry::store::DIR
 }
 
 /// Whether `name` is reserved for the broker's internal state.

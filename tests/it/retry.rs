@@ -52,8 +52,9 @@ pub fn reader(bootstrap: &str, topic: &str, partitions: i32) -> BaseConsumer {
 pub fn next(c: &BaseConsumer, timeout: Duration) -> Option<Got> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if let Some(m) = c.poll(Duration::from_millis(50)) {
-            let m = m.unwrap();
+        // Errors are transient here (a cluster test's broker killed on
+        // purpose): the next poll goes on.
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
             let headers = m
                 .headers()
                 .map(|h| {
