@@ -473,6 +473,8 @@ async fn cluster_create_topics(
             Ok(()) => {
                 if retries {
                     super::quorum::propose_companions(c, &name, (partitions, rf)).await;
+                    // Where their held records will be journaled.
+                    broker.internal_topic(crate::retry::journal::TOPIC);
                 }
                 let mut r = CreatableTopicResult::default()
                     .with_name(t.name.clone())

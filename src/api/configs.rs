@@ -589,6 +589,8 @@ async fn store_configs(
     .map_err(|(code, msg)| (code, Some(sb(msg))))?;
     if retries {
         super::quorum::propose_companions(c, name, shape).await;
+        // Where their held records will be journaled.
+        broker.internal_topic(crate::retry::journal::TOPIC);
     }
     Ok(())
 }
