@@ -196,15 +196,16 @@ pub struct ServeArgs {
     /// `default.replication.factor`).
     #[arg(long, env = "WEIR_DEFAULT_REPLICATION_FACTOR", default_value_t = 1)]
     pub default_replication_factor: i16,
-    /// Partitions of the internal `__consumer_offsets` topic, made at the
-    /// first FindCoordinator in a cluster (Kafka's
-    /// `offsets.topic.num.partitions`). Each partition's leader coordinates
-    /// the groups that hash to it.
+    /// Partitions of the internal topics `__consumer_offsets` and `__retry`
+    /// in a cluster (Kafka's `offsets.topic.num.partitions`). Each
+    /// `__consumer_offsets` partition's leader coordinates the groups that
+    /// hash to it.
     #[arg(long, env = "WEIR_OFFSETS_TOPIC_NUM_PARTITIONS", default_value_t = 16)]
     pub offsets_topic_num_partitions: i32,
-    /// Replicas of each `__consumer_offsets` partition, at most the number
-    /// of voters (Kafka's `offsets.topic.replication.factor`). The topic is
-    /// made once that many brokers are up.
+    /// Replicas of each partition of `__consumer_offsets` and `__retry`, at
+    /// most the number of voters (Kafka's
+    /// `offsets.topic.replication.factor`). They are made once that many
+    /// brokers are up.
     #[arg(
         long,
         env = "WEIR_OFFSETS_TOPIC_REPLICATION_FACTOR",

@@ -253,6 +253,12 @@ pub async fn run(broker: Arc<Broker>, cluster: Arc<Cluster>) {
                 let (b, c) = (Arc::clone(&broker), Arc::clone(&cluster));
                 // Creating and deleting local topics touches the disk.
                 let _ = tokio::task::spawn_blocking(move || b.replicas.reconcile(&b, &c, &m)).await;
+                // The controller makes `__consumer_offsets` as soon as
+                // enough brokers are up, so that groups have coordinators
+                // even while a broker is down later.
+                if cluster.controller() == Some(cluster.node_id()) {
+                    broker.internal_topic(crate::group::journal::TOPIC);
+                }
             }
             _ = tick.tick() => broker.replicas.shrink_lagging(&cluster, lag_max),
         }

@@ -94,6 +94,12 @@ async fn sigterm_exits_cleanly_and_keeps_everything() {
     let marker = dir.path().join(weir::broker::CLEAN_SHUTDOWN_FILE);
     assert!(marker.exists(), "a clean shutdown leaves its marker");
     let child = ChildBroker::start(dir.path(), &[]);
+    // The listeners are bound before the data dir is opened: the marker
+    // goes while the broker starts.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while marker.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(!marker.exists(), "the marker is consumed at start");
     let bs = child.bootstrap();
     let read =
