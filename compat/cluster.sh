@@ -107,7 +107,7 @@ placement() {
   weir topics describe "$1" --json 2>/dev/null | python3 -c '
 import json, sys
 p = json.load(sys.stdin)["partitions"][0]
-print(p["leader"], len(p["isr"]))'
+print(p["leader"], len(p["isr"]))' 2>/dev/null
 }
 
 wait_isr() {  # topic count seconds
