@@ -227,6 +227,13 @@ async fn nemesis(rounds: usize) {
             ))
         })
         .collect();
+    // A consumer group commits ever larger offsets through the faults.
+    let commits = Arc::new(parking_lot::Mutex::new((0i64, 0i64)));
+    let committer = {
+        let (bootstrap, commits, stop) =
+            (bootstrap.clone(), Arc::clone(&commits), Arc::clone(&stop));
+        std::thread::spawn(move || commit_loop(&bootstrap, &commits, &stop))
+    };
     tokio::time::sleep(Duration::from_secs(2)).await;
     let started = Instant::now();
     for round in 0..rounds {
@@ -256,6 +263,17 @@ async fn nemesis(rounds: usize) {
     for p in producers {
         p.await.unwrap();
     }
+    committer.join().unwrap();
+    let (acked, attempted) = *commits.lock();
+    let committed = tokio::task::block_in_place(|| committed_offset(&bootstrap));
+    eprintln!(
+        "nemesis commits: {acked} acknowledged of {attempted} attempted; the group's offset reads {committed}"
+    );
+    assert!(acked > 0, "no commit was acknowledged");
+    assert!(
+        committed >= acked && committed <= attempted,
+        "committed offset {committed} outside [{acked}, {attempted}]: an acknowledged commit was lost"
+    );
     let expected: usize = sent.lock().values().map(Vec::len).sum();
     let read: Vec<(i32, Vec<u8>)> = read_until_quiet(&bootstrap, expected).into_iter().collect();
     let sent = sent.lock().clone();
@@ -268,6 +286,62 @@ async fn nemesis(rounds: usize) {
     assert_eq!(v.lost, 0, "acknowledged records lost: {v:?}");
     assert_eq!(v.duplicated, 0, "records written twice: {v:?}");
     assert_eq!(v.reordered, 0, "records out of order: {v:?}");
+}
+
+const GROUP: &str = "nemesis-commits";
+
+fn group_consumer(bootstrap: &str) -> rdkafka::consumer::BaseConsumer {
+    client_config(bootstrap)
+        .set("group.id", GROUP)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap()
+}
+
+/// Commits offsets 1, 2, 3... of partition 0 for the group, one at a
+/// time, until `stop`; keeps (largest acknowledged, largest attempted).
+fn commit_loop(
+    bootstrap: &str,
+    commits: &parking_lot::Mutex<(i64, i64)>,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    use rdkafka::consumer::{CommitMode, Consumer};
+    let c = group_consumer(bootstrap);
+    let mut next = 1i64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(TOPIC, 0, rdkafka::Offset::Offset(next))
+            .unwrap();
+        commits.lock().1 = next;
+        if c.commit(&tpl, CommitMode::Sync).is_ok() {
+            commits.lock().0 = next;
+        }
+        // A failed commit may still have been stored: the next one goes
+        // above it either way.
+        next += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The group's committed offset of partition 0, asked until answered.
+fn committed_offset(bootstrap: &str) -> i64 {
+    use rdkafka::consumer::Consumer;
+    let c = group_consumer(bootstrap);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(TOPIC, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(got) = c.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            if let Some(rdkafka::Offset::Offset(o)) = got.elements().first().map(|e| e.offset()) {
+                return o;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the committed offset was not answered"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Reads every partition from the start until no record arrives for a
