@@ -212,6 +212,12 @@ async fn delete_records(broker: &Arc<Broker>, req: DeleteRecordsRequest) -> Dele
                 ));
                 continue;
             };
+            // In a cluster the leader moves the log start; its followers
+            // follow it as they fetch.
+            if let Some(code) = broker.not_leader(t.name.0.as_str(), p.partition_index) {
+                parts.push(delete_failed(p.partition_index, code));
+                continue;
+            }
             let log2 = Arc::clone(&log);
             let offset = p.offset;
             let res = tokio::task::spawn_blocking(move || log2.delete_records_before(offset)).await;

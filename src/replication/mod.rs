@@ -428,11 +428,12 @@ async fn follow(
         let pause = match reply {
             Ok(FetchReply::Records {
                 high_watermark,
+                log_start_offset,
                 records,
                 ..
             }) => {
                 failures = 0;
-                if !records.is_empty() {
+                let pause = if !records.is_empty() {
                     if let Err(e) = log.append_replica(&records, now_ms()) {
                         tracing::warn!(%topic, partition, error = %e, "could not append fetched records");
                         Some(Duration::from_millis(200))
@@ -443,7 +444,16 @@ async fn follow(
                 } else {
                     log.set_high_watermark(high_watermark.min(log.end_offset()));
                     None
+                };
+                // The leader's log start moved (DeleteRecords): so does
+                // this replica's, up to what it holds as committed.
+                let start = log_start_offset.min(log.high_watermark());
+                if start > log.log_start_offset() {
+                    if let Err(e) = log.delete_records_before(start) {
+                        tracing::warn!(%topic, partition, error = %e, "could not follow the leader's log start");
+                    }
                 }
+                pause
             }
             Ok(FetchReply::Diverging { epoch, end_offset }) => {
                 tracing::info!(%topic, partition, leader, epoch, end_offset, from = log.end_offset(), "log diverged from the leader's; truncating");

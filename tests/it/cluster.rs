@@ -725,3 +725,56 @@ async fn a_held_retry_moves_with_leadership_and_is_delivered_once_after_its_back
     let again = tokio::task::block_in_place(|| next(&retries, Duration::from_secs(5)));
     assert!(again.is_none(), "delivered twice: {again:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_records_at_the_leader_moves_every_replicas_log_start() {
+    use rdkafka::consumer::Consumer;
+    let mut c = TestCluster::start(3);
+    c.agreed(&[0, 1, 2], None, Duration::from_secs(30));
+    let bootstrap = c.bootstrap();
+    let t = rdkafka::admin::NewTopic::new("trimmed", 1, rdkafka::admin::TopicReplication::Fixed(3));
+    let admin = admin(&bootstrap);
+    let opts = rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for r in admin.create_topics([&t], &opts).await.unwrap() {
+        r.unwrap();
+    }
+    let before = wait_placement(&bootstrap, "trimmed", Duration::from_secs(10), |p| {
+        p.len() == 1 && p[0].0 > 0 && p[0].2.len() == 3
+    });
+    let p = producer(&bootstrap, &[]);
+    assert_eq!(produce_numbered(&p, "trimmed", 1, 0, 100).await.len(), 100);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("trimmed", 0, rdkafka::Offset::Offset(60))
+        .unwrap();
+    admin.delete_records(&tpl, &opts).await.unwrap();
+    // The followers move their log start as they fetch; then the leader
+    // dies, and the new one (a follower until now) starts at 60 too.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let leader = before[0].0;
+    c.kill9(leader as usize - 1);
+    let others: String = c
+        .ports
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i + 1 != leader as usize)
+        .map(|(_, (k, _, _))| format!("127.0.0.1:{k}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    wait_placement(&others, "trimmed", Duration::from_secs(15), |p| {
+        p[0].0 > 0 && p[0].0 != leader
+    });
+    let consumer = consumer(&others);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match consumer.fetch_watermarks("trimmed", 0, Duration::from_secs(5)) {
+            Ok((low, high)) if high == 100 => {
+                assert_eq!(low, 60, "the new leader's log start");
+                break;
+            }
+            other => {
+                assert!(Instant::now() < deadline, "watermarks: {other:?}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
