@@ -142,6 +142,71 @@ impl PartitionLog {
         cut
     }
 
+    /// Empties the log and starts it again at `offset`, past its end (or
+    /// anywhere, when the log holds nothing): a follower whose next records
+    /// its leader no longer has (retention or DeleteRecords ran past them)
+    /// fetches from the leader's log start instead, or from the base of the
+    /// batch that holds it (Kafka's `truncateFullyAndStartAt`). An empty segment is
+    /// made at `offset` first, then the log start is written, then the old
+    /// segments go: a crash between two steps leaves a log that opens and
+    /// that the next attempt finishes.
+    ///
+    /// # Errors
+    /// I/O errors; the partition is taken offline when the log cannot be
+    /// reopened.
+    pub fn restart_at(&self, offset: i64) -> Result<(), LogError> {
+        let _checkpoint = self.checkpoint_lock.lock();
+        let mut inner = self.inner.lock();
+        self.check_not_failed()?;
+        let end = self.end_offset();
+        let empty = inner.log_start_offset == end;
+        if offset == end || (offset < end && !empty) || offset < 0 {
+            return Ok(());
+        }
+        let now = wall_clock_ms();
+        let rp = self.dir.join(RECOVERY_POINT_FILE);
+        match fs::remove_file(&rp) {
+            Ok(()) => sync_dir(&self.dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(format!("failed to remove {}", rp.display()))(e)),
+        }
+        drop(Segment::create(
+            &self.dir,
+            offset,
+            now,
+            inner.config.index_interval_bytes,
+        )?);
+        sync_dir(&self.dir)?;
+        super::write_log_start(&self.dir, offset)?;
+        let older: Vec<i64> = inner
+            .segments
+            .keys()
+            .rev()
+            .copied()
+            .filter(|b| *b != offset)
+            .collect();
+        for b in older {
+            self.remove_segment_locked(&mut inner, b)?;
+        }
+        sync_dir(&self.dir)?;
+        let config = inner.config.clone();
+        match PartitionLog::open_with(&self.dir, config, now, true) {
+            Ok(fresh) => self.adopt_locked(&mut inner, fresh, offset),
+            Err(e) => {
+                self.durable.failed.store(true, Ordering::Release);
+                inner.segments.clear();
+                tracing::error!(dir = %self.dir.display(), error = %e, "cannot reopen the log after a restart; partition taken offline");
+                return Err(e);
+            }
+        }
+        // None of the producers' batches is left.
+        inner.producers.truncate_to(i64::MIN);
+        self.high_watermark.store(offset, Ordering::Release);
+        drop(inner);
+        self.appended.notify_waiters();
+        Ok(())
+    }
+
     /// The file operations of [`PartitionLog::truncate_to`]: the segments
     /// above `base` go, then segment `base` is cut at `pos`; or, for a
     /// `restart`, an empty segment is created at the log start and every

@@ -521,3 +521,66 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_follower_left_behind_the_leaders_log_start_starts_again_there() {
+    let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let follower = open(fd.path());
+    let leader = open(ld.path());
+    for _ in 0..3 {
+        let b = make_batch(4, 1);
+        leader.append(&b, 0).unwrap();
+        follower.append(&b, 0).unwrap();
+    }
+    // The leader goes on, then DeleteRecords passes the follower's end.
+    for _ in 0..10 {
+        leader.append(&make_batch(4, 1), 0).unwrap();
+    }
+    assert_eq!(leader.delete_records_before(30).unwrap(), 30);
+    follower.restart_at(30).unwrap();
+    assert_eq!(
+        (
+            follower.log_start_offset(),
+            follower.end_offset(),
+            follower.high_watermark()
+        ),
+        (30, 30, 30)
+    );
+    // The leader's log start is inside a batch (28..31): the follower
+    // starts again at that batch's base, as it holds nothing yet.
+    let r = leader.read_upto(30, 1 << 20, true, i64::MAX).unwrap();
+    match follower.append_replica(&r.records, 0) {
+        Err(LogError::NonContiguous {
+            expected: 30,
+            got: 28,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    // The same fetched records go in after the restart (the leader would
+    // refuse a fetch below its log start).
+    follower.restart_at(28).unwrap();
+    follower.append_replica(&r.records, 0).unwrap();
+    while follower.end_offset() < leader.end_offset() {
+        let r = leader
+            .read_upto(follower.end_offset(), 1 << 20, true, i64::MAX)
+            .unwrap();
+        follower.append_replica(&r.records, 0).unwrap();
+    }
+    assert_eq!(
+        batches(&follower, 30, 52),
+        batches(&leader, 30, 52),
+        "the same batches from the restart on"
+    );
+    // A log that holds records never restarts backwards.
+    follower.restart_at(10).unwrap();
+    assert_eq!(follower.end_offset(), 52);
+    // The log start follows the leader's; so the log opens again.
+    assert_eq!(follower.delete_records_before(30).unwrap(), 30);
+    drop(follower);
+    let again = open(fd.path());
+    assert_eq!((again.log_start_offset(), again.end_offset()), (30, 52));
+    assert!(
+        again.read(10, 100, true).is_err(),
+        "nothing below the start"
+    );
+}

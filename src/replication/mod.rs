@@ -26,7 +26,7 @@ use crate::cluster::{
     AppendReply, AppendRequest, Cluster, FetchReply, FetchRequest, Metadata, NodeId,
     PartitionState, ReplicaClient, ReplicaSource,
 };
-use crate::log::PartitionLog;
+use crate::log::{LogError, PartitionLog};
 use crate::replicas::{record_progress, Following, Key, LeaderInner, Leadership, Replicas};
 
 mod appends;
@@ -434,7 +434,18 @@ async fn follow(
             }) => {
                 failures = 0;
                 let pause = if !records.is_empty() {
-                    if let Err(e) = log.append_replica(&records, now_ms()) {
+                    let mut appended = log.append_replica(&records, now_ms());
+                    // Restarted at the leader's log start, which is inside
+                    // a batch: start again at that batch's base, and take
+                    // the same records.
+                    if let Err(LogError::NonContiguous { expected, got }) = &appended {
+                        if *got < *expected && log.log_start_offset() == log.end_offset() {
+                            appended = log
+                                .restart_at(*got)
+                                .and_then(|()| log.append_replica(&records, now_ms()));
+                        }
+                    }
+                    if let Err(e) = appended {
                         tracing::warn!(%topic, partition, error = %e, "could not append fetched records");
                         Some(Duration::from_millis(200))
                     } else {
@@ -472,8 +483,14 @@ async fn follow(
                 }
             }
             Ok(FetchReply::OffsetOutOfRange { log_start_offset }) => {
-                tracing::warn!(%topic, partition, leader, log_start_offset, end = log.end_offset(), "the leader no longer has this follower's next records");
-                Some(Duration::from_secs(1))
+                tracing::warn!(%topic, partition, leader, log_start_offset, end = log.end_offset(), "the leader no longer has this follower's next records; starting again at its log start");
+                match log.restart_at(log_start_offset) {
+                    Ok(()) => None,
+                    Err(e) => {
+                        tracing::error!(%topic, partition, error = %e, "could not restart the log");
+                        Some(Duration::from_secs(1))
+                    }
+                }
             }
             Ok(FetchReply::NotLeader) => Some(Duration::from_millis(100)),
             Ok(FetchReply::Error(e)) => {

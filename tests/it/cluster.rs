@@ -727,7 +727,8 @@ async fn a_held_retry_moves_with_leadership_and_is_delivered_once_after_its_back
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delete_records_at_the_leader_moves_every_replicas_log_start() {
+async fn delete_records_moves_every_replicas_log_start_and_a_follower_left_behind_starts_again_there(
+) {
     use rdkafka::consumer::Consumer;
     let mut c = TestCluster::start(3);
     c.agreed(&[0, 1, 2], None, Duration::from_secs(30));
@@ -741,16 +742,31 @@ async fn delete_records_at_the_leader_moves_every_replicas_log_start() {
     let before = wait_placement(&bootstrap, "trimmed", Duration::from_secs(10), |p| {
         p.len() == 1 && p[0].0 > 0 && p[0].2.len() == 3
     });
+    let leader = before[0].0;
     let p = producer(&bootstrap, &[]);
     assert_eq!(produce_numbered(&p, "trimmed", 1, 0, 100).await.len(), 100);
+    // A follower goes down; the others go on and delete past its end.
+    let behind = before[0].1.iter().copied().find(|r| *r != leader).unwrap();
+    c.kill9(behind as usize - 1);
+    assert_eq!(
+        produce_numbered(&p, "trimmed", 1, 100, 100).await.len(),
+        100
+    );
     let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset("trimmed", 0, rdkafka::Offset::Offset(60))
+    tpl.add_partition_offset("trimmed", 0, rdkafka::Offset::Offset(150))
         .unwrap();
-    admin.delete_records(&tpl, &opts).await.unwrap();
-    // The followers move their log start as they fetch; then the leader
-    // dies, and the new one (a follower until now) starts at 60 too.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let leader = before[0].0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Err(e) = admin.delete_records(&tpl, &opts).await {
+        assert!(Instant::now() < deadline, "DeleteRecords: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Back, it starts its log again at the leader's log start and rejoins
+    // the ISR.
+    c.start_node(behind as usize - 1);
+    wait_placement(&bootstrap, "trimmed", Duration::from_secs(30), |p| {
+        p[0].2.len() == 3
+    });
+    // The leader dies: whoever leads now starts at 150 too.
     c.kill9(leader as usize - 1);
     let others: String = c
         .ports
@@ -767,14 +783,14 @@ async fn delete_records_at_the_leader_moves_every_replicas_log_start() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match consumer.fetch_watermarks("trimmed", 0, Duration::from_secs(5)) {
-            Ok((low, 100)) => {
-                assert_eq!(low, 60, "the new leader's log start");
-                break;
-            }
+            Ok((150, 200)) => break,
             other => {
                 assert!(Instant::now() < deadline, "watermarks: {other:?}");
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
     }
+    let got = read_all(&others, "trimmed", 1, 50, Duration::from_secs(20));
+    assert_eq!(got.len(), 50);
+    assert_eq!(got[0].3, b"0-000150");
 }
