@@ -584,3 +584,33 @@ fn a_follower_left_behind_the_leaders_log_start_starts_again_there() {
         "nothing below the start"
     );
 }
+
+#[test]
+fn a_restart_cut_short_by_a_crash_leaves_a_log_that_opens_and_heals() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path());
+        for _ in 0..5 {
+            log.append(&make_batch(4, 1), 0).unwrap();
+        }
+        log.flush().unwrap();
+    }
+    // The crash came after the new segment was made, before the log start
+    // was written and the old segments deleted.
+    drop(Segment::create(dir.path(), 150, 0, 100).unwrap());
+    let log = open(dir.path());
+    assert_eq!((log.log_start_offset(), log.end_offset()), (0, 150));
+    let r = log.read(150, 1000, true).unwrap();
+    assert!(r.records.is_empty());
+    // The leader's batches from 150 follow on; the log start then follows
+    // the leader's.
+    let mut b = make_batch(4, 1);
+    batch::set_base_offset(&mut b, 150);
+    batch::update_crc(&mut b);
+    log.append_replica(&b, 0).unwrap();
+    assert_eq!(log.end_offset(), 154);
+    assert_eq!(log.delete_records_before(150).unwrap(), 150);
+    drop(log);
+    let log = open(dir.path());
+    assert_eq!((log.log_start_offset(), log.end_offset()), (150, 154));
+}
