@@ -192,6 +192,17 @@ pub struct ServeArgs {
     /// `broker.session.timeout.ms`).
     #[arg(long, env = "WEIR_BROKER_SESSION_TIMEOUT_MS", default_value_t = 1000)]
     pub broker_session_timeout_ms: u64,
+    /// Every this many milliseconds the controller gives each partition
+    /// back to its preferred replica (the first in its replica list) when
+    /// that replica is live and in sync (Kafka's
+    /// `leader.imbalance.check.interval.seconds` with
+    /// `auto.leader.rebalance.enable`); 0 turns it off.
+    #[arg(
+        long,
+        env = "WEIR_LEADER_IMBALANCE_CHECK_INTERVAL_MS",
+        default_value_t = 300_000
+    )]
+    pub leader_imbalance_check_interval_ms: u64,
     /// Replicas of a topic created without a replication factor (Kafka's
     /// `default.replication.factor`).
     #[arg(long, env = "WEIR_DEFAULT_REPLICATION_FACTOR", default_value_t = 1)]

@@ -239,6 +239,8 @@ async fn start_cluster(broker: &Broker, voters: &str) -> Result<Arc<cluster::Clu
         },
         heartbeat: Duration::from_millis(args.controller_heartbeat_ms),
         session_timeout: Duration::from_millis(args.broker_session_timeout_ms),
+        rebalance_interval: (args.leader_imbalance_check_interval_ms > 0)
+            .then(|| Duration::from_millis(args.leader_imbalance_check_interval_ms)),
         cluster_id: broker.topics.cluster_id().to_string(),
     };
     cluster::Cluster::start(&args.data_dir, settings)

@@ -26,6 +26,8 @@ pub(crate) struct Progress {
     /// The leader's end offset when it answered the follower's last fetch,
     /// and when: a fetch from there on means it was caught up then.
     pub(crate) last_answer: Option<(i64, Instant)>,
+    /// The follower's log start, as its last fetch said.
+    pub(crate) log_start: i64,
 }
 
 /// A partition this broker leads.
@@ -128,6 +130,27 @@ impl Leadership {
                     });
                 }
             }
+        }
+    }
+
+    /// The lowest log start among the in-sync replicas (this leader's
+    /// included): what every replica that could lead next has deleted.
+    pub fn low_watermark(&self) -> i64 {
+        let i = self.inner.lock();
+        let mut low = self.log.log_start_offset();
+        for r in i.isr.iter().filter(|r| **r != self.me) {
+            match i.followers.get(r) {
+                Some(p) => low = low.min(p.log_start),
+                None => return -1,
+            }
+        }
+        low
+    }
+
+    /// Records a follower's log start, from its fetch.
+    pub(crate) fn follower_log_start(&self, replica: NodeId, log_start: i64) {
+        if let Some(p) = self.inner.lock().followers.get_mut(&replica) {
+            p.log_start = log_start;
         }
     }
 
@@ -361,6 +384,7 @@ pub(crate) fn record_progress(
             end_offset: offset,
             caught_up_at: l.created,
             last_answer: None,
+            log_start: 0,
         });
         p.end_offset = offset;
         if offset >= l.log.end_offset() {

@@ -113,6 +113,28 @@ impl Api for DeleteRecords {
     }
 }
 
+/// Waits until the in-sync replicas' lowest log start reaches `low`, up to
+/// `timeout`; `None` after it, or when the leadership ends.
+async fn replicated_low(
+    l: &crate::replicas::Leadership,
+    low: i64,
+    timeout: std::time::Duration,
+) -> Option<i64> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if l.is_deposed() {
+            return None;
+        }
+        if l.low_watermark() >= low {
+            return Some(low);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 fn offset_failed(partition: i32, code: i16) -> ListOffsetsPartitionResponse {
     ListOffsetsPartitionResponse::default()
         .with_partition_index(partition)
@@ -200,6 +222,7 @@ fn list_offsets(
 /// DeleteRecords: moves each partition's log start offset forward.
 async fn delete_records(broker: &Arc<Broker>, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let mut topics = Vec::new();
+    let wait = std::time::Duration::from_millis(req.timeout_ms.max(0) as u64);
     for t in req.topics {
         let topic = broker.topics.get(t.name.0.as_str());
         let mut parts = Vec::new();
@@ -221,8 +244,20 @@ async fn delete_records(broker: &Arc<Broker>, req: DeleteRecordsRequest) -> Dele
             let log2 = Arc::clone(&log);
             let offset = p.offset;
             let res = tokio::task::spawn_blocking(move || log2.delete_records_before(offset)).await;
+            let leadership = broker
+                .replicas
+                .leadership(t.name.0.as_str(), p.partition_index);
             parts.push(match res {
-                Ok(Ok(low)) => r.with_low_watermark(low),
+                // In a cluster the answer waits, as Kafka's does, until
+                // every in-sync replica has moved its log start too: a new
+                // leader then never serves the deleted records again.
+                Ok(Ok(low)) => match &leadership {
+                    Some(l) => match replicated_low(l, low, wait).await {
+                        Some(low) => r.with_low_watermark(low),
+                        None => delete_failed(p.partition_index, errors::REQUEST_TIMED_OUT),
+                    },
+                    None => r.with_low_watermark(low),
+                },
                 Ok(Err(e)) => r
                     .with_error_code(errors::log_error_code(&e))
                     .with_low_watermark(log.log_start_offset()),

@@ -80,6 +80,9 @@ pub struct Settings {
     /// A broker that has not answered the controller for this long is
     /// fenced: its partitions get new leaders.
     pub session_timeout: Duration,
+    /// How often partitions go back to their preferred replicas; `None`:
+    /// never.
+    pub rebalance_interval: Option<Duration>,
     /// The cluster id a fresh quorum takes (the first registration's).
     pub cluster_id: String,
 }
@@ -410,6 +413,7 @@ async fn control(cluster: Arc<Cluster>) {
     let timeout = cluster.settings.session_timeout;
     let me = cluster.settings.node_id;
     let mut leading_since: Option<std::time::Instant> = None;
+    let mut last_rebalance = std::time::Instant::now();
     loop {
         tokio::select! {
             () = cluster.stop.cancelled() => return,
@@ -437,7 +441,18 @@ async fn control(cluster: Arc<Cluster>) {
                 // this node led may be from before the peer started.)
                 refused.get(&id).is_some_and(|t| *t > since) || (grace_over && silent)
             };
-            cluster.with_metadata(|m| decide(m, &dead))
+            let mut changes = cluster.with_metadata(|m| decide(m, &dead));
+            // Only over a settled cluster, and not before the first
+            // interval of this leadership.
+            let due = cluster
+                .settings
+                .rebalance_interval
+                .is_some_and(|every| now.duration_since(last_rebalance.max(since)) >= every);
+            if due && changes.is_empty() {
+                last_rebalance = now;
+                changes = cluster.with_metadata(|m| rebalance(m, &dead));
+            }
+            changes
         };
         for cmd in changes {
             let election = matches!(&cmd, Command::ChangePartition { topic, partition, leader, .. }
@@ -496,6 +511,30 @@ fn decide(m: &Metadata, dead: &dyn Fn(NodeId) -> bool) -> Vec<Command> {
                     partition_epoch: p.partition_epoch,
                     leader,
                     isr,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Partitions handed back to their preferred replica (the first of their
+/// replicas) where it is live and in sync and does not lead.
+fn rebalance(m: &Metadata, dead: &dyn Fn(NodeId) -> bool) -> Vec<Command> {
+    let gone = |id: NodeId| dead(id) || m.brokers.get(&id).is_none_or(|b| b.fenced);
+    let mut out = Vec::new();
+    for (name, t) in &m.topics {
+        for (i, p) in t.partitions.iter().enumerate() {
+            let Some(preferred) = p.replicas.first().copied() else {
+                continue;
+            };
+            if p.leader != Some(preferred) && p.isr.contains(&preferred) && !gone(preferred) {
+                out.push(Command::ChangePartition {
+                    topic: name.clone(),
+                    partition: i as i32,
+                    partition_epoch: p.partition_epoch,
+                    leader: Some(preferred),
+                    isr: p.isr.clone(),
                 });
             }
         }

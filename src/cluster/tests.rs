@@ -222,3 +222,58 @@ fn a_restarted_broker_leaves_the_isrs_others_can_hold() {
         assert_eq!(one.leader, Some(1));
     }
 }
+
+#[test]
+fn partitions_go_back_to_their_preferred_replica_when_it_is_in_sync() {
+    let mut m = three_brokers();
+    create(&mut m, "t", 3, 3);
+    assert!(rebalance(&m, &|_| false).is_empty(), "placed on preferred");
+    // Broker 2 dies: its partitions move; nothing goes back while it is
+    // gone or out of the ISR.
+    let dead2 = |id: NodeId| id == 2;
+    for cmd in decide(&m, &dead2) {
+        m.apply(&cmd);
+    }
+    let moved: Vec<usize> = m.topics["t"]
+        .partitions
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.replicas[0] == 2)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!moved.is_empty());
+    assert!(rebalance(&m, &dead2).is_empty());
+    for cmd in decide(&m, &|_| false) {
+        m.apply(&cmd);
+    }
+    assert!(rebalance(&m, &|_| false).is_empty(), "2 is not in sync yet");
+    // Back in the ISR: its preferred partitions go back to it, with a new
+    // leader epoch.
+    for &i in &moved {
+        let p = &m.topics["t"].partitions[i];
+        let mut isr = p.isr.clone();
+        isr.push(2);
+        m.apply(&Command::ChangePartition {
+            topic: "t".into(),
+            partition: i as i32,
+            partition_epoch: p.partition_epoch,
+            leader: p.leader,
+            isr,
+        });
+    }
+    let epochs: Vec<i32> = moved
+        .iter()
+        .map(|&i| m.topics["t"].partitions[i].leader_epoch)
+        .collect();
+    let cmds = rebalance(&m, &|_| false);
+    assert_eq!(cmds.len(), moved.len());
+    for cmd in cmds {
+        assert!(m.apply(&cmd).changed);
+    }
+    for (&i, e) in moved.iter().zip(epochs) {
+        let p = &m.topics["t"].partitions[i];
+        assert_eq!(p.leader, Some(2));
+        assert_eq!(p.leader_epoch, e + 1);
+    }
+    assert!(rebalance(&m, &|_| false).is_empty());
+}

@@ -434,6 +434,9 @@ pub struct FetchRequest {
     pub max_bytes: u32,
     /// How long the leader may wait for new records.
     pub max_wait_ms: u32,
+    /// The follower's log start (the leader's DeleteRecords waits for it).
+    #[serde(default)]
+    pub log_start_offset: i64,
 }
 
 /// The leader's answer.

@@ -36,6 +36,9 @@ impl PartitionLog {
             write_log_start(&self.dir, offset)?;
             self.move_start_locked(&mut inner, offset);
             self.delete_segments_below_locked(&mut inner, offset);
+            // Waiting fetches answer now: a follower learns the new log
+            // start at once.
+            self.appended.notify_waiters();
         }
         Ok(inner.log_start_offset)
     }

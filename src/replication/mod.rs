@@ -352,6 +352,7 @@ async fn serve_fetch(
         &req.topic,
         req.partition,
     );
+    l.follower_log_start(req.replica, req.log_start_offset);
     // Nothing new: wait for an append, up to the follower's wait.
     if req.offset >= log.end_offset() && req.max_wait_ms > 0 {
         let appended = log.next_append();
@@ -415,6 +416,7 @@ async fn follow(
             last_fetched_epoch: log.last_epoch(),
             max_bytes: 1 << 20,
             max_wait_ms: 500,
+            log_start_offset: log.log_start_offset(),
         };
         let reply = tokio::select! {
             () = stop.cancelled() => return,

@@ -16,21 +16,28 @@ pub struct TestCluster {
     pub ports: Vec<(u16, u16, u16)>,
     voters: String,
     nodes: Vec<Option<ChildBroker>>,
+    /// Flags every node gets besides its own.
+    extra: Vec<String>,
 }
 
 impl TestCluster {
     /// Another test may take a port between our pick and a child's bind:
     /// then the whole cluster is started again on new ports.
     pub fn start(n: usize) -> Self {
+        Self::start_with(n, &[])
+    }
+
+    /// [`TestCluster::start`], with `extra` flags for every node.
+    pub fn start_with(n: usize, extra: &[&str]) -> Self {
         for _ in 0..5 {
-            if let Some(c) = Self::try_start(n) {
+            if let Some(c) = Self::try_start(n, extra) {
                 return c;
             }
         }
         panic!("the cluster did not start after 5 attempts");
     }
 
-    fn try_start(n: usize) -> Option<Self> {
+    fn try_start(n: usize, extra: &[&str]) -> Option<Self> {
         let ports: Vec<_> = (0..n)
             .map(|_| (free_port(), free_port(), free_port()))
             .collect();
@@ -57,6 +64,7 @@ impl TestCluster {
             ports,
             voters,
             nodes: (0..n).map(|_| None).collect(),
+            extra: extra.iter().map(|s| (*s).to_string()).collect(),
         };
         for i in 0..n {
             if !c.try_start_node(i) {
@@ -74,12 +82,9 @@ impl TestCluster {
         let (kafka, http, _) = self.ports[i];
         let id = (i + 1).to_string();
         let voters = self.voters.clone();
-        self.nodes[i] = ChildBroker::try_start(
-            self.dirs[i].path(),
-            kafka,
-            http,
-            &["--node-id", &id, "--controller-quorum-voters", &voters],
-        );
+        let mut args = vec!["--node-id", &id, "--controller-quorum-voters", &voters];
+        args.extend(self.extra.iter().map(String::as_str));
+        self.nodes[i] = ChildBroker::try_start(self.dirs[i].path(), kafka, http, &args);
         self.nodes[i].is_some()
     }
 
@@ -793,4 +798,53 @@ async fn delete_records_moves_every_replicas_log_start_and_a_follower_left_behin
     let got = read_all(&others, "trimmed", 1, 50, Duration::from_secs(20));
     assert_eq!(got.len(), 50);
     assert_eq!(got[0].3, b"0-000150");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_broker_gets_its_preferred_leaderships_back() {
+    let mut c = TestCluster::start_with(3, &["--leader-imbalance-check-interval-ms", "1000"]);
+    c.agreed(&[0, 1, 2], None, Duration::from_secs(30));
+    let bootstrap = c.bootstrap();
+    let t =
+        rdkafka::admin::NewTopic::new("preferred", 3, rdkafka::admin::TopicReplication::Fixed(3));
+    for r in admin(&bootstrap)
+        .create_topics([&t], &rdkafka::admin::AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    let on_preferred = |p: &[(i32, Vec<i32>, Vec<i32>)]| {
+        p.len() == 3
+            && p.iter()
+                .all(|(l, r, i)| r.first() == Some(l) && i.len() == 3)
+    };
+    let before = wait_placement(
+        &bootstrap,
+        "preferred",
+        Duration::from_secs(10),
+        on_preferred,
+    );
+    let victim = before[1].0;
+    c.kill9(victim as usize - 1);
+    let others: String = c
+        .ports
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i + 1 != victim as usize)
+        .map(|(_, (k, _, _))| format!("127.0.0.1:{k}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    wait_placement(&others, "preferred", Duration::from_secs(15), |p| {
+        p.iter().all(|(l, _, _)| *l > 0 && *l != victim)
+    });
+    // Back, caught up and in sync, it leads what it led before.
+    c.start_node(victim as usize - 1);
+    let after = wait_placement(
+        &bootstrap,
+        "preferred",
+        Duration::from_secs(30),
+        on_preferred,
+    );
+    assert_eq!(after, before);
 }
