@@ -16,6 +16,7 @@ use crate::retry::store::PendingStore;
 use crate::retry::{self, Retries};
 use crate::security::acl::{AclError, Authorizer};
 use crate::security::quotas::{QuotaError, Quotas};
+use crate::security::replicated::{self, Applied};
 use crate::security::tls::{Tls, TlsError};
 use crate::security::users::UserStore;
 use crate::topics::config::BrokerDefaults;
@@ -64,6 +65,9 @@ pub struct Broker {
     /// This broker's roles in replicating partitions (empty on a single
     /// node).
     pub replicas: crate::replicas::Replicas,
+    /// In a cluster: the version of the quorum's users, ACLs and quotas
+    /// copied into this broker's stores (`None`: none yet).
+    security_version: parking_lot::Mutex<Option<u64>>,
     /// Held for the broker's life: only one process may use the data dir.
     _lock: File,
 }
@@ -192,13 +196,22 @@ impl Broker {
             }
             _ => None,
         };
-        let authorizer = Authorizer::open(
-            &dir,
-            config.args.authorizer == crate::config::AuthorizerMode::Acl,
-            config.args.super_users.clone(),
-        )?;
+        // In a cluster ACLs and quotas live in the quorum (users too, beside
+        // each broker's own in its users file).
+        let acls_on = config.args.authorizer == crate::config::AuthorizerMode::Acl;
+        let super_users = config.args.super_users.clone();
+        let (authorizer, quotas) = if clustered {
+            (
+                Authorizer::for_cluster(&dir, acls_on, super_users),
+                Quotas::for_cluster(&dir),
+            )
+        } else {
+            (
+                Authorizer::open(&dir, acls_on, super_users)?,
+                Quotas::open(&dir)?,
+            )
+        };
         let users = UserStore::open(&dir).map_err(StartError::Users)?;
-        let quotas = Quotas::open(&dir)?;
         Ok(Arc::new(Self {
             config,
             topics,
@@ -217,8 +230,65 @@ impl Broker {
             phase: AtomicU8::new(Phase::Starting as u8),
             cluster: std::sync::OnceLock::new(),
             replicas: crate::replicas::Replicas::default(),
+            security_version: parking_lot::Mutex::new(None),
             _lock: lock,
         }))
+    }
+
+    /// In a cluster: copies the quorum's users, ACLs and quotas into this
+    /// broker's stores, when they changed since the last copy.
+    pub fn sync_security(&self) {
+        let Some(c) = self.cluster.get() else {
+            return;
+        };
+        let mut copied = self.security_version.lock();
+        let Some(shared) =
+            c.with_metadata(|m| (*copied != Some(m.security.version)).then(|| m.security.clone()))
+        else {
+            return;
+        };
+        self.users.set_replicated(shared.users);
+        self.authorizer.replace(shared.acls);
+        self.quotas.replace(shared.quotas);
+        *copied = Some(shared.version);
+    }
+
+    /// On a single node: makes a change to users, ACLs or quotas in this
+    /// broker's files.
+    ///
+    /// # Errors
+    /// What kept the change from being stored.
+    pub fn change_security_locally(&self, change: &replicated::Change) -> Result<Applied, String> {
+        let stored = |r: Result<(), String>| r.map(|()| Applied::Changed);
+        match change {
+            replicated::Change::CreateAcls(new) => {
+                stored(self.authorizer.create(new).map_err(|e| e.to_string()))
+            }
+            replicated::Change::DeleteAcls(filters) => self
+                .authorizer
+                .delete(filters)
+                .map(Applied::Removed)
+                .map_err(|e| e.to_string()),
+            replicated::Change::SetCredential {
+                user,
+                mechanism,
+                credential,
+            } => stored(
+                self.users
+                    .upsert(user, *mechanism, credential.clone())
+                    .map_err(|e| e.to_string()),
+            ),
+            replicated::Change::DeleteCredential { user, mechanism } => {
+                match self.users.delete(user, Some(*mechanism)) {
+                    Ok(true) => Ok(Applied::Changed),
+                    Ok(false) => Ok(Applied::NotFound),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            replicated::Change::AlterQuotas(changes) => {
+                stored(self.quotas.alter(changes).map_err(|e| e.to_string()))
+            }
+        }
     }
 
     /// Slots for SASL key derivations (one per core).

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, ValueEnum};
 
-/// Every SASL mechanism weir offers.
-pub const SASL_MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+/// The listener protocols and SASL mechanisms are the security layer's.
+pub use crate::security::{SecurityProtocol, SASL_MECHANISMS};
 
 /// A setting that must never reach a log line: `Debug` prints `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -51,48 +51,6 @@ pub enum AuthorizerMode {
     Off,
     /// Kafka's ACL authorizer; what no ACL allows is denied.
     Acl,
-}
-
-/// A listener's security protocol (Kafka's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SecurityProtocol {
-    Plaintext,
-    Ssl,
-    SaslPlaintext,
-    SaslSsl,
-}
-
-impl SecurityProtocol {
-    /// Kafka's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Plaintext => "PLAINTEXT",
-            Self::Ssl => "SSL",
-            Self::SaslPlaintext => "SASL_PLAINTEXT",
-            Self::SaslSsl => "SASL_SSL",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Plaintext,
-            Self::Ssl,
-            Self::SaslPlaintext,
-            Self::SaslSsl,
-        ]
-        .into_iter()
-        .find(|p| p.name().eq_ignore_ascii_case(s))
-    }
-
-    /// Whether the transport is TLS.
-    pub fn is_tls(self) -> bool {
-        matches!(self, Self::Ssl | Self::SaslSsl)
-    }
-
-    /// Whether clients must authenticate with SASL.
-    pub fn is_sasl(self) -> bool {
-        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
-    }
 }
 
 /// One Kafka listener.

@@ -135,6 +135,7 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
     if let Some(voters) = &broker.config.args.controller_quorum_voters {
         let cluster = start_cluster(&broker, voters).await?;
         let _ = broker.cluster.set(Arc::clone(&cluster));
+        tokio::spawn(follow_security(Arc::clone(&broker), Arc::clone(&cluster)));
         tokio::spawn(replication::run_retries(
             Arc::clone(&broker),
             Arc::clone(&cluster),
@@ -280,6 +281,19 @@ async fn every_interval(
         }
         let b = Arc::clone(&broker);
         let _ = tokio::task::spawn_blocking(move || work(&b)).await;
+    }
+}
+
+/// In a cluster: keeps this broker's users, ACLs and quotas those of the
+/// quorum.
+async fn follow_security(broker: Arc<Broker>, cluster: Arc<cluster::Cluster>) {
+    let mut changes = cluster.changes();
+    loop {
+        broker.sync_security();
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            () = cluster.stopped() => return,
+        }
     }
 }
 

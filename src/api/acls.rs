@@ -8,10 +8,14 @@ use super::authz::{self, cluster_denied_msg as denied_msg};
 use super::errors::*;
 use super::route::sb;
 use super::route::{checked_in_handler, row, Row};
+use std::sync::Arc;
+
+use super::quorum::change_security;
 use crate::broker::Broker;
 use crate::security::acl::{
     AclBinding, AclFilter, Operation, PatternFilter, PatternType, Permission, ResourceType,
 };
+use crate::security::replicated::{Applied, Change};
 use crate::security::Session;
 
 /// The APIs this family serves.
@@ -51,7 +55,11 @@ checked_in_handler!(
 );
 
 /// CreateAcls: Alter on the cluster.
-fn create_acls(broker: &Broker, session: &Session, req: CreateAclsRequest) -> CreateAclsResponse {
+async fn create_acls(
+    broker: &Arc<Broker>,
+    session: &Session,
+    req: CreateAclsRequest,
+) -> CreateAclsResponse {
     use create_acls_response::AclCreationResult;
     let all = |code: i16, msg: &str| {
         req.creations
@@ -87,14 +95,18 @@ fn create_acls(broker: &Broker, session: &Session, req: CreateAclsRequest) -> Cr
             ),
         }
     }
-    if let Err(e) = broker.authorizer.create(&valid) {
-        tracing::error!(error = %e, "could not store ACLs");
+    if valid.is_empty() {
+        return CreateAclsResponse::default().with_results(results);
+    }
+    let count = valid.len();
+    if let Err((code, msg)) = change_security(broker, Change::CreateAcls(valid)).await {
+        tracing::error!(error = %msg, "could not store ACLs");
         for r in results.iter_mut().filter(|r| r.error_code == 0) {
-            r.error_code = UNKNOWN_SERVER_ERROR;
-            r.error_message = Some(sb(e.to_string()));
+            r.error_code = code;
+            r.error_message = Some(sb(msg.clone()));
         }
-    } else if !valid.is_empty() {
-        tracing::info!(principal = %session.principal, count = valid.len(), "ACLs created");
+    } else {
+        tracing::info!(principal = %session.principal, count, "ACLs created");
     }
     CreateAclsResponse::default().with_results(results)
 }
@@ -173,8 +185,8 @@ fn filter_of(
 }
 
 /// DescribeAcls: Describe on the cluster.
-fn describe_acls(
-    broker: &Broker,
+async fn describe_acls(
+    broker: &Arc<Broker>,
     session: &Session,
     req: DescribeAclsRequest,
 ) -> DescribeAclsResponse {
@@ -232,7 +244,11 @@ fn describe_acls(
 }
 
 /// DeleteAcls: Alter on the cluster.
-fn delete_acls(broker: &Broker, session: &Session, req: DeleteAclsRequest) -> DeleteAclsResponse {
+async fn delete_acls(
+    broker: &Arc<Broker>,
+    session: &Session,
+    req: DeleteAclsRequest,
+) -> DeleteAclsResponse {
     use delete_acls_response::*;
     let all = |code: i16, msg: &str| {
         req.filters
@@ -272,11 +288,11 @@ fn delete_acls(broker: &Broker, session: &Session, req: DeleteAclsRequest) -> De
         .iter()
         .filter_map(|p| p.as_ref().ok().cloned())
         .collect();
-    let mut removed = match broker.authorizer.delete(&valid) {
-        Ok(r) => r.into_iter(),
-        Err(e) => {
-            return DeleteAclsResponse::default()
-                .with_filter_results(all(UNKNOWN_SERVER_ERROR, &e.to_string()))
+    let mut removed = match change_security(broker, Change::DeleteAcls(valid)).await {
+        Ok(Applied::Removed(r)) => r.into_iter(),
+        Ok(_) => Vec::new().into_iter(),
+        Err((code, msg)) => {
+            return DeleteAclsResponse::default().with_filter_results(all(code, &msg))
         }
     };
     let results = parsed

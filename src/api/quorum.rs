@@ -7,7 +7,9 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::errors;
+use crate::broker::Broker;
 use crate::cluster;
+use crate::security::replicated::{Applied, Change};
 
 /// The code for a change the quorum refused.
 fn refusal_code(r: &cluster::Refusal) -> (i16, String) {
@@ -25,6 +27,7 @@ fn refusal_code(r: &cluster::Refusal) -> (i16, String) {
             "the partition count must grow".into(),
         ),
         cluster::Refusal::StaleEpoch => (errors::NOT_CONTROLLER, "stale change".into()),
+        cluster::Refusal::NotFound => (errors::RESOURCE_NOT_FOUND, "not found".into()),
     }
 }
 
@@ -76,4 +79,45 @@ pub(super) async fn propose_companions(c: &Arc<cluster::Cluster>, base: &str, sh
             tracing::warn!(topic = %companion, error = %e, "retry companion not created");
         }
     }
+}
+
+/// Makes a change to users, ACLs or quotas: in a cluster through the
+/// quorum, so that every broker has it (and this one before it answers),
+/// otherwise in this broker's files.
+///
+/// # Errors
+/// The change was refused or could not be stored: the code and message
+/// for the client.
+pub(super) async fn change_security(
+    broker: &Arc<Broker>,
+    change: Change,
+) -> Result<Applied, (i16, String)> {
+    let Some(c) = broker.cluster.get() else {
+        return broker
+            .change_security_locally(&change)
+            .map_err(|e| (errors::UNKNOWN_SERVER_ERROR, e));
+    };
+    let reply = c
+        .propose(cluster::Command::Security(change.clone()))
+        .await
+        .map_err(|e| (errors::NOT_CONTROLLER, e))?;
+    if let Some(refused) = &reply.error {
+        return Err(refusal_code(refused));
+    }
+    let version = reply.value.and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
+    let mut changes = c.changes();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while c.with_metadata(|m| m.security.version) < version {
+        if tokio::time::timeout_at(deadline, changes.changed())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    broker.sync_security();
+    Ok(match change {
+        Change::DeleteAcls(_) => Applied::Removed(reply.removed),
+        _ => Applied::Changed,
+    })
 }

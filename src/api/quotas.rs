@@ -8,9 +8,13 @@ use super::authz::{self, cluster_denied_msg as denied_msg};
 use super::errors::*;
 use super::route::sb;
 use super::route::{checked_in_handler, row, Row};
+use std::sync::Arc;
+
+use super::quorum::change_security;
 use crate::broker::Broker;
 use crate::security::acl::Operation;
 use crate::security::quotas::{self, Entity};
+use crate::security::replicated::Change;
 use crate::security::Session;
 
 /// The APIs this family serves.
@@ -66,8 +70,8 @@ fn entity_of<'a>(
 }
 
 /// DescribeClientQuotas: DescribeConfigs on the cluster.
-fn describe_quotas(
-    broker: &Broker,
+async fn describe_quotas(
+    broker: &Arc<Broker>,
     session: &Session,
     req: DescribeClientQuotasRequest,
 ) -> DescribeClientQuotasResponse {
@@ -154,8 +158,8 @@ fn describe_quotas(
 }
 
 /// AlterClientQuotas: AlterConfigs on the cluster.
-fn alter_quotas(
-    broker: &Broker,
+async fn alter_quotas(
+    broker: &Arc<Broker>,
     session: &Session,
     req: AlterClientQuotasRequest,
 ) -> AlterClientQuotasResponse {
@@ -218,14 +222,18 @@ fn alter_quotas(
         }
     }
     if !req.validate_only && !changes.is_empty() {
-        if let Err(e) = broker.quotas.alter(&changes) {
+        let logged: Vec<String> = changes
+            .iter()
+            .map(|(e, ops)| format!("{} {ops:?}", e.describe()))
+            .collect();
+        if let Err((code, msg)) = change_security(broker, Change::AlterQuotas(changes)).await {
             for r in results.iter_mut().filter(|r| r.error_code == 0) {
-                r.error_code = UNKNOWN_SERVER_ERROR;
-                r.error_message = Some(sb(e.to_string()));
+                r.error_code = code;
+                r.error_message = Some(sb(msg.clone()));
             }
         } else {
-            for (e, ops) in &changes {
-                tracing::info!(principal = %session.principal, entity = %e.describe(), ?ops, "client quotas altered");
+            for change in &logged {
+                tracing::info!(principal = %session.principal, %change, "client quotas altered");
             }
         }
     }

@@ -194,7 +194,8 @@ pub(crate) use open;
 /// without an authorizer (the security admin APIs, through
 /// `authz::cluster_allowed`): `checked_in_handler!(CreateAcls,
 /// CreateAclsRequest, CreateAclsResponse, (1, 3), create_acls)`, where
-/// `create_acls(&Broker, &Session, CreateAclsRequest) -> CreateAclsResponse`.
+/// `async fn create_acls(&Arc<Broker>, &Session, CreateAclsRequest) ->
+/// CreateAclsResponse`.
 macro_rules! checked_in_handler {
     ($(#[$doc:meta])* $name:ident, $req:ty, $resp:ty, $versions:expr, $handler:path) => {
         $(#[$doc])*
@@ -209,7 +210,7 @@ macro_rules! checked_in_handler {
                 cx: $crate::api::route::Cx<'_>,
                 req: $req,
             ) -> $crate::api::route::Handled<$resp> {
-                $crate::api::route::Handled::Now($handler(cx.broker, cx.session, req))
+                $crate::api::route::Handled::Now($handler(cx.broker, cx.session, req).await)
             }
         }
     };

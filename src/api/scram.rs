@@ -8,8 +8,12 @@ use super::authz::{self, cluster_denied_msg as denied_msg};
 use super::errors::*;
 use super::route::sb;
 use super::route::{checked_in_handler, row, Row};
+use std::sync::Arc;
+
+use super::quorum::change_security;
 use crate::broker::Broker;
 use crate::security::acl::Operation;
+use crate::security::replicated::{Applied, Change};
 use crate::security::scram::{Mechanism, ScramCredential};
 use crate::security::users::validate_username;
 use crate::security::Session;
@@ -39,8 +43,8 @@ checked_in_handler!(
 );
 
 /// DescribeUserScramCredentials: Describe on the cluster.
-fn describe_scram(
-    broker: &Broker,
+async fn describe_scram(
+    broker: &Arc<Broker>,
     session: &Session,
     req: DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
@@ -96,8 +100,8 @@ fn describe_scram(
 }
 
 /// AlterUserScramCredentials: Alter on the cluster.
-fn alter_scram(
-    broker: &Broker,
+async fn alter_scram(
+    broker: &Arc<Broker>,
     session: &Session,
     req: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
@@ -123,17 +127,21 @@ fn alter_scram(
             ));
             continue;
         };
-        match broker.users.delete(d.name.as_str(), Some(m)) {
-            Ok(true) => {
-                tracing::info!(principal = %session.principal, user = %d.name.as_str(), mechanism = m.name(), "SCRAM credential deleted");
-                results.push(res(&d.name, 0, None));
-            }
-            Ok(false) => results.push(res(
+        let change = Change::DeleteCredential {
+            user: d.name.to_string(),
+            mechanism: m,
+        };
+        match change_security(broker, change).await {
+            Ok(Applied::NotFound) | Err((RESOURCE_NOT_FOUND, _)) => results.push(res(
                 &d.name,
                 RESOURCE_NOT_FOUND,
                 Some("attempt to delete a user credential that does not exist".into()),
             )),
-            Err(e) => results.push(res(&d.name, UNKNOWN_SERVER_ERROR, Some(e.to_string()))),
+            Ok(_) => {
+                tracing::info!(principal = %session.principal, user = %d.name.as_str(), mechanism = m.name(), "SCRAM credential deleted");
+                results.push(res(&d.name, 0, None));
+            }
+            Err((code, msg)) => results.push(res(&d.name, code, Some(msg))),
         }
     }
     for u in req.upsertions {
@@ -180,12 +188,17 @@ fn alter_scram(
             u.salt.to_vec(),
             iterations,
         );
-        match broker.users.upsert(u.name.as_str(), m, cred) {
-            Ok(()) => {
+        let change = Change::SetCredential {
+            user: u.name.to_string(),
+            mechanism: m,
+            credential: cred,
+        };
+        match change_security(broker, change).await {
+            Ok(_) => {
                 tracing::info!(principal = %session.principal, user = %u.name.as_str(), mechanism = m.name(), "SCRAM credential set");
                 results.push(res(&u.name, 0, None));
             }
-            Err(e) => results.push(res(&u.name, UNKNOWN_SERVER_ERROR, Some(e.to_string()))),
+            Err((code, msg)) => results.push(res(&u.name, code, Some(msg))),
         }
     }
     AlterUserScramCredentialsResponse::default().with_results(results)

@@ -80,6 +80,13 @@ pub fn open(
     changed: Arc<tokio::sync::watch::Sender<u64>>,
 ) -> io::Result<(LogStore, StateMachine, Arc<RwLock<Metadata>>)> {
     fs::create_dir_all(dir)?;
+    // The quorum's state holds users' salted SCRAM keys: only the broker's
+    // user may read it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
     let path = dir.join("log");
     let mut file = OpenOptions::new()
         .read(true)

@@ -12,6 +12,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::security::acl::AclBinding;
+use crate::security::replicated::{Applied, Change, Shared};
+
 openraft::declare_raft_types!(
     /// The quorum's types: commands are [`Command`], answers [`Reply`].
     pub TypeConfig:
@@ -24,7 +27,7 @@ pub type NodeId = u64;
 
 /// A change to the cluster's metadata, proposed by any broker and applied
 /// in log order on every one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Command {
     /// A broker announces itself and where clients reach it; a registered
@@ -86,6 +89,8 @@ pub enum Command {
         leader: Option<NodeId>,
         isr: Vec<NodeId>,
     },
+    /// A change to the cluster's users, ACLs or quotas.
+    Security(Change),
 }
 
 /// What applying a command answered.
@@ -96,9 +101,13 @@ pub struct Reply {
     /// Why it was refused, if it was.
     #[serde(default)]
     pub error: Option<Refusal>,
-    /// A value the command produced (the first id of an allocated block).
+    /// A value the command produced (the first id of an allocated block,
+    /// the version of the users, ACLs and quotas a change made).
     #[serde(default)]
     pub value: Option<i64>,
+    /// The bindings each filter of a DeleteAcls removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<Vec<AclBinding>>,
 }
 
 /// Why a command was not applied.
@@ -115,6 +124,8 @@ pub enum Refusal {
     InvalidPartitions,
     /// The partition changed since the proposer looked.
     StaleEpoch,
+    /// Nothing to delete (a user's credential).
+    NotFound,
 }
 
 impl Reply {
@@ -173,7 +184,7 @@ pub struct TopicState {
 }
 
 /// The replicated metadata.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metadata {
     pub brokers: BTreeMap<NodeId, BrokerInfo>,
     #[serde(default)]
@@ -183,6 +194,9 @@ pub struct Metadata {
     /// The first producer id not handed out yet.
     #[serde(default)]
     pub next_producer_id: i64,
+    /// Users, ACLs and quotas.
+    #[serde(default)]
+    pub security: Shared,
 }
 
 /// FNV-1a: a placement that every node computes alike.
@@ -407,6 +421,21 @@ impl Metadata {
                 p.isr.clone_from(isr);
                 p.partition_epoch += 1;
                 Reply::changed()
+            }
+            Command::Security(change) => {
+                let before = self.security.version;
+                let applied = self.security.apply(change);
+                let mut reply = Reply {
+                    changed: self.security.version != before,
+                    value: Some(i64::try_from(self.security.version).unwrap_or(i64::MAX)),
+                    ..Reply::default()
+                };
+                match applied {
+                    Applied::Changed => {}
+                    Applied::NotFound => reply.error = Some(Refusal::NotFound),
+                    Applied::Removed(removed) => reply.removed = removed,
+                }
+                reply
             }
         }
     }

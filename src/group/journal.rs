@@ -25,8 +25,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 
 use super::offsets::{Change, Committed, OffsetStore};
-use crate::log::batch::BatchHeader;
-use crate::log::records::{decode_all, encode_batch, plain_record};
+use crate::log::records::{decode_all, encode_batch, plain_record, whole_batches};
 use crate::replicas::{Leadership, Unreplicated};
 
 /// The internal topic that holds committed offsets in a cluster.
@@ -196,18 +195,9 @@ pub fn encode(changes: &[Change], now_ms: i64) -> anyhow::Result<Bytes> {
 /// # Errors
 /// A batch that does not decode.
 pub fn decode(bytes: &Bytes) -> anyhow::Result<(Vec<Change>, Option<i64>)> {
-    let mut pos = 0usize;
-    let mut next = None;
-    while let Some(h) = bytes
-        .get(pos..)
-        .and_then(|b| BatchHeader::parse(b).ok())
-        .filter(|h| h.batch_length > 0 && pos + h.total_len() <= bytes.len())
-    {
-        pos += h.total_len();
-        next = Some(h.last_offset() + 1);
-    }
+    let (whole, next) = whole_batches(bytes);
     let mut out = Vec::new();
-    for set in decode_all(&bytes.slice(..pos))? {
+    for set in decode_all(&whole)? {
         for r in &set.records {
             if r.control {
                 continue;

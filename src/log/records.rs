@@ -67,6 +67,22 @@ pub fn decode_all(bytes: &Bytes) -> anyhow::Result<Vec<RecordSet>> {
     Ok(sets)
 }
 
+/// The whole batches at the start of `bytes` (a read may end inside one),
+/// and the offset after the last of them.
+pub fn whole_batches(bytes: &Bytes) -> (Bytes, Option<i64>) {
+    let mut pos = 0usize;
+    let mut next = None;
+    while let Some(h) = bytes
+        .get(pos..)
+        .and_then(|b| batch::BatchHeader::parse(b).ok())
+        .filter(|h| h.batch_length > 0 && pos + h.total_len() <= bytes.len())
+    {
+        pos += h.total_len();
+        next = Some(h.last_offset() + 1);
+    }
+    (bytes.slice(..pos), next)
+}
+
 /// A record for [`encode_batch`]: not idempotent, not transactional,
 /// CreateTime, at `offset` within its batch.
 pub fn plain_record(

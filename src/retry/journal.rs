@@ -26,8 +26,7 @@ use bytes::{Buf, Bytes};
 use parking_lot::Mutex;
 
 use super::store::{decode_held, held_payload, Held};
-use crate::log::batch::BatchHeader;
-use crate::log::records::{decode_all, encode_batch, plain_record};
+use crate::log::records::{decode_all, encode_batch, plain_record, whole_batches};
 use crate::log::PartitionLog;
 
 /// The internal topic of held retries in a cluster (on a single node the
@@ -105,21 +104,6 @@ struct Scanned {
     done: Vec<i64>,
     /// The offset after the last whole batch.
     next: Option<i64>,
-}
-
-/// The whole batches at the start of `bytes`.
-fn whole_batches(bytes: &Bytes) -> (Bytes, Option<i64>) {
-    let mut pos = 0usize;
-    let mut next = None;
-    while let Some(h) = bytes
-        .get(pos..)
-        .and_then(|b| BatchHeader::parse(b).ok())
-        .filter(|h| h.batch_length > 0 && pos + h.total_len() <= bytes.len())
-    {
-        pos += h.total_len();
-        next = Some(h.last_offset() + 1);
-    }
-    (bytes.slice(..pos), next)
 }
 
 fn scan(bytes: &Bytes) -> anyhow::Result<Scanned> {

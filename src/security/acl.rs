@@ -226,7 +226,7 @@ impl AclBinding {
 }
 
 /// Kafka's resource pattern filter type (wire codes 1..=4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PatternFilter {
     Any,
     /// Every binding that would apply to the named resource.
@@ -247,7 +247,7 @@ impl PatternFilter {
 }
 
 /// A DescribeAcls / DeleteAcls filter; `None` matches anything.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AclFilter {
     pub resource_type: Option<ResourceType>,
     pub resource_name: Option<String>,
@@ -303,7 +303,8 @@ pub enum AclError {
 pub struct Authorizer {
     enabled: bool,
     super_users: Vec<String>,
-    path: PathBuf,
+    /// `None` in a cluster: the quorum holds the bindings.
+    path: Option<PathBuf>,
     acls: RwLock<Vec<AclBinding>>,
     /// Serializes changes (the file is written outside `acls`' lock, which
     /// every request reads).
@@ -340,10 +341,31 @@ impl Authorizer {
         Ok(Self {
             enabled,
             super_users,
-            path,
+            path: Some(path),
             acls: RwLock::new(acls),
             writer: parking_lot::Mutex::new(()),
         })
+    }
+
+    /// The authorizer of a broker in a cluster: its bindings come from the
+    /// quorum ([`Authorizer::replace`]); an `acls.json` left in `data_dir`
+    /// (from a single node) is not read, and a warning says so.
+    pub fn for_cluster(data_dir: &Path, enabled: bool, super_users: Vec<String>) -> Self {
+        let unused = Self::open(data_dir, enabled, Vec::new()).map(|a| a.all().len());
+        if !matches!(unused, Ok(0)) {
+            tracing::warn!(
+                path = %data_dir.join(ACLS_FILE).display(),
+                "this data dir's ACL file is not read in a cluster, whose ACLs live in the \
+                 metadata quorum: create them again with CreateAcls"
+            );
+        }
+        Self {
+            enabled,
+            super_users,
+            path: None,
+            acls: RwLock::new(Vec::new()),
+            writer: parking_lot::Mutex::new(()),
+        }
     }
 
     /// Whether requests are checked at all.
@@ -422,16 +444,7 @@ impl Authorizer {
     pub fn create(&self, new: &[AclBinding]) -> Result<(), AclError> {
         let _writer = self.writer.lock();
         let mut next = self.acls.read().clone();
-        for b in new {
-            let mut b = b.clone();
-            // One spelling per address, as peers are compared.
-            if let Ok(ip) = b.host.parse::<IpAddr>() {
-                b.host = ip.to_canonical().to_string();
-            }
-            if !next.contains(&b) {
-                next.push(b);
-            }
-        }
+        add(&mut next, new);
         self.persist(&next)?;
         *self.acls.write() = next;
         Ok(())
@@ -453,21 +466,19 @@ impl Authorizer {
     /// The store could not be written; nothing changed.
     pub fn delete(&self, filters: &[AclFilter]) -> Result<Vec<Vec<AclBinding>>, AclError> {
         let _writer = self.writer.lock();
-        let acls = self.acls.read().clone();
-        let removed: Vec<Vec<AclBinding>> = filters
-            .iter()
-            .map(|f| acls.iter().filter(|b| f.matches(b)).cloned().collect())
-            .collect();
-        let next: Vec<AclBinding> = acls
-            .iter()
-            .filter(|b| !filters.iter().any(|f| f.matches(b)))
-            .cloned()
-            .collect();
-        if next.len() != acls.len() {
+        let mut next = self.acls.read().clone();
+        let removed = remove(&mut next, filters);
+        if removed.iter().any(|r| !r.is_empty()) {
             self.persist(&next)?;
             *self.acls.write() = next;
         }
         Ok(removed)
+    }
+
+    /// Replaces every binding with a cluster's (its quorum holds them; this
+    /// broker's file is not used).
+    pub fn replace(&self, acls: Vec<AclBinding>) {
+        *self.acls.write() = acls;
     }
 
     /// Every binding, for backups and the admin API.
@@ -476,14 +487,44 @@ impl Authorizer {
     }
 
     fn persist(&self, acls: &[AclBinding]) -> Result<(), AclError> {
+        let Some(path) = &self.path else {
+            return Err(AclError::Store(std::io::Error::other(
+                "a cluster's ACLs change through its quorum",
+            )));
+        };
         let file = AclFile {
             version: 1,
             acls: acls.to_vec(),
         };
         let bytes = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
-        super::write_atomically(&self.path, &bytes, 0o600)?;
+        super::write_atomically(path, &bytes, 0o600)?;
         Ok(())
     }
+}
+
+/// Adds bindings to `acls`, each once (hosts in one spelling per address,
+/// as peers are compared).
+pub fn add(acls: &mut Vec<AclBinding>, new: &[AclBinding]) {
+    for b in new {
+        let mut b = b.clone();
+        if let Ok(ip) = b.host.parse::<IpAddr>() {
+            b.host = ip.to_canonical().to_string();
+        }
+        if !acls.contains(&b) {
+            acls.push(b);
+        }
+    }
+}
+
+/// Removes from `acls` the bindings matching any filter; returns those
+/// each filter matched.
+pub fn remove(acls: &mut Vec<AclBinding>, filters: &[AclFilter]) -> Vec<Vec<AclBinding>> {
+    let removed = filters
+        .iter()
+        .map(|f| acls.iter().filter(|b| f.matches(b)).cloned().collect())
+        .collect();
+    acls.retain(|b| !filters.iter().any(|f| f.matches(b)));
+    removed
 }
 
 #[cfg(test)]

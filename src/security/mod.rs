@@ -8,9 +8,11 @@
 //!   store in the data dir ([`users`]).
 //! - [`acl`]: authorization of each request for its principal.
 //! - [`quotas`]: per-user and per-client byte rates and request-time shares.
+//! - [`replicated`]: users, ACLs and quotas as a cluster's quorum holds them.
 
 pub mod acl;
 pub mod quotas;
+pub mod replicated;
 pub mod sasl;
 pub mod scram;
 pub mod tls;
@@ -20,8 +22,50 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use crate::config::SecurityProtocol;
-pub use crate::config::SASL_MECHANISMS;
+/// Every SASL mechanism weir offers.
+pub const SASL_MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+
+/// A listener's security protocol (Kafka's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// Kafka's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Plaintext => "PLAINTEXT",
+            Self::Ssl => "SSL",
+            Self::SaslPlaintext => "SASL_PLAINTEXT",
+            Self::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Plaintext,
+            Self::Ssl,
+            Self::SaslPlaintext,
+            Self::SaslSsl,
+        ]
+        .into_iter()
+        .find(|p| p.name().eq_ignore_ascii_case(s))
+    }
+
+    /// Whether the transport is TLS.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+
+    /// Whether clients must authenticate with SASL.
+    pub fn is_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
 
 /// The principal of a connection that did not authenticate.
 pub const ANONYMOUS: &str = "User:ANONYMOUS";

@@ -110,7 +110,8 @@ struct Clock {
 /// The quotas and their meters.
 #[derive(Debug)]
 pub struct Quotas {
-    path: PathBuf,
+    /// `None` in a cluster: the quorum holds the quotas.
+    path: Option<PathBuf>,
     entries: RwLock<BTreeMap<Entity, BTreeMap<String, f64>>>,
     /// Whether any quota is set: read on every request.
     any: AtomicBool,
@@ -144,12 +145,44 @@ impl Quotas {
             }
         };
         Ok(Self {
-            path,
+            path: Some(path),
             any: AtomicBool::new(!entries.is_empty()),
             writer: Mutex::new(()),
             entries: RwLock::new(entries),
             clocks: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The quotas of a broker in a cluster: they come from the quorum
+    /// ([`Quotas::replace`]); a `quotas.json` left in `data_dir` (from a
+    /// single node) is not read, and a warning says so.
+    pub fn for_cluster(data_dir: &Path) -> Self {
+        if !matches!(Self::open(data_dir).map(|q| q.any()), Ok(false)) {
+            tracing::warn!(
+                path = %data_dir.join(QUOTAS_FILE).display(),
+                "this data dir's quota file is not read in a cluster, whose quotas live in the \
+                 metadata quorum: set them again with AlterClientQuotas"
+            );
+        }
+        Self {
+            path: None,
+            any: AtomicBool::new(false),
+            writer: Mutex::new(()),
+            entries: RwLock::new(BTreeMap::new()),
+            clocks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Replaces every quota with a cluster's; meters start afresh when
+    /// anything changed.
+    pub fn replace(&self, quotas: Vec<(Entity, BTreeMap<String, f64>)>) {
+        let next: BTreeMap<_, _> = quotas.into_iter().collect();
+        let mut entries = self.entries.write();
+        if *entries != next {
+            self.any.store(!next.is_empty(), Ordering::Relaxed);
+            *entries = next;
+            self.clocks.lock().clear();
+        }
     }
 
     /// Whether any quota is set (the request path skips metering otherwise).
@@ -248,30 +281,20 @@ impl Quotas {
     /// # Errors
     /// The store could not be written; nothing changed.
     pub fn alter(&self, changes: &[QuotaChange]) -> Result<(), QuotaError> {
+        let Some(path) = &self.path else {
+            return Err(QuotaError::Store(std::io::Error::other(
+                "a cluster's quotas change through its quorum",
+            )));
+        };
         let _writer = self.writer.lock();
         let mut next = self.entries.read().clone();
-        for (entity, ops) in changes {
-            let slot = next.entry(entity.clone()).or_default();
-            for (key, value) in ops {
-                match value {
-                    Some(v) => {
-                        slot.insert(key.clone(), *v);
-                    }
-                    None => {
-                        slot.remove(key);
-                    }
-                }
-            }
-            if slot.is_empty() {
-                next.remove(entity);
-            }
-        }
+        alter(&mut next, changes);
         let file = QuotaFile {
             version: 1,
             quotas: next.iter().map(|(e, m)| (e.clone(), m.clone())).collect(),
         };
         let bytes = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
-        super::write_atomically(&self.path, &bytes, 0o600)?;
+        super::write_atomically(path, &bytes, 0o600)?;
         self.any.store(!next.is_empty(), Ordering::Relaxed);
         *self.entries.write() = next;
         // Meters of removed or changed quotas start afresh.
@@ -286,6 +309,27 @@ impl Quotas {
             .iter()
             .map(|(e, m)| (e.clone(), m.clone()))
             .collect()
+    }
+}
+
+/// Applies AlterClientQuotas entries to `entries`: each key set (`Some`)
+/// or removed (`None`); an entity left without keys is dropped.
+pub fn alter(entries: &mut BTreeMap<Entity, BTreeMap<String, f64>>, changes: &[QuotaChange]) {
+    for (entity, ops) in changes {
+        let slot = entries.entry(entity.clone()).or_default();
+        for (key, value) in ops {
+            match value {
+                Some(v) => {
+                    slot.insert(key.clone(), *v);
+                }
+                None => {
+                    slot.remove(key);
+                }
+            }
+        }
+        if slot.is_empty() {
+            entries.remove(entity);
+        }
     }
 }
 

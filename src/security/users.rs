@@ -42,7 +42,8 @@ const VERSION: u32 = 1;
 /// The longest user name, in bytes.
 const MAX_USERNAME_LEN: usize = 255;
 
-type Users = BTreeMap<String, BTreeMap<Mechanism, ScramCredential>>;
+/// Every user's credentials, by mechanism.
+pub type Users = BTreeMap<String, BTreeMap<Mechanism, ScramCredential>>;
 
 /// The SCRAM credentials of all users, backed by `<data_dir>/users.json`.
 #[derive(Debug)]
@@ -50,6 +51,9 @@ pub struct UserStore {
     dir: PathBuf,
     path: PathBuf,
     inner: RwLock<Loaded>,
+    /// In a cluster: the users its quorum holds, looked up before the
+    /// file's (which are then this broker's own, as Kafka's static users).
+    replicated: RwLock<Option<Users>>,
     /// Serializes this process's changes (the file lock does across
     /// processes).
     write_lock: Mutex<()>,
@@ -125,6 +129,7 @@ impl UserStore {
                 users,
                 failed: None,
             }),
+            replicated: RwLock::new(None),
             write_lock: Mutex::new(()),
         })
     }
@@ -133,6 +138,9 @@ impl UserStore {
     /// changed on disk.
     #[must_use]
     pub fn credential(&self, user: &str, mech: Mechanism) -> Option<ScramCredential> {
+        if let Some(found) = self.replicated_user(user) {
+            return found.get(&mech).cloned();
+        }
         self.refresh();
         self.inner.read().users.get(user)?.get(&mech).cloned()
     }
@@ -143,8 +151,10 @@ impl UserStore {
     /// does not reveal which users exist.
     #[must_use]
     pub fn verify_plain(&self, user: &str, password: &str) -> bool {
-        self.refresh();
-        let creds = self.inner.read().users.get(user).cloned();
+        let creds = self.replicated_user(user).or_else(|| {
+            self.refresh();
+            self.inner.read().users.get(user).cloned()
+        });
         let mut ok = false;
         for mech in Mechanism::ALL {
             match creds.as_ref().and_then(|c| c.get(&mech)) {
@@ -178,7 +188,7 @@ impl UserStore {
             return Err(invalid_input("the salt must not be empty".to_owned()));
         }
         self.mutate(|users| {
-            users.entry(user.to_owned()).or_default().insert(mech, cred);
+            set_credential(users, user, mech, cred);
             true
         })?;
         tracing::info!(user, mechanism = %mech, "stored SCRAM credential");
@@ -225,16 +235,7 @@ impl UserStore {
     pub fn delete(&self, user: &str, mech: Option<Mechanism>) -> io::Result<bool> {
         let removed = self.mutate(|users| match mech {
             None => users.remove(user).is_some(),
-            Some(mech) => {
-                let Some(creds) = users.get_mut(user) else {
-                    return false;
-                };
-                let removed = creds.remove(&mech).is_some();
-                if creds.is_empty() {
-                    users.remove(user);
-                }
-                removed
-            }
+            Some(mech) => delete_credential(users, user, mech),
         })?;
         if removed {
             match mech {
@@ -245,19 +246,36 @@ impl UserStore {
         Ok(removed)
     }
 
-    /// Every user with its mechanisms and their iteration counts, sorted.
+    /// Every user the Kafka API manages, with its mechanisms and their
+    /// iteration counts, sorted: in a cluster the quorum's, otherwise the
+    /// file's.
     #[must_use]
     pub fn list(&self) -> Vec<(String, Vec<(Mechanism, u32)>)> {
+        let listed = |users: &Users| {
+            users
+                .iter()
+                .map(|(user, creds)| {
+                    let mechs = creds.iter().map(|(m, c)| (*m, c.iterations)).collect();
+                    (user.clone(), mechs)
+                })
+                .collect()
+        };
+        if let Some(users) = &*self.replicated.read() {
+            return listed(users);
+        }
         self.refresh();
-        self.inner
-            .read()
-            .users
-            .iter()
-            .map(|(user, creds)| {
-                let mechs = creds.iter().map(|(m, c)| (*m, c.iterations)).collect();
-                (user.clone(), mechs)
-            })
-            .collect()
+        listed(&self.inner.read().users)
+    }
+
+    /// Sets the users of the cluster this broker is in (its quorum holds
+    /// them): they are looked up before the file's.
+    pub fn set_replicated(&self, users: Users) {
+        *self.replicated.write() = Some(users);
+    }
+
+    /// The cluster's credentials of `user`, if it is one of the cluster's.
+    fn replicated_user(&self, user: &str) -> Option<BTreeMap<Mechanism, ScramCredential>> {
+        self.replicated.read().as_ref()?.get(user).cloned()
     }
 
     /// Whether there are no users.
@@ -388,6 +406,24 @@ impl UserStore {
             .map_err(|e| annotate(e, "failed to sync directory", &self.dir))?;
         Ok(stamp)
     }
+}
+
+/// Adds or replaces the credential of `user` for `mech` in `users`.
+pub fn set_credential(users: &mut Users, user: &str, mech: Mechanism, cred: ScramCredential) {
+    users.entry(user.to_owned()).or_default().insert(mech, cred);
+}
+
+/// Removes the credential of `user` for `mech` from `users` (a user left
+/// without credentials is dropped); returns whether it was there.
+pub fn delete_credential(users: &mut Users, user: &str, mech: Mechanism) -> bool {
+    let Some(creds) = users.get_mut(user) else {
+        return false;
+    };
+    let removed = creds.remove(&mech).is_some();
+    if creds.is_empty() {
+        users.remove(user);
+    }
+    removed
 }
 
 /// Checks a user name: non-empty, at most 255 bytes, no control characters.

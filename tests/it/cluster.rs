@@ -27,7 +27,8 @@ impl TestCluster {
         Self::start_with(n, &[])
     }
 
-    /// [`TestCluster::start`], with `extra` flags for every node.
+    /// [`TestCluster::start`], with `extra` flags for every node; `{kafka}`
+    /// in a flag is the node's Kafka port.
     pub fn start_with(n: usize, extra: &[&str]) -> Self {
         for _ in 0..5 {
             if let Some(c) = Self::try_start(n, extra) {
@@ -82,8 +83,13 @@ impl TestCluster {
         let (kafka, http, _) = self.ports[i];
         let id = (i + 1).to_string();
         let voters = self.voters.clone();
+        let extra: Vec<String> = self
+            .extra
+            .iter()
+            .map(|a| a.replace("{kafka}", &kafka.to_string()))
+            .collect();
         let mut args = vec!["--node-id", &id, "--controller-quorum-voters", &voters];
-        args.extend(self.extra.iter().map(String::as_str));
+        args.extend(extra.iter().map(String::as_str));
         self.nodes[i] = ChildBroker::try_start(self.dirs[i].path(), kafka, http, &args);
         self.nodes[i].is_some()
     }
@@ -95,6 +101,23 @@ impl TestCluster {
             .map(|(k, _, _)| format!("127.0.0.1:{k}"))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// The Kafka addresses of every node but node `id` (1-based, as node
+    /// ids are), as a bootstrap list.
+    pub fn bootstrap_without(&self, id: i32) -> String {
+        self.ports
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i + 1 != id as usize)
+            .map(|(_, (k, _, _))| format!("127.0.0.1:{k}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The data dir of node `i` (0-based).
+    pub fn data_dir(&self, i: usize) -> &std::path::Path {
+        self.dirs[i].path()
     }
 
     pub fn kill9(&mut self, i: usize) {
@@ -439,14 +462,7 @@ async fn a_replicated_topic_keeps_every_acknowledged_record_through_kill_9_of_a_
     let victim = before[0].0;
     let t0 = Instant::now();
     c.kill9(victim as usize - 1);
-    let survivors: String = c
-        .ports
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i + 1 != victim as usize)
-        .map(|(_, (k, _, _))| format!("127.0.0.1:{k}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let survivors = c.bootstrap_without(victim);
     let after = wait_placement(&survivors, topic, Duration::from_secs(15), |p| {
         p.iter()
             .all(|(l, _, i)| *l > 0 && *l != victim && !i.contains(&victim))
@@ -510,14 +526,7 @@ async fn a_paused_leader_is_replaced_and_takes_no_writes_when_it_wakes() {
     });
     let paused = before[0].0;
     c.signal(paused as usize - 1, "-STOP");
-    let others: String = c
-        .ports
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i + 1 != paused as usize)
-        .map(|(_, (k, _, _))| format!("127.0.0.1:{k}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let others = c.bootstrap_without(paused);
     let after = wait_placement(&others, topic, Duration::from_secs(15), |p| {
         p[0].0 > 0 && p[0].0 != paused
     });
@@ -632,14 +641,7 @@ async fn a_group_resumes_from_its_committed_offsets_after_its_coordinator_is_kil
     // of __consumer_offsets, and the next member starts where the first
     // one committed.
     c.kill9(coordinator as usize - 1);
-    let survivors: String = c
-        .ports
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i + 1 != coordinator as usize)
-        .map(|(_, (k, _, _))| format!("127.0.0.1:{k}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let survivors = c.bootstrap_without(coordinator);
     let second = tokio::task::block_in_place(|| consume_and_commit(&survivors, group, topic, 30));
     assert_eq!(second, 40, "the group resumes from its committed offset");
 
@@ -649,14 +651,7 @@ async fn a_group_resumes_from_its_committed_offsets_after_its_coordinator_is_kil
     c.start_node(coordinator as usize - 1);
     let next = coordinator_of(&bootstrap, group, Duration::from_secs(30));
     c.kill9(next as usize - 1);
-    let others: String = c
-        .ports
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i + 1 != next as usize)
-        .map(|(_, (k, _, _))| format!("127.0.0.1:{k}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let others = c.bootstrap_without(next);
     let third = tokio::task::block_in_place(|| consume_and_commit(&others, group, topic, 10));
     assert_eq!(third, 70, "the group resumes from its latest commit");
 }
@@ -706,14 +701,7 @@ async fn a_held_retry_moves_with_leadership_and_is_delivered_once_after_its_back
     let q = weir::retry::journal::partition_for("jobs.retry", 0, journal.len());
     let holder = journal[q as usize].0;
     c.kill9(holder as usize - 1);
-    let others: String = c
-        .ports
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i + 1 != holder as usize)
-        .map(|(_, (k, _, _))| format!("127.0.0.1:{k}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let others = c.bootstrap_without(holder);
     let retries = reader(&others, "jobs.retry", 1);
     let got = tokio::task::block_in_place(|| next(&retries, Duration::from_secs(40)))
         .expect("the held retry is delivered");
@@ -773,14 +761,7 @@ async fn delete_records_moves_every_replicas_log_start_and_a_follower_left_behin
     });
     // The leader dies: whoever leads now starts at 150 too.
     c.kill9(leader as usize - 1);
-    let others: String = c
-        .ports
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i + 1 != leader as usize)
-        .map(|(_, (k, _, _))| format!("127.0.0.1:{k}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let others = c.bootstrap_without(leader);
     wait_placement(&others, "trimmed", Duration::from_secs(15), |p| {
         p[0].0 > 0 && p[0].0 != leader
     });
@@ -827,14 +808,7 @@ async fn a_restarted_broker_gets_its_preferred_leaderships_back() {
     );
     let victim = before[1].0;
     c.kill9(victim as usize - 1);
-    let others: String = c
-        .ports
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i + 1 != victim as usize)
-        .map(|(_, (k, _, _))| format!("127.0.0.1:{k}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let others = c.bootstrap_without(victim);
     wait_placement(&others, "preferred", Duration::from_secs(15), |p| {
         p.iter().all(|(l, _, _)| *l > 0 && *l != victim)
     });

@@ -104,8 +104,14 @@ impl ChildBroker {
         // then go on while this tree is rebuilt).
         let bin =
             std::env::var("WEIR_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_weir").into());
+        // Flags that name the listeners themselves replace the default one.
+        let listen: &[&str] = if extra.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", &addr, "--advertised-listener", &addr]
+        };
         let child = Command::new(bin)
-            .args(["--listen", &addr, "--advertised-listener", &addr])
+            .args(listen)
             .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
             .arg("--data-dir")
             .arg(data_dir)

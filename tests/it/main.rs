@@ -6,6 +6,7 @@ mod admin_http;
 mod backup;
 mod bad_input;
 mod cluster;
+mod cluster_security;
 mod common;
 mod crash;
 mod faults;
