@@ -234,6 +234,21 @@ async fn start_cluster(broker: &Broker, voters: &str) -> Result<Arc<cluster::Clu
                 broker.config.advertised_host, broker.config.advertised_port
             ),
             http: broker.config.http_listen.to_string(),
+            listeners: broker
+                .config
+                .listeners
+                .iter()
+                .enumerate()
+                .map(|(i, l)| match i {
+                    // The first listener's advertised address as clients
+                    // are given it on a single node.
+                    0 => format!(
+                        "{}:{}",
+                        broker.config.advertised_host, broker.config.advertised_port
+                    ),
+                    _ => format!("{}:{}", l.advertised_host, l.advertised_port),
+                })
+                .collect(),
             fenced: false,
             // A new number at every start of the process.
             incarnation: uuid::Uuid::new_v4().as_u64_pair().0,

@@ -364,12 +364,8 @@ fn find_coordinator(cx: Cx<'_>, req: FindCoordinatorRequest) -> FindCoordinatorR
     let coordinator = |key: &str| -> Result<(BrokerId, String, i32), i16> {
         match broker.group_coordinator(key)? {
             Some(b) => {
-                let (h, p) = b.kafka.rsplit_once(':').unwrap_or((b.kafka.as_str(), "-1"));
-                Ok((
-                    BrokerId(b.id as i32),
-                    h.to_string(),
-                    p.parse().unwrap_or(-1),
-                ))
+                let (h, p) = b.endpoint(cx.session.listener);
+                Ok((BrokerId(b.id as i32), h.to_string(), p))
             }
             None => Ok((node, host.to_string(), port)),
         }

@@ -248,13 +248,6 @@ fn metadata(cx: Cx<'_>, req: MetadataRequest) -> MetadataResponse {
 }
 
 /// `host:port` split for an answer.
-fn host_port(addr: &str) -> (&str, i32) {
-    match addr.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse().unwrap_or(-1)),
-        None => (addr, -1),
-    }
-}
-
 /// A cluster topic's partitions as the quorum places them.
 fn cluster_topic_metadata(
     m: &cluster::Metadata,
@@ -317,7 +310,7 @@ fn cluster_metadata(cx: Cx<'_>, req: MetadataRequest, c: &cluster::Cluster) -> M
             .values()
             .filter(|b| !b.fenced)
             .map(|b| {
-                let (host, port) = host_port(&b.kafka);
+                let (host, port) = b.endpoint(cx.session.listener);
                 MetadataResponseBroker::default()
                     .with_node_id(BrokerId(b.id as i32))
                     .with_host(sb(host.to_string()))
@@ -417,7 +410,7 @@ fn describe_cluster(cx: Cx<'_>, req: &DescribeClusterRequest) -> DescribeCluster
                 .values()
                 .filter(|b| !b.fenced)
                 .map(|b| {
-                    let (host, port) = host_port(&b.kafka);
+                    let (host, port) = b.endpoint(cx.session.listener);
                     DescribeClusterBroker::default()
                         .with_broker_id(BrokerId(b.id as i32))
                         .with_host(sb(host.to_string()))

@@ -87,7 +87,7 @@ impl Api for Produce {
     async fn handle(cx: Cx<'_>, req: ProduceRequest) -> Handled<ProduceResponse> {
         let (mut resp, flush) = append(cx.broker, req).await;
         if let (Some(r), Some(c), true) = (&mut resp, cx.broker.cluster.get(), cx.version >= 10) {
-            leader_hints(c, r);
+            leader_hints(c, cx.session.listener, r);
         }
         match (resp, flush) {
             (resp, Some(flush)) => Handled::After(
@@ -122,7 +122,7 @@ impl Api for Produce {
 /// KIP-951: a partition answered `NOT_LEADER_OR_FOLLOWER` names its
 /// current leader and epoch, and the response carries that broker's
 /// address, so the client moves without asking for metadata first.
-fn leader_hints(c: &crate::cluster::Cluster, resp: &mut ProduceResponse) {
+fn leader_hints(c: &crate::cluster::Cluster, listener: usize, resp: &mut ProduceResponse) {
     use kafka_protocol::messages::produce_response::{LeaderIdAndEpoch, NodeEndpoint};
     use kafka_protocol::messages::BrokerId;
     let mut endpoints = std::collections::BTreeSet::new();
@@ -146,14 +146,12 @@ fn leader_hints(c: &crate::cluster::Cluster, resp: &mut ProduceResponse) {
             let Some(b) = m.brokers.get(&id) else {
                 continue;
             };
-            let Some((host, port)) = b.kafka.rsplit_once(':') else {
-                continue;
-            };
+            let (host, port) = b.endpoint(listener);
             resp.node_endpoints.push(
                 NodeEndpoint::default()
                     .with_node_id(BrokerId(id as i32))
                     .with_host(sb(host.to_string()))
-                    .with_port(port.parse().unwrap_or(-1)),
+                    .with_port(port),
             );
         }
     });

@@ -388,6 +388,7 @@ async fn register(cluster: Arc<Cluster>) {
             id: me.id,
             kafka: me.kafka.clone(),
             http: me.http.clone(),
+            listeners: me.listeners.clone(),
             cluster_id: Some(cluster.settings.cluster_id.clone()),
             incarnation: me.incarnation,
         };

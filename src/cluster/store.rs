@@ -495,6 +495,7 @@ mod tests {
                 id: index,
                 kafka: format!("h:{index}"),
                 http: String::new(),
+                listeners: Vec::new(),
                 cluster_id: None,
                 incarnation: 0,
             }),

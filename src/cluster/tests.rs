@@ -18,12 +18,34 @@ fn registration_is_idempotent() {
         id: 1,
         kafka: "a:1".into(),
         http: "a:2".into(),
+        listeners: Vec::new(),
         cluster_id: None,
         incarnation: 1,
     };
     assert!(m.apply(&cmd).changed);
     assert!(!m.apply(&cmd).changed);
     assert_eq!(m.brokers.len(), 1);
+}
+
+#[test]
+fn a_client_gets_the_address_of_the_listener_it_came_in_on() {
+    let mut m = Metadata::default();
+    m.apply(&Command::RegisterBroker {
+        id: 1,
+        kafka: "inside:9092".into(),
+        http: String::new(),
+        listeners: vec!["inside:9092".into(), "outside.example.com:9094".into()],
+        cluster_id: None,
+        incarnation: 1,
+    });
+    let b = &m.brokers[&1];
+    assert_eq!(b.endpoint(0), ("inside", 9092));
+    assert_eq!(b.endpoint(1), ("outside.example.com", 9094));
+    // A listener the broker does not have: its first.
+    assert_eq!(b.endpoint(2), ("inside", 9092));
+    // A registration from before listeners were registered.
+    let old: BrokerInfo = serde_json::from_str(r#"{"id":2,"kafka":"h:1","http":"h:2"}"#).unwrap();
+    assert_eq!(old.endpoint(1), ("h", 1));
 }
 
 fn three_brokers() -> Metadata {
@@ -33,6 +55,7 @@ fn three_brokers() -> Metadata {
             id,
             kafka: format!("h:{id}"),
             http: String::new(),
+            listeners: Vec::new(),
             cluster_id: Some("c".into()),
             incarnation: 1,
         });
@@ -195,6 +218,7 @@ fn a_restarted_broker_leaves_the_isrs_others_can_hold() {
             id: 1,
             kafka: "h:1".into(),
             http: String::new(),
+            listeners: Vec::new(),
             cluster_id: Some("c".into()),
             incarnation,
         })

@@ -36,6 +36,10 @@ pub enum Command {
         id: NodeId,
         kafka: String,
         http: String,
+        /// `host:port` of every advertised Kafka listener, in the order of
+        /// `--listen` (the first is `kafka`).
+        #[serde(default)]
+        listeners: Vec<String>,
         #[serde(default)]
         cluster_id: Option<String>,
         /// Differs at every start of the broker's process: a broker back
@@ -151,6 +155,11 @@ pub struct BrokerInfo {
     pub kafka: String,
     /// Its admin HTTP address.
     pub http: String,
+    /// `host:port` of every advertised Kafka listener, in the order of
+    /// `--listen`: a client is given the address of the listener it came
+    /// in on, as Kafka gives the endpoint of the same listener name.
+    #[serde(default)]
+    pub listeners: Vec<String>,
     /// Found gone by the controller and not back yet.
     #[serde(default)]
     pub fenced: bool,
@@ -204,6 +213,19 @@ pub(super) fn stable_hash(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+impl BrokerInfo {
+    /// Where clients of listener `index` (its place in `--listen`) reach
+    /// this broker: that listener's advertised address, or the first's
+    /// when the broker has fewer listeners.
+    pub fn endpoint(&self, index: usize) -> (&str, i32) {
+        let addr = self.listeners.get(index).unwrap_or(&self.kafka);
+        match addr.rsplit_once(':') {
+            Some((host, port)) => (host, port.parse().unwrap_or(-1)),
+            None => (addr.as_str(), -1),
+        }
+    }
 }
 
 impl Metadata {
@@ -278,6 +300,7 @@ impl Metadata {
                 id,
                 kafka,
                 http,
+                listeners,
                 cluster_id,
                 incarnation,
             } => {
@@ -285,6 +308,7 @@ impl Metadata {
                     id: *id,
                     kafka: kafka.clone(),
                     http: http.clone(),
+                    listeners: listeners.clone(),
                     fenced: false,
                     incarnation: *incarnation,
                 };

@@ -14,6 +14,8 @@ use crate::common::*;
 pub struct TestCluster {
     dirs: Vec<tempfile::TempDir>,
     pub ports: Vec<(u16, u16, u16)>,
+    /// A second Kafka port for each node, for flags naming `{kafka2}`.
+    pub second_ports: Vec<u16>,
     voters: String,
     nodes: Vec<Option<ChildBroker>>,
     /// Flags every node gets besides its own.
@@ -28,7 +30,7 @@ impl TestCluster {
     }
 
     /// [`TestCluster::start`], with `extra` flags for every node; `{kafka}`
-    /// in a flag is the node's Kafka port.
+    /// in a flag is the node's Kafka port, `{kafka2}` a second free port.
     pub fn start_with(n: usize, extra: &[&str]) -> Self {
         for _ in 0..5 {
             if let Some(c) = Self::try_start(n, extra) {
@@ -62,6 +64,7 @@ impl TestCluster {
             .collect();
         let mut c = Self {
             dirs,
+            second_ports: (0..n).map(|_| free_port()).collect(),
             ports,
             voters,
             nodes: (0..n).map(|_| None).collect(),
@@ -86,7 +89,10 @@ impl TestCluster {
         let extra: Vec<String> = self
             .extra
             .iter()
-            .map(|a| a.replace("{kafka}", &kafka.to_string()))
+            .map(|a| {
+                a.replace("{kafka}", &kafka.to_string())
+                    .replace("{kafka2}", &self.second_ports[i].to_string())
+            })
             .collect();
         let mut args = vec!["--node-id", &id, "--controller-quorum-voters", &voters];
         args.extend(extra.iter().map(String::as_str));
@@ -821,4 +827,60 @@ async fn a_restarted_broker_gets_its_preferred_leaderships_back() {
         on_preferred,
     );
     assert_eq!(after, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_is_given_the_addresses_of_the_listener_it_came_in_on() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c = TestCluster::start_with(
+        3,
+        &[
+            "--listen",
+            "PLAINTEXT://127.0.0.1:{kafka},PLAINTEXT://127.0.0.1:{kafka2}",
+            "--advertised-listener",
+            "PLAINTEXT://127.0.0.1:{kafka},PLAINTEXT://localhost:{kafka2}",
+        ],
+    );
+    c.agreed(&[0, 1, 2], None, Duration::from_secs(30));
+    let brokers = |bootstrap: &str| -> Vec<(i32, String, u16)> {
+        let consumer: BaseConsumer = client_config(bootstrap).create().unwrap();
+        let md = consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .unwrap();
+        let mut b: Vec<_> = md
+            .brokers()
+            .iter()
+            .map(|b| (b.id(), b.host().to_string(), b.port() as u16))
+            .collect();
+        b.sort();
+        b
+    };
+    let first: Vec<_> = (0..3)
+        .map(|i| (i as i32 + 1, "127.0.0.1".to_string(), c.ports[i].0))
+        .collect();
+    let second: Vec<_> = (0..3)
+        .map(|i| (i as i32 + 1, "localhost".to_string(), c.second_ports[i]))
+        .collect();
+    assert_eq!(brokers(&format!("127.0.0.1:{}", c.ports[2].0)), first);
+    assert_eq!(brokers(&format!("127.0.0.1:{}", c.second_ports[2])), second);
+    // A topic's records go through the second listener's addresses.
+    let bootstrap = format!("localhost:{}", c.second_ports[0]);
+    let t = rdkafka::admin::NewTopic::new(
+        "through-second",
+        3,
+        rdkafka::admin::TopicReplication::Fixed(3),
+    );
+    for r in admin(&bootstrap)
+        .create_topics([&t], &rdkafka::admin::AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    let p: rdkafka::producer::FutureProducer = client_config(&bootstrap)
+        .set("acks", "all")
+        .create()
+        .unwrap();
+    let acked = produce_numbered(&p, "through-second", 3, 0, 10).await;
+    assert_eq!(acked.len(), 30);
 }
