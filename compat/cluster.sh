@@ -15,6 +15,10 @@
 #      in order, each once;
 #   5. restarts the killed node and waits until it is back in the ISR.
 #
+# Then confluent-kafka's AdminClient asks (ElectLeaders) for the preferred
+# leader of the last topic, whose first replica was the killed leader: it
+# must lead again.
+#
 # One "PASS <client>" / "FAIL <client>" line each; exits 0 only when all
 # passed. BOOTSTRAP from compat/run is ignored (this needs its own brokers).
 #
@@ -191,4 +195,18 @@ for client in ${CLUSTER_CLIENTS:-kcat confluent-kafka kafka-python kafkajs}; do
     failed=$((failed + 1))
   fi
 done
+echo "== elect-leaders (confluent-kafka)"
+topic="cluster-kafkajs"
+if [ -z "${CLUSTER_CLIENTS:-}" ] && wait_live; then
+  first="$(weir topics describe "$topic" --json 2>/dev/null | python3 -c '
+import json, sys
+print(json.load(sys.stdin)["partitions"][0]["replicas"][0])' 2>/dev/null)"
+  if BOOTSTRAP="$ALL" timeout "$STEP_TIMEOUT" "$PY" -u "$COMPAT/cluster_elect.py" "$topic" &&
+     got="$(placement "$topic")" && [ "${got% *}" = "$first" ]; then
+    echo "PASS elect-leaders"
+  else
+    echo "FAIL elect-leaders: the preferred replica ($first) does not lead $topic (${got:-?})"
+    failed=$((failed + 1))
+  fi
+fi
 exit "$failed"

@@ -17,6 +17,7 @@ pub mod admin;
 pub mod authz;
 pub mod commits;
 pub mod configs;
+pub mod elect;
 pub mod errors;
 pub mod fetch;
 pub mod groups;
@@ -57,6 +58,7 @@ pub const FAMILIES: &[&[Row]] = &[
     scram::ROWS,
     quotas::ROWS,
     log_dirs::ROWS,
+    elect::ROWS,
 ];
 
 /// The APIs weir serves.

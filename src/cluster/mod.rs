@@ -543,5 +543,85 @@ fn rebalance(m: &Metadata, dead: &dyn Fn(NodeId) -> bool) -> Vec<Command> {
     out
 }
 
+/// Which leader an ElectLeaders request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Election {
+    /// The preferred replica (the first), if it is live and in sync.
+    Preferred,
+    /// For a partition without a live leader or in-sync replica: any live
+    /// replica, in sync or not (what it lacks is lost).
+    Unclean,
+}
+
+/// Why no election was made for a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoElection {
+    UnknownPartition,
+    /// The partition already has the leader asked for.
+    NotNeeded,
+    /// The preferred replica is fenced or out of sync.
+    PreferredNotAvailable,
+    /// No live replica to lead.
+    NoEligibleLeader,
+}
+
+/// The change an ElectLeaders request makes to one partition.
+///
+/// # Errors
+/// Why no election is made.
+pub fn elect(
+    m: &Metadata,
+    topic: &str,
+    partition: i32,
+    kind: Election,
+) -> Result<Command, NoElection> {
+    let p = m
+        .partition(topic, partition)
+        .ok_or(NoElection::UnknownPartition)?;
+    let live = |id: NodeId| m.brokers.get(&id).is_some_and(|b| !b.fenced);
+    let change = |leader: NodeId, isr: Vec<NodeId>| Command::ChangePartition {
+        topic: topic.to_string(),
+        partition,
+        partition_epoch: p.partition_epoch,
+        leader: Some(leader),
+        isr,
+    };
+    match kind {
+        Election::Preferred => {
+            let preferred = *p.replicas.first().ok_or(NoElection::NoEligibleLeader)?;
+            if p.leader == Some(preferred) {
+                return Err(NoElection::NotNeeded);
+            }
+            if !live(preferred) || !p.isr.contains(&preferred) {
+                return Err(NoElection::PreferredNotAvailable);
+            }
+            Ok(change(preferred, p.isr.clone()))
+        }
+        Election::Unclean => {
+            if p.leader.is_some_and(live) {
+                return Err(NoElection::NotNeeded);
+            }
+            // A live in-sync replica is elected cleanly (the controller
+            // would do so at its next tick).
+            if let Some(r) = p
+                .replicas
+                .iter()
+                .copied()
+                .find(|r| live(*r) && p.isr.contains(r))
+            {
+                let isr = p.isr.iter().copied().filter(|r| live(*r)).collect();
+                return Ok(change(r, isr));
+            }
+            let r = p
+                .replicas
+                .iter()
+                .copied()
+                .find(|r| live(*r))
+                .ok_or(NoElection::NoEligibleLeader)?;
+            Ok(change(r, vec![r]))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -301,3 +301,73 @@ fn partitions_go_back_to_their_preferred_replica_when_it_is_in_sync() {
     }
     assert!(rebalance(&m, &|_| false).is_empty());
 }
+
+#[test]
+fn elections_asked_for_follow_kafka_rules() {
+    let mut m = three_brokers();
+    create(&mut m, "t", 1, 2);
+    let p = m.partition("t", 0).unwrap().clone();
+    let (preferred, other) = (p.replicas[0], p.replicas[1]);
+    let set = |m: &mut Metadata, leader: Option<NodeId>, isr: Vec<NodeId>| {
+        let epoch = m.partition("t", 0).unwrap().partition_epoch;
+        assert!(
+            m.apply(&Command::ChangePartition {
+                topic: "t".into(),
+                partition: 0,
+                partition_epoch: epoch,
+                leader,
+                isr,
+            })
+            .changed
+        );
+    };
+    let fence = |m: &mut Metadata, id: NodeId, fenced: bool| {
+        m.apply(&Command::SetFenced { id, fenced });
+    };
+    assert_eq!(
+        elect(&m, "t", 0, Election::Preferred),
+        Err(NoElection::NotNeeded)
+    );
+    assert_eq!(
+        elect(&m, "t", 1, Election::Preferred),
+        Err(NoElection::UnknownPartition)
+    );
+    // The preferred replica out of sync, then back in sync.
+    set(&mut m, Some(other), vec![other]);
+    assert_eq!(
+        elect(&m, "t", 0, Election::Preferred),
+        Err(NoElection::PreferredNotAvailable)
+    );
+    set(&mut m, Some(other), vec![other, preferred]);
+    let cmd = elect(&m, "t", 0, Election::Preferred).unwrap();
+    assert!(m.apply(&cmd).changed);
+    assert_eq!(m.partition("t", 0).unwrap().leader, Some(preferred));
+    // A live leader needs no unclean election.
+    assert_eq!(
+        elect(&m, "t", 0, Election::Unclean),
+        Err(NoElection::NotNeeded)
+    );
+    // Offline: the leader and only in-sync replica fenced, the other
+    // replica live but out of sync. Unclean elects it, alone in the ISR.
+    set(&mut m, Some(preferred), vec![preferred]);
+    fence(&mut m, preferred, true);
+    set(&mut m, None, vec![preferred]);
+    assert_eq!(
+        elect(&m, "t", 0, Election::Preferred),
+        Err(NoElection::PreferredNotAvailable)
+    );
+    let cmd = elect(&m, "t", 0, Election::Unclean).unwrap();
+    assert!(m.apply(&cmd).changed);
+    let after = m.partition("t", 0).unwrap();
+    assert_eq!(
+        (after.leader, after.isr.clone()),
+        (Some(other), vec![other])
+    );
+    // No live replica at all: nobody to elect.
+    fence(&mut m, other, true);
+    set(&mut m, None, vec![other]);
+    assert_eq!(
+        elect(&m, "t", 0, Election::Unclean),
+        Err(NoElection::NoEligibleLeader)
+    );
+}

@@ -67,6 +67,9 @@ codes! {
     DUPLICATE_RESOURCE = DuplicateResource,
     UNACCEPTABLE_CREDENTIAL = UnacceptableCredential,
     UNKNOWN_TOPIC_ID = UnknownTopicId,
+    PREFERRED_LEADER_NOT_AVAILABLE = PreferredLeaderNotAvailable,
+    ELIGIBLE_LEADERS_NOT_AVAILABLE = EligibleLeadersNotAvailable,
+    ELECTION_NOT_NEEDED = ElectionNotNeeded,
 }
 
 #[cfg(test)]

@@ -49,6 +49,29 @@ pub(crate) fn read_response(s: &mut TcpStream) -> Option<Vec<u8>> {
     Some(body)
 }
 
+/// The body of a response to `key` at `version`, after its header.
+pub(crate) fn decode_body<Resp: Decodable>(key: ApiKey, version: i16, r: &[u8]) -> Resp {
+    let skip = if key.response_header_version(version) >= 1 {
+        5
+    } else {
+        4
+    };
+    Resp::decode(&mut bytes::Bytes::from(r[skip..].to_vec()), version).unwrap()
+}
+
+/// Sends one request on a new PLAINTEXT connection and decodes the
+/// response body.
+pub(crate) fn call<Req: Encodable, Resp: Decodable>(
+    addr: SocketAddr,
+    key: ApiKey,
+    version: i16,
+    req: &Req,
+) -> Resp {
+    let mut s = connect(addr);
+    s.write_all(&frame(key, version, 9, req)).unwrap();
+    decode_body(key, version, &read_response(&mut s).unwrap())
+}
+
 /// True when the peer closed the connection (EOF) rather than hanging.
 pub(crate) fn closed(s: &mut TcpStream) -> bool {
     let mut b = [0u8; 1];

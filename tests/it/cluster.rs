@@ -351,7 +351,7 @@ fn a_node_missing_from_the_voters_does_not_start() {
 
 /// (leader, replicas, isr) of each partition of `topic`, as a client's
 /// Metadata request to `bootstrap` sees them.
-fn placement(bootstrap: &str, topic: &str) -> Vec<(i32, Vec<i32>, Vec<i32>)> {
+pub(crate) fn placement(bootstrap: &str, topic: &str) -> Vec<(i32, Vec<i32>, Vec<i32>)> {
     use rdkafka::consumer::Consumer;
     let c = consumer(bootstrap);
     let md = c
@@ -372,7 +372,7 @@ fn placement(bootstrap: &str, topic: &str) -> Vec<(i32, Vec<i32>, Vec<i32>)> {
 }
 
 /// Waits until `ok` holds for the placement of `topic`.
-fn wait_placement(
+pub(crate) fn wait_placement(
     bootstrap: &str,
     topic: &str,
     within: Duration,
@@ -395,7 +395,7 @@ fn wait_placement(
 /// Produces `n` keyed records per partition, numbered from `from`, with an
 /// idempotent acks=all producer; returns the acknowledged (partition,
 /// value) pairs.
-async fn produce_numbered(
+pub(crate) async fn produce_numbered(
     p: &rdkafka::producer::FutureProducer,
     topic: &str,
     partitions: i32,

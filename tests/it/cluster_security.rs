@@ -16,7 +16,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use crate::bad_input::{connect, frame, read_response};
+use crate::bad_input::{connect, decode_body, frame, read_response};
 use crate::cluster::TestCluster;
 use crate::common::*;
 
@@ -27,28 +27,20 @@ fn sb(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
-fn decode<Resp: Decodable>(key: ApiKey, version: i16, r: &[u8]) -> Resp {
-    let skip = if key.response_header_version(version) >= 1 {
-        5
-    } else {
-        4
-    };
-    Resp::decode(&mut Bytes::from(r[skip..].to_vec()), version).unwrap()
-}
-
 /// Authenticates as `who` with SASL PLAIN on a new connection to `port`;
 /// `None` when the broker refuses.
 fn login(port: u16, who: (&str, &str)) -> Option<std::net::TcpStream> {
     let mut s = connect(SocketAddr::from(([127, 0, 0, 1], port)));
     let hs = SaslHandshakeRequest::default().with_mechanism(sb("PLAIN"));
     s.write_all(&frame(ApiKey::SaslHandshake, 1, 1, &hs)).ok()?;
-    let r: SaslHandshakeResponse = decode(ApiKey::SaslHandshake, 1, &read_response(&mut s)?);
+    let r: SaslHandshakeResponse = decode_body(ApiKey::SaslHandshake, 1, &read_response(&mut s)?);
     assert_eq!(r.error_code, 0, "PLAIN is offered");
     let token = format!("\0{}\0{}", who.0, who.1);
     let auth = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
     s.write_all(&frame(ApiKey::SaslAuthenticate, 2, 2, &auth))
         .ok()?;
-    let r: SaslAuthenticateResponse = decode(ApiKey::SaslAuthenticate, 2, &read_response(&mut s)?);
+    let r: SaslAuthenticateResponse =
+        decode_body(ApiKey::SaslAuthenticate, 2, &read_response(&mut s)?);
     (r.error_code == 0).then_some(s)
 }
 
@@ -62,7 +54,7 @@ fn call_as<Req: Encodable, Resp: Decodable>(
 ) -> Resp {
     let mut s = login(port, who).expect("authenticated");
     s.write_all(&frame(key, version, 3, req)).unwrap();
-    decode(key, version, &read_response(&mut s).unwrap())
+    decode_body(key, version, &read_response(&mut s).unwrap())
 }
 
 /// Waits until `ok` holds.

@@ -9,6 +9,7 @@ mod cluster;
 mod cluster_security;
 mod common;
 mod crash;
+mod elect_leaders;
 mod faults;
 mod groups;
 mod internal_topics;

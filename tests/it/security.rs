@@ -18,7 +18,7 @@ use tempfile::TempDir;
 use weir::config::{AuthorizerMode, Config, ListenerConfig, SecurityProtocol};
 use weir::security::acl::{AclBinding, Operation, PatternType, Permission, ResourceType};
 
-use crate::bad_input::{closed, connect, frame, read_response};
+use crate::bad_input::{call, closed, connect, frame, read_response};
 use crate::common::*;
 
 /// A CA, a server certificate for localhost/127.0.0.1 and a client
@@ -394,24 +394,6 @@ async fn acls_let_one_principal_write_and_deny_another() {
     // Anonymous on the PLAINTEXT listener is denied by default.
     let anon = client_config(&addr_of(&b, SecurityProtocol::Plaintext));
     assert!(produce_one(&anon, "orders", "anon").await.is_err());
-}
-
-/// Sends one request on an authenticated-free connection (PLAINTEXT) and
-/// decodes the response body.
-fn call<Req, Resp>(addr: SocketAddr, key: ApiKey, version: i16, req: &Req) -> Resp
-where
-    Req: kafka_protocol::protocol::Encodable,
-    Resp: Decodable,
-{
-    let mut s = connect(addr);
-    s.write_all(&frame(key, version, 9, req)).unwrap();
-    let r = read_response(&mut s).unwrap();
-    let skip = if key.response_header_version(version) >= 1 {
-        5
-    } else {
-        4
-    };
-    Resp::decode(&mut Bytes::from(r[skip..].to_vec()), version).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

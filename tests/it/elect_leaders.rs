@@ -1,0 +1,188 @@
+//! ElectLeaders against three broker processes: a preferred election hands
+//! a partition back to its first replica once it is in sync again, and an
+//! unclean one brings an offline partition back on a live replica that
+//! was out of sync.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+use kafka_protocol::messages::{ApiKey, ElectLeadersRequest, ElectLeadersResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::bad_input::call;
+use crate::cluster::{produce_numbered, wait_placement, TestCluster};
+use crate::common::*;
+
+const PREFERRED: i8 = 0;
+const UNCLEAN: i8 = 1;
+
+/// ElectLeaders v2 to the broker on `port`: the top-level code and each
+/// named partition's code.
+fn elect(port: u16, kind: i8, partitions: Option<&[(&str, i32)]>) -> (i16, Vec<(String, i16)>) {
+    let req = ElectLeadersRequest::default()
+        .with_election_type(kind)
+        .with_timeout_ms(10_000)
+        .with_topic_partitions(partitions.map(|ps| {
+            ps.iter()
+                .map(|(t, p)| {
+                    TopicPartitions::default()
+                        .with_topic(TopicName(StrBytes::from_string((*t).to_string())))
+                        .with_partitions(vec![*p])
+                })
+                .collect()
+        }));
+    let r: ElectLeadersResponse = call(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        ApiKey::ElectLeaders,
+        2,
+        &req,
+    );
+    let parts = r
+        .replica_election_results
+        .iter()
+        .flat_map(|t| {
+            t.partition_result.iter().map(|p| {
+                (
+                    format!("{}-{}", t.topic.as_str(), p.partition_id),
+                    p.error_code,
+                )
+            })
+        })
+        .collect();
+    (r.error_code, parts)
+}
+
+async fn create(bootstrap: &str, name: &str, rf: i32) {
+    let t = rdkafka::admin::NewTopic::new(name, 1, rdkafka::admin::TopicReplication::Fixed(rf));
+    for r in admin(bootstrap)
+        .create_topics([&t], &rdkafka::admin::AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elect_leaders_moves_a_partition_to_its_preferred_replica_or_uncleanly_to_a_live_one() {
+    // No automatic hand-back: only the request moves leaders home.
+    let mut c = TestCluster::start_with(3, &["--leader-imbalance-check-interval-ms", "0"]);
+    c.agreed(&[0, 1, 2], None, Duration::from_secs(30));
+    let bootstrap = c.bootstrap();
+    let port = |c: &TestCluster, id: i32| c.ports[id as usize - 1].0;
+
+    // Preferred: the first replica dies, comes back in sync, and is made
+    // leader again on request.
+    create(&bootstrap, "home", 3).await;
+    let before = wait_placement(&bootstrap, "home", Duration::from_secs(15), |p| p[0].0 > 0);
+    let first = before[0].1[0];
+    assert_eq!(before[0].0, first, "the first replica leads a new topic");
+    let other = before[0].1[1];
+    assert_eq!(
+        elect(port(&c, other), PREFERRED, Some(&[("home", 0)])).1,
+        [("home-0".to_string(), 84)],
+        "ELECTION_NOT_NEEDED while it leads"
+    );
+    c.kill9(first as usize - 1);
+    let survivors = c.bootstrap_without(first);
+    wait_placement(&survivors, "home", Duration::from_secs(15), |p| {
+        p[0].0 > 0 && p[0].0 != first
+    });
+    assert_eq!(
+        elect(port(&c, other), PREFERRED, Some(&[("home", 0)])).1,
+        [("home-0".to_string(), 80)],
+        "PREFERRED_LEADER_NOT_AVAILABLE while it is down"
+    );
+    c.start_node(first as usize - 1);
+    wait_placement(&bootstrap, "home", Duration::from_secs(30), |p| {
+        p[0].2.contains(&first) && p[0].0 != first
+    });
+    let (top, parts) = elect(
+        port(&c, other),
+        PREFERRED,
+        Some(&[("home", 0), ("nope", 0)]),
+    );
+    assert_eq!(top, 0);
+    assert_eq!(
+        parts,
+        [("home-0".to_string(), 0), ("nope-0".to_string(), 3)]
+    );
+    wait_placement(&bootstrap, "home", Duration::from_secs(10), |p| {
+        p[0].0 == first
+    });
+    // Asked for every partition, only those elected or failing are named:
+    // not `home`, which has its leader; the internal partitions that the
+    // killed broker led move home too (or wait for it to be in sync).
+    let (top, parts) = elect(port(&c, other), PREFERRED, None);
+    assert_eq!(top, 0);
+    assert!(
+        parts
+            .iter()
+            .all(|(n, code)| !n.starts_with("home-") && (*code == 0 || *code == 80)),
+        "{parts:?}"
+    );
+
+    // Unclean: replicas [a, b]. b is paused and leaves the ISR, then a is
+    // killed: the partition is offline, as no in-sync replica lives. b is
+    // woken; an unclean election makes it the leader, with what it has.
+    create(&bootstrap, "last-resort", 2).await;
+    let placed = wait_placement(&bootstrap, "last-resort", Duration::from_secs(15), |p| {
+        p[0].0 > 0 && p[0].2.len() == 2
+    });
+    let (a, b) = (placed[0].1[0], placed[0].1[1]);
+    let third = (1..=3).find(|n| *n != a && *n != b).unwrap();
+    let p: rdkafka::producer::FutureProducer = client_config(&bootstrap)
+        .set("acks", "all")
+        .create()
+        .unwrap();
+    assert_eq!(produce_numbered(&p, "last-resort", 1, 0, 5).await.len(), 5);
+    drop(p);
+    c.signal(b as usize - 1, "-STOP");
+    let others = c.bootstrap_without(b);
+    wait_placement(&others, "last-resort", Duration::from_secs(15), |p| {
+        p[0].2 == [a]
+    });
+    c.kill9(a as usize - 1);
+    c.signal(b as usize - 1, "-CONT");
+    let alive = c.bootstrap_without(a);
+    wait_placement(&alive, "last-resort", Duration::from_secs(30), |p| {
+        p[0].0 <= 0
+    });
+    assert_eq!(
+        elect(port(&c, third), PREFERRED, Some(&[("last-resort", 0)])).1,
+        [("last-resort-0".to_string(), 80)]
+    );
+    // b must be back (unfenced) before it can be elected.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, parts) = elect(port(&c, third), UNCLEAN, Some(&[("last-resort", 0)]));
+        if parts == [("last-resort-0".to_string(), 0)] {
+            break;
+        }
+        assert_eq!(
+            parts,
+            [("last-resort-0".to_string(), 83)],
+            "only while b is fenced"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b never became eligible"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_placement(&alive, "last-resort", Duration::from_secs(10), |p| {
+        p[0].0 == b && p[0].2 == [b]
+    });
+    // It serves what it had and takes new writes.
+    let p: rdkafka::producer::FutureProducer =
+        client_config(&alive).set("acks", "all").create().unwrap();
+    assert_eq!(produce_numbered(&p, "last-resort", 1, 5, 5).await.len(), 5);
+    let read = read_all(&alive, "last-resort", 1, 10, Duration::from_secs(15));
+    assert_eq!(read.len(), 10);
+    // The killed replica comes back as b's follower and rejoins the ISR.
+    c.start_node(a as usize - 1);
+    wait_placement(&bootstrap, "last-resort", Duration::from_secs(30), |p| {
+        p[0].0 == b && p[0].2.len() == 2
+    });
+}
