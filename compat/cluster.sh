@@ -197,6 +197,7 @@ for client in ${CLUSTER_CLIENTS:-kcat confluent-kafka kafka-python kafkajs}; do
 done
 echo "== elect-leaders (confluent-kafka)"
 topic="cluster-kafkajs"
+got=""
 if [ -z "${CLUSTER_CLIENTS:-}" ] && wait_live; then
   first="$(weir topics describe "$topic" --json 2>/dev/null | python3 -c '
 import json, sys

@@ -18,9 +18,10 @@ admin = AdminClient({
     "bootstrap.servers": os.environ["BOOTSTRAP"],
     "broker.address.family": "v4",
 })
-future = admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition(topic, 0)],
-                             request_timeout=30, operation_timeout=20)
-for tp, err in future.result().items():
+# (No timeouts passed: confluent-kafka 2.16's binding of this call fails
+# on keyword arguments; the client's defaults apply.)
+future = admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition(topic, 0)])
+for tp, err in future.result(timeout=60).items():
     if err is None:
         print(f"  {tp.topic}-{tp.partition}: elected")
     elif err.args[0].code() == KafkaError.ELECTION_NOT_NEEDED:

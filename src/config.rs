@@ -141,6 +141,12 @@ pub struct ServeArgs {
     /// entry in --controller-quorum-voters.
     #[arg(long, env = "WEIR_CONTROLLER_LISTEN")]
     pub controller_listen: Option<String>,
+    /// A file holding the cluster's secret (at least 16 bytes; a trailing
+    /// newline is dropped): every connection between brokers on the
+    /// controller listeners proves it before any message. Give every node
+    /// the same one.
+    #[arg(long, env = "WEIR_CONTROLLER_SECRET_FILE")]
+    pub controller_secret_file: Option<PathBuf>,
     /// The quorum's heartbeat in milliseconds; a leader is replaced after
     /// 5 to 10 missed heartbeats.
     #[arg(long, env = "WEIR_CONTROLLER_HEARTBEAT_MS", default_value_t = 100)]
@@ -564,6 +570,11 @@ impl Config {
             }
         } else if args.controller_listen.is_some() {
             return Err(bad("controller-listen", "needs --controller-quorum-voters"));
+        } else if args.controller_secret_file.is_some() {
+            return Err(bad(
+                "controller-secret-file",
+                "needs --controller-quorum-voters",
+            ));
         } else if args.default_replication_factor != 1 {
             return Err(bad(
                 "default-replication-factor",

@@ -223,8 +223,21 @@ async fn start_cluster(broker: &Broker, voters: &str) -> Result<Arc<cluster::Clu
             .cloned()
             .ok_or_else(|| bad(format!("node {node_id} is not a voter")))?,
     };
+    let auth = match &args.controller_secret_file {
+        None => None,
+        Some(path) => {
+            let read = std::fs::read(path)
+                .map_err(|e| bad(format!("--controller-secret-file {}: {e}", path.display())))?;
+            let secret = read.strip_suffix(b"\n").unwrap_or(&read);
+            let secret = secret.strip_suffix(b"\r").unwrap_or(secret);
+            let secret = cluster::Secret::new(secret)
+                .map_err(|e| bad(format!("--controller-secret-file {}: {e}", path.display())))?;
+            Some(Arc::new(secret))
+        }
+    };
     let settings = cluster::Settings {
         node_id,
+        auth,
         listen,
         voters,
         me: cluster::BrokerInfo {

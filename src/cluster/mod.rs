@@ -14,6 +14,7 @@
 //! broker starts it, reads its metadata, watches its changes and answers
 //! followers' fetches through [`ReplicaSource`].
 
+mod auth;
 mod network;
 mod store;
 mod types;
@@ -29,7 +30,8 @@ use parking_lot::RwLock;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-pub use network::{deliver, ReplicaClient};
+pub use auth::{Auth, Secret, MIN_SECRET};
+pub use network::ReplicaClient;
 pub use types::{
     AppendReply, AppendRequest, BrokerInfo, Command, FetchReply, FetchRequest, Metadata, NodeId,
     PartitionState, Refusal, ReplicaSource, Reply, TopicState, TypeConfig,
@@ -85,6 +87,9 @@ pub struct Settings {
     pub rebalance_interval: Option<Duration>,
     /// The cluster id a fresh quorum takes (the first registration's).
     pub cluster_id: String,
+    /// The secret every connection between brokers proves
+    /// (`--controller-secret-file`); `None`: connections are not checked.
+    pub auth: Auth,
 }
 
 /// Errors starting the quorum.
@@ -187,7 +192,7 @@ impl Cluster {
         }
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
-        let peers = network::Peers::default();
+        let peers = network::Peers::new(settings.auth.clone());
         let raft = Raft::new(settings.node_id, Arc::new(config), peers.clone(), log, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -208,6 +213,7 @@ impl Cluster {
             Arc::clone(&cluster.source),
             cluster.stop.clone(),
             listener,
+            cluster.settings.auth.clone(),
         ));
         let members: BTreeMap<NodeId, BasicNode> = cluster
             .settings
@@ -326,13 +332,34 @@ impl Cluster {
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 match (f.leader_id, f.leader_node) {
                     (Some(id), Some(node)) if id != self.settings.node_id => {
-                        network::forward(&node.addr, cmd).await
+                        network::forward(&node.addr, &self.settings.auth, cmd).await
                     }
                     _ => Err("no controller is elected yet".into()),
                 }
             }
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    /// Sends a batch to the leader of its partition, whose controller
+    /// listener is at `addr`, and waits for its in-sync replicas to hold it.
+    ///
+    /// # Errors
+    /// The leader cannot be reached or did not answer in time.
+    pub async fn deliver(
+        &self,
+        addr: &str,
+        topic: &str,
+        partition: i32,
+        batch: &[u8],
+    ) -> Result<AppendReply, String> {
+        network::deliver(addr, &self.settings.auth, topic, partition, batch).await
+    }
+
+    /// A follower's connection to the leader whose controller listener is
+    /// at `addr`.
+    pub fn replica_client(&self, addr: String) -> ReplicaClient {
+        ReplicaClient::new(addr, self.settings.auth.clone())
     }
 
     /// A new producer id, unique over the cluster: taken from a block the

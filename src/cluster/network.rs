@@ -20,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use super::auth::{self, Auth};
 use super::types::{
     AppendReply, AppendRequest, Command, FetchReply, FetchRequest, NodeId, ReplicaSource, Reply,
     TypeConfig,
@@ -106,7 +107,9 @@ pub(super) async fn serve(
     source: Source,
     stop: CancellationToken,
     listener: TcpListener,
+    auth: Auth,
 ) {
+    let refusals = Arc::new(Refusals::default());
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
@@ -120,6 +123,8 @@ pub(super) async fn serve(
                     Arc::clone(&source),
                     stop.clone(),
                     stream,
+                    auth.clone(),
+                    Arc::clone(&refusals),
                 ));
             }
             Err(e) => {
@@ -130,12 +135,46 @@ pub(super) async fn serve(
     }
 }
 
+/// Connections refused for want of the secret, logged at most once per
+/// interval (a misconfigured peer retries many times a second).
+#[derive(Default)]
+struct Refusals {
+    last_logged: parking_lot::Mutex<Option<Instant>>,
+    since: std::sync::atomic::AtomicU64,
+}
+
+impl Refusals {
+    fn note(&self, peer: Option<std::net::SocketAddr>, e: &std::io::Error) {
+        let count = self
+            .since
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let mut last = self.last_logged.lock();
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            *last = Some(Instant::now());
+            self.since.store(0, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                peer = ?peer, error = %e, refused = count,
+                "refused a controller connection that did not prove the cluster's secret"
+            );
+        }
+    }
+}
+
 async fn peer_connection(
     raft: Raft<TypeConfig>,
     source: Source,
     stop: CancellationToken,
     mut stream: TcpStream,
+    auth: Auth,
+    refusals: Arc<Refusals>,
 ) {
+    if let Some(secret) = &auth {
+        if let Err(e) = auth::check(&mut stream, secret).await {
+            refusals.note(stream.peer_addr().ok(), &e);
+            return;
+        }
+    }
     loop {
         let req = tokio::select! {
             () = stop.cancelled() => return,
@@ -177,9 +216,9 @@ async fn peer_connection(
 }
 
 /// Sends a proposal to the leader at `addr`.
-pub(super) async fn forward(addr: &str, cmd: Command) -> Result<Reply, String> {
+pub(super) async fn forward(addr: &str, auth: &Auth, cmd: Command) -> Result<Reply, String> {
     let call = async {
-        let mut s = TcpStream::connect(addr).await?;
+        let mut s = auth::connect(addr, auth).await?;
         write_msg(&mut s, &Request::Propose(cmd)).await?;
         read_msg::<Response>(&mut s).await
     };
@@ -200,8 +239,9 @@ const DELIVER_TIMEOUT: Duration = Duration::from_secs(15);
 ///
 /// # Errors
 /// The leader cannot be reached or did not answer in time.
-pub async fn deliver(
+pub(super) async fn deliver(
     addr: &str,
+    auth: &Auth,
     topic: &str,
     partition: i32,
     batch: &[u8],
@@ -213,8 +253,7 @@ pub async fn deliver(
         len,
     };
     let call = async {
-        let mut s = TcpStream::connect(addr).await?;
-        let _ = s.set_nodelay(true);
+        let mut s = auth::connect(addr, auth).await?;
         write_msg(&mut s, &Request::Deliver(req)).await?;
         s.write_all(batch).await?;
         read_msg::<Response>(&mut s).await
@@ -231,6 +270,8 @@ pub async fn deliver(
 /// election and replication stream).
 #[derive(Default, Clone)]
 pub(super) struct Peers {
+    /// The cluster's secret, proven on every connection.
+    auth: Auth,
     /// Peers whose last call failed, shared by all clients so that a peer
     /// going away is logged once, not once per client.
     down: Arc<parking_lot::Mutex<std::collections::BTreeSet<NodeId>>>,
@@ -239,6 +280,15 @@ pub(super) struct Peers {
     /// Peers whose last call found nothing listening (a process gone).
     /// (and when): calls since have not been answered.
     pub(super) refused: Arc<parking_lot::Mutex<std::collections::BTreeMap<NodeId, Instant>>>,
+}
+
+impl Peers {
+    pub(super) fn new(auth: Auth) -> Self {
+        Self {
+            auth,
+            ..Self::default()
+        }
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for Peers {
@@ -274,10 +324,9 @@ impl Peer {
     async fn call(&mut self, req: &Request, ttl: Duration) -> Result<Response, CallError> {
         let attempt = async {
             if self.conn.is_none() {
-                let s = TcpStream::connect(&self.addr)
+                let s = auth::connect(&self.addr, &self.peers.auth)
                     .await
                     .map_err(CallError::Unreachable)?;
-                let _ = s.set_nodelay(true);
                 self.conn = Some(s);
             }
             let Some(s) = self.conn.as_mut() else {
@@ -390,12 +439,17 @@ impl RaftNetwork<TypeConfig> for Peer {
 /// A follower's connection to one leader's controller listener.
 pub struct ReplicaClient {
     addr: String,
+    auth: Auth,
     conn: Option<TcpStream>,
 }
 
 impl ReplicaClient {
-    pub fn new(addr: String) -> Self {
-        Self { addr, conn: None }
+    pub(super) fn new(addr: String, auth: Auth) -> Self {
+        Self {
+            addr,
+            auth,
+            conn: None,
+        }
     }
 
     /// Where the connection goes.
@@ -411,9 +465,7 @@ impl ReplicaClient {
         let ttl = Duration::from_millis(u64::from(req.max_wait_ms) + 5_000);
         let call = async {
             if self.conn.is_none() {
-                let s = TcpStream::connect(&self.addr).await?;
-                let _ = s.set_nodelay(true);
-                self.conn = Some(s);
+                self.conn = Some(auth::connect(&self.addr, &self.auth).await?);
             }
             let Some(s) = self.conn.as_mut() else {
                 return Err(std::io::Error::other("no connection"));

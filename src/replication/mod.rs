@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::{now_ms, Broker};
 use crate::cluster::{
     AppendReply, AppendRequest, Cluster, FetchReply, FetchRequest, Metadata, NodeId,
-    PartitionState, ReplicaClient, ReplicaSource,
+    PartitionState, ReplicaSource,
 };
 use crate::log::{LogError, PartitionLog};
 use crate::replicas::{record_progress, Following, Key, LeaderInner, Leadership, Replicas};
@@ -401,7 +401,7 @@ async fn follow(
         return;
     };
     let me = cluster.node_id();
-    let mut client = ReplicaClient::new(addr);
+    let mut client = cluster.replica_client(addr);
     let mut failures = 0u32;
     loop {
         if stop.is_cancelled() || broker.strong_count() == 0 {

@@ -30,7 +30,8 @@ impl TestCluster {
     }
 
     /// [`TestCluster::start`], with `extra` flags for every node; `{kafka}`
-    /// in a flag is the node's Kafka port, `{kafka2}` a second free port.
+    /// in a flag is the node's Kafka port, `{kafka2}` a second free port,
+    /// `{node}` its id.
     pub fn start_with(n: usize, extra: &[&str]) -> Self {
         for _ in 0..5 {
             if let Some(c) = Self::try_start(n, extra) {
@@ -92,6 +93,7 @@ impl TestCluster {
             .map(|a| {
                 a.replace("{kafka}", &kafka.to_string())
                     .replace("{kafka2}", &self.second_ports[i].to_string())
+                    .replace("{node}", &id)
             })
             .collect();
         let mut args = vec!["--node-id", &id, "--controller-quorum-voters", &voters];

@@ -315,3 +315,69 @@ async fn users_acls_and_quotas_made_on_one_broker_hold_on_every_broker_and_throu
         assert!(login(port(i), ADMIN).is_some());
     }
 }
+
+#[test]
+fn brokers_prove_the_cluster_secret_to_each_other_and_an_outsider_cannot_propose() {
+    use std::io::Read;
+    let secrets = tempfile::tempdir().unwrap();
+    let right = "a-secret-only-the-brokers-know\n";
+    for (node, secret) in [(1, right), (2, right), (3, "another-secret-entirely\n")] {
+        std::fs::write(secrets.path().join(format!("secret-{node}")), secret).unwrap();
+    }
+    let flag = format!("{}/secret-{{node}}", secrets.path().display());
+    let mut c = TestCluster::start_with(
+        3,
+        &[
+            "--controller-secret-file",
+            &flag,
+            "--auto-create-topics",
+            "false",
+        ],
+    );
+    // Nodes 1 and 2 form the quorum; node 3, with another secret, is
+    // refused by both and refuses them.
+    eventually("nodes 1 and 2 agree", Duration::from_secs(30), || {
+        [0, 1].iter().all(|&i| {
+            c.status(i).is_some_and(|s| {
+                s["controller"].as_u64().is_some_and(|l| l == 1 || l == 2)
+                    && s["brokers"].as_array().map(Vec::len) == Some(2)
+            })
+        })
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let three = c.status(2).unwrap();
+    assert!(three["controller"].is_null(), "{three}");
+    assert_eq!(c.status(0).unwrap()["brokers"].as_array().unwrap().len(), 2);
+
+    // An outsider on node 1's controller listener: its proposal (a topic)
+    // is never read.
+    let controller_port = c.ports[0].2;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", controller_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = br#"{"Propose":{"CreateTopic":{"name":"intruder","id":"6f1c1a0e-1d7e-4d4f-9a63-1c8a7c0f0a11","partitions":1,"replication_factor":1,"configs":{}}}}"#;
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(body);
+    let _ = s.write_all(&frame);
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert_eq!(got.len(), 32, "a challenge, then the connection is closed");
+    let bootstrap = c.bootstrap_without(3);
+    std::thread::sleep(Duration::from_millis(500));
+    let consumer: rdkafka::consumer::BaseConsumer = client_config(&bootstrap).create().unwrap();
+    let md = rdkafka::consumer::Consumer::fetch_metadata(
+        &consumer,
+        Some("intruder"),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(
+        md.topics().iter().all(|t| t.partitions().is_empty()),
+        "no topic was made"
+    );
+
+    // Given the cluster's secret, node 3 joins.
+    std::fs::write(secrets.path().join("secret-3"), right).unwrap();
+    c.kill9(2);
+    c.start_node(2);
+    c.agreed(&[0, 1, 2], None, Duration::from_secs(30));
+}
