@@ -326,6 +326,9 @@ fn lz4(src: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<usize, DecompressE
             }
             out.resize(end, 0);
         }
+        if !stored {
+            lz4_block_shape(data, block_max).map_err(|e| corrupt("lz4", e))?;
+        }
         let (before, after) = out.split_at_mut(pos);
         let window = &mut after[..room];
         let decoded = if stored {
@@ -365,6 +368,64 @@ fn lz4(src: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<usize, DecompressE
         return Err(bad("content size differs from the frame header"));
     }
     Ok(pos)
+}
+
+/// Checks the sequence layout of a compressed LZ4 block as the reference
+/// decoder (liblz4, which librdkafka and the Java client use) does: the
+/// block ends with a sequence of literals only, which takes its last 8
+/// input bytes or reaches the last 12 bytes of a block of `capacity`
+/// bytes; a match never writes the last 5 bytes. A block the decoder here
+/// could decode but liblz4 would refuse is refused, so that no batch is
+/// kept that a consumer cannot read. (Offsets are the decoder's to check.)
+fn lz4_block_shape(data: &[u8], capacity: usize) -> Result<(), &'static str> {
+    const TAIL_INPUT: usize = 8; // offset, a token, the last literals
+    const TAIL_OUTPUT: usize = 12; // the last match starts before this
+    const LAST_LITERALS: usize = 5;
+    let n = data.len();
+    let (mut i, mut op) = (0usize, 0usize);
+    // An extended length: bytes of 255 and one that ends it. `floor` is
+    // how close to the end of the input the bytes may come.
+    let extend = |i: &mut usize, mut len: usize, floor: usize| -> Result<usize, &'static str> {
+        loop {
+            let b = *data.get(*i).ok_or("truncated length")?;
+            *i += 1;
+            if *i > floor {
+                return Err("length runs into the end of the block");
+            }
+            len = len.saturating_add(usize::from(b));
+            if b != 255 {
+                return Ok(len);
+            }
+        }
+    };
+    loop {
+        let token = *data.get(i).ok_or("block ends without literals")?;
+        i += 1;
+        let mut literals = usize::from(token >> 4);
+        if literals == 15 {
+            literals = extend(&mut i, literals, n)?;
+        }
+        let lit_end = i.saturating_add(literals);
+        if lit_end.saturating_add(TAIL_INPUT) > n
+            || op.saturating_add(literals).saturating_add(TAIL_OUTPUT) > capacity
+        {
+            // The last sequence: its literals end the block exactly.
+            if lit_end != n || op.saturating_add(literals) > capacity {
+                return Err("malformed last sequence");
+            }
+            return Ok(());
+        }
+        i = lit_end + 2;
+        op += literals;
+        let mut matched = usize::from(token & 15);
+        if matched == 15 {
+            matched = extend(&mut i, matched, n - LAST_LITERALS)?;
+        }
+        op = op.saturating_add(matched + 4);
+        if op.saturating_add(LAST_LITERALS) > capacity {
+            return Err("a match reaches the last bytes of the block");
+        }
+    }
 }
 
 /// A reader over a byte slice for the frame parser.
@@ -671,6 +732,23 @@ mod tests {
                 proptest::prop_assert!(out == reference, "{}", name);
             }
         }
+    }
+
+    #[test]
+    fn an_lz4_block_is_shaped_as_liblz4_wants_it() {
+        // Literals only: the one sequence ends the block.
+        assert!(lz4_block_shape(&[0x40, b'a', b'b', b'c', b'd'], 65536).is_ok());
+        assert!(lz4_block_shape(&[0x00], 65536).is_ok(), "an empty block");
+        // Ending on a match (decodable as "abcdabcd", but liblz4 wants the
+        // last bytes to be literals).
+        assert!(lz4_block_shape(&[0x40, b'a', b'b', b'c', b'd', 4, 0], 65536).is_err());
+        // A match, then 8 literals: fine, unless the block's room is so
+        // small that the first literals already reach its last 12 bytes.
+        let mut ok = vec![0x40, b'a', b'b', b'c', b'd', 4, 0, 0x80];
+        ok.extend_from_slice(b"12345678");
+        assert!(lz4_block_shape(&ok, 65536).is_ok());
+        assert!(lz4_block_shape(&ok, 12).is_err());
+        assert!(lz4_block_shape(&[], 65536).is_err());
     }
 
     #[test]
