@@ -12,9 +12,9 @@ pub fn log_error_code(e: &LogError) -> i16 {
     match e {
         LogError::Io { .. } | LogError::Corruption { .. } => KAFKA_STORAGE_ERROR,
         LogError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
-        LogError::InvalidBatch(BatchError::Invalid(_) | BatchError::Record { .. }) => {
-            INVALID_RECORD
-        }
+        LogError::InvalidBatch(
+            BatchError::Invalid(_) | BatchError::Record { .. } | BatchError::Keyless(_),
+        ) => INVALID_RECORD,
         LogError::InvalidBatch(BatchError::DecompressedTooLarge { .. }) => MESSAGE_TOO_LARGE,
         LogError::InvalidBatch(BatchError::Magic(_)) => CORRUPT_MESSAGE,
         LogError::InvalidBatch(_) => CORRUPT_MESSAGE,

@@ -119,6 +119,29 @@ impl Api for Produce {
     }
 }
 
+/// KIP-467: the records a refused batch was refused for, by their place
+/// in the batch (clients fail those records and may send the others again).
+fn record_errors(
+    e: &crate::log::LogError,
+) -> Vec<kafka_protocol::messages::produce_response::BatchIndexAndErrorMessage> {
+    use crate::log::batch::BatchError;
+    use crate::log::LogError;
+    use kafka_protocol::messages::produce_response::BatchIndexAndErrorMessage;
+    let one = |index: u32, message: &str| {
+        BatchIndexAndErrorMessage::default()
+            .with_batch_index(i32::try_from(index).unwrap_or(i32::MAX))
+            .with_batch_index_error_message(Some(sb(message)))
+    };
+    match e {
+        LogError::InvalidBatch(BatchError::Record { index, reason }) => vec![one(*index, reason)],
+        LogError::InvalidBatch(BatchError::Keyless(indices)) => indices
+            .iter()
+            .map(|i| one(*i, "Compacted topic cannot accept message without key."))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// KIP-951: a partition answered `NOT_LEADER_OR_FOLLOWER` names its
 /// current leader and epoch, and the response carries that broker's
 /// address, so the client moves without asking for metadata first.
@@ -368,6 +391,7 @@ async fn append(
                     }
                     parts.push(
                         pr.with_error_code(code)
+                            .with_record_errors(record_errors(&e))
                             .with_error_message(Some(sb(e.to_string())))
                             .with_log_start_offset(log.log_start_offset()),
                     );

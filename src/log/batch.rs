@@ -83,6 +83,10 @@ pub enum BatchError {
         "record batch decompresses to more than {limit} bytes (the broker's --max-decompressed-batch-bytes)"
     )]
     DecompressedTooLarge { limit: usize },
+    /// Records without a key, for a partition that needs one (a compacted
+    /// topic's): their positions in the batch.
+    #[error("a compacted topic cannot accept a record without a key ({} in the batch)", .0.len())]
+    Keyless(Vec<u32>),
 }
 
 fn be_i16(b: &[u8], at: usize) -> i16 {
@@ -316,12 +320,15 @@ impl<'a> Fields<'a> {
 
 /// Walks the records of a batch body (decompressed): exactly `count`
 /// records, each one's fields inside its stated length and filling it, its
-/// offset delta equal to its position, nothing after the last. Reads varints
-/// only; allocates nothing.
+/// offset delta equal to its position, nothing after the last, and with
+/// `keys_required` a key in each. Reads varints only; allocates nothing
+/// unless records lack keys.
 ///
 /// # Errors
-/// The first record that is malformed, or a count that does not match.
-pub fn check_records(mut body: &[u8], count: i32) -> Result<(), BatchError> {
+/// The first record that is malformed, a count that does not match, or
+/// every record without a key when keys are required.
+pub fn check_records(mut body: &[u8], count: i32, keys_required: bool) -> Result<(), BatchError> {
+    let mut keyless = Vec::new();
     let count = u32::try_from(count)
         .map_err(|_| BatchError::Invalid("a batch must hold at least one record"))?;
     for index in 0..count {
@@ -338,19 +345,25 @@ pub fn check_records(mut body: &[u8], count: i32) -> Result<(), BatchError> {
             .and_then(|b| b.get(..len))
             .ok_or_else(|| bad("record length runs past the batch"))?;
         body = &body[used + len..];
-        check_record(record, index)?;
+        let has_key = check_record(record, index)?;
+        if keys_required && !has_key {
+            keyless.push(index);
+        }
     }
     if !body.is_empty() {
         return Err(BatchError::Invalid(
             "the batch holds more records than its header counts",
         ));
     }
+    if !keyless.is_empty() {
+        return Err(BatchError::Keyless(keyless));
+    }
     Ok(())
 }
 
 /// One record after its length: attributes, timestamp delta, offset delta,
-/// key, value, headers.
-fn check_record(record: &[u8], index: u32) -> Result<(), BatchError> {
+/// key, value, headers. Returns whether it has a key.
+fn check_record(record: &[u8], index: u32) -> Result<bool, BatchError> {
     let mut f = Fields {
         b: record.get(1..).ok_or(BatchError::Record {
             index,
@@ -394,27 +407,29 @@ fn check_record(record: &[u8], index: u32) -> Result<(), BatchError> {
     if !f.b.is_empty() {
         return Err(f.bad("record length does not match its fields"));
     }
-    Ok(())
+    Ok(key >= 0)
 }
 
 /// Checks the records of one batch whose header passed [`validate`]: a
 /// compressed body is decompressed (at most `max_decompressed` bytes, into
 /// this thread's scratch buffer, not kept), then walked by
-/// [`check_records`].
+/// [`check_records`] (which, with `keys_required`, wants a key in every
+/// record).
 ///
 /// # Errors
 /// A body that does not decompress or is too large once decompressed, or
-/// malformed records.
+/// malformed or keyless records.
 pub fn validate_records(
     batch: &[u8],
     h: &BatchHeader,
     max_decompressed: usize,
+    keys_required: bool,
 ) -> Result<(), BatchError> {
     let body = batch
         .get(HEADER_LEN..)
         .ok_or(BatchError::Framing("shorter than a batch header"))?;
     if h.compression() == compression::NONE {
-        return check_records(body, h.records_count);
+        return check_records(body, h.records_count, keys_required);
     }
     compression::with_scratch(|buf| {
         let records = compression::decompress_reusing(h.compression(), body, max_decompressed, buf)
@@ -424,7 +439,7 @@ pub fn validate_records(
                 }
                 other => BatchError::Compression(other.to_string()),
             })?;
-        check_records(records, h.records_count)
+        check_records(records, h.records_count, keys_required)
     })
 }
 

@@ -68,6 +68,9 @@ pub struct LogConfig {
     /// Whether clients may produce to the partition (false for a topic
     /// whose name is reserved, kept from an older data dir).
     pub client_appends: bool,
+    /// `cleanup.policy` includes `compact`: every produced record needs a
+    /// key.
+    pub keys_required: bool,
 }
 
 impl Default for LogConfig {
@@ -83,6 +86,7 @@ impl Default for LogConfig {
             delete_retention: true,
             max_decompressed_batch_bytes: compression::DEFAULT_MAX_DECOMPRESSED_BYTES,
             client_appends: true,
+            keys_required: false,
         }
     }
 }
@@ -659,17 +663,18 @@ impl PartitionLog {
     /// bound is worth a warning (a misconfigured producer or a decompression
     /// bomb), at most one a minute across the broker.
     fn check_client_batch(&self, records: &[u8], h: &BatchHeader) -> Result<(), LogError> {
-        let (limit, client_appends) = {
+        let (limit, client_appends, keys_required) = {
             let inner = self.inner.lock();
             (
                 inner.config.max_decompressed_batch_bytes,
                 inner.config.client_appends,
+                inner.config.keys_required,
             )
         };
         if !client_appends {
             return Err(LogError::ReservedTopic);
         }
-        let r = batch::validate_records(records, h, limit);
+        let r = batch::validate_records(records, h, limit, keys_required);
         if let Err(e @ BatchError::DecompressedTooLarge { .. }) = &r {
             static LAST_WARN_MS: AtomicI64 = AtomicI64::new(i64::MIN);
             let now = wall_clock_ms();

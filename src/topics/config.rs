@@ -283,6 +283,8 @@ pub fn log_config(configs: &BTreeMap<String, String>, defaults: &BrokerDefaults)
         .max(0) as u64,
         max_decompressed_batch_bytes: defaults.max_decompressed_batch_bytes,
         client_appends: true,
+        keys_required: effective(configs, defaults, "cleanup.policy")
+            .is_some_and(|v| v.split(',').any(|p| p.trim() == "compact")),
     }
 }
 

@@ -286,6 +286,38 @@ async fn records_over_max_message_bytes_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_topic_refuses_records_without_a_key() {
+    let b = TestBroker::start().await;
+    let bs = b.bootstrap();
+    create_topic(&bs, "table", 1, &[("cleanup.policy", "compact")]).await;
+    let p = producer(&bs, &[("linger.ms", "0")]);
+    let keyless = p
+        .send(
+            FutureRecord::<(), _>::to("table").payload("no key"),
+            Duration::from_secs(10),
+        )
+        .await;
+    let (err, _) = keyless.expect_err("a record without a key is refused");
+    assert!(err.to_string().contains("InvalidRecord"), "{err}");
+    let keyed = p
+        .send(
+            FutureRecord::to("table").key("k").payload("kept"),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(keyed.is_ok(), "{keyed:?}");
+    // A topic that deletes takes keyless records, as before.
+    create_topic(&bs, "plain", 1, &[]).await;
+    let plain = p
+        .send(
+            FutureRecord::<(), _>::to("plain").payload("no key"),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(plain.is_ok(), "{plain:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_out_of_range_fetch_offset_is_reset_by_the_client() {
     use rdkafka::consumer::BaseConsumer;
     use rdkafka::{Offset, TopicPartitionList};

@@ -101,7 +101,7 @@ fn kp(codec: i16) -> Compression {
 /// Header check, then the records walk, as an append does.
 fn check(b: &[u8], limit: usize) -> Result<BatchHeader, BatchError> {
     let h = validate(b)?;
-    validate_records(b, &h, limit)?;
+    validate_records(b, &h, limit, false)?;
     Ok(h)
 }
 
@@ -134,6 +134,25 @@ fn batches_of_every_codec_pass_the_records_walk() {
         let h = check(&b, LIMIT).unwrap();
         assert_eq!(h.compression(), codec);
         assert_eq!(h.records_count, 4);
+    }
+}
+
+#[test]
+fn a_partition_that_needs_keys_names_every_keyless_record() {
+    let recs: Vec<_> = (0..4)
+        .map(|o| {
+            let key = (o % 2 == 0).then(|| Bytes::from(format!("k{o}")));
+            plain_record(o, 1000, key, Some(Bytes::from_static(b"v")), &[])
+        })
+        .collect();
+    for codec in [0, 3, 4] {
+        let b = encode_batch(&recs, kp(codec)).unwrap();
+        let h = validate(&b).unwrap();
+        assert!(validate_records(&b, &h, 1 << 20, false).is_ok());
+        assert!(matches!(
+            validate_records(&b, &h, 1 << 20, true),
+            Err(BatchError::Keyless(ix)) if ix == [1, 3]
+        ));
     }
 }
 
