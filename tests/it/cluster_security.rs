@@ -95,14 +95,7 @@ async fn produce(c: &ClientConfig, topic: &str) -> Result<(), String> {
 }
 
 fn describe_all_acls(port: u16) -> usize {
-    let req = DescribeAclsRequest::default()
-        .with_resource_type_filter(1)
-        .with_resource_name_filter(None)
-        .with_pattern_type_filter(1)
-        .with_principal_filter(None)
-        .with_host_filter(None)
-        .with_operation(1)
-        .with_permission_type(1);
+    let req = crate::security::describe_every_acl();
     let r: DescribeAclsResponse = call_as(port, ADMIN, ApiKey::DescribeAcls, 1, &req);
     assert_eq!(r.error_code, 0);
     r.resources.iter().map(|r| r.acls.len()).sum()

@@ -195,7 +195,12 @@ async fn nemesis(rounds: usize) {
         });
     eprintln!("nemesis: {rounds} rounds, seed {seed}");
     let mut rng = Rng(seed);
-    let mut c = TestCluster::start(3);
+    // The brokers prove a shared secret on every connection among them, as
+    // a cluster beyond one machine should run.
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "the-nemesis-cluster-secret\n").unwrap();
+    let secret_path = secret.path().display().to_string();
+    let mut c = TestCluster::start_with(3, &["--controller-secret-file", &secret_path]);
     c.agreed(&[0, 1, 2], None, Duration::from_secs(30));
     let bootstrap = c.bootstrap();
     let admin = admin(&bootstrap);

@@ -536,7 +536,7 @@ async fn acl_quota_and_scram_apis_round_trip() {
 
 /// DescribeAcls matching every binding (ANY type, pattern, operation and
 /// permission; no name, principal or host filter).
-fn describe_every_acl() -> DescribeAclsRequest {
+pub(crate) fn describe_every_acl() -> DescribeAclsRequest {
     DescribeAclsRequest::default()
         .with_resource_type_filter(1)
         .with_resource_name_filter(None)
