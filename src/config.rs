@@ -530,10 +530,14 @@ impl Config {
             let voters =
                 crate::cluster::parse_voters(v).map_err(|e| bad("controller-quorum-voters", e))?;
             let me = u64::try_from(args.node_id).unwrap_or_default();
-            if !voters.contains_key(&me) {
+            // A broker that is not a voter joins with its own address.
+            if !voters.contains_key(&me) && args.controller_listen.is_none() {
                 return Err(bad(
                     "controller-quorum-voters",
-                    format!("does not list this node (--node-id {me})"),
+                    format!(
+                        "does not list this node (--node-id {me}); a broker that is not a voter \
+                         needs --controller-listen, the address the others reach it at"
+                    ),
                 ));
             }
             if !(10..=60_000).contains(&args.controller_heartbeat_ms) {

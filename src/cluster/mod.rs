@@ -223,6 +223,10 @@ impl Cluster {
             .collect();
         match cluster.raft.is_initialized().await {
             Ok(true) => {}
+            // A broker that is not a voter asks the voters to take it in.
+            Ok(false) if !cluster.is_voter() => {
+                tokio::spawn(join(Arc::clone(&cluster)));
+            }
             Ok(false) => {
                 // Every voter proposes the same first membership; whichever
                 // is elected first wins, and the others' proposals are
@@ -267,9 +271,26 @@ impl Cluster {
         self.raft.metrics().borrow().current_leader
     }
 
-    /// Where a node's controller listener is (replication goes there).
-    pub fn peer_addr(&self, id: NodeId) -> Option<&str> {
-        self.settings.voters.get(&id).map(String::as_str)
+    /// Where a node's controller listener is (replication goes there): a
+    /// voter's from `--controller-quorum-voters`, another broker's from
+    /// the quorum's membership, which it joined with its
+    /// `--controller-listen`.
+    pub fn peer_addr(&self, id: NodeId) -> Option<String> {
+        if let Some(addr) = self.settings.voters.get(&id) {
+            return Some(addr.clone());
+        }
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+    }
+
+    /// Whether this broker is one of the quorum's voters (otherwise it
+    /// follows the quorum's log as a learner).
+    pub fn is_voter(&self) -> bool {
+        self.settings.voters.contains_key(&self.settings.node_id)
     }
 
     /// Sets the broker's side of replication (once).
@@ -396,6 +417,41 @@ impl Cluster {
         self.stop.cancel();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "the quorum did not stop cleanly");
+        }
+    }
+}
+
+/// A broker that is not a voter: asks the voters, one after another, until
+/// the leader among them adds it to the quorum as a learner (it then
+/// receives the quorum's log but does not vote). Its address for the
+/// others is its `--controller-listen`.
+async fn join(cluster: Arc<Cluster>) {
+    let me = cluster.settings.node_id;
+    let addr = cluster.settings.listen.clone();
+    let mut logged = false;
+    loop {
+        for voter in cluster.settings.voters.values() {
+            if cluster.stop.is_cancelled() {
+                return;
+            }
+            match network::join(voter, &cluster.settings.auth, me, &addr).await {
+                Ok(()) => {
+                    tracing::info!(node_id = me, %addr, "joined the quorum as a learner");
+                    return;
+                }
+                Err(e) => tracing::debug!(voter = %voter, error = %e, "join not taken"),
+            }
+        }
+        if !logged {
+            logged = true;
+            tracing::info!(
+                node_id = me,
+                "waiting for the quorum's leader to take this broker in"
+            );
+        }
+        tokio::select! {
+            () = cluster.stop.cancelled() => return,
+            () = tokio::time::sleep(cluster.settings.heartbeat * 5) => {}
         }
     }
 }

@@ -43,6 +43,11 @@ pub(super) enum Request {
     /// Another broker's batch for a partition this broker leads; the batch
     /// follows the message.
     Deliver(AppendRequest),
+    /// A broker that is not a voter asks to follow the quorum's log.
+    Join {
+        id: NodeId,
+        addr: String,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -54,6 +59,7 @@ pub(super) enum Response {
     /// Followed by the records' bytes when it is `Records`.
     Fetch(FetchReply),
     Deliver(AppendReply),
+    Join(Result<(), String>),
 }
 
 /// Where followers' fetches are answered, once the broker has said.
@@ -194,6 +200,14 @@ async fn peer_connection(
                 Some(src) => src.fetch(r).await,
                 None => FetchReply::NotLeader,
             }),
+            // Only the leader adds a learner; others answer with an error
+            // and the broker asks the next voter.
+            Request::Join { id, addr } => Response::Join(
+                raft.add_learner(id, BasicNode::new(addr), false)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            ),
             Request::Deliver(r) => {
                 let Ok(batch) = read_tail(&mut stream, r.len).await else {
                     return;
@@ -227,6 +241,29 @@ pub(super) async fn forward(addr: &str, auth: &Auth, cmd: Command) -> Result<Rep
         Ok(Ok(_)) => Err("unexpected answer from the controller".into()),
         Ok(Err(e)) => Err(format!("controller at {addr}: {e}")),
         Err(_) => Err(format!("controller at {addr} did not answer in time")),
+    }
+}
+
+/// Asks the voter at `addr` to add broker `id`, reachable at `me`, as a
+/// learner.
+pub(super) async fn join(addr: &str, auth: &Auth, id: NodeId, me: &str) -> Result<(), String> {
+    let call = async {
+        let mut s = auth::connect(addr, auth).await?;
+        write_msg(
+            &mut s,
+            &Request::Join {
+                id,
+                addr: me.to_string(),
+            },
+        )
+        .await?;
+        read_msg::<Response>(&mut s).await
+    };
+    match tokio::time::timeout(FORWARD_TIMEOUT, call).await {
+        Ok(Ok(Response::Join(r))) => r,
+        Ok(Ok(_)) => Err(format!("unexpected answer from {addr}")),
+        Ok(Err(e)) => Err(format!("voter at {addr}: {e}")),
+        Err(_) => Err(format!("voter at {addr} did not answer in time")),
     }
 }
 

@@ -78,7 +78,7 @@ pub async fn append_at_leader(
         let Some(addr) = leader.and_then(|l| cluster.peer_addr(l)) else {
             return Err(format!("{topic}-{partition} has no leader"));
         };
-        cluster.deliver(addr, topic, partition, batch).await?
+        cluster.deliver(&addr, topic, partition, batch).await?
     };
     match reply {
         AppendReply::Appended => Ok(()),

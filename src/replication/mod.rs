@@ -396,7 +396,7 @@ async fn follow(
     stop: CancellationToken,
     role_lock: Arc<Mutex<()>>,
 ) {
-    let Some(addr) = cluster.peer_addr(leader).map(str::to_string) else {
+    let Some(addr) = cluster.peer_addr(leader) else {
         tracing::warn!(leader, "no controller address for the leader");
         return;
     };

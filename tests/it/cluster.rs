@@ -146,20 +146,12 @@ impl TestCluster {
 
     /// Node `i`'s `cluster` status, or `None` if it does not answer quickly.
     pub fn status(&self, i: usize) -> Option<Value> {
-        let addr = format!("127.0.0.1:{}", self.ports[i].1);
-        let mut s =
-            TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500)).ok()?;
-        s.set_read_timeout(Some(Duration::from_millis(1500))).ok()?;
-        let req = format!("GET /api/status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).ok()?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).ok()?;
-        let (code, _, body) = split_http_response(&resp);
-        if code != 200 {
-            return None;
-        }
-        let v: Value = serde_json::from_str(&body).ok()?;
-        Some(v["cluster"].clone())
+        status_at(self.ports[i].1)
+    }
+
+    /// The voters, as `--controller-quorum-voters` names them.
+    pub fn voters(&self) -> &str {
+        &self.voters
     }
 
     /// Waits until every node in `among` names the same controller (one of
@@ -191,6 +183,23 @@ impl TestCluster {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// The `cluster` part of `/api/status` from the admin port `http_port`.
+pub fn status_at(http_port: u16) -> Option<Value> {
+    let addr = format!("127.0.0.1:{http_port}");
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(1500))).ok()?;
+    let req = format!("GET /api/status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let (code, _, body) = split_http_response(&resp);
+    if code != 200 {
+        return None;
+    }
+    let v: Value = serde_json::from_str(&body).ok()?;
+    Some(v["cluster"].clone())
 }
 
 #[test]
@@ -333,7 +342,7 @@ fn the_quorum_state_survives_kill_9_of_every_node() {
 }
 
 #[test]
-fn a_node_missing_from_the_voters_does_not_start() {
+fn a_node_missing_from_the_voters_needs_a_controller_listener_of_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
         .args([
@@ -348,7 +357,10 @@ fn a_node_missing_from_the_voters_does_not_start() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("does not list this node"), "{err}");
+    assert!(
+        err.contains("does not list this node") && err.contains("--controller-listen"),
+        "{err}"
+    );
 }
 
 /// (leader, replicas, isr) of each partition of `topic`, as a client's
@@ -885,4 +897,71 @@ async fn a_client_is_given_the_addresses_of_the_listener_it_came_in_on() {
         .unwrap();
     let acked = produce_numbered(&p, "through-second", 3, 0, 10).await;
     assert_eq!(acked.len(), 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_is_not_a_voter_joins_with_the_voter_list_and_holds_replicas() {
+    let c = TestCluster::start(3);
+    c.agreed(&[0, 1, 2], None, Duration::from_secs(30));
+    let dir = tempfile::tempdir().unwrap();
+    let (kafka, http, ctl) = (free_port(), free_port(), free_port());
+    let ctl = format!("127.0.0.1:{ctl}");
+    let args = [
+        "--node-id",
+        "4",
+        "--controller-quorum-voters",
+        c.voters(),
+        "--controller-listen",
+        &ctl,
+    ];
+    let mut fourth = ChildBroker::start_on(dir.path(), kafka, http, &args);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let four =
+            |v: Option<Value>| v.is_some_and(|v| v["brokers"].as_array().map(Vec::len) == Some(4));
+        if four(c.status(0)) && four(status_at(http)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "broker 4 never registered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(status_at(http).unwrap()["role"], "learner");
+    assert_eq!(c.status(0).unwrap()["voters"].as_object().unwrap().len(), 3);
+
+    // A topic over all four brokers: broker 4 leads and follows like the
+    // others, and its partitions fail over when it dies.
+    let bootstrap = format!("{},127.0.0.1:{kafka}", c.bootstrap());
+    let t = rdkafka::admin::NewTopic::new("wide", 4, rdkafka::admin::TopicReplication::Fixed(4))
+        .set("min.insync.replicas", "2");
+    for r in admin(&bootstrap)
+        .create_topics([&t], &rdkafka::admin::AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    let placed = wait_placement(&bootstrap, "wide", Duration::from_secs(15), |p| {
+        p.iter().all(|(l, _, isr)| *l > 0 && isr.len() == 4)
+    });
+    assert!(placed.iter().any(|(l, _, _)| *l == 4), "{placed:?}");
+    let p: rdkafka::producer::FutureProducer = client_config(&bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    assert_eq!(produce_numbered(&p, "wide", 4, 0, 25).await.len(), 100);
+    fourth.kill9();
+    wait_placement(&c.bootstrap(), "wide", Duration::from_secs(15), |p| {
+        p.iter()
+            .all(|(l, _, isr)| *l > 0 && *l != 4 && !isr.contains(&4))
+    });
+    assert_eq!(produce_numbered(&p, "wide", 4, 25, 25).await.len(), 100);
+    // Back on its data dir: it follows the quorum again without asking,
+    // catches up and rejoins every ISR.
+    let _fourth = ChildBroker::start_on(dir.path(), kafka, http, &args);
+    wait_placement(&c.bootstrap(), "wide", Duration::from_secs(30), |p| {
+        p.iter().all(|(_, _, isr)| isr.len() == 4)
+    });
+    let read = read_all(&bootstrap, "wide", 4, 200, Duration::from_secs(20));
+    assert_eq!(read.len(), 200);
 }
