@@ -121,6 +121,9 @@ pub struct Cluster {
     stop: CancellationToken,
     /// Leader elections made as the controller.
     elections: std::sync::atomic::AtomicU64,
+    /// Connections to the controller listener refused for want of the
+    /// cluster's secret.
+    refusals: Arc<network::Refusals>,
     /// This node's block of producer ids: (next, end).
     producer_ids: parking_lot::Mutex<(i64, i64)>,
 }
@@ -157,6 +160,9 @@ pub struct Status {
     pub under_replicated_partitions: usize,
     /// Leader elections this node made as the controller.
     pub leader_elections: u64,
+    /// Connections to this node's controller listener refused because
+    /// they did not prove the cluster's secret.
+    pub refused_connections: u64,
 }
 
 impl Cluster {
@@ -206,6 +212,7 @@ impl Cluster {
             settings,
             stop,
             elections: Default::default(),
+            refusals: Arc::default(),
             producer_ids: parking_lot::Mutex::new((0, 0)),
         });
         tokio::spawn(network::serve(
@@ -214,6 +221,7 @@ impl Cluster {
             cluster.stop.clone(),
             listener,
             cluster.settings.auth.clone(),
+            Arc::clone(&cluster.refusals),
         ));
         let members: BTreeMap<NodeId, BasicNode> = cluster
             .settings
@@ -339,6 +347,10 @@ impl Cluster {
                 .filter(|p| p.isr.len() < p.replicas.len())
                 .count(),
             leader_elections: self.elections.load(std::sync::atomic::Ordering::Relaxed),
+            refused_connections: self
+                .refusals
+                .total
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 

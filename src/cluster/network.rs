@@ -114,8 +114,8 @@ pub(super) async fn serve(
     stop: CancellationToken,
     listener: TcpListener,
     auth: Auth,
+    refusals: Arc<Refusals>,
 ) {
-    let refusals = Arc::new(Refusals::default());
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
@@ -144,13 +144,17 @@ pub(super) async fn serve(
 /// Connections refused for want of the secret, logged at most once per
 /// interval (a misconfigured peer retries many times a second).
 #[derive(Default)]
-struct Refusals {
+pub(super) struct Refusals {
     last_logged: parking_lot::Mutex<Option<Instant>>,
     since: std::sync::atomic::AtomicU64,
+    /// Every refusal since the start.
+    pub(super) total: std::sync::atomic::AtomicU64,
 }
 
 impl Refusals {
     fn note(&self, peer: Option<std::net::SocketAddr>, e: &std::io::Error) {
+        self.total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let count = self
             .since
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)

@@ -497,10 +497,11 @@ fn state_gauges(b: &Broker) -> String {
         );
         let _ = writeln!(
             out,
-            "# HELP weir_offline_partitions Partitions with no live leader (as this node's metadata says).\n# TYPE weir_offline_partitions gauge\nweir_offline_partitions {}\n# HELP weir_under_replicated_partitions Partitions led here whose ISR is smaller than their replica set.\n# TYPE weir_under_replicated_partitions gauge\nweir_under_replicated_partitions {}\n# HELP weir_leader_elections_total Partition leader elections this node made as the controller.\n# TYPE weir_leader_elections_total counter\nweir_leader_elections_total {}",
+            "# HELP weir_offline_partitions Partitions with no live leader (as this node's metadata says).\n# TYPE weir_offline_partitions gauge\nweir_offline_partitions {}\n# HELP weir_under_replicated_partitions Partitions led here whose ISR is smaller than their replica set.\n# TYPE weir_under_replicated_partitions gauge\nweir_under_replicated_partitions {}\n# HELP weir_leader_elections_total Partition leader elections this node made as the controller.\n# TYPE weir_leader_elections_total counter\nweir_leader_elections_total {}\n# HELP weir_controller_connections_refused_total Connections to this node's controller listener refused because they did not prove the cluster's secret.\n# TYPE weir_controller_connections_refused_total counter\nweir_controller_connections_refused_total {}",
             st.offline_partitions,
             b.replicas.under_replicated(),
             st.leader_elections,
+            st.refused_connections,
         );
         let lags = b.replicas.lag_by_follower(c.node_id());
         if !lags.is_empty() {

@@ -354,6 +354,12 @@ fn brokers_prove_the_cluster_secret_to_each_other_and_an_outsider_cannot_propose
     let mut got = Vec::new();
     let _ = s.read_to_end(&mut got);
     assert_eq!(got.len(), 32, "a challenge, then the connection is closed");
+    // Counted (node 3's attempts with its other secret count too).
+    eventually("the refusal is counted", Duration::from_secs(5), || {
+        c.status(0)
+            .and_then(|s| s["refused_connections"].as_u64())
+            .is_some_and(|n| n >= 1)
+    });
     let bootstrap = c.bootstrap_without(3);
     std::thread::sleep(Duration::from_millis(500));
     let consumer: rdkafka::consumer::BaseConsumer = client_config(&bootstrap).create().unwrap();
