@@ -58,9 +58,13 @@ impl Api for InitProducerId {
             let resp = InitProducerIdResponse::default();
             return Handled::Now(match c.allocate_producer_id().await {
                 Ok(id) => resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
+                // Kafka's answer while no block of ids can be had, which
+                // every client retries. (COORDINATOR_NOT_AVAILABLE sends
+                // kafka-python's idempotent producer looking for a
+                // transaction coordinator with a null id.)
                 Err(e) => {
                     tracing::warn!(error = %e, "no producer id from the quorum");
-                    resp.with_error_code(errors::COORDINATOR_NOT_AVAILABLE)
+                    resp.with_error_code(errors::COORDINATOR_LOAD_IN_PROGRESS)
                 }
             });
         }

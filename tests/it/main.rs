@@ -6,10 +6,11 @@ mod admin_http;
 mod backup;
 mod bad_input;
 mod cluster;
+mod cluster_admin;
 mod cluster_security;
 mod common;
 mod crash;
-mod elect_leaders;
+
 mod faults;
 mod groups;
 mod internal_topics;

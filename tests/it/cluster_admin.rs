@@ -1,13 +1,17 @@
-//! ElectLeaders against three broker processes: a preferred election hands
-//! a partition back to its first replica once it is in sync again, and an
-//! unclean one brings an offline partition back on a live replica that
-//! was out of sync.
+//! Admin requests against three broker processes: ElectLeaders (a
+//! preferred election hands a partition back to its first replica once it
+//! is in sync again, an unclean one brings an offline partition back on a
+//! live replica that was out of sync), and InitProducerId while the quorum
+//! has no majority.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
-use kafka_protocol::messages::{ApiKey, ElectLeadersRequest, ElectLeadersResponse, TopicName};
+use kafka_protocol::messages::{
+    ApiKey, ElectLeadersRequest, ElectLeadersResponse, InitProducerIdRequest,
+    InitProducerIdResponse, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::bad_input::call;
@@ -185,4 +189,55 @@ async fn elect_leaders_moves_a_partition_to_its_preferred_replica_or_uncleanly_t
     wait_placement(&bootstrap, "last-resort", Duration::from_secs(30), |p| {
         p[0].0 == b && p[0].2.len() == 2
     });
+}
+
+#[test]
+fn without_a_majority_init_producer_id_asks_the_producer_to_retry() {
+    // Kafka answers COORDINATOR_LOAD_IN_PROGRESS while no producer id block
+    // can be had: every client retries it. COORDINATOR_NOT_AVAILABLE sent
+    // kafka-python's idempotent producer looking for a transaction
+    // coordinator with a null id, a request that cannot be read.
+    let mut c = TestCluster::start(3);
+    let (controller, _) = c.agreed(&[0, 1, 2], None, Duration::from_secs(30));
+    let survivor = (1..=3).find(|n| *n != controller).unwrap() as usize - 1;
+    for i in 0..3 {
+        if i != survivor {
+            c.kill9(i);
+        }
+    }
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id((-1).into())
+        .with_producer_epoch(-1);
+    let r: InitProducerIdResponse = call(
+        SocketAddr::from(([127, 0, 0, 1], c.ports[survivor].0)),
+        ApiKey::InitProducerId,
+        4,
+        &req,
+    );
+    assert_eq!(r.error_code, 14, "COORDINATOR_LOAD_IN_PROGRESS");
+    // The majority back: an id.
+    for i in 0..3 {
+        if i != survivor {
+            c.start_node(i);
+        }
+    }
+    c.agreed(&[0, 1, 2], None, Duration::from_secs(30));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r: InitProducerIdResponse = call(
+            SocketAddr::from(([127, 0, 0, 1], c.ports[survivor].0)),
+            ApiKey::InitProducerId,
+            4,
+            &req,
+        );
+        if r.error_code == 0 {
+            assert!(r.producer_id.0 >= 0);
+            break;
+        }
+        assert_eq!(r.error_code, 14);
+        assert!(std::time::Instant::now() < deadline, "no producer id");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
