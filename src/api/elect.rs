@@ -142,25 +142,16 @@ async fn elect_one(broker: &Arc<Broker>, topic: &str, partition: i32, kind: Elec
     // decision is made again from the newer one.
     for _ in 0..3 {
         let decided = c.with_metadata(|m| cluster::elect(m, topic, partition, kind));
-        let cmd = match decided {
-            Ok(cmd) => cmd,
+        let (leader, cmd) = match decided {
+            Ok(decided) => decided,
             Err(no) => return no_election(no),
         };
-        let cluster::Command::ChangePartition { leader, .. } = &cmd else {
-            return (UNKNOWN_SERVER_ERROR, None);
+        let seen = |m: &cluster::Metadata| {
+            m.partition(topic, partition).and_then(|p| p.leader) == Some(leader)
         };
-        let leader = *leader;
-        let seen =
-            |m: &cluster::Metadata| m.partition(topic, partition).map(|p| p.leader) == Some(leader);
         match propose_and_see(c, cmd, seen).await {
             Ok(()) => {
-                tracing::info!(
-                    topic,
-                    partition,
-                    ?leader,
-                    ?kind,
-                    "leader elected on request"
-                );
+                tracing::info!(topic, partition, leader, ?kind, "leader elected on request");
                 return (NONE, None);
             }
             Err((NOT_CONTROLLER, _)) => continue,

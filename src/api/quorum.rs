@@ -97,8 +97,9 @@ pub(super) async fn change_security(
             .change_security_locally(&change)
             .map_err(|e| (errors::UNKNOWN_SERVER_ERROR, e));
     };
+    let deletes = matches!(change, Change::DeleteAcls(_));
     let reply = c
-        .propose(cluster::Command::Security(change.clone()))
+        .propose(cluster::Command::Security(change))
         .await
         .map_err(|e| (errors::NOT_CONTROLLER, e))?;
     if let Some(refused) = &reply.error {
@@ -116,8 +117,9 @@ pub(super) async fn change_security(
         }
     }
     broker.sync_security();
-    Ok(match change {
-        Change::DeleteAcls(_) => Applied::Removed(reply.removed),
-        _ => Applied::Changed,
+    Ok(if deletes {
+        Applied::Removed(reply.removed)
+    } else {
+        Applied::Changed
     })
 }

@@ -660,7 +660,8 @@ pub enum NoElection {
     NoEligibleLeader,
 }
 
-/// The change an ElectLeaders request makes to one partition.
+/// The leader an ElectLeaders request elects for one partition, and the
+/// change that makes it so.
 ///
 /// # Errors
 /// Why no election is made.
@@ -669,17 +670,20 @@ pub fn elect(
     topic: &str,
     partition: i32,
     kind: Election,
-) -> Result<Command, NoElection> {
+) -> Result<(NodeId, Command), NoElection> {
     let p = m
         .partition(topic, partition)
         .ok_or(NoElection::UnknownPartition)?;
     let live = |id: NodeId| m.brokers.get(&id).is_some_and(|b| !b.fenced);
-    let change = |leader: NodeId, isr: Vec<NodeId>| Command::ChangePartition {
-        topic: topic.to_string(),
-        partition,
-        partition_epoch: p.partition_epoch,
-        leader: Some(leader),
-        isr,
+    let change = |leader: NodeId, isr: Vec<NodeId>| {
+        let cmd = Command::ChangePartition {
+            topic: topic.to_string(),
+            partition,
+            partition_epoch: p.partition_epoch,
+            leader: Some(leader),
+            isr,
+        };
+        (leader, cmd)
     };
     match kind {
         Election::Preferred => {

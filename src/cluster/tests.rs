@@ -339,7 +339,8 @@ fn elections_asked_for_follow_kafka_rules() {
         Err(NoElection::PreferredNotAvailable)
     );
     set(&mut m, Some(other), vec![other, preferred]);
-    let cmd = elect(&m, "t", 0, Election::Preferred).unwrap();
+    let (leader, cmd) = elect(&m, "t", 0, Election::Preferred).unwrap();
+    assert_eq!(leader, preferred);
     assert!(m.apply(&cmd).changed);
     assert_eq!(m.partition("t", 0).unwrap().leader, Some(preferred));
     // A live leader needs no unclean election.
@@ -356,7 +357,8 @@ fn elections_asked_for_follow_kafka_rules() {
         elect(&m, "t", 0, Election::Preferred),
         Err(NoElection::PreferredNotAvailable)
     );
-    let cmd = elect(&m, "t", 0, Election::Unclean).unwrap();
+    let (leader, cmd) = elect(&m, "t", 0, Election::Unclean).unwrap();
+    assert_eq!(leader, other);
     assert!(m.apply(&cmd).changed);
     let after = m.partition("t", 0).unwrap();
     assert_eq!(

@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 
 use crate::log::{self, framed, LogError};
 
-pub const DIR: &str = "__retry";
+pub const DIR: &str = crate::topics::RETRY_INTERNAL;
 pub const FILE: &str = "pending.log";
 const KIND_HELD: u8 = 1;
 const KIND_DONE: u8 = 2;

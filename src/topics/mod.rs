@@ -114,17 +114,22 @@ pub const RESERVED_NAMES: &[&str] = &[
     "__transaction_state",
     "__share_group_state",
     "__cluster_metadata",
-    // The pending-retry store (`retry::store::DIR`, which its tests hold
-    // equal to this).
-    "__retry",
+    // The pending-retry store's directory on a single node, the held
+    // retries' internal topic in a cluster.
+    RETRY_INTERNAL,
 ];
+
+/// The name of weir's held retries: the directory of the pending-retry
+/// store on a single node (`retry::store::DIR`), the internal topic that
+/// journals them in a cluster.
+pub const RETRY_INTERNAL: &str = "__retry";
 
 /// Whether `name` is an internal topic the broker itself makes (in a
 /// cluster, `__consumer_offsets` journals committed offsets and `__retry`
 /// held retries): reserved for clients, but a topic like any other to
 /// replication.
 pub fn is_internal(name: &str) -> bool {
-    name == crate::group::offsets::OFFSETS_DIR || name == crate::retry::store::DIR
+    name == crate::group::offsets::OFFSETS_DIR || name == RETRY_INTERNAL
 }
 
 /// Whether `name` is reserved for the broker's internal state.

@@ -133,16 +133,7 @@ async fn users_acls_and_quotas_made_on_one_broker_hold_on_every_broker_and_throu
         ],
     );
     for i in 0..3 {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["users", "add", ADMIN.0, "--password", ADMIN.1, "--data-dir"])
-            .arg(c.data_dir(i))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        add_user(c.data_dir(i), ADMIN.0, ADMIN.1);
     }
     c.agreed(&[0, 1, 2], None, Duration::from_secs(30));
     let ports: Vec<u16> = c.ports.iter().map(|p| p.0).collect();

@@ -168,6 +168,21 @@ impl Drop for ChildBroker {
     }
 }
 
+/// `weir users add NAME --password PASSWORD` on `data_dir`, which must
+/// succeed.
+pub fn add_user(data_dir: &Path, name: &str, password: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["users", "add", name, "--password", password, "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn client_config(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap)

@@ -708,23 +708,7 @@ async fn a_produce_quota_throttles_the_greedy_client_only() {
 async fn users_added_by_the_command_work_in_a_running_broker() {
     let pki = Pki::new();
     let b = secure_broker(&pki, |_| {}).await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args([
-            "users",
-            "add",
-            "dave",
-            "--password",
-            "dave-pw",
-            "--data-dir",
-        ])
-        .arg(&b.broker().config.args.data_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    add_user(&b.broker().config.args.data_dir, "dave", "dave-pw");
     let c = secure_config(
         &b,
         &pki,
