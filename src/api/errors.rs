@@ -21,7 +21,7 @@ pub fn log_error_code(e: &LogError) -> i16 {
         LogError::TooLarge { .. } => MESSAGE_TOO_LARGE,
         LogError::OutOfOrderSequence => OUT_OF_ORDER_SEQUENCE_NUMBER,
         LogError::InvalidProducerEpoch => INVALID_PRODUCER_EPOCH,
-        LogError::Transactional => INVALID_RECORD,
+        LogError::ControlBatch => INVALID_RECORD,
         LogError::Closed => UNKNOWN_TOPIC_OR_PARTITION,
         LogError::ReservedTopic => INVALID_TOPIC_EXCEPTION,
         // Replication only; a follower's own fetch loop handles it.

@@ -12,10 +12,14 @@ use super::error::LogError;
 use super::framed::{self, Frames, Reader};
 use super::producers::ProducerSnapshot;
 use super::segment::SegmentState;
+use super::txn::{AbortedTxn, TxnIndex};
 
 /// File name of the recovery point in a partition directory.
 pub const RECOVERY_POINT_FILE: &str = "recovery-point";
-const VERSION: u8 = 1;
+/// Version 2 adds the partition's transactions; version 1 files (none
+/// open, none aborted) are still read.
+const VERSION: u8 = 2;
+const VERSION_NO_TXNS: u8 = 1;
 /// Upper bound on a checkpoint entry (guards the decoder against a damaged
 /// length).
 const MAX_LEN: u32 = 64 << 20;
@@ -25,6 +29,8 @@ const MAX_LEN: u32 = 64 << 20;
 pub struct RecoveryPoint {
     pub segment: SegmentState,
     pub producers: Vec<ProducerSnapshot>,
+    /// Open and aborted transactions at that point.
+    pub txns: TxnIndex,
 }
 
 impl RecoveryPoint {
@@ -53,6 +59,19 @@ impl RecoveryPoint {
                 p.extend_from_slice(&base.to_be_bytes());
             }
         }
+        let open = self.txns.open_list();
+        p.extend_from_slice(&(open.len() as i32).to_be_bytes());
+        for (pid, first) in open {
+            p.extend_from_slice(&pid.to_be_bytes());
+            p.extend_from_slice(&first.to_be_bytes());
+        }
+        let aborted = self.txns.aborted();
+        p.extend_from_slice(&(aborted.len() as i32).to_be_bytes());
+        for a in aborted {
+            p.extend_from_slice(&a.producer_id.to_be_bytes());
+            p.extend_from_slice(&a.first_offset.to_be_bytes());
+            p.extend_from_slice(&a.last_offset.to_be_bytes());
+        }
         framed::frame(&p)
     }
 
@@ -64,7 +83,8 @@ impl RecoveryPoint {
             return None;
         }
         let mut r = Reader(payload);
-        if r.u8()? != VERSION {
+        let version = r.u8()?;
+        if version != VERSION && version != VERSION_NO_TXNS {
             return None;
         }
         let base_offset = r.i64()?;
@@ -94,6 +114,25 @@ impl RecoveryPoint {
                 batches,
             });
         }
+        let txns = if version == VERSION_NO_TXNS {
+            TxnIndex::default()
+        } else {
+            let n = usize::try_from(r.i32()?).ok()?;
+            let mut open = Vec::with_capacity(n.min(payload.len() / 16));
+            for _ in 0..n {
+                open.push((r.i64()?, r.i64()?));
+            }
+            let n = usize::try_from(r.i32()?).ok()?;
+            let mut aborted = Vec::with_capacity(n.min(payload.len() / 24));
+            for _ in 0..n {
+                aborted.push(AbortedTxn {
+                    producer_id: r.i64()?,
+                    first_offset: r.i64()?,
+                    last_offset: r.i64()?,
+                });
+            }
+            TxnIndex::from_parts(&open, &aborted)
+        };
         if !r.is_done() {
             return None;
         }
@@ -110,6 +149,7 @@ impl RecoveryPoint {
                 time_entries,
             },
             producers,
+            txns,
         })
     }
 }
@@ -155,6 +195,14 @@ mod tests {
                 epoch: 2,
                 batches: vec![(0, 9, 100), (10, 19, 110)],
             }],
+            txns: TxnIndex::from_parts(
+                &[(7, 150)],
+                &[AbortedTxn {
+                    producer_id: 8,
+                    first_offset: 90,
+                    last_offset: 120,
+                }],
+            ),
         }
     }
 
@@ -162,6 +210,18 @@ mod tests {
     fn a_recovery_point_round_trips() {
         let rp = sample();
         assert_eq!(RecoveryPoint::decode(&rp.encode()), Some(rp));
+    }
+
+    #[test]
+    fn a_version_1_recovery_point_reads_with_no_transactions() {
+        let mut rp = sample();
+        rp.txns = TxnIndex::default();
+        let bytes = rp.encode();
+        let (_, payload) = Frames::new(&bytes, MAX_LEN).next().expect("one frame");
+        // Version 1 ended after the producers: no transaction counts.
+        let mut v1 = payload[..payload.len() - 8].to_vec();
+        v1[0] = VERSION_NO_TXNS;
+        assert_eq!(RecoveryPoint::decode(&framed::frame(&v1)), Some(rp));
     }
 
     proptest! {

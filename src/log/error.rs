@@ -29,8 +29,8 @@ pub enum LogError {
     OutOfOrderSequence,
     #[error("producer epoch is older than the current one")]
     InvalidProducerEpoch,
-    #[error("transactional batches are not supported")]
-    Transactional,
+    #[error("control batches are written by the broker only")]
+    ControlBatch,
     #[error("corrupt log in {dir}: {reason}")]
     Corruption { dir: String, reason: String },
     #[error("the partition was deleted")]

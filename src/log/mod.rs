@@ -24,10 +24,13 @@ mod lookup;
 pub mod mmap;
 pub mod producers;
 pub mod records;
+mod read;
 mod reopen;
 mod replica;
 mod retention;
 pub mod segment;
+pub mod txn;
+pub mod txn_types;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -45,6 +48,7 @@ pub use error::{sync_dir, write_atomic, LogError};
 use producers::ProducerTable;
 pub use producers::SequenceCheck;
 use segment::Segment;
+use txn::{AbortedTxn, TxnIndex};
 
 /// Name of the file holding a partition's log start offset when DeleteRecords
 /// or retention moved it inside a segment.
@@ -109,6 +113,11 @@ pub struct ReadInfo {
     pub records: Bytes,
     pub high_watermark: i64,
     pub log_start_offset: i64,
+    /// Offset below which every transaction is decided.
+    pub last_stable_offset: i64,
+    /// For a `read_committed` read: the aborted transactions whose records
+    /// the read may hold (empty otherwise).
+    pub aborted: Vec<AbortedTxn>,
 }
 
 struct Inner {
@@ -122,6 +131,8 @@ struct Inner {
     producers: ProducerTable,
     /// Where each leader epoch's batches start ([`epochs`]).
     epochs: EpochCache,
+    /// Open and aborted transactions ([`txn`]).
+    txns: TxnIndex,
 }
 
 /// A partition's durable state, shared with the fsync running on the
@@ -251,6 +262,7 @@ impl PartitionLog {
         let interval = config.index_interval_bytes;
         let mut segments = BTreeMap::new();
         let mut producers = ProducerTable::default();
+        let mut txns = TxnIndex::default();
         let mut unsynced = Vec::new();
         let mut covered_end = None;
         if bases.is_empty() {
@@ -291,6 +303,7 @@ impl PartitionLog {
                 if restored {
                     if let Some(rp) = &rp {
                         producers = ProducerTable::from_snapshot(&rp.producers);
+                        txns = rp.txns.clone();
                     }
                 } else if rp
                     .as_ref()
@@ -304,6 +317,13 @@ impl PartitionLog {
                 let (headers, torn) = seg.scan(!clean);
                 for h in &headers {
                     producers.record(h);
+                    let marker = if h.is_control() {
+                        seg.find_batch(h.base_offset)
+                            .and_then(|(pos, h)| txn::parse_marker(&seg.batch_bytes(pos, &h)))
+                    } else {
+                        None
+                    };
+                    txns.record(h, marker);
                 }
                 if torn {
                     tracing::warn!(
@@ -336,6 +356,8 @@ impl PartitionLog {
         let log_start = checkpoint.clamp(first_base, end);
         let size = segments.values().map(Segment::size).sum();
         let epochs = reopen::load_epochs(dir, &mut segments, log_start, end, now_ms);
+        txns.truncate_to(end);
+        txns.trim_before(log_start);
         // A recovery point that already covers everything needs no rewrite.
         let checkpointed = if covered_end == Some(end) { end } else { -1 };
         Ok(Self {
@@ -347,6 +369,7 @@ impl PartitionLog {
                 config,
                 producers,
                 epochs,
+                txns,
             }),
             end_offset: AtomicI64::new(end),
             high_watermark: AtomicI64::new(end),
@@ -525,7 +548,7 @@ impl PartitionLog {
         from_client: bool,
     ) -> Result<AppendInfo, LogError> {
         self.check_not_failed()?;
-        let h = single_batch(records)?;
+        let h = single_batch(records, !from_client)?;
         if from_client {
             // Outside the lock: decompressing takes a while.
             self.check_client_batch(records, &h)?;
@@ -630,6 +653,17 @@ impl PartitionLog {
                 })?;
         active.append(header, body, h, segment_bytes)?;
         inner.producers.record(h);
+        if h.is_transactional() {
+            let marker = if h.is_control() {
+                let mut whole = Vec::with_capacity(HEADER_LEN + body.len().min(64));
+                whole.extend_from_slice(header);
+                whole.extend_from_slice(&body[..body.len().min(64)]);
+                txn::parse_marker(&whole)
+            } else {
+                None
+            };
+            inner.txns.record(h, marker);
+        }
         self.size_bytes.fetch_add(len, Ordering::Relaxed);
         let end = h.last_offset() + 1;
         self.end_offset.store(end, Ordering::Release);
@@ -645,7 +679,7 @@ impl PartitionLog {
     /// # Errors
     /// Invalid batches, size limits.
     pub fn check_external(&self, records: &[u8]) -> Result<(BatchHeader, SequenceCheck), LogError> {
-        let h = single_batch(records)?;
+        let h = single_batch(records, false)?;
         self.check_client_batch(records, &h)?;
         let inner = self.inner.lock();
         if records.len() > inner.config.max_message_bytes {
@@ -741,77 +775,6 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Reads whole committed batches (base offset below the high watermark)
-    /// starting with the one that contains `offset`. An offset between the
-    /// high watermark and the end is in range and reads nothing.
-    ///
-    /// # Errors
-    /// `OffsetOutOfRange` below the log start or above the end.
-    pub fn read(&self, offset: i64, max_bytes: usize, min_one: bool) -> Result<ReadInfo, LogError> {
-        self.read_bounded(offset, max_bytes, min_one, None)
-    }
-
-    /// Like [`PartitionLog::read`], but returns the batches whose base
-    /// offset is below `upto` (at most the end offset) instead of below the
-    /// high watermark: a follower's fetch reads up to the end.
-    ///
-    /// # Errors
-    /// `OffsetOutOfRange` below the log start or above the end.
-    pub fn read_upto(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        min_one: bool,
-        upto: i64,
-    ) -> Result<ReadInfo, LogError> {
-        self.read_bounded(offset, max_bytes, min_one, Some(upto))
-    }
-
-    fn read_bounded(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        min_one: bool,
-        upto: Option<i64>,
-    ) -> Result<ReadInfo, LogError> {
-        let now = wall_clock_ms();
-        let mut inner = self.inner.lock();
-        let end = self.end_offset();
-        let hw = self.high_watermark();
-        let start = inner.log_start_offset;
-        if offset < start || offset > end {
-            return Err(LogError::OffsetOutOfRange { offset, start, end });
-        }
-        let upto = upto.unwrap_or(hw).min(end);
-        let mut records = Bytes::new();
-        if offset < upto {
-            let mut base = inner
-                .segments
-                .range(..=offset)
-                .next_back()
-                .or_else(|| inner.segments.iter().next())
-                .map(|(b, _)| *b);
-            while let Some(b) = base {
-                if let Some(seg) = inner.segments.get_mut(&b) {
-                    seg.ensure_open(now)?;
-                    if let Some((pos, _)) = seg.find_batch(offset) {
-                        records = seg.read_from(pos, max_bytes, min_one);
-                        break;
-                    }
-                }
-                base = inner.segments.range(b + 1..).next().map(|(k, _)| *k);
-            }
-            if upto < end {
-                records = cut_before(records, upto);
-            }
-        }
-        Ok(ReadInfo {
-            records,
-            high_watermark: hw,
-            log_start_offset: start,
-        })
-    }
-
     /// The segment files with their committed sizes, the log start offset
     /// and the end offset, taken under the lock: bytes below each size never
     /// change, so copying them later gives a consistent prefix of the log.
@@ -848,6 +811,7 @@ impl PartitionLog {
             }
             let files = Self::files_to_sync(&inner);
             let producers = inner.producers.snapshot();
+            let txns = inner.txns.clone();
             let Some(active) = inner.segments.values_mut().next_back() else {
                 return Ok(false);
             };
@@ -866,6 +830,7 @@ impl PartitionLog {
             let rp = checkpoint::RecoveryPoint {
                 segment: state,
                 producers,
+                txns,
             };
             (files, active.path().to_path_buf(), rp)
         };
@@ -930,34 +895,21 @@ fn wall_clock_ms() -> i64 {
 }
 
 /// Validates a produce payload for one partition: exactly one v2 batch (as
-/// Kafka requires from Produce v3 on), not transactional.
-fn single_batch(records: &[u8]) -> Result<BatchHeader, LogError> {
+/// Kafka requires from Produce v3 on), not a control batch (markers are
+/// written by the broker: `control` says whether this one is the broker's).
+fn single_batch(records: &[u8], control: bool) -> Result<BatchHeader, LogError> {
     let batches = batch::split_batches(records)?;
     if batches.len() != 1 {
         return Err(BatchError::Invalid("a produce must carry exactly one record batch").into());
     }
     let (_, h) = batches[0];
-    if h.is_transactional() || h.is_control() {
-        return Err(LogError::Transactional);
+    if h.is_control() && !control {
+        return Err(LogError::ControlBatch);
+    }
+    if h.is_transactional() && !h.is_control() && (h.producer_id < 0 || h.base_sequence < 0) {
+        return Err(BatchError::Invalid("a transactional batch needs a producer id and sequence").into());
     }
     Ok(h)
-}
-
-/// The leading batches of `records` whose base offset is below `upto`
-/// (walks their headers only).
-fn cut_before(records: Bytes, upto: i64) -> Bytes {
-    let mut pos = 0usize;
-    while let Some(h) = records
-        .get(pos..)
-        .and_then(|b| BatchHeader::parse(b).ok())
-        .filter(|h| h.batch_length > 0 && pos + h.total_len() <= records.len())
-    {
-        if h.base_offset >= upto {
-            break;
-        }
-        pos += h.total_len();
-    }
-    records.slice(..pos)
 }
 
 fn read_log_start(dir: &Path) -> Option<i64> {

@@ -69,6 +69,14 @@ fn next_seq(seq: i32) -> i32 {
 impl ProducerTable {
     /// Checks a batch against the producer's history without changing it.
     pub fn check(&self, h: &BatchHeader) -> SequenceCheck {
+        if h.producer_id >= 0 && h.is_control() {
+            // A transaction marker: no sequence, but an epoch the
+            // producer's batches must not be older than.
+            return match self.producers.get(&h.producer_id) {
+                Some(e) if h.producer_epoch < e.epoch => SequenceCheck::StaleEpoch,
+                _ => SequenceCheck::Append,
+            };
+        }
         if h.producer_id < 0 || h.base_sequence < 0 {
             return SequenceCheck::Append;
         }
@@ -115,6 +123,17 @@ impl ProducerTable {
 
     /// Records a batch that was written (its header carries the base offset).
     pub fn record(&mut self, h: &BatchHeader) {
+        if h.producer_id >= 0 && h.is_control() {
+            // A marker at a newer epoch (the coordinator fenced the
+            // producer) makes the older epoch stale here too.
+            if let Some(e) = self.producers.get_mut(&h.producer_id) {
+                if h.producer_epoch > e.epoch {
+                    e.epoch = h.producer_epoch;
+                    e.batches.clear();
+                }
+            }
+            return;
+        }
         if h.producer_id < 0 || h.base_sequence < 0 {
             return;
         }

@@ -201,6 +201,7 @@ impl PartitionLog {
         }
         // None of the producers' batches is left.
         inner.producers.truncate_to(i64::MIN);
+        inner.txns = super::txn::TxnIndex::default();
         self.high_watermark.store(offset, Ordering::Release);
         drop(inner);
         self.appended.notify_waiters();
@@ -286,6 +287,7 @@ impl PartitionLog {
         // The reopened table knows the last segment's producers only; the
         // old one, without the removed batches, knows them all.
         inner.producers.truncate_to(end);
+        inner.txns.truncate_to(end);
         self.start_offset
             .store(f.log_start_offset, Ordering::Release);
         self.end_offset.store(end, Ordering::Release);

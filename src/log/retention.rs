@@ -48,6 +48,7 @@ impl PartitionLog {
     /// its next change; opening the log trims it to the start again).
     fn move_start_locked(&self, inner: &mut Inner, offset: i64) {
         inner.log_start_offset = offset;
+        inner.txns.trim_before(offset);
         self.start_offset.store(offset, Ordering::Release);
         self.high_watermark.fetch_max(offset, Ordering::AcqRel);
         inner.epochs.truncate_from_start(offset);
