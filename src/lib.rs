@@ -41,6 +41,7 @@ pub mod retry;
 pub mod security;
 pub mod server;
 pub mod topics;
+pub mod txn;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -70,6 +70,14 @@ codes! {
     PREFERRED_LEADER_NOT_AVAILABLE = PreferredLeaderNotAvailable,
     ELIGIBLE_LEADERS_NOT_AVAILABLE = EligibleLeadersNotAvailable,
     ELECTION_NOT_NEEDED = ElectionNotNeeded,
+    INVALID_TXN_STATE = InvalidTxnState,
+    INVALID_PRODUCER_ID_MAPPING = InvalidProducerIdMapping,
+    INVALID_TRANSACTION_TIMEOUT = InvalidTransactionTimeout,
+    CONCURRENT_TRANSACTIONS = ConcurrentTransactions,
+    OPERATION_NOT_ATTEMPTED = OperationNotAttempted,
+    UNSTABLE_OFFSET_COMMIT = UnstableOffsetCommit,
+    PRODUCER_FENCED = ProducerFenced,
+    TRANSACTIONAL_ID_NOT_FOUND = TransactionalIdNotFound,
 }
 
 #[cfg(test)]
