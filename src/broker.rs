@@ -43,6 +43,8 @@ pub struct Broker {
     pub groups: Coordinator,
     /// Held retries and their scheduler.
     pub retries: Retries,
+    /// The transaction coordinator (a single node's).
+    pub txns: crate::txn::Coordinator,
     pub metrics: Metrics,
     /// ACLs and the check against them.
     pub authorizer: Authorizer,
@@ -190,6 +192,14 @@ impl Broker {
             },
         );
         let retries = Retries::new(PendingStore::open(&dir)?);
+        // A cluster has no transaction coordinator yet.
+        let txns = crate::txn::Coordinator::open(
+            (!clustered).then_some(dir.as_path()),
+            config.args.fsync != FsyncPolicy::Never,
+            crate::txn::Settings {
+                max_timeout_ms: config.args.transaction_max_timeout_ms,
+            },
+        )?;
         let tls = match (&config.args.tls_cert, &config.args.tls_key) {
             (Some(cert), Some(key)) => {
                 Some(Tls::load(cert, key, config.args.tls_client_ca.as_deref())?)
@@ -217,6 +227,7 @@ impl Broker {
             topics,
             groups,
             retries,
+            txns,
             metrics: Metrics::default(),
             authorizer,
             users,
@@ -610,6 +621,7 @@ impl Broker {
         let flushed = self.topics.flush_all() && self.topics.checkpoint_all();
         self.groups.offsets.flush();
         self.retries.store.flush();
+        self.txns.flush();
         if !(flushed && drained) {
             tracing::warn!(
                 flushed,
@@ -632,5 +644,21 @@ impl Broker {
             .flat_map(|t| t.partitions())
             .map(|p| p.size_bytes())
             .sum()
+    }
+}
+
+/// What the transaction coordinator reaches: this broker's partitions and
+/// committed offsets.
+impl crate::txn::Participants for Broker {
+    fn partition(&self, topic: &str, partition: i32) -> Option<Arc<crate::log::PartitionLog>> {
+        self.topics.get(topic).and_then(|t| t.partition(partition))
+    }
+
+    fn sync_markers(&self) -> bool {
+        self.config.args.fsync != FsyncPolicy::Never
+    }
+
+    fn commit_offsets(&self, changes: Vec<Change>) -> Result<(), crate::log::LogError> {
+        self.groups.offsets.write(changes)
     }
 }

@@ -191,6 +191,23 @@ pub struct ServeArgs {
     /// milliseconds leaves the ISR (Kafka's `replica.lag.time.max.ms`).
     #[arg(long, env = "WEIR_REPLICA_LAG_TIME_MAX_MS", default_value_t = 10_000)]
     pub replica_lag_time_max_ms: u64,
+    /// Longest `transaction.timeout.ms` a transactional producer may ask
+    /// for, in ms (Kafka's `transaction.max.timeout.ms`).
+    #[arg(
+        long,
+        env = "WEIR_TRANSACTION_MAX_TIMEOUT_MS",
+        default_value_t = 900_000
+    )]
+    pub transaction_max_timeout_ms: i32,
+    /// How often transactions open longer than their timeout are looked
+    /// for and aborted, in ms (Kafka's
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`).
+    #[arg(
+        long,
+        env = "WEIR_TRANSACTION_ABORT_TIMED_OUT_TRANSACTION_CLEANUP_INTERVAL_MS",
+        default_value_t = 10_000
+    )]
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
     /// `text` or `json`. Default: text on a terminal, else json.
     #[arg(long, env = "WEIR_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -616,6 +633,15 @@ impl Config {
         }
         if args.log_segment_bytes < 14 {
             return Err(bad("log-segment-bytes", "must be at least 14"));
+        }
+        if args.transaction_max_timeout_ms < 1 {
+            return Err(bad("transaction-max-timeout-ms", "must be 1 or more"));
+        }
+        if args.transaction_abort_timed_out_transaction_cleanup_interval_ms < 1 {
+            return Err(bad(
+                "transaction-abort-timed-out-transaction-cleanup-interval-ms",
+                "must be 1 or more",
+            ));
         }
         if args.log_retention_ms < -1 {
             return Err(bad("log-retention-ms", "must be -1 or more"));

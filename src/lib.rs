@@ -169,6 +169,7 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
         tokio::spawn(tls_reload_loop(Arc::clone(&broker), shutdown.clone())),
         tokio::spawn(group_ticker(Arc::clone(&broker), shutdown.clone())),
         tokio::spawn(retry_loop(Arc::clone(&broker), shutdown.clone())),
+        tokio::spawn(txn_loop(Arc::clone(&broker), shutdown.clone())),
         tokio::spawn(memory::trim_loop(Arc::clone(&broker), shutdown.clone())),
     ]);
     let http_task = tokio::spawn(http::serve(
@@ -322,6 +323,29 @@ async fn follow_security(broker: Arc<Broker>, cluster: Arc<cluster::Cluster>) {
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { return },
             () = cluster.stopped() => return,
+        }
+    }
+}
+
+/// The transaction coordinator's periodic work: at start, markers a crash
+/// lost and decisions not carried out; then the aborts of transactions open
+/// longer than their timeout.
+async fn txn_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
+    if broker.cluster.get().is_some() {
+        return;
+    }
+    broker.txns.recover(broker.as_ref(), broker::now_ms());
+    let every = Duration::from_millis(
+        broker
+            .config
+            .args
+            .transaction_abort_timed_out_transaction_cleanup_interval_ms,
+    );
+    loop {
+        broker.txns.tick(broker.as_ref(), broker::now_ms()).await;
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
         }
     }
 }

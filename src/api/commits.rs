@@ -380,6 +380,18 @@ fn fetch_group(
 }
 
 /// OffsetFetch, one group (v1-7) or many (v8+).
+/// Whether a `require_stable` fetch of a group's offset must wait: an open
+/// transaction will commit one for the partition (KIP-447).
+fn unstable(
+    broker: &Broker,
+    require_stable: bool,
+    group: &str,
+    topic: &str,
+    partition: i32,
+) -> bool {
+    require_stable && broker.txns.has_pending_offset(group, topic, partition)
+}
+
 async fn offset_fetch(
     broker: &Broker,
     req: OffsetFetchRequest,
@@ -406,9 +418,11 @@ async fn offset_fetch(
                         .map(|t| (t.name, t.partition_indexes))
                         .collect()
                 });
-                let topics = fetch_group(broker, g.group_id.0.as_str(), wanted)
+                let group = g.group_id.0.as_str();
+                let topics = fetch_group(broker, group, wanted)
                     .into_iter()
                     .map(|(name, rows)| {
+                        let topic = name.to_string();
                         OffsetFetchResponseTopics::default()
                             .with_name(name)
                             .with_partitions(
@@ -416,6 +430,12 @@ async fn offset_fetch(
                                     .map(|(p, c)| {
                                         let r = OffsetFetchResponsePartitions::default()
                                             .with_partition_index(p);
+                                        if unstable(broker, req.require_stable, group, &topic, p) {
+                                            return r
+                                                .with_error_code(errors::UNSTABLE_OFFSET_COMMIT)
+                                                .with_committed_offset(-1)
+                                                .with_metadata(Some(sb("")));
+                                        }
                                         match c {
                                             Some(c) => r
                                                 .with_committed_offset(c.offset)
@@ -447,15 +467,24 @@ async fn offset_fetch(
             .map(|t| (t.name, t.partition_indexes))
             .collect()
     });
-    let topics = fetch_group(broker, req.group_id.0.as_str(), wanted)
+    let group = req.group_id.0.as_str();
+    let stable = version >= 7 && req.require_stable;
+    let topics = fetch_group(broker, group, wanted)
         .into_iter()
         .map(|(name, rows)| {
+            let topic = name.to_string();
             OffsetFetchResponseTopic::default()
                 .with_name(name)
                 .with_partitions(
                     rows.into_iter()
                         .map(|(p, c)| {
                             let r = OffsetFetchResponsePartition::default().with_partition_index(p);
+                            if unstable(broker, stable, group, &topic, p) {
+                                return r
+                                    .with_error_code(errors::UNSTABLE_OFFSET_COMMIT)
+                                    .with_committed_offset(-1)
+                                    .with_metadata(Some(sb("")));
+                            }
                             match c {
                                 Some(c) => {
                                     let r = r

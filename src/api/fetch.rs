@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::FetchTopic;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, TopicName};
 use uuid::Uuid;
 
 use super::authz::split;
@@ -128,6 +130,7 @@ fn build(broker: &Broker, req: &FetchRequest, version: i16) -> Built {
     };
     let mut total = 0usize;
     let mut error = false;
+    let committed = req.isolation_level == 1;
     let mut topics = Vec::with_capacity(req.topics.len());
     for ft in &req.topics {
         let topic = if version >= 13 {
@@ -159,13 +162,31 @@ fn build(broker: &Broker, req: &FetchRequest, version: i16) -> Built {
             let limit =
                 (fp.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
             let min_one = total == 0;
-            match log.read(fp.fetch_offset, limit, min_one) {
+            let read = if committed {
+                log.read_committed(fp.fetch_offset, limit, min_one)
+            } else {
+                log.read(fp.fetch_offset, limit, min_one)
+            };
+            match read {
                 Ok(r) => {
                     total += r.records.len();
+                    // read_committed clients learn the aborted transactions
+                    // among the records (they drop those records).
+                    let aborted = committed.then(|| {
+                        r.aborted
+                            .iter()
+                            .map(|a| {
+                                AbortedTransaction::default()
+                                    .with_producer_id(ProducerId(a.producer_id))
+                                    .with_first_offset(a.first_offset)
+                            })
+                            .collect()
+                    });
                     parts.push(
                         pd.with_high_watermark(r.high_watermark)
-                            .with_last_stable_offset(r.high_watermark)
+                            .with_last_stable_offset(r.last_stable_offset)
                             .with_log_start_offset(r.log_start_offset)
+                            .with_aborted_transactions(aborted)
                             .with_records(Some(r.records)),
                     );
                 }
@@ -178,7 +199,7 @@ fn build(broker: &Broker, req: &FetchRequest, version: i16) -> Built {
                     parts.push(
                         pd.with_error_code(code)
                             .with_high_watermark(log.high_watermark())
-                            .with_last_stable_offset(log.high_watermark())
+                            .with_last_stable_offset(log.last_stable_offset())
                             .with_log_start_offset(log.log_start_offset())
                             .with_records(Some(Bytes::new())),
                     );

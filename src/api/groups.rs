@@ -43,7 +43,8 @@ pub const ROWS: &[Row] = &[
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
-/// FindCoordinator: this broker for groups; no transaction coordinator.
+/// FindCoordinator: the coordinator of a group, or of a transactional id
+/// (this broker, on a single node).
 pub struct FindCoordinator;
 
 impl Api for FindCoordinator {
@@ -370,13 +371,15 @@ fn find_coordinator(cx: Cx<'_>, req: FindCoordinatorRequest) -> FindCoordinatorR
             None => Ok((node, host.to_string(), port)),
         }
     };
+    // A single node coordinates transactions; a cluster has no
+    // transaction coordinator yet.
     let answer = |key_type: i8| -> (i16, Option<&'static str>) {
-        if key_type == KEY_TYPE_GROUP {
+        if key_type == KEY_TYPE_GROUP || broker.cluster.get().is_none() {
             (errors::NONE, None)
         } else {
             (
                 group::COORDINATOR_NOT_AVAILABLE,
-                Some("transactions are not supported by this broker"),
+                Some("transactions are not supported in a cluster yet"),
             )
         }
     };

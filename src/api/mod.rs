@@ -31,6 +31,7 @@ pub mod quotas;
 pub mod route;
 pub mod sasl;
 pub mod scram;
+pub mod txns;
 pub mod versions;
 
 use std::sync::{Arc, LazyLock};
@@ -59,6 +60,7 @@ pub const FAMILIES: &[&[Row]] = &[
     quotas::ROWS,
     log_dirs::ROWS,
     elect::ROWS,
+    txns::ROWS,
 ];
 
 /// The APIs weir serves.

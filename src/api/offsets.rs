@@ -156,8 +156,11 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
-fn lookup(log: &PartitionLog, ts: i64) -> Result<(i64, i64), i16> {
+/// The offset (and timestamp) a ListOffsets partition asks for; a
+/// `read_committed` client's latest offset is the last stable offset.
+fn lookup(log: &PartitionLog, ts: i64, committed: bool) -> Result<(i64, i64), i16> {
     match ts {
+        LATEST if committed => Ok((log.last_stable_offset(), -1)),
         LATEST => Ok((log.high_watermark(), -1)),
         EARLIEST | EARLIEST_LOCAL => Ok((log.log_start_offset(), -1)),
         LATEST_TIERED => Ok((-1, -1)),
@@ -177,6 +180,7 @@ fn list_offsets(
 ) -> ListOffsetsResponse {
     // leader_epoch exists from v4 on.
     let epoch = if version >= 4 { 0 } else { -1 };
+    let committed = version >= 2 && req.isolation_level == 1;
     let topics = req
         .topics
         .into_iter()
@@ -202,7 +206,7 @@ fn list_offsets(
                         .replicas
                         .leadership(t.name.as_str(), p.partition_index)
                         .map_or(epoch, |l| if version >= 4 { l.leader_epoch } else { -1 });
-                    match lookup(&log, p.timestamp) {
+                    match lookup(&log, p.timestamp, committed) {
                         Ok((offset, ts)) => r
                             .with_offset(offset)
                             .with_timestamp(ts)

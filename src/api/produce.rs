@@ -347,7 +347,32 @@ async fn append(
                 );
                 continue;
             }
-            match log.append(&records, now) {
+            // A transactional batch is appended only inside its open
+            // transaction, which cannot end while it is appended.
+            let txn = crate::log::batch::BatchHeader::parse(&records)
+                .ok()
+                .filter(|h| h.is_transactional());
+            let appended = match txn {
+                Some(h) => {
+                    broker
+                        .txns
+                        .with_open(h.producer_id, h.producer_epoch, &name, pd.index, || {
+                            log.append(&records, now)
+                        })
+                }
+                None => Ok(log.append(&records, now)),
+            };
+            let appended = match appended {
+                Ok(r) => r,
+                Err(code) => {
+                    parts.push(
+                        pr.with_error_code(code)
+                            .with_log_start_offset(log.log_start_offset()),
+                    );
+                    continue;
+                }
+            };
+            match appended {
                 Ok(info) => {
                     if !info.duplicate {
                         if let Some(c) = &counters {

@@ -1,5 +1,6 @@
-//! InitProducerId for idempotent producers. Transactions are not supported:
-//! a request with a transactional id is refused.
+//! InitProducerId: a producer id for an idempotent producer, or, with a
+//! transactional id, the id's producer id and a new epoch from the
+//! transaction coordinator (which fences older producers of the id).
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
@@ -54,6 +55,9 @@ impl Api for InitProducerId {
     fn deny(_cx: Cx<'_>, _r: &mut InitProducerIdResponse, _denied: ()) {}
 
     async fn handle(cx: Cx<'_>, req: InitProducerIdRequest) -> Handled<InitProducerIdResponse> {
+        if let Some(id) = &req.transactional_id {
+            return Handled::Now(transactional(cx, id.as_str(), &req).await);
+        }
         if let (Some(c), None) = (cx.broker.cluster.get(), &req.transactional_id) {
             let resp = InitProducerIdResponse::default();
             return Handled::Now(match c.allocate_producer_id().await {
@@ -79,16 +83,47 @@ impl Api for InitProducerId {
 /// Hands out a fresh producer id with epoch 0. As in Kafka, an idempotent
 /// (non-transactional) producer always gets a new id, also when it asks to
 /// bump the epoch of its old one (KIP-360): its sequences restart at 0.
-fn init_producer_id(broker: &Broker, req: &InitProducerIdRequest) -> InitProducerIdResponse {
+fn init_producer_id(broker: &Broker, _req: &InitProducerIdRequest) -> InitProducerIdResponse {
     let resp = InitProducerIdResponse::default();
-    if req.transactional_id.is_some() {
-        return resp.with_error_code(errors::INVALID_REQUEST);
-    }
     match broker.topics.allocate_producer_id() {
         Ok(id) => resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
         Err(e) => {
             tracing::error!(error = %e, "failed to allocate a producer id");
             resp.with_error_code(errors::KAFKA_STORAGE_ERROR)
         }
+    }
+}
+
+/// InitProducerId with a transactional id, answered by the transaction
+/// coordinator (a single node's; a cluster has none yet).
+async fn transactional(
+    cx: Cx<'_>,
+    id: &str,
+    req: &InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let resp = InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    if cx.broker.cluster.get().is_some() {
+        return resp.with_error_code(errors::NOT_COORDINATOR);
+    }
+    let expected = (req.producer_id.0 >= 0).then_some((req.producer_id.0, req.producer_epoch));
+    let broker = cx.broker;
+    let r = broker
+        .txns
+        .init_producer_id(
+            broker.as_ref(),
+            id,
+            req.transaction_timeout_ms,
+            expected,
+            || broker.topics.allocate_producer_id(),
+            crate::broker::now_ms(),
+        )
+        .await;
+    match r {
+        Ok((pid, epoch)) => resp
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch),
+        Err(e) => resp.with_error_code(e.code(cx.version >= 4)),
     }
 }

@@ -109,6 +109,7 @@ fn status_json(b: &Broker) -> serde_json::Value {
         "groups": b.groups.list().iter().filter(|g| b.coordinates_now(&g.0)).count(),
         "bytes_on_disk": b.disk_bytes(),
         "pending_retries": b.retries.pending(),
+        "transactions": transactions_json(b),
         "connections": b.metrics.connections.load(std::sync::atomic::Ordering::Relaxed),
         "records_in_total": b.metrics.records_in_total(),
         "cluster": b.cluster.get().map(|c| c.status()),
@@ -120,6 +121,22 @@ fn status_json(b: &Broker) -> serde_json::Value {
                 "under_replicated": b.replicas.under_replicated(),
             })
         }),
+    })
+}
+
+/// The transaction coordinator's open transactions (oldest first, at most
+/// ten listed) and its counts.
+fn transactions_json(b: &Broker) -> serde_json::Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let open = b.txns.open_transactions(crate::broker::now_ms());
+    let c = &b.txns.counts;
+    json!({
+        "open": open.len(),
+        "oldest_open_ms": open.first().map_or(0, |t| t.age_ms),
+        "committed_total": c.committed.load(Relaxed),
+        "aborted_total": c.aborted.load(Relaxed),
+        "timed_out_total": c.timed_out.load(Relaxed),
+        "oldest": open.iter().take(10).collect::<Vec<_>>(),
     })
 }
 
@@ -562,6 +579,21 @@ fn state_gauges(b: &Broker) -> String {
         "# HELP weir_retry_pending Records held for a later retry.\n# TYPE weir_retry_pending gauge\nweir_retry_pending {}",
         b.retries.pending()
     );
+    {
+        use std::sync::atomic::Ordering::Relaxed;
+        let open = b.txns.open_transactions(crate::broker::now_ms());
+        let c = &b.txns.counts;
+        let _ = writeln!(
+            out,
+            "# HELP weir_transactions_open Transactions open (or being ended) on this coordinator.\n# TYPE weir_transactions_open gauge\nweir_transactions_open {}\n# HELP weir_transaction_oldest_open_seconds Age of the oldest open transaction.\n# TYPE weir_transaction_oldest_open_seconds gauge\nweir_transaction_oldest_open_seconds {}\n# HELP weir_transaction_oldest_open_timeout_seconds The timeout of the oldest open transaction.\n# TYPE weir_transaction_oldest_open_timeout_seconds gauge\nweir_transaction_oldest_open_timeout_seconds {}\n# HELP weir_transactions_committed_total Transactions committed.\n# TYPE weir_transactions_committed_total counter\nweir_transactions_committed_total {}\n# HELP weir_transactions_aborted_total Transactions aborted (by their producer, a new producer of their id, or a timeout).\n# TYPE weir_transactions_aborted_total counter\nweir_transactions_aborted_total {}\n# HELP weir_transactions_timed_out_total Transactions aborted because they were open longer than their timeout.\n# TYPE weir_transactions_timed_out_total counter\nweir_transactions_timed_out_total {}",
+            open.len(),
+            open.first().map_or(0.0, |t| t.age_ms as f64 / 1000.0),
+            open.first().map_or(0.0, |t| f64::from(t.timeout_ms) / 1000.0),
+            c.committed.load(Relaxed),
+            c.aborted.load(Relaxed),
+            c.timed_out.load(Relaxed),
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP weir_uptime_seconds Seconds since the broker started.\n# TYPE weir_uptime_seconds gauge\nweir_uptime_seconds {}",

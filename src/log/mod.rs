@@ -23,8 +23,8 @@ pub mod index;
 mod lookup;
 pub mod mmap;
 pub mod producers;
-pub mod records;
 mod read;
+pub mod records;
 mod reopen;
 mod replica;
 mod retention;
@@ -907,7 +907,9 @@ fn single_batch(records: &[u8], control: bool) -> Result<BatchHeader, LogError> 
         return Err(LogError::ControlBatch);
     }
     if h.is_transactional() && !h.is_control() && (h.producer_id < 0 || h.base_sequence < 0) {
-        return Err(BatchError::Invalid("a transactional batch needs a producer id and sequence").into());
+        return Err(
+            BatchError::Invalid("a transactional batch needs a producer id and sequence").into(),
+        );
     }
     Ok(h)
 }

@@ -101,7 +101,6 @@ impl PartitionLog {
             aborted,
         })
     }
-
 }
 
 /// The leading batches of `records` whose base offset is below `upto`
@@ -135,4 +134,3 @@ pub(super) fn records_end(records: &Bytes) -> Option<i64> {
     }
     end
 }
-

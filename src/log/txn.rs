@@ -261,7 +261,10 @@ mod tests {
             let b = marker_batch(42, 3, m, 7, 1_700_000_000_000);
             let h = batch::validate(&b).expect("valid batch");
             assert!(h.is_control() && h.is_transactional());
-            assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (42, 3, -1));
+            assert_eq!(
+                (h.producer_id, h.producer_epoch, h.base_sequence),
+                (42, 3, -1)
+            );
             assert_eq!(h.records_count, 1);
             assert_eq!(parse_marker(&b), Some(m));
             batch::check_records(&b[HEADER_LEN..], 1, true).expect("well-formed record");
@@ -293,7 +296,10 @@ mod tests {
         assert_eq!(t.aborted_between(7, 9), vec![]);
         assert_eq!(t.aborted_between(0, 2), vec![]);
         // A marker for a producer with nothing open here changes nothing.
-        t.record(&stamped(&marker_batch(9, 0, Marker::Abort, 0, 0), 7), Some(Marker::Abort));
+        t.record(
+            &stamped(&marker_batch(9, 0, Marker::Abort, 0, 0), 7),
+            Some(Marker::Abort),
+        );
         assert_eq!(t.aborted().len(), 1);
     }
 
@@ -301,7 +307,10 @@ mod tests {
     fn truncation_reopens_a_transaction_whose_marker_it_removed() {
         let mut t = TxnIndex::default();
         t.record(&data(1, 0, 2, true), None);
-        t.record(&stamped(&marker_batch(1, 0, Marker::Abort, 0, 0), 2), Some(Marker::Abort));
+        t.record(
+            &stamped(&marker_batch(1, 0, Marker::Abort, 0, 0), 2),
+            Some(Marker::Abort),
+        );
         t.record(&data(2, 3, 1, true), None);
         t.truncate_to(2);
         assert_eq!(t.aborted(), &[]);
@@ -322,23 +331,28 @@ mod tests {
     }
 
     fn open_log(dir: &std::path::Path) -> super::super::PartitionLog {
-        super::super::PartitionLog::open(dir, super::super::LogConfig::default(), 0)
-            .expect("open")
+        super::super::PartitionLog::open(dir, super::super::LogConfig::default(), 0).expect("open")
     }
 
     #[test]
     fn read_committed_stops_at_the_open_transaction_and_learns_the_aborts() {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = open_log(dir.path());
-        log.append(&batch::tests::make_batch(2, 1_000), 0).expect("plain");
+        log.append(&batch::tests::make_batch(2, 1_000), 0)
+            .expect("plain");
         log.append(&txn_batch(7, 0, 0, 3), 0).expect("txn 7");
-        log.append(&batch::tests::make_batch(1, 1_000), 0).expect("plain");
+        log.append(&batch::tests::make_batch(1, 1_000), 0)
+            .expect("plain");
         log.append(&txn_batch(8, 0, 0, 2), 0).expect("txn 8");
         assert_eq!(log.last_stable_offset(), 2);
         let r = log.read_committed(0, 1 << 20, true).expect("read");
         assert_eq!(records_end(&r.records), Some(2));
         assert_eq!(r.last_stable_offset, 2);
-        assert!(log.read_committed(2, 1 << 20, true).expect("read").records.is_empty());
+        assert!(log
+            .read_committed(2, 1 << 20, true)
+            .expect("read")
+            .records
+            .is_empty());
         // Aborting 7 leaves 8 open: stable up to 8's first batch.
         let m = log.append_marker(7, 0, Marker::Abort, 0, 0).expect("abort");
         assert_eq!(m.base_offset, 8);
@@ -352,7 +366,8 @@ mod tests {
             last_offset: 8,
         };
         assert_eq!(r.aborted, vec![aborted_7]);
-        log.append_marker(8, 0, Marker::Commit, 0, 0).expect("commit");
+        log.append_marker(8, 0, Marker::Commit, 0, 0)
+            .expect("commit");
         assert_eq!(log.last_stable_offset(), log.end_offset());
         let r = log.read_committed(6, 1 << 20, true).expect("read");
         assert_eq!(records_end(&r.records), Some(10));
@@ -360,13 +375,15 @@ mod tests {
         // read_uncommitted reads learn no aborts.
         assert!(log.read(0, 1 << 20, true).expect("read").aborted.is_empty());
         // A marker from an older epoch than the producer's is refused.
-        log.append(&txn_batch(8, 1, 0, 1), 0).expect("txn 8, epoch 1");
+        log.append(&txn_batch(8, 1, 0, 1), 0)
+            .expect("txn 8, epoch 1");
         assert!(matches!(
             log.append_marker(8, 0, Marker::Abort, 0, 0),
             Err(super::super::LogError::InvalidProducerEpoch)
         ));
         // A marker at a newer epoch fences the producer's older one.
-        log.append_marker(8, 2, Marker::Abort, 0, 0).expect("fencing abort");
+        log.append_marker(8, 2, Marker::Abort, 0, 0)
+            .expect("fencing abort");
         assert!(matches!(
             log.append(&txn_batch(8, 1, 1, 1), 0),
             Err(super::super::LogError::InvalidProducerEpoch)
@@ -381,19 +398,25 @@ mod tests {
                 let log = open_log(dir.path());
                 log.append(&txn_batch(1, 0, 0, 2), 0).expect("txn 1");
                 log.append(&txn_batch(2, 0, 0, 2), 0).expect("txn 2");
-                log.append_marker(1, 0, Marker::Abort, 0, 0).expect("abort 1");
+                log.append_marker(1, 0, Marker::Abort, 0, 0)
+                    .expect("abort 1");
                 if checkpoint {
                     log.checkpoint().expect("checkpoint");
                 }
                 log.append(&txn_batch(3, 0, 0, 1), 0).expect("txn 3");
-                log.append_marker(3, 0, Marker::Abort, 0, 0).expect("abort 3");
+                log.append_marker(3, 0, Marker::Abort, 0, 0)
+                    .expect("abort 3");
                 (log.open_transactions(), log.aborted_transactions())
             };
             assert_eq!(open, vec![(2, 2)]);
             assert_eq!(aborted.len(), 2);
             let log = open_log(dir.path());
             assert_eq!(log.open_transactions(), open, "checkpoint {checkpoint}");
-            assert_eq!(log.aborted_transactions(), aborted, "checkpoint {checkpoint}");
+            assert_eq!(
+                log.aborted_transactions(),
+                aborted,
+                "checkpoint {checkpoint}"
+            );
             assert_eq!(log.last_stable_offset(), 2);
         }
     }

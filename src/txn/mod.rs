@@ -27,8 +27,8 @@ use crate::protocol::errors::{
     INVALID_TRANSACTION_TIMEOUT, INVALID_TXN_STATE, KAFKA_STORAGE_ERROR, NONE,
     OPERATION_NOT_ATTEMPTED, PRODUCER_FENCED, UNKNOWN_TOPIC_OR_PARTITION,
 };
-pub use store::{Phase, TxnMeta};
 use store::Journal;
+pub use store::{Phase, TxnMeta};
 
 /// The coordinator epoch written into markers: one coordinator per broker.
 const COORDINATOR_EPOCH: i32 = 0;
@@ -494,7 +494,9 @@ impl Coordinator {
             inner.put(id, meta.clone()).map_err(Refused::Code)?;
             meta
         };
-        self.complete(p, id, meta, now_ms).await.map_err(Refused::Code)
+        self.complete(p, id, meta, now_ms)
+            .await
+            .map_err(Refused::Code)
     }
 
     /// Aborts the id's open transaction with a new epoch, fencing its
@@ -570,7 +572,11 @@ impl Coordinator {
         now_ms: i64,
     ) -> Result<(), i16> {
         let commit = meta.phase == Phase::PrepareCommit;
-        let marker = if commit { Marker::Commit } else { Marker::Abort };
+        let marker = if commit {
+            Marker::Commit
+        } else {
+            Marker::Abort
+        };
         let mut written = Vec::new();
         for (topic, partition) in &meta.partitions {
             let Some(log) = p.partition(topic, *partition) else {
@@ -579,8 +585,13 @@ impl Coordinator {
             if !log.has_open_transaction(meta.producer_id) {
                 continue;
             }
-            match log.append_marker(meta.producer_id, meta.epoch, marker, COORDINATOR_EPOCH, now_ms)
-            {
+            match log.append_marker(
+                meta.producer_id,
+                meta.epoch,
+                marker,
+                COORDINATOR_EPOCH,
+                now_ms,
+            ) {
                 Ok(info) => written.push((log, info.last_offset + 1)),
                 Err(LogError::Closed) => {}
                 Err(e) => {

@@ -266,10 +266,7 @@ impl Journal {
     ///
     /// # Errors
     /// I/O errors.
-    pub fn open(
-        data_dir: &Path,
-        sync: bool,
-    ) -> Result<(Self, HashMap<String, TxnMeta>), LogError> {
+    pub fn open(data_dir: &Path, sync: bool) -> Result<(Self, HashMap<String, TxnMeta>), LogError> {
         let dir = data_dir.join(TXN_DIR);
         fs::create_dir_all(&dir).map_err(io_err(format!("failed to create {}", dir.display())))?;
         let path = dir.join(TXN_FILE);

@@ -89,25 +89,30 @@ async fn a_new_producer_fences_the_old_and_aborts_its_transaction() {
     assert_eq!(e0, 0);
     let r = c.add_partitions("t", pid, e0, &[("a".into(), 0)], known, 1);
     assert_eq!(r, vec![Ok(())]);
-    c.with_open(pid, e0, "a", 0, || parts.log("a").append(&txn_batch(pid, e0, 0), 1))
-        .expect("may write")
-        .expect("append");
+    c.with_open(pid, e0, "a", 0, || {
+        parts.log("a").append(&txn_batch(pid, e0, 0), 1)
+    })
+    .expect("may write")
+    .expect("append");
     assert_eq!(parts.log("a").last_stable_offset(), 0);
     // Not added: refused.
-    assert_eq!(
-        c.with_open(pid, e0, "b", 0, || ()),
-        Err(INVALID_TXN_STATE)
-    );
+    assert_eq!(c.with_open(pid, e0, "b", 0, || ()), Err(INVALID_TXN_STATE));
     let (pid2, e1) = c
         .init_producer_id(&parts, "t", 60_000, None, &mut alloc, 2)
         .await
         .expect("init again");
     assert_eq!(pid2, pid);
     assert!(e1 > e0);
-    assert_eq!(parts.log("a").last_stable_offset(), parts.log("a").end_offset());
+    assert_eq!(
+        parts.log("a").last_stable_offset(),
+        parts.log("a").end_offset()
+    );
     assert_eq!(parts.log("a").aborted_transactions().len(), 1);
     // The old producer is fenced everywhere.
-    assert_eq!(c.with_open(pid, e0, "a", 0, || ()), Err(INVALID_PRODUCER_EPOCH));
+    assert_eq!(
+        c.with_open(pid, e0, "a", 0, || ()),
+        Err(INVALID_PRODUCER_EPOCH)
+    );
     assert_eq!(
         c.end_txn(&parts, "t", pid, e0, true, 3).await,
         Err(Refused::Fenced)
@@ -149,11 +154,15 @@ async fn commit_writes_markers_and_the_offsets_abort_drops_them() {
         assert!(c.has_pending_offset("g", "in", 0));
         for t in ["a", "b"] {
             let seq = i32::try_from(round).expect("small") * 2;
-            c.with_open(pid, e, t, 0, || parts.log(t).append(&txn_batch(pid, e, seq), 1))
-                .expect("may write")
-                .expect("append");
+            c.with_open(pid, e, t, 0, || {
+                parts.log(t).append(&txn_batch(pid, e, seq), 1)
+            })
+            .expect("may write")
+            .expect("append");
         }
-        c.end_txn(&parts, "t", pid, e, commit, 2).await.expect("end");
+        c.end_txn(&parts, "t", pid, e, commit, 2)
+            .await
+            .expect("end");
         assert!(!c.has_pending_offset("g", "in", 0));
         // A retry of the same end is answered the same; the other end is not.
         assert_eq!(c.end_txn(&parts, "t", pid, e, commit, 2).await, Ok(()));
@@ -185,15 +194,20 @@ async fn a_timed_out_transaction_is_aborted_and_its_producer_fenced() {
         .await
         .expect("init");
     c.add_partitions("t", pid, e, &[("a".into(), 0)], known, 10);
-    c.with_open(pid, e, "a", 0, || parts.log("a").append(&txn_batch(pid, e, 0), 10))
-        .expect("may write")
-        .expect("append");
+    c.with_open(pid, e, "a", 0, || {
+        parts.log("a").append(&txn_batch(pid, e, 0), 10)
+    })
+    .expect("may write")
+    .expect("append");
     c.tick(&parts, 500).await;
     assert_eq!(c.open_transactions(500).len(), 1, "not yet");
     c.tick(&parts, 2_000).await;
     assert!(c.open_transactions(2_000).is_empty());
     assert_eq!(c.counts.timed_out.load(Ordering::Relaxed), 1);
-    assert_eq!(parts.log("a").last_stable_offset(), parts.log("a").end_offset());
+    assert_eq!(
+        parts.log("a").last_stable_offset(),
+        parts.log("a").end_offset()
+    );
     assert_eq!(
         c.end_txn(&parts, "t", pid, e, true, 2_001).await,
         Err(Refused::Fenced)
@@ -225,9 +239,11 @@ async fn a_decision_in_the_journal_is_carried_out_after_a_restart() {
             .await
             .expect("init");
         c.add_partitions("t", pid, e, &[("a".into(), 0)], known, 1);
-        c.with_open(pid, e, "a", 0, || parts.log("a").append(&txn_batch(pid, e, 0), 1))
-            .expect("may write")
-            .expect("append");
+        c.with_open(pid, e, "a", 0, || {
+            parts.log("a").append(&txn_batch(pid, e, 0), 1)
+        })
+        .expect("may write")
+        .expect("append");
         // The decision is journaled, then the broker dies before markers.
         let mut inner = c.inner.write();
         let mut m = inner.txns.get("t").cloned().expect("known");
@@ -239,7 +255,10 @@ async fn a_decision_in_the_journal_is_carried_out_after_a_restart() {
     assert_eq!(c.describe("t").map(|m| m.phase), Some(Phase::PrepareCommit));
     assert_eq!(c.with_open(pid, e, "a", 0, || ()), Err(INVALID_TXN_STATE));
     c.tick(&parts, 5).await;
-    assert_eq!(c.describe("t").map(|m| m.phase), Some(Phase::CompleteCommit));
+    assert_eq!(
+        c.describe("t").map(|m| m.phase),
+        Some(Phase::CompleteCommit)
+    );
     let log = parts.log("a");
     assert_eq!(log.last_stable_offset(), log.end_offset());
     assert!(log.aborted_transactions().is_empty());

@@ -23,3 +23,4 @@ mod security;
 mod soak;
 mod storage;
 mod tools;
+mod transactions;
