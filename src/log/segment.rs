@@ -490,7 +490,8 @@ impl Segment {
         }
         if self.file.is_none() {
             // Sealed: keep its extent whatever the walk found, and persist.
-            if self.size != size || self.next_offset != expected_next {
+            // A cleaned segment may end before the next one starts.
+            if self.size != size || self.next_offset > expected_next {
                 tracing::warn!(
                     segment = %self.path.display(),
                     walked_bytes = self.size,
