@@ -167,9 +167,16 @@ impl PartitionLog {
         if dirty_bytes == 0 {
             return Ok(stats);
         }
+        // The map is sized for the dirty records (their count is in the
+        // batch headers), within the bound.
+        let dirty_records: u64 = dirty
+            .iter()
+            .flat_map(|s| batches(s.data()))
+            .map(|(_, h)| u64::try_from(h.records_count).unwrap_or(0))
+            .sum();
         let mut map = OffsetMap::new(
             opts.dedupe_buffer_bytes,
-            usize::try_from(dirty_bytes / 16).unwrap_or(usize::MAX),
+            usize::try_from(dirty_records).unwrap_or(usize::MAX),
         );
         let from = plan.cleaned_to.max(plan.log_start);
         let mut reached = plan.uncleanable;
