@@ -284,14 +284,20 @@ impl PartitionLog {
     }
 }
 
-/// Runs `f`, a step of a pass, unless a test stops the pass there: unit
+#[cfg(test)]
+thread_local! {
+    /// The step at which a pass on this thread is to stop (unit tests).
+    static CRASH_AT: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+/// Marks a step of a pass; a test may stop the pass there: unit
 /// tests make it fail at `name` (a crash at that point: nothing after it
 /// runs, and the test reopens the log from its files); with the
 /// `fault-injection` feature, `WEIR_TEST_CLEANER_PAUSE=<name>` parks the
 /// pass there for good (a crash test kills the broker meanwhile).
 fn step(name: &'static str) -> Result<(), LogError> {
     #[cfg(test)]
-    if tests::crash_at(name) {
+    if CRASH_AT.with(|c| c.get() == Some(name)) {
         return Err(LogError::Io {
             context: format!("simulated crash at the cleaner step {name}"),
             source: std::io::Error::other("simulated crash"),

@@ -2,7 +2,6 @@
 //! key, offsets kept, tombstones by their rule, across reopening), crashes
 //! at each step of a pass, reads inside removed ranges, a full offset map.
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -13,15 +12,6 @@ use proptest::prelude::*;
 use super::*;
 use crate::log::records::{decode_all, encode_batch, plain_record};
 use crate::log::LogConfig;
-
-thread_local! {
-    static CRASH_AT: Cell<Option<&'static str>> = const { Cell::new(None) };
-}
-
-/// Whether the pass on this thread is to stop at `name`.
-pub(super) fn crash_at(name: &str) -> bool {
-    CRASH_AT.with(|c| c.get() == Some(name))
-}
 
 fn config() -> LogConfig {
     LogConfig {
