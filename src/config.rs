@@ -285,6 +285,38 @@ pub struct ServeArgs {
         default_value_t = 300_000
     )]
     pub log_retention_check_interval_ms: u64,
+    /// Run the log cleaner, which compacts topics whose cleanup.policy
+    /// includes compact (Kafka's log.cleaner.enable).
+    #[arg(long, env = "WEIR_LOG_CLEANER_ENABLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub log_cleaner_enable: bool,
+    /// How long the log cleaner sleeps when no partition needs cleaning, in
+    /// ms (Kafka's log.cleaner.backoff.ms).
+    #[arg(
+        long,
+        env = "WEIR_LOG_CLEANER_BACKOFF_MS",
+        default_value_t = 15_000,
+        value_parser = clap::value_parser!(u64).range(10..)
+    )]
+    pub log_cleaner_backoff_ms: u64,
+    /// Memory of the log cleaner's key → offset map, in bytes: 24 bytes a
+    /// key; a pass cleans as far as the keys that fit (Kafka's
+    /// log.cleaner.dedupe.buffer.size).
+    #[arg(
+        long,
+        env = "WEIR_LOG_CLEANER_DEDUPE_BUFFER_SIZE",
+        default_value_t = 134_217_728,
+        value_parser = clap::value_parser!(u64).range(24_576..)
+    )]
+    pub log_cleaner_dedupe_buffer_size: u64,
+    /// Bytes per second the log cleaner reads and writes at most (Kafka's
+    /// log.cleaner.io.max.bytes.per.second; the default is no limit).
+    #[arg(
+        long,
+        env = "WEIR_LOG_CLEANER_IO_MAX_BYTES_PER_SECOND",
+        default_value = "1.7976931348623157e308",
+        value_parser = positive_f64
+    )]
+    pub log_cleaner_io_max_bytes_per_second: f64,
     /// How often each partition's recovery point is written, in ms: start-up
     /// after a crash scans only what was written since (Kafka's
     /// log.flush.offset.checkpoint.interval.ms).
@@ -332,6 +364,14 @@ pub struct ServeArgs {
 pub struct ConfigError {
     pub flag: &'static str,
     pub reason: String,
+}
+
+/// A number above zero (a rate).
+fn positive_f64(v: &str) -> Result<f64, String> {
+    match v.trim().parse::<f64>() {
+        Ok(n) if n > 0.0 && !n.is_nan() => Ok(n),
+        _ => Err("must be a number above 0".into()),
+    }
 }
 
 fn bad(flag: &'static str, reason: impl Into<String>) -> ConfigError {

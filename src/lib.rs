@@ -32,6 +32,7 @@ pub mod fuzzing;
 pub mod group;
 pub mod http;
 pub mod log;
+mod log_cleaner;
 pub mod memory;
 pub mod metrics;
 pub mod protocol;
@@ -165,6 +166,10 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
     }
     tasks.extend([
         tokio::spawn(retention_loop(Arc::clone(&broker), shutdown.clone())),
+        tokio::spawn(log_cleaner::cleaner_loop(
+            Arc::clone(&broker),
+            shutdown.clone(),
+        )),
         tokio::spawn(checkpoint_loop(Arc::clone(&broker), shutdown.clone())),
         tokio::spawn(tls_reload_loop(Arc::clone(&broker), shutdown.clone())),
         tokio::spawn(group_ticker(Arc::clone(&broker), shutdown.clone())),

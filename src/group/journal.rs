@@ -12,8 +12,8 @@
 //! the groups it coordinated at an earlier epoch, since their members and
 //! offsets may have moved on elsewhere.
 //!
-//! The journal only appends: until log compaction exists, the partition
-//! grows with every commit (its `cleanup.policy` is `compact`, so
+//! The journal only appends: the log cleaner leaves the broker's journals
+//! alone, so the partition grows with every commit (its `cleanup.policy` is `compact`, so
 //! time-based retention never deletes offsets that are still live).
 
 use std::collections::{HashMap, VecDeque};

@@ -110,6 +110,7 @@ fn status_json(b: &Broker) -> serde_json::Value {
         "bytes_on_disk": b.disk_bytes(),
         "pending_retries": b.retries.pending(),
         "transactions": transactions_json(b),
+        "log_cleaner": crate::log_cleaner::status(b),
         "connections": b.metrics.connections.load(std::sync::atomic::Ordering::Relaxed),
         "records_in_total": b.metrics.records_in_total(),
         "cluster": b.cluster.get().map(|c| c.status()),
@@ -609,7 +610,8 @@ fn state_gauges(b: &Broker) -> String {
 }
 
 async fn metrics(State(b): State<Arc<Broker>>) -> Response {
-    let text = b.metrics.render(&state_gauges(&b));
+    let gauges = state_gauges(&b) + &crate::log_cleaner::prometheus(&b);
+    let text = b.metrics.render(&gauges);
     (
         [(
             header::CONTENT_TYPE,

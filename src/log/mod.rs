@@ -13,7 +13,9 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod cleaner;
 pub mod compression;
+mod config;
 mod durability;
 pub mod epochs;
 mod error;
@@ -42,6 +44,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use batch::{BatchError, BatchHeader, HEADER_LEN};
+pub use config::LogConfig;
 use epochs::EpochCache;
 use error::io_err;
 pub use error::{sync_dir, write_atomic, LogError};
@@ -53,47 +56,6 @@ use txn::{AbortedTxn, TxnIndex};
 /// Name of the file holding a partition's log start offset when DeleteRecords
 /// or retention moved it inside a segment.
 const LOG_START_FILE: &str = "log-start-offset";
-
-/// Per-partition settings, from the topic's configs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LogConfig {
-    pub segment_bytes: u64,
-    pub segment_ms: i64,
-    pub retention_ms: i64,
-    pub retention_bytes: i64,
-    pub max_message_bytes: usize,
-    pub log_append_time: bool,
-    pub index_interval_bytes: u64,
-    /// `cleanup.policy` includes `delete`: retention applies.
-    pub delete_retention: bool,
-    /// Largest size a produced batch may decompress to
-    /// (`--max-decompressed-batch-bytes`).
-    pub max_decompressed_batch_bytes: usize,
-    /// Whether clients may produce to the partition (false for a topic
-    /// whose name is reserved, kept from an older data dir).
-    pub client_appends: bool,
-    /// `cleanup.policy` includes `compact`: every produced record needs a
-    /// key.
-    pub keys_required: bool,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            segment_bytes: 1 << 30,
-            segment_ms: 7 * 24 * 3600 * 1000,
-            retention_ms: 7 * 24 * 3600 * 1000,
-            retention_bytes: -1,
-            max_message_bytes: 1_048_588,
-            log_append_time: false,
-            index_interval_bytes: 4096,
-            delete_retention: true,
-            max_decompressed_batch_bytes: compression::DEFAULT_MAX_DECOMPRESSED_BYTES,
-            client_appends: true,
-            keys_required: false,
-        }
-    }
-}
 
 /// Result of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,6 +207,8 @@ impl PartitionLog {
         clean: bool,
     ) -> Result<Self, LogError> {
         fs::create_dir_all(dir).map_err(io_err(format!("failed to create {}", dir.display())))?;
+        // A cleaner pass cut short: finish or discard it first.
+        cleaner::files::recover(dir)?;
         let mut bases = Vec::new();
         for entry in
             fs::read_dir(dir).map_err(io_err(format!("failed to list {}", dir.display())))?
@@ -358,6 +322,8 @@ impl PartitionLog {
         let epochs = reopen::load_epochs(dir, &mut segments, log_start, end, now_ms);
         txns.truncate_to(end);
         txns.trim_before(log_start);
+        // Offsets past the end (a cut tail) are dirty again.
+        cleaner::files::clip_checkpoint(dir, end)?;
         // A recovery point that already covers everything needs no rewrite.
         let checkpointed = if covered_end == Some(end) { end } else { -1 };
         Ok(Self {

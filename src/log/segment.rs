@@ -381,14 +381,15 @@ impl Segment {
             let ok_len = h.batch_length >= (HEADER_LEN - LOG_OVERHEAD) as i32
                 && pos + total <= limit
                 && h.magic == batch::MAGIC_V2
-                && h.base_offset == self.next_offset
+                // Offsets may jump where the cleaner removed records.
+                && h.base_offset >= self.next_offset
                 && h.last_offset_delta >= 0
                 && pos + total <= u32::MAX as usize;
             if !ok_len {
                 torn = true;
                 break;
             }
-            if check_crc && batch::validate(&data[pos..pos + total]).is_err() {
+            if check_crc && batch::validate_stored(&data[pos..pos + total]).is_err() {
                 torn = true;
                 break;
             }
@@ -433,6 +434,22 @@ impl Segment {
         Ok(())
     }
 
+    /// The segment's map and committed size, for reading its batches
+    /// outside the partition lock (the log cleaner): the bytes below the
+    /// size never change, and the map stays valid while it is held.
+    ///
+    /// # Errors
+    /// I/O errors opening or mapping the log file.
+    pub fn read_handle(&mut self, now_ms: i64) -> Result<(Arc<ReadMap>, u64), LogError> {
+        self.ensure_open(now_ms)?;
+        let map = self
+            .map
+            .clone()
+            .unwrap_or_else(|| Arc::new(ReadMap::new_empty()));
+        let size = self.size.min(map.len() as u64);
+        Ok((map, size))
+    }
+
     /// Whether an offset index entry points at the start of the batch it names.
     fn entry_matches(&self, e: Option<OffsetEntry>) -> bool {
         let Some(e) = e else { return true };
@@ -473,7 +490,8 @@ impl Segment {
         }
         if self.file.is_none() {
             // Sealed: keep its extent whatever the walk found, and persist.
-            if self.size != size || self.next_offset != expected_next {
+            // A cleaned segment may end before the next one starts.
+            if self.size != size || self.next_offset > expected_next {
                 tracing::warn!(
                     segment = %self.path.display(),
                     walked_bytes = self.size,
@@ -783,6 +801,31 @@ impl Segment {
             None => Ok(()),
         }
     }
+}
+
+/// Writes the offset and time index files, at `index_path` and
+/// `time_path`, of a segment file of base `base_offset` written outside the
+/// log (the cleaner's output) whose batches are `batches` (position and
+/// header, in order). Returns the files, for an fsync.
+///
+/// # Errors
+/// The I/O error.
+pub fn write_index_files_for(
+    base_offset: i64,
+    batches: &[(u64, BatchHeader)],
+    index_interval_bytes: u64,
+    index_path: &Path,
+    time_path: &Path,
+) -> std::io::Result<[File; 2]> {
+    let mut seg = Segment::blank(PathBuf::new(), base_offset, index_interval_bytes);
+    for (pos, h) in batches {
+        seg.note_batch(*pos, h, h.total_len() as u64);
+    }
+    seg.seal_index();
+    Ok([
+        index::write_file(index_path, &seg.index)?,
+        index::write_file(time_path, &seg.time_index)?,
+    ])
 }
 
 /// fsync of a segment's index files, through descriptors of their own (the

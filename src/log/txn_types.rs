@@ -1,8 +1,9 @@
-//! A transaction a partition's log holds the abort marker of.
+//! Transaction facts the storage engine is told about by its callers.
 
-/// The records a producer wrote in a transaction that aborted: its
-/// transactional batches from `first_offset` up to the abort marker at
-/// `last_offset` (Kafka's aborted-transaction index entry).
+/// An aborted transaction of one producer in a partition: its records lie
+/// in `first_offset..=last_offset` (the abort marker is at or after
+/// `last_offset`). The log cleaner drops the transactional records of
+/// `producer_id` in that range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AbortedTxn {
     pub producer_id: i64,

@@ -14,8 +14,9 @@
 //! at-least-once, as on a single node: a leader that dies between the
 //! delivery and the `done` leaves the next one to deliver again.
 //!
-//! The partition only grows until log compaction exists; its
-//! `cleanup.policy` is `compact`, so retention never deletes a held record.
+//! The partition only grows: its `cleanup.policy` is `compact`, so
+//! retention never deletes a held record, and the log cleaner leaves it
+//! alone (every record's key is `held` or `done`).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};

@@ -37,9 +37,6 @@ fn long_at_least(min: i64) -> impl Fn(&str) -> Result<(), String> {
     }
 }
 
-fn ck_any(_: &str) -> Result<(), String> {
-    Ok(())
-}
 fn ck_long_m1(v: &str) -> Result<(), String> {
     long_at_least(-1)(v)
 }
@@ -72,6 +69,12 @@ fn ck_multiplier(v: &str) -> Result<(), String> {
     match v.trim().parse::<f64>() {
         Ok(n) if n.is_finite() && n >= 1.0 => Ok(()),
         _ => Err("must be a number of at least 1".into()),
+    }
+}
+fn ck_ratio(v: &str) -> Result<(), String> {
+    match v.trim().parse::<f64>() {
+        Ok(n) if (0.0..=1.0).contains(&n) => Ok(()),
+        _ => Err("must be a number between 0 and 1".into()),
     }
 }
 fn ck_cleanup(v: &str) -> Result<(), String> {
@@ -119,11 +122,11 @@ pub const RETRY_BACKOFF_MAX_MS: &str = "retry.backoff.max.ms";
 /// Every topic config weir knows, in the order DescribeConfigs lists them.
 pub static TOPIC_CONFIGS: &[ConfigDef] = &[
     def!("cleanup.policy", "delete", List, ck_cleanup,
-        "Retention policy: delete old segments. (compact is accepted and stored; weir does not compact.)"),
+        "delete: old segments go by retention.ms and retention.bytes; compact: the log cleaner keeps the latest record of each key; compact,delete: both."),
     def!("compression.type", "producer", String, ck_compression,
         "Final compression of the topic's data; weir keeps the producer's codec."),
     def!("delete.retention.ms", "86400000", Long, ck_long_0,
-        "How long delete tombstones are kept for compacted topics."),
+        "How long a tombstone stays in a compacted topic after the cleaner first cleaned past it."),
     def!("file.delete.delay.ms", "60000", Long, ck_long_0,
         "Time to wait before deleting a file from the filesystem."),
     def!("flush.messages", "9223372036854775807", Long, ck_long_1,
@@ -133,15 +136,15 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
     def!("index.interval.bytes", "4096", Int, ck_int_0,
         "Bytes of log between two offset index entries."),
     def!("max.compaction.lag.ms", "9223372036854775807", Long, ck_long_1,
-        "Maximum time a message stays ineligible for compaction."),
+        "A compacted log whose oldest dirty segment is older than this is cleaned whatever its dirty ratio."),
     def!("max.message.bytes", "1048588", Int, ck_int_0,
         "Largest record batch size allowed."),
     def!("message.timestamp.type", "CreateTime", String, ck_ts_type,
         "Whether record timestamps are the producer's (CreateTime) or the broker's (LogAppendTime)."),
-    def!("min.cleanable.dirty.ratio", "0.5", Double, ck_any,
-        "Accepted for compatibility."),
+    def!("min.cleanable.dirty.ratio", "0.5", Double, ck_ratio,
+        "Share of a compacted log's cleanable bytes that must be dirty (not cleaned yet) before the cleaner takes it."),
     def!("min.compaction.lag.ms", "0", Long, ck_long_0,
-        "Minimum time a message stays uncompacted."),
+        "A segment holding a record younger than this is not compacted yet."),
     def!("min.insync.replicas", "1", Int, ck_int_0,
         "Replicas that must acknowledge acks=all; a single broker has one."),
     def!("preallocate", "false", Boolean, ck_bool,
@@ -257,6 +260,8 @@ fn get_i64(
 /// The log settings a topic's configs imply.
 pub fn log_config(configs: &BTreeMap<String, String>, defaults: &BrokerDefaults) -> LogConfig {
     let d = LogConfig::default();
+    let compact = effective(configs, defaults, "cleanup.policy")
+        .is_some_and(|v| v.split(',').any(|p| p.trim() == "compact"));
     LogConfig {
         segment_bytes: get_i64(configs, defaults, "segment.bytes", d.segment_bytes as i64).max(14)
             as u64,
@@ -283,8 +288,30 @@ pub fn log_config(configs: &BTreeMap<String, String>, defaults: &BrokerDefaults)
         .max(0) as u64,
         max_decompressed_batch_bytes: defaults.max_decompressed_batch_bytes,
         client_appends: true,
-        keys_required: effective(configs, defaults, "cleanup.policy")
-            .is_some_and(|v| v.split(',').any(|p| p.trim() == "compact")),
+        keys_required: compact,
+        compact,
+        min_cleanable_dirty_ratio: effective(configs, defaults, "min.cleanable.dirty.ratio")
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|r| (0.0..=1.0).contains(r))
+            .unwrap_or(d.min_cleanable_dirty_ratio),
+        min_compaction_lag_ms: get_i64(
+            configs,
+            defaults,
+            "min.compaction.lag.ms",
+            d.min_compaction_lag_ms,
+        ),
+        max_compaction_lag_ms: get_i64(
+            configs,
+            defaults,
+            "max.compaction.lag.ms",
+            d.max_compaction_lag_ms,
+        ),
+        delete_retention_ms: get_i64(
+            configs,
+            defaults,
+            "delete.retention.ms",
+            d.delete_retention_ms,
+        ),
     }
 }
 

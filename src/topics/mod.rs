@@ -181,6 +181,10 @@ fn topic_log_config(
 ) -> log::LogConfig {
     let mut lc = config::log_config(configs, defaults);
     lc.client_appends = !is_reserved(name);
+    // The broker's own journals are `compact` so that retention keeps
+    // them, but their records are not keyed for compaction (`__retry`'s
+    // keys name a record's kind), so the cleaner leaves them.
+    lc.compact &= !is_reserved(name) && !is_internal(name);
     lc
 }
 

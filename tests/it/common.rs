@@ -99,6 +99,26 @@ impl ChildBroker {
     }
 
     pub fn try_start(data_dir: &Path, port: u16, http_port: u16, extra: &[&str]) -> Option<Self> {
+        Self::try_start_env(data_dir, port, http_port, extra, &[])
+    }
+
+    /// [`ChildBroker::start`] with environment variables set for the child.
+    pub fn start_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        for _ in 0..5 {
+            if let Some(b) = Self::try_start_env(data_dir, free_port(), free_port(), extra, env) {
+                return b;
+            }
+        }
+        panic!("weir child did not start after 5 attempts");
+    }
+
+    pub fn try_start_env(
+        data_dir: &Path,
+        port: u16,
+        http_port: u16,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Option<Self> {
         let addr = format!("127.0.0.1:{port}");
         // WEIR_TEST_BIN runs another build of the broker (a long soak can
         // then go on while this tree is rebuilt).
@@ -118,6 +138,7 @@ impl ChildBroker {
             .args(["--log-format", "text", "--log-level"])
             .arg(std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

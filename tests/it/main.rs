@@ -9,6 +9,7 @@ mod cluster;
 mod cluster_admin;
 mod cluster_security;
 mod common;
+mod compaction;
 mod crash;
 
 mod faults;
