@@ -646,19 +646,3 @@ impl Broker {
             .sum()
     }
 }
-
-/// What the transaction coordinator reaches: this broker's partitions and
-/// committed offsets.
-impl crate::txn::Participants for Broker {
-    fn partition(&self, topic: &str, partition: i32) -> Option<Arc<crate::log::PartitionLog>> {
-        self.topics.get(topic).and_then(|t| t.partition(partition))
-    }
-
-    fn sync_markers(&self) -> bool {
-        self.config.args.fsync != FsyncPolicy::Never
-    }
-
-    fn commit_offsets(&self, changes: Vec<Change>) -> Result<(), crate::log::LogError> {
-        self.groups.offsets.write(changes)
-    }
-}

@@ -339,7 +339,9 @@ async fn txn_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
     if broker.cluster.get().is_some() {
         return;
     }
-    broker.txns.recover(broker.as_ref(), broker::now_ms());
+    broker
+        .txns
+        .recover(&api::txns::TxnParts(&broker), broker::now_ms());
     let every = Duration::from_millis(
         broker
             .config
@@ -347,7 +349,10 @@ async fn txn_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
             .transaction_abort_timed_out_transaction_cleanup_interval_ms,
     );
     loop {
-        broker.txns.tick(broker.as_ref(), broker::now_ms()).await;
+        broker
+            .txns
+            .tick(&api::txns::TxnParts(&broker), broker::now_ms())
+            .await;
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(every) => {}

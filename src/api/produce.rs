@@ -337,10 +337,18 @@ async fn append(
                 },
             };
             if let Some(route) = &route {
-                let code = hand_back(
-                    broker, route, &name, pd.index, &log, records, must_sync, now,
-                )
-                .await;
+                let code = match crate::log::batch::BatchHeader::parse(&records) {
+                    // A hand-back in a transaction waits for its end.
+                    Ok(h) if h.is_transactional() => {
+                        hold_in_transaction(broker, &name, pd.index, &log, records, &h).await
+                    }
+                    _ => {
+                        hand_back(
+                            broker, route, &name, pd.index, &log, records, must_sync, now,
+                        )
+                        .await
+                    }
+                };
                 parts.push(
                     pr.with_error_code(code)
                         .with_log_start_offset(log.log_start_offset()),
@@ -444,6 +452,39 @@ async fn append(
         Some(ProduceResponse::default().with_responses(responses)),
         flush,
     )
+}
+
+/// Holds a transactional hand-back in its transaction until it ends (the
+/// retry scheduler gets it if the transaction commits). A retried batch of
+/// the producer is recognised by its sequence and not held twice.
+async fn hold_in_transaction(
+    broker: &Arc<Broker>,
+    topic: &str,
+    partition: i32,
+    log: &Arc<PartitionLog>,
+    records: bytes::Bytes,
+    h: &crate::log::batch::BatchHeader,
+) -> i16 {
+    let _serial = broker.retries.handback_lock.lock().await;
+    match log.check_external(&records) {
+        Ok((_, SequenceCheck::Duplicate(_))) => return errors::NONE,
+        Ok((_, SequenceCheck::OutOfOrder)) => return errors::OUT_OF_ORDER_SEQUENCE_NUMBER,
+        Ok((_, SequenceCheck::StaleEpoch)) => return errors::INVALID_PRODUCER_EPOCH,
+        Ok((_, SequenceCheck::Append)) => {}
+        Err(e) => return errors::log_error_code(&e),
+    }
+    let batch = crate::txn::HeldBatch {
+        topic: topic.to_string(),
+        partition,
+        records,
+    };
+    match broker.txns.hold(h.producer_id, h.producer_epoch, batch) {
+        Ok(()) => {
+            log.record_external(h);
+            errors::NONE
+        }
+        Err(code) => code,
+    }
 }
 
 /// Holds a hand-back to a retry topic. Answers with base offset -1: the

@@ -112,7 +112,7 @@ async fn transactional(
     let r = broker
         .txns
         .init_producer_id(
-            broker.as_ref(),
+            &super::txns::TxnParts(broker),
             id,
             req.transaction_timeout_ms,
             expected,

@@ -24,7 +24,7 @@ use kafka_protocol::messages::{
 
 use super::errors;
 use super::route::{kind, row, sb, tn, Api, Cx, Handled, Row, Verdict};
-use crate::broker::now_ms;
+use crate::broker::{now_ms, Broker};
 use crate::group::offsets::MAX_METADATA_BYTES;
 use crate::group::Committed;
 use crate::security::acl::{Operation, ResourceType};
@@ -266,7 +266,7 @@ impl Api for EndTxn {
                 .broker
                 .txns
                 .end_txn(
-                    cx.broker.as_ref(),
+                    &TxnParts(cx.broker),
                     req.transactional_id.as_str(),
                     req.producer_id.0,
                     req.producer_epoch,
@@ -607,5 +607,54 @@ impl Api for ListTransactions {
 
     fn throttle(r: &mut ListTransactionsResponse, ms: i32) {
         r.throttle_time_ms = ms;
+    }
+}
+
+/// What the transaction coordinator reaches: this broker's partitions,
+/// committed offsets and retry scheduler.
+pub struct TxnParts<'a>(pub &'a std::sync::Arc<Broker>);
+
+impl crate::txn::Participants for TxnParts<'_> {
+    fn partition(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Option<std::sync::Arc<crate::log::PartitionLog>> {
+        self.0
+            .topics
+            .get(topic)
+            .and_then(|t| t.partition(partition))
+    }
+
+    fn sync_markers(&self) -> bool {
+        self.0.config.args.fsync != crate::config::FsyncPolicy::Never
+    }
+
+    fn commit_offsets(
+        &self,
+        changes: Vec<crate::group::Change>,
+    ) -> Result<(), crate::log::LogError> {
+        self.0.groups.offsets.write(changes)
+    }
+
+    fn hand_back(&self, b: &crate::txn::HeldBatch) -> Result<(), String> {
+        let broker = self.0;
+        let route = broker
+            .retry_route(&b.topic)
+            .ok_or_else(|| format!("{} is no longer a retry topic", b.topic))?;
+        let out = crate::replication::appender(broker);
+        broker
+            .retries
+            .hand_back(
+                (&broker.topics, out.as_ref()),
+                &route,
+                &b.topic,
+                b.partition,
+                &b.records,
+                broker.config.args.fsync != crate::config::FsyncPolicy::Never,
+                now_ms(),
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }

@@ -31,6 +31,7 @@ mod reopen;
 mod replica;
 mod retention;
 pub mod segment;
+mod transactions;
 pub mod txn;
 pub mod txn_types;
 

@@ -24,14 +24,16 @@ use crate::log::txn::Marker;
 use crate::log::{LogError, PartitionLog};
 use crate::protocol::errors::{
     CONCURRENT_TRANSACTIONS, INVALID_PRODUCER_EPOCH, INVALID_PRODUCER_ID_MAPPING,
-    INVALID_TRANSACTION_TIMEOUT, INVALID_TXN_STATE, KAFKA_STORAGE_ERROR, NONE,
+    INVALID_TRANSACTION_TIMEOUT, INVALID_TXN_STATE, KAFKA_STORAGE_ERROR, MESSAGE_TOO_LARGE, NONE,
     OPERATION_NOT_ATTEMPTED, PRODUCER_FENCED, UNKNOWN_TOPIC_OR_PARTITION,
 };
 use store::Journal;
-pub use store::{Phase, TxnMeta};
+pub use store::{HeldBatch, Phase, TxnMeta};
 
 /// The coordinator epoch written into markers: one coordinator per broker.
 const COORDINATOR_EPOCH: i32 = 0;
+/// Most bytes of hand-backs one transaction may hold until it ends.
+pub const MAX_HELD_BYTES: usize = 64 << 20;
 
 /// What the coordinator reaches outside itself.
 pub trait Participants: Sync {
@@ -44,6 +46,11 @@ pub trait Participants: Sync {
     /// # Errors
     /// I/O errors.
     fn commit_offsets(&self, changes: Vec<Change>) -> Result<(), LogError>;
+    /// Passes a committed transaction's hand-back to the retry scheduler.
+    ///
+    /// # Errors
+    /// What kept it from being held.
+    fn hand_back(&self, batch: &HeldBatch) -> Result<(), String>;
 }
 
 /// Broker settings of the coordinator.
@@ -268,6 +275,8 @@ impl Coordinator {
         meta.partitions.clear();
         meta.groups.clear();
         meta.offsets.clear();
+        meta.hand_backs.clear();
+        meta.handed_back = false;
         meta.started_ms = -1;
         meta.updated_ms = now_ms;
         inner.put(id, meta.clone()).map_err(Refused::Code)?;
@@ -286,6 +295,8 @@ impl Coordinator {
                 meta.partitions.clear();
                 meta.groups.clear();
                 meta.offsets.clear();
+                meta.hand_backs.clear();
+                meta.handed_back = false;
                 meta.started_ms = now_ms;
                 Ok(())
             }
@@ -439,6 +450,56 @@ impl Coordinator {
             return Err(INVALID_TXN_STATE);
         }
         Ok(append())
+    }
+
+    /// Holds a transactional batch produced to a retry topic (a hand-back)
+    /// until its transaction ends: passed to the retry scheduler if it
+    /// commits, dropped if it aborts. The same checks as
+    /// [`Coordinator::with_open`].
+    ///
+    /// # Errors
+    /// As for [`Coordinator::with_open`]; `MESSAGE_TOO_LARGE` past
+    /// [`MAX_HELD_BYTES`] in one transaction; storage errors.
+    pub fn hold(&self, producer_id: i64, epoch: i16, batch: HeldBatch) -> Result<(), i16> {
+        let mut guard = self.inner.write();
+        let inner = &mut *guard;
+        let id = inner
+            .by_pid
+            .get(&producer_id)
+            .cloned()
+            .ok_or(INVALID_PRODUCER_ID_MAPPING)?;
+        let mut meta = inner
+            .txns
+            .get(&id)
+            .cloned()
+            .ok_or(INVALID_PRODUCER_ID_MAPPING)?;
+        if meta.producer_id != producer_id || epoch != meta.epoch {
+            return Err(INVALID_PRODUCER_EPOCH);
+        }
+        let tp = (batch.topic.clone(), batch.partition);
+        if meta.phase != Phase::Ongoing || !meta.partitions.contains(&tp) {
+            return Err(INVALID_TXN_STATE);
+        }
+        let held: usize = meta.hand_backs.iter().map(|b| b.records.len()).sum();
+        if held + batch.records.len() > MAX_HELD_BYTES {
+            tracing::warn!(transactional_id = %id, held, "a transaction holds too many hand-backs");
+            return Err(MESSAGE_TOO_LARGE);
+        }
+        // Taken before it is journaled, so that a rewrite of the journal
+        // at this write keeps it; put back as it was if the write fails.
+        let key = meta.txn_key();
+        meta.hand_backs.push(batch.clone());
+        let before = inner.txns.insert(id.clone(), meta);
+        if let Some(j) = inner.journal.as_mut() {
+            if let Err(e) = j.write_hand_back(&id, key, &batch, &inner.txns) {
+                tracing::error!(transactional_id = %id, error = %e, "failed to journal a hand-back");
+                if let Some(before) = before {
+                    inner.txns.insert(id, before);
+                }
+                return Err(KAFKA_STORAGE_ERROR);
+            }
+        }
+        Ok(())
     }
 
     /// EndTxn: commits or aborts the id's transaction. Answers once the
@@ -626,6 +687,24 @@ impl Coordinator {
                 return Err(KAFKA_STORAGE_ERROR);
             }
         }
+        if commit && !meta.handed_back && !meta.hand_backs.is_empty() {
+            for b in &meta.hand_backs {
+                if let Err(e) = p.hand_back(b) {
+                    tracing::error!(transactional_id = id, topic = %b.topic, error = %e, "failed to hold a committed transaction's hand-back");
+                    return Err(KAFKA_STORAGE_ERROR);
+                }
+            }
+            // Journaled as passed on, so that a restart does not pass them
+            // on again.
+            let mut inner = self.inner.write();
+            if let Some(mut now) = inner.txns.get(id).cloned() {
+                if now.txn_key() == meta.txn_key() && now.phase == meta.phase {
+                    now.hand_backs.clear();
+                    now.handed_back = true;
+                    inner.put(id, now)?;
+                }
+            }
+        }
         let mut inner = self.inner.write();
         let Some(mut now) = inner.txns.get(id).cloned() else {
             return Ok(());
@@ -640,6 +719,7 @@ impl Coordinator {
             Phase::CompleteAbort
         };
         now.offsets.clear();
+        now.hand_backs.clear();
         now.updated_ms = now_ms;
         inner.put(id, now)?;
         let counter = if commit {

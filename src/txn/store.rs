@@ -12,6 +12,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
+
 use crate::group::offsets::Committed;
 use crate::log::{self, framed, LogError};
 
@@ -21,6 +23,10 @@ pub const TXN_FILE: &str = "transactions.log";
 /// Largest entry accepted when replaying (anything bigger is corruption).
 const MAX_ENTRY_BYTES: u32 = 16 << 20;
 const VERSION: u8 = 1;
+/// Entry kinds after the id.
+const KIND_REMOVED: u8 = 0;
+const KIND_STATE: u8 = 1;
+const KIND_HAND_BACK: u8 = 2;
 
 /// Where a transaction is, with Kafka's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +105,37 @@ pub struct TxnMeta {
     /// When the open transaction began (ms), or -1.
     pub started_ms: i64,
     pub updated_ms: i64,
+    /// Batches produced to retry topics in the transaction (hand-backs):
+    /// held by the retry scheduler only when it commits. Journaled as
+    /// entries of their own.
+    pub hand_backs: Vec<HeldBatch>,
+    /// The committing transaction's hand-backs were passed to the retry
+    /// scheduler.
+    pub handed_back: bool,
+}
+
+/// A hand-back waiting for its transaction's end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldBatch {
+    pub topic: String,
+    pub partition: i32,
+    pub records: Bytes,
+}
+
+/// One entry of the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A transactional id's state (without its hand-backs), or its removal.
+    State(String, Option<TxnMeta>),
+    /// A hand-back of the transaction of (producer id, epoch, start).
+    HandBack(String, (i64, i16, i64), HeldBatch),
+}
+
+impl TxnMeta {
+    /// What names the open transaction: its hand-backs carry it.
+    pub fn txn_key(&self) -> (i64, i16, i64) {
+        (self.producer_id, self.epoch, self.started_ms)
+    }
 }
 
 impl TxnMeta {
@@ -115,6 +152,8 @@ impl TxnMeta {
             offsets: BTreeMap::new(),
             started_ms: -1,
             updated_ms: now_ms,
+            hand_backs: Vec::new(),
+            handed_back: false,
         }
     }
 }
@@ -136,15 +175,16 @@ pub fn encode(id: &str, meta: Option<&TxnMeta>) -> Vec<u8> {
     p.push(VERSION);
     put_str(&mut p, id);
     let Some(m) = meta else {
-        p.push(0);
+        p.push(KIND_REMOVED);
         return framed::frame(&p);
     };
-    p.push(1);
+    p.push(KIND_STATE);
     p.extend_from_slice(&m.producer_id.to_be_bytes());
     p.extend_from_slice(&i32::from(m.epoch).to_be_bytes());
     p.extend_from_slice(&i32::from(m.last_epoch).to_be_bytes());
     p.extend_from_slice(&m.timeout_ms.to_be_bytes());
     p.push(m.phase.code());
+    p.push(u8::from(m.handed_back));
     p.extend_from_slice(&m.started_ms.to_be_bytes());
     p.extend_from_slice(&m.updated_ms.to_be_bytes());
     put_len(&mut p, m.partitions.len());
@@ -180,21 +220,53 @@ pub fn encode(id: &str, meta: Option<&TxnMeta>) -> Vec<u8> {
     framed::frame(&p)
 }
 
+/// The framed entry of a hand-back of `id`'s transaction `key`.
+pub fn encode_hand_back(id: &str, key: (i64, i16, i64), b: &HeldBatch) -> Vec<u8> {
+    let mut p = Vec::with_capacity(64 + b.records.len());
+    p.push(VERSION);
+    put_str(&mut p, id);
+    p.push(KIND_HAND_BACK);
+    p.extend_from_slice(&key.0.to_be_bytes());
+    p.extend_from_slice(&i32::from(key.1).to_be_bytes());
+    p.extend_from_slice(&key.2.to_be_bytes());
+    put_str(&mut p, &b.topic);
+    p.extend_from_slice(&b.partition.to_be_bytes());
+    put_len(&mut p, b.records.len());
+    p.extend_from_slice(&b.records);
+    framed::frame(&p)
+}
+
 /// Decodes one entry's payload; `None` for anything damaged or unknown.
-pub fn decode(payload: &[u8]) -> Option<(String, Option<TxnMeta>)> {
+pub fn decode(payload: &[u8]) -> Option<Entry> {
     let mut r = framed::Reader(payload);
     if r.u8()? != VERSION {
         return None;
     }
     let id = r.str16()?;
-    if r.u8()? == 0 {
-        return r.is_done().then_some((id, None));
+    match r.u8()? {
+        KIND_REMOVED => return r.is_done().then_some(Entry::State(id, None)),
+        KIND_STATE => {}
+        KIND_HAND_BACK => {
+            let key = (r.i64()?, i16::try_from(r.i32()?).ok()?, r.i64()?);
+            let topic = r.str16()?;
+            let partition = r.i32()?;
+            let n = usize::try_from(r.i32()?).ok()?;
+            let records = Bytes::copy_from_slice(r.take(n)?);
+            let b = HeldBatch {
+                topic,
+                partition,
+                records,
+            };
+            return r.is_done().then_some(Entry::HandBack(id, key, b));
+        }
+        _ => return None,
     }
     let producer_id = r.i64()?;
     let epoch = i16::try_from(r.i32()?).ok()?;
     let last_epoch = i16::try_from(r.i32()?).ok()?;
     let timeout_ms = r.i32()?;
     let phase = Phase::from_code(r.u8()?)?;
+    let handed_back = r.u8()? != 0;
     let started_ms = r.i64()?;
     let updated_ms = r.i64()?;
     let mut partitions = BTreeSet::new();
@@ -243,8 +315,39 @@ pub fn decode(payload: &[u8]) -> Option<(String, Option<TxnMeta>)> {
         offsets,
         started_ms,
         updated_ms,
+        hand_backs: Vec::new(),
+        handed_back,
     };
-    Some((id, Some(meta)))
+    Some(Entry::State(id, Some(meta)))
+}
+
+/// Whether a transaction in this state still has hand-backs to pass on.
+fn keeps_hand_backs(m: &TxnMeta) -> bool {
+    !m.handed_back && matches!(m.phase, Phase::Ongoing | Phase::PrepareCommit)
+}
+
+/// Applies one replayed entry.
+fn replay(state: &mut HashMap<String, TxnMeta>, entry: Entry) {
+    match entry {
+        Entry::State(id, None) => {
+            state.remove(&id);
+        }
+        Entry::State(id, Some(mut m)) => {
+            if let Some(old) = state.remove(&id) {
+                if old.txn_key() == m.txn_key() && keeps_hand_backs(&m) {
+                    m.hand_backs = old.hand_backs;
+                }
+            }
+            state.insert(id, m);
+        }
+        Entry::HandBack(id, key, b) => {
+            if let Some(m) = state.get_mut(&id) {
+                if m.txn_key() == key && keeps_hand_backs(m) {
+                    m.hand_backs.push(b);
+                }
+            }
+        }
+    }
 }
 
 fn io_err(context: String) -> impl FnOnce(std::io::Error) -> LogError {
@@ -279,13 +382,10 @@ impl Journal {
         let mut entries = 0u64;
         let mut pos = 0usize;
         for (at, payload) in framed::Frames::new(&bytes, MAX_ENTRY_BYTES) {
-            let Some((id, meta)) = decode(payload) else {
+            let Some(entry) = decode(payload) else {
                 break;
             };
-            match meta {
-                Some(m) => state.insert(id, m),
-                None => state.remove(&id),
-            };
+            replay(&mut state, entry);
             entries += 1;
             pos = at as usize + 8 + payload.len();
         }
@@ -312,15 +412,32 @@ impl Journal {
         meta: Option<&TxnMeta>,
         live: &HashMap<String, TxnMeta>,
     ) -> Result<(), LogError> {
+        self.append(&encode(id, meta), live)
+    }
+
+    /// Appends a hand-back of `id`'s transaction `key`.
+    ///
+    /// # Errors
+    /// I/O errors; the file is left as it was.
+    pub fn write_hand_back(
+        &mut self,
+        id: &str,
+        key: (i64, i16, i64),
+        b: &HeldBatch,
+        live: &HashMap<String, TxnMeta>,
+    ) -> Result<(), LogError> {
+        self.append(&encode_hand_back(id, key, b), live)
+    }
+
+    fn append(&mut self, buf: &[u8], live: &HashMap<String, TxnMeta>) -> Result<(), LogError> {
         use std::os::unix::fs::FileExt;
-        let buf = encode(id, meta);
         let end = self
             .file
             .metadata()
             .map_err(io_err(format!("failed to stat {}", self.path.display())))?
             .len();
         let written = log::faults::check(log::faults::Op::Write, &self.path)
-            .and_then(|()| self.file.write_all_at(&buf, end))
+            .and_then(|()| self.file.write_all_at(buf, end))
             .and_then(|()| {
                 if self.sync {
                     log::faults::check(log::faults::Op::Sync, &self.path)?;
@@ -349,6 +466,9 @@ impl Journal {
         let mut buf = Vec::new();
         for (id, m) in live {
             buf.extend_from_slice(&encode(id, Some(m)));
+            for b in &m.hand_backs {
+                buf.extend_from_slice(&encode_hand_back(id, m.txn_key(), b));
+            }
         }
         log::write_atomic(&self.path, &buf)?;
         self.file = OpenOptions::new()
@@ -397,12 +517,12 @@ mod tests {
         let (_, payload) = framed::Frames::new(&framed_entry, MAX_ENTRY_BYTES)
             .next()
             .expect("one frame");
-        assert_eq!(decode(payload), Some(("t1".into(), Some(m))));
+        assert_eq!(decode(payload), Some(Entry::State("t1".into(), Some(m))));
         let gone = encode("t1", None);
         let (_, payload) = framed::Frames::new(&gone, MAX_ENTRY_BYTES)
             .next()
             .expect("one frame");
-        assert_eq!(decode(payload), Some(("t1".into(), None)));
+        assert_eq!(decode(payload), Some(Entry::State("t1".into(), None)));
         assert_eq!(decode(&payload[..payload.len() - 1]), None);
     }
 
@@ -415,6 +535,27 @@ mod tests {
             assert!(state.is_empty());
             let mut m = sample();
             live.insert("t1".to_string(), m.clone());
+            j.write("t1", Some(&m), &live).expect("write");
+            // A hand-back of the open transaction, then its commit: the
+            // committed state no longer holds it once handed back.
+            let b = HeldBatch {
+                topic: "t.retry".into(),
+                partition: 0,
+                records: Bytes::from_static(b"batch"),
+            };
+            j.write_hand_back("t1", m.txn_key(), &b, &live)
+                .expect("write");
+            m.phase = Phase::PrepareCommit;
+            j.write("t1", Some(&m), &live).expect("write");
+            m.hand_backs.push(b);
+            let (_, state) = Journal::open(dir.path(), true).expect("replay");
+            assert_eq!(
+                state.get("t1"),
+                Some(&m),
+                "a decided commit keeps its hand-backs"
+            );
+            m.hand_backs.clear();
+            m.handed_back = true;
             j.write("t1", Some(&m), &live).expect("write");
             m.phase = Phase::CompleteCommit;
             live.insert("t1".to_string(), m.clone());

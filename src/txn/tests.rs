@@ -10,6 +10,7 @@ use crate::log::LogConfig;
 struct Parts {
     logs: HashMap<(String, i32), Arc<PartitionLog>>,
     committed: Mutex<Vec<Change>>,
+    handed_back: Mutex<Vec<HeldBatch>>,
 }
 
 impl Parts {
@@ -23,6 +24,7 @@ impl Parts {
         Self {
             logs,
             committed: Mutex::new(Vec::new()),
+            handed_back: Mutex::new(Vec::new()),
         }
     }
 
@@ -40,6 +42,10 @@ impl Participants for Parts {
     }
     fn commit_offsets(&self, changes: Vec<Change>) -> Result<(), LogError> {
         self.committed.lock().extend(changes);
+        Ok(())
+    }
+    fn hand_back(&self, batch: &HeldBatch) -> Result<(), String> {
+        self.handed_back.lock().push(batch.clone());
         Ok(())
     }
 }
@@ -287,4 +293,54 @@ fn unknown_partitions_fail_the_whole_add() {
         c.add_offsets("t", 1, 0, "g", 0),
         Err(Refused::Code(INVALID_PRODUCER_ID_MAPPING))
     );
+}
+
+#[tokio::test]
+async fn hand_backs_are_passed_on_when_their_transaction_commits_and_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let parts = Parts::new(dir.path());
+    let cdir = dir.path().join("c");
+    let held = |v: &'static [u8]| HeldBatch {
+        topic: "b".into(),
+        partition: 0,
+        records: bytes::Bytes::from_static(v),
+    };
+    let (pid, e) = {
+        let c = coordinator(&cdir);
+        let mut alloc = pids();
+        let (pid, e) = c
+            .init_producer_id(&parts, "t", 60_000, None, &mut alloc, 0)
+            .await
+            .expect("init");
+        // Not added to the transaction: refused.
+        assert_eq!(c.hold(pid, e, held(b"x")), Err(INVALID_TXN_STATE));
+        c.add_partitions("t", pid, e, &[("b".into(), 0)], known, 1);
+        c.hold(pid, e, held(b"aborted")).expect("hold");
+        c.end_txn(&parts, "t", pid, e, false, 2)
+            .await
+            .expect("abort");
+        assert!(parts.handed_back.lock().is_empty(), "an abort drops them");
+        c.add_partitions("t", pid, e, &[("b".into(), 0)], known, 3);
+        c.hold(pid, e, held(b"one")).expect("hold");
+        c.hold(pid, e, held(b"two")).expect("hold");
+        (pid, e)
+    };
+    // A restart with the transaction open keeps its hand-backs.
+    let c = coordinator(&cdir);
+    c.end_txn(&parts, "t", pid, e, true, 4)
+        .await
+        .expect("commit");
+    let got: Vec<_> = parts
+        .handed_back
+        .lock()
+        .iter()
+        .map(|b| b.records.clone())
+        .collect();
+    assert_eq!(got, vec![&b"one"[..], &b"two"[..]]);
+    // Once passed on they are not passed on again after another restart.
+    drop(c);
+    let c = coordinator(&cdir);
+    c.tick(&parts, 5).await;
+    assert_eq!(parts.handed_back.lock().len(), 2);
+    assert_eq!(c.describe("t").map(|m| m.hand_backs.len()), Some(0));
 }

@@ -309,3 +309,31 @@ fn an_open_transaction_at_a_crash_is_aborted_after_the_restart() {
     assert_eq!(status, 200);
     assert!(body.contains("\"transactions\""), "{body}");
 }
+
+/// A hand-back to a retry topic inside a transaction is held only when the
+/// transaction commits; an aborted one's is never delivered.
+#[test]
+fn hand_backs_in_a_transaction_are_held_only_when_it_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = ChildBroker::start(dir.path(), &[]);
+    let bs = b.bootstrap();
+    rt().block_on(create_topic(
+        &bs,
+        "work",
+        1,
+        &[("retry.max.attempts", "3"), ("retry.backoff.ms", "300")],
+    ));
+    let p = txn_producer(&bs, "t-retry", &[]);
+    p.begin_transaction().unwrap();
+    send(&p, "work.retry", "a", "aborted");
+    p.flush(T).unwrap();
+    p.abort_transaction(T).unwrap();
+    p.begin_transaction().unwrap();
+    send(&p, "work.retry", "c", "committed");
+    send(&p, "work", "c", "output");
+    p.commit_transaction(T).unwrap();
+    let got = values(&bs, "work.retry", 1, true, Duration::from_secs(3));
+    assert_eq!(got, vec!["committed".to_string()]);
+    let out = values(&bs, "work", 1, true, Duration::from_secs(1));
+    assert_eq!(out, vec!["output".to_string()]);
+}
