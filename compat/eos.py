@@ -59,6 +59,7 @@ class Broker:
              "--log-format", "text",
              "--transaction-abort-timed-out-transaction-cleanup-interval-ms", "500"],
             stdout=self.log, stderr=self.log)
+        CHILDREN.append(self.proc)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -82,6 +83,7 @@ class Loop:
         self.proc = subprocess.Popen(
             [sys.executable, "-u", os.path.join(HERE, "eos_loop.py")],
             stdout=subprocess.PIPE, stderr=self.log, env=env, text=True)
+        CHILDREN.append(self.proc)
         self.position = 0
 
     def wait_position(self, at_least, timeout=60):
@@ -141,6 +143,16 @@ def read_output(bootstrap):
 def main():
     with reporting():
         run()
+
+
+CHILDREN = []  # every process started, killed when the deadline fires
+
+
+def on_alarm(sig, frame):
+    for proc in CHILDREN:
+        if proc.poll() is None:
+            proc.kill()
+    report_timeout(sig, frame)
 
 
 def run():
@@ -203,4 +215,8 @@ def run():
 
 if __name__ == "__main__":
     common.OVERALL_TIMEOUT = int(os.environ.get("OVERALL_TIMEOUT", "240"))
+    # run_script arms the deadline with common.on_alarm: this module's
+    # handler kills the broker and the loops first.
+    report_timeout = common.on_alarm
+    common.on_alarm = on_alarm
     run_script("eos", main)
