@@ -662,11 +662,13 @@ impl Coordinator {
             }
         }
         if p.sync_markers() {
-            for (log, upto) in written {
-                if let Err(e) = log.flush_to(upto).await {
-                    tracing::error!(transactional_id = id, error = %e, "failed to sync a transaction marker");
-                    return Err(KAFKA_STORAGE_ERROR);
-                }
+            // The partitions' fsyncs run at once.
+            let synced =
+                futures::future::join_all(written.iter().map(|(log, upto)| log.flush_to(*upto)))
+                    .await;
+            if let Some(e) = synced.into_iter().find_map(Result::err) {
+                tracing::error!(transactional_id = id, error = %e, "failed to sync a transaction marker");
+                return Err(KAFKA_STORAGE_ERROR);
             }
         }
         if commit && !meta.offsets.is_empty() {
