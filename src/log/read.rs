@@ -65,7 +65,12 @@ impl PartitionLog {
         if offset < start || offset > end {
             return Err(LogError::OffsetOutOfRange { offset, start, end });
         }
-        let lso = inner.txns.first_unstable().map_or(hw, |f| f.min(hw));
+        // An open transaction whose first records retention or DeleteRecords
+        // removed is unstable from the log start.
+        let lso = inner
+            .txns
+            .first_unstable()
+            .map_or(hw, |f| f.min(hw).max(start));
         let upto = if committed { lso } else { upto.unwrap_or(hw) }.min(end);
         let mut records = Bytes::new();
         if offset < upto {

@@ -34,7 +34,11 @@ impl PartitionLog {
     pub fn last_stable_offset(&self) -> i64 {
         let inner = self.inner.lock();
         let hw = self.high_watermark();
-        inner.txns.first_unstable().map_or(hw, |f| f.min(hw))
+        let start = inner.log_start_offset;
+        inner
+            .txns
+            .first_unstable()
+            .map_or(hw, |f| f.min(hw).max(start))
     }
 
     /// Open transactions here, as (producer id, first offset).
@@ -169,5 +173,20 @@ mod tests {
         let mut b = txn_batch(-1, -1, -1, 1);
         batch::update_crc(&mut b);
         assert!(log.append(&b, 0).is_err());
+    }
+
+    #[test]
+    fn the_last_stable_offset_is_never_below_the_log_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open_log(dir.path());
+        log.append(&txn_batch(7, 0, 0, 2), 0).expect("txn 7");
+        log.append(&batch::tests::make_batch(4, 1_000), 0)
+            .expect("plain");
+        assert_eq!(log.last_stable_offset(), 0);
+        log.delete_records_before(3).expect("delete records");
+        assert_eq!(log.last_stable_offset(), 3);
+        let r = log.read_committed(3, 1 << 20, true).expect("read");
+        assert_eq!(r.last_stable_offset, 3);
+        assert!(r.records.is_empty());
     }
 }
