@@ -198,6 +198,7 @@ impl Broker {
             config.args.fsync != FsyncPolicy::Never,
             crate::txn::Settings {
                 max_timeout_ms: config.args.transaction_max_timeout_ms,
+                id_expiration_ms: config.args.transactional_id_expiration_ms,
             },
         )?;
         let tls = match (&config.args.tls_cert, &config.args.tls_key) {

@@ -208,6 +208,15 @@ pub struct ServeArgs {
         default_value_t = 10_000
     )]
     pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
+    /// A transactional id with no transaction open that has not been used
+    /// for this long is forgotten, in ms (Kafka's
+    /// `transactional.id.expiration.ms`).
+    #[arg(
+        long,
+        env = "WEIR_TRANSACTIONAL_ID_EXPIRATION_MS",
+        default_value_t = 604_800_000
+    )]
+    pub transactional_id_expiration_ms: i64,
     /// `text` or `json`. Default: text on a terminal, else json.
     #[arg(long, env = "WEIR_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -673,6 +682,9 @@ impl Config {
         }
         if args.log_segment_bytes < 14 {
             return Err(bad("log-segment-bytes", "must be at least 14"));
+        }
+        if args.transactional_id_expiration_ms < 1 {
+            return Err(bad("transactional-id-expiration-ms", "must be 1 or more"));
         }
         if args.transaction_max_timeout_ms < 1 {
             return Err(bad("transaction-max-timeout-ms", "must be 1 or more"));

@@ -59,6 +59,9 @@ pub struct Settings {
     /// Longest `transaction.timeout.ms` a producer may ask for
     /// (`--transaction-max-timeout-ms`).
     pub max_timeout_ms: i32,
+    /// A transactional id with no transaction open and no change for this
+    /// long is forgotten (`--transactional-id-expiration-ms`).
+    pub id_expiration_ms: i64,
 }
 
 /// Counters for metrics and status.
@@ -77,6 +80,20 @@ struct Inner {
 }
 
 impl Inner {
+    /// Journals that `id` is forgotten, then forgets it.
+    fn remove(&mut self, id: &str) -> Result<(), i16> {
+        if let Some(j) = self.journal.as_mut() {
+            if let Err(e) = j.write(id, None, &self.txns) {
+                tracing::error!(transactional_id = id, error = %e, "failed to journal an expired transactional id");
+                return Err(KAFKA_STORAGE_ERROR);
+            }
+        }
+        if let Some(m) = self.txns.remove(id) {
+            self.by_pid.remove(&m.producer_id);
+        }
+        Ok(())
+    }
+
     /// Journals `id`'s new state, then takes it.
     fn put(&mut self, id: &str, meta: TxnMeta) -> Result<(), i16> {
         if let Some(j) = self.journal.as_mut() {
@@ -734,9 +751,12 @@ impl Coordinator {
     }
 
     /// Periodic work: aborts transactions open longer than their timeout,
-    /// and carries out decisions not yet carried out (after a restart, or a
-    /// storage error).
+    /// carries out decisions not yet carried out (after a restart, or a
+    /// storage error), and forgets transactional ids idle longer than
+    /// their expiration (Kafka's `transactional.id.expiration.ms`; a
+    /// producer that comes back gets a new producer id).
     pub async fn tick(&self, p: &dyn Participants, now_ms: i64) {
+        self.expire(now_ms);
         let (expired, decided): (Vec<_>, Vec<_>) = {
             let inner = self.inner.read();
             let completing = self.completing.lock();
@@ -766,6 +786,31 @@ impl Coordinator {
             if let Err(code) = self.complete(p, &id, meta, now_ms).await {
                 tracing::warn!(transactional_id = %id, code, "failed to complete a transaction");
             }
+        }
+    }
+
+    /// Forgets the transactional ids with no transaction open and no
+    /// change for longer than the expiration.
+    fn expire(&self, now_ms: i64) {
+        let mut inner = self.inner.write();
+        let completing = self.completing.lock().clone();
+        let idle: Vec<String> = inner
+            .txns
+            .iter()
+            .filter(|(id, m)| {
+                matches!(
+                    m.phase,
+                    Phase::Empty | Phase::CompleteCommit | Phase::CompleteAbort
+                ) && now_ms.saturating_sub(m.updated_ms) > self.settings.id_expiration_ms
+                    && !completing.contains(*id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in idle {
+            if inner.remove(&id).is_err() {
+                return;
+            }
+            tracing::info!(transactional_id = %id, "forgot an idle transactional id");
         }
     }
 

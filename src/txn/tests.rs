@@ -56,6 +56,7 @@ fn coordinator(dir: &Path) -> Coordinator {
         true,
         Settings {
             max_timeout_ms: 900_000,
+            id_expiration_ms: 1_000_000,
         },
     )
     .expect("open coordinator")
@@ -343,4 +344,39 @@ async fn hand_backs_are_passed_on_when_their_transaction_commits_and_survive_a_r
     c.tick(&parts, 5).await;
     assert_eq!(parts.handed_back.lock().len(), 2);
     assert_eq!(c.describe("t").map(|m| m.hand_backs.len()), Some(0));
+}
+
+#[tokio::test]
+async fn an_idle_transactional_id_is_forgotten_and_its_forgetting_journaled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let parts = Parts::new(dir.path());
+    let cdir = dir.path().join("c");
+    let mut alloc = pids();
+    let c = coordinator(&cdir);
+    let (pid, _) = c
+        .init_producer_id(&parts, "idle", 60_000, None, &mut alloc, 0)
+        .await
+        .expect("init");
+    let (pid2, e2) = c
+        .init_producer_id(&parts, "open", 60_000, None, &mut alloc, 0)
+        .await
+        .expect("init");
+    c.add_partitions("open", pid2, e2, &[("a".into(), 0)], known, 0);
+    // Only the idle one goes; an open transaction is aborted by its
+    // timeout instead, which counts as a change.
+    c.expire(1_000_001);
+    assert!(c.describe("idle").is_none());
+    assert!(c.describe("open").is_some());
+    drop(c);
+    let c = coordinator(&cdir);
+    assert!(
+        c.describe("idle").is_none(),
+        "the forgetting survives a restart"
+    );
+    let (again, epoch) = c
+        .init_producer_id(&parts, "idle", 60_000, None, &mut alloc, 1_000_002)
+        .await
+        .expect("init again");
+    assert_ne!(again, pid, "a forgotten id gets a new producer id");
+    assert_eq!(epoch, 0);
 }
