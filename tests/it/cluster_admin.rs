@@ -1,16 +1,18 @@
 //! Admin requests against three broker processes: ElectLeaders (a
 //! preferred election hands a partition back to its first replica once it
 //! is in sync again, an unclean one brings an offline partition back on a
-//! live replica that was out of sync), and InitProducerId while the quorum
-//! has no majority.
+//! live replica that was out of sync), InitProducerId while the quorum
+//! has no majority, and the answers to transactional producers (a cluster
+//! has no transaction coordinator yet).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use kafka_protocol::messages::{
-    ApiKey, ElectLeadersRequest, ElectLeadersResponse, InitProducerIdRequest,
-    InitProducerIdResponse, TopicName,
+    ApiKey, ElectLeadersRequest, ElectLeadersResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, InitProducerIdRequest, InitProducerIdResponse, TopicName,
+    TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -240,4 +242,23 @@ fn without_a_majority_init_producer_id_asks_the_producer_to_retry() {
         assert!(std::time::Instant::now() < deadline, "no producer id");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn a_cluster_answers_transactional_producers_that_it_has_no_coordinator() {
+    let c = TestCluster::start(3);
+    c.agreed(&[0, 1, 2], None, Duration::from_secs(30));
+    let addr = SocketAddr::from(([127, 0, 0, 1], c.ports[0].0));
+    let find = FindCoordinatorRequest::default()
+        .with_key(StrBytes::from_static_str("t"))
+        .with_key_type(1);
+    let r: FindCoordinatorResponse = call(addr, ApiKey::FindCoordinator, 3, &find);
+    assert_eq!(r.error_code, 15, "COORDINATOR_NOT_AVAILABLE");
+    let init = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("t"))))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id((-1).into())
+        .with_producer_epoch(-1);
+    let r: InitProducerIdResponse = call(addr, ApiKey::InitProducerId, 4, &init);
+    assert_eq!(r.error_code, 16, "NOT_COORDINATOR");
 }
