@@ -246,8 +246,10 @@ fn without_a_majority_init_producer_id_asks_the_producer_to_retry() {
 
 #[test]
 fn a_cluster_answers_transactional_producers_that_it_has_no_coordinator() {
-    let c = TestCluster::start(3);
-    c.agreed(&[0, 1, 2], None, Duration::from_secs(30));
+    // One voter is a cluster too, and starts fewer processes beside the
+    // other tests.
+    let c = TestCluster::start(1);
+    c.agreed(&[0], None, Duration::from_secs(30));
     let addr = SocketAddr::from(([127, 0, 0, 1], c.ports[0].0));
     let find = FindCoordinatorRequest::default()
         .with_key(StrBytes::from_static_str("t"))
