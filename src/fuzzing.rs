@@ -328,7 +328,10 @@ pub fn segment_recovery(data: &[u8]) {
     let b = tiny_batch();
     let Ok(info) = log.append(&b, 0) else { return };
     drop(log);
-    let log = PartitionLog::open(p, small_log_config(), 0)
+    // Reopened as it was opened: files a clean shutdown left are trusted
+    // (not CRC-checked) both times, so damage the first open took on trust
+    // is not found only by the second.
+    let log = PartitionLog::open_with(p, small_log_config(), 0, clean)
         .unwrap_or_else(|e| panic!("reopen after an append: {e}"));
     assert_eq!(
         log.end_offset(),

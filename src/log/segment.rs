@@ -320,7 +320,9 @@ impl Segment {
                     .get(at..end)
                     .and_then(|b| BatchHeader::parse(b).ok())
                     .filter(|h| {
-                        h.base_offset == expect
+                        // Offsets may jump where the cleaner removed
+                        // records, as in a scan.
+                        h.base_offset >= expect
                             && h.batch_length > 0
                             && h.last_offset_delta >= 0
                             && at + h.total_len() <= end
@@ -384,6 +386,8 @@ impl Segment {
                 // Offsets may jump where the cleaner removed records.
                 && h.base_offset >= self.next_offset
                 && h.last_offset_delta >= 0
+                // Appends roll before a relative offset leaves u32 range.
+                && h.last_offset() - self.base_offset < i64::from(u32::MAX)
                 && pos + total <= u32::MAX as usize;
             if !ok_len {
                 torn = true;
