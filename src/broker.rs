@@ -43,8 +43,11 @@ pub struct Broker {
     pub groups: Coordinator,
     /// Held retries and their scheduler.
     pub retries: Retries,
-    /// The transaction coordinator (a single node's).
-    pub txns: crate::txn::Coordinator,
+    /// The transaction coordinator (a single node's; unused in a cluster).
+    pub txns: Arc<crate::txn::Coordinator>,
+    /// In a cluster: the transaction coordinators of the
+    /// `__transaction_state` partitions led here.
+    pub txn_partitions: crate::txn::partitions::Coordinators,
     pub metrics: Metrics,
     /// ACLs and the check against them.
     pub authorizer: Authorizer,
@@ -192,15 +195,13 @@ impl Broker {
             },
         );
         let retries = Retries::new(PendingStore::open(&dir)?);
-        // A cluster has no transaction coordinator yet.
-        let txns = crate::txn::Coordinator::open(
+        // A cluster's transaction coordinators journal in
+        // `__transaction_state`.
+        let txns = Arc::new(crate::txn::Coordinator::open(
             (!clustered).then_some(dir.as_path()),
             config.args.fsync != FsyncPolicy::Never,
-            crate::txn::Settings {
-                max_timeout_ms: config.args.transaction_max_timeout_ms,
-                id_expiration_ms: config.args.transactional_id_expiration_ms,
-            },
-        )?;
+            txn_settings(&config),
+        )?);
         let tls = match (&config.args.tls_cert, &config.args.tls_key) {
             (Some(cert), Some(key)) => {
                 Some(Tls::load(cert, key, config.args.tls_client_ca.as_deref())?)
@@ -229,6 +230,7 @@ impl Broker {
             groups,
             retries,
             txns,
+            txn_partitions: crate::txn::partitions::Coordinators::default(),
             metrics: Metrics::default(),
             authorizer,
             users,
@@ -449,15 +451,38 @@ impl Broker {
         &self,
         group: &str,
     ) -> Result<Option<crate::cluster::BrokerInfo>, i16> {
+        self.coordinator_in(journal::TOPIC, group)
+    }
+
+    /// In a cluster, the broker that coordinates transactional id `id`: the
+    /// leader of its partition of `__transaction_state`, which is proposed
+    /// at the first ask as `__consumer_offsets` is. `Ok(None)` on a single
+    /// node.
+    ///
+    /// # Errors
+    /// `COORDINATOR_NOT_AVAILABLE` while the topic or its leader is missing.
+    pub fn transaction_coordinator(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::cluster::BrokerInfo>, i16> {
+        self.coordinator_in(crate::txn::partitions::TOPIC, id)
+    }
+
+    /// The leader of `key`'s partition of internal topic `topic`.
+    fn coordinator_in(
+        &self,
+        topic: &str,
+        key: &str,
+    ) -> Result<Option<crate::cluster::BrokerInfo>, i16> {
         let Some(c) = self.cluster.get() else {
             return Ok(None);
         };
-        if self.internal_topic(journal::TOPIC).is_none() {
+        if self.internal_topic(topic).is_none() {
             return Err(journal::COORDINATOR_NOT_AVAILABLE);
         }
         let found = c.with_metadata(|m| {
-            let t = m.topics.get(journal::TOPIC)?;
-            let p = journal::partition_for(group, t.partitions.len());
+            let t = m.topics.get(topic)?;
+            let p = journal::partition_for(key, t.partitions.len());
             t.partitions
                 .get(p as usize)
                 .and_then(|p| p.leader)
@@ -535,6 +560,73 @@ impl Broker {
         };
         self.groups.ensure_loaded(p, n, &l).await?;
         Ok(Some((p, l)))
+    }
+
+    /// The transaction coordinator of `id` here: a single node's, or in a
+    /// cluster the one of its `__transaction_state` partition when this
+    /// broker leads it (replayed first at a new leadership).
+    ///
+    /// # Errors
+    /// `NOT_COORDINATOR` (another broker leads the partition, or the
+    /// topic is not made yet), `COORDINATOR_NOT_AVAILABLE`.
+    pub async fn txn_coordinator(&self, id: &str) -> Result<Arc<crate::txn::Coordinator>, i16> {
+        let Some(c) = self.cluster.get() else {
+            return Ok(Arc::clone(&self.txns));
+        };
+        let topic = crate::txn::partitions::TOPIC;
+        let Some(n) = c.with_metadata(|m| m.topics.get(topic).map(|t| t.partitions.len())) else {
+            return Err(journal::NOT_COORDINATOR);
+        };
+        let p = crate::txn::partitions::partition_for(id, n);
+        let Some(l) = self.replicas.leadership(topic, p) else {
+            return Err(journal::NOT_COORDINATOR);
+        };
+        let sync = self.config.args.fsync != FsyncPolicy::Never;
+        self.txn_partitions
+            .get(p, &l, sync, txn_settings(&self.config))
+            .await
+    }
+
+    /// In a cluster: loads the coordinator of every `__transaction_state`
+    /// partition this broker leads and has not loaded yet.
+    pub async fn load_txn_partitions(&self) {
+        let Some(c) = self.cluster.get() else {
+            return;
+        };
+        let topic = crate::txn::partitions::TOPIC;
+        let Some(n) = c.with_metadata(|m| m.topics.get(topic).map(|t| t.partitions.len())) else {
+            return;
+        };
+        let sync = self.config.args.fsync != FsyncPolicy::Never;
+        for p in 0..n as i32 {
+            if let Some(l) = self.replicas.leadership(topic, p) {
+                if let Err(code) = self
+                    .txn_partitions
+                    .get(p, &l, sync, txn_settings(&self.config))
+                    .await
+                {
+                    tracing::debug!(partition = p, code, "transaction state not loaded");
+                }
+            }
+        }
+    }
+
+    /// The transaction counters of this broker's coordinators.
+    pub fn txn_counts(&self) -> &crate::txn::Counts {
+        if self.cluster.get().is_some() {
+            &self.txn_partitions.counts
+        } else {
+            &self.txns.counts
+        }
+    }
+
+    /// Every transaction coordinator serving here: a single node's, or a
+    /// cluster's of each `__transaction_state` partition led here.
+    pub fn txn_coordinators(&self) -> Vec<Arc<crate::txn::Coordinator>> {
+        if self.cluster.get().is_none() {
+            return vec![Arc::clone(&self.txns)];
+        }
+        self.txn_partitions.all()
     }
 
     /// Whether this broker coordinates `group` as of now, without loading
@@ -645,5 +737,13 @@ impl Broker {
             .flat_map(|t| t.partitions())
             .map(|p| p.size_bytes())
             .sum()
+    }
+}
+
+/// The transaction coordinators' settings from the broker's flags.
+fn txn_settings(config: &Config) -> crate::txn::Settings {
+    crate::txn::Settings {
+        max_timeout_ms: config.args.transaction_max_timeout_ms,
+        id_expiration_ms: config.args.transactional_id_expiration_ms,
     }
 }

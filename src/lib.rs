@@ -337,7 +337,7 @@ async fn follow_security(broker: Arc<Broker>, cluster: Arc<cluster::Cluster>) {
 /// longer than their timeout.
 async fn txn_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
     if broker.cluster.get().is_some() {
-        return;
+        return cluster_txn_loop(broker, shutdown).await;
     }
     broker
         .txns
@@ -356,6 +356,36 @@ async fn txn_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// A cluster's transaction coordinators: each `__transaction_state`
+/// partition this broker comes to lead is loaded within a second, and its
+/// decided transactions carried out at once; then the periodic work.
+async fn cluster_txn_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
+    let every = Duration::from_millis(
+        broker
+            .config
+            .args
+            .transaction_abort_timed_out_transaction_cleanup_interval_ms,
+    );
+    let mut last_tick = tokio::time::Instant::now();
+    loop {
+        broker.load_txn_partitions().await;
+        let due = last_tick.elapsed() >= every;
+        if due {
+            last_tick = tokio::time::Instant::now();
+        }
+        let parts = api::txns::ClusterParts(&broker);
+        for c in broker.txn_coordinators() {
+            if c.take_fresh() || due {
+                c.tick(&parts, broker::now_ms()).await;
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every.min(Duration::from_secs(1))) => {}
         }
     }
 }

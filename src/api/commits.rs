@@ -1,6 +1,7 @@
 //! Committed offsets: OffsetCommit, OffsetFetch (single and multi-group) and
 //! OffsetDelete.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use kafka_protocol::messages::offset_commit_response::{
@@ -380,16 +381,26 @@ fn fetch_group(
 }
 
 /// OffsetFetch, one group (v1-7) or many (v8+).
-/// Whether a `require_stable` fetch of a group's offset must wait: an open
-/// transaction will commit one for the partition (KIP-447).
-fn unstable(
+/// The partitions of `offsets` whose fetch must wait with
+/// `require_stable`: an open transaction will commit an offset of the group
+/// for them (KIP-447). In a cluster every broker's coordinators are asked.
+async fn unstable(
     broker: &Broker,
     require_stable: bool,
     group: &str,
-    topic: &str,
-    partition: i32,
-) -> bool {
-    require_stable && broker.txns.has_pending_offset(group, topic, partition)
+    offsets: &TopicOffsets,
+) -> HashSet<(String, i32)> {
+    if !require_stable {
+        return HashSet::new();
+    }
+    let partitions = offsets
+        .iter()
+        .flat_map(|(t, rows)| rows.iter().map(move |(p, _)| (t.to_string(), *p)))
+        .collect();
+    crate::replication::pending_offsets(broker, group, partitions)
+        .await
+        .into_iter()
+        .collect()
 }
 
 async fn offset_fetch(
@@ -398,28 +409,34 @@ async fn offset_fetch(
     version: i16,
 ) -> OffsetFetchResponse {
     if version >= 8 {
-        let mut refused = std::collections::HashMap::new();
-        for g in &req.groups {
+        let mut answers = Vec::with_capacity(req.groups.len());
+        for g in req.groups {
             if let Err(code) = broker.coordinates(g.group_id.as_str()).await {
-                refused.insert(g.group_id.clone(), code);
+                answers.push(Err((g.group_id, code)));
+                continue;
             }
+            let wanted = g.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| (t.name, t.partition_indexes))
+                    .collect()
+            });
+            let offsets = fetch_group(broker, g.group_id.as_str(), wanted);
+            let waits = unstable(broker, req.require_stable, g.group_id.as_str(), &offsets).await;
+            answers.push(Ok((g.group_id, offsets, waits)));
         }
-        let groups = req
-            .groups
+        let groups = answers
             .into_iter()
-            .map(|g| {
-                if let Some(code) = refused.get(&g.group_id) {
-                    return OffsetFetchResponseGroup::default()
-                        .with_group_id(g.group_id)
-                        .with_error_code(*code);
-                }
-                let wanted = g.topics.map(|ts| {
-                    ts.into_iter()
-                        .map(|t| (t.name, t.partition_indexes))
-                        .collect()
-                });
-                let group = g.group_id.0.as_str();
-                let topics = fetch_group(broker, group, wanted)
+            .map(|a| {
+                let (group_id, offsets, waits) = match a {
+                    Ok(x) => x,
+                    Err((group_id, code)) => {
+                        return OffsetFetchResponseGroup::default()
+                            .with_group_id(group_id)
+                            .with_error_code(code);
+                    }
+                };
+                let g_id = group_id.clone();
+                let topics = offsets
                     .into_iter()
                     .map(|(name, rows)| {
                         let topic = name.to_string();
@@ -430,7 +447,7 @@ async fn offset_fetch(
                                     .map(|(p, c)| {
                                         let r = OffsetFetchResponsePartitions::default()
                                             .with_partition_index(p);
-                                        if unstable(broker, req.require_stable, group, &topic, p) {
+                                        if waits.contains(&(topic.clone(), p)) {
                                             return r
                                                 .with_error_code(errors::UNSTABLE_OFFSET_COMMIT)
                                                 .with_committed_offset(-1)
@@ -453,7 +470,7 @@ async fn offset_fetch(
                     })
                     .collect();
                 OffsetFetchResponseGroup::default()
-                    .with_group_id(g.group_id)
+                    .with_group_id(g_id)
                     .with_topics(topics)
             })
             .collect();
@@ -469,7 +486,9 @@ async fn offset_fetch(
     });
     let group = req.group_id.0.as_str();
     let stable = version >= 7 && req.require_stable;
-    let topics = fetch_group(broker, group, wanted)
+    let offsets = fetch_group(broker, group, wanted);
+    let waits = unstable(broker, stable, group, &offsets).await;
+    let topics = offsets
         .into_iter()
         .map(|(name, rows)| {
             let topic = name.to_string();
@@ -479,7 +498,7 @@ async fn offset_fetch(
                     rows.into_iter()
                         .map(|(p, c)| {
                             let r = OffsetFetchResponsePartition::default().with_partition_index(p);
-                            if unstable(broker, stable, group, &topic, p) {
+                            if waits.contains(&(topic.clone(), p)) {
                                 return r
                                     .with_error_code(errors::UNSTABLE_OFFSET_COMMIT)
                                     .with_committed_offset(-1)

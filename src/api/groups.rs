@@ -352,18 +352,21 @@ impl Api for DeleteGroups {
     }
 }
 
-/// FindCoordinator: on a single node this broker coordinates every group;
-/// in a cluster, the leader of the group's `__consumer_offsets` partition.
-/// Transactions are not supported, so transaction coordinators are not
-/// available.
+/// FindCoordinator: on a single node this broker coordinates every group
+/// and transactional id; in a cluster, the leader of the key's partition of
+/// `__consumer_offsets` (a group) or `__transaction_state` (a
+/// transactional id).
 fn find_coordinator(cx: Cx<'_>, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
     let (broker, version) = (cx.broker, cx.version);
     let (host, port) = cx.advertised();
     let node = BrokerId(broker.node_id());
-    // In a cluster a group's coordinator is the leader of its partition
-    // of `__consumer_offsets`.
     let coordinator = |key: &str| -> Result<(BrokerId, String, i32), i16> {
-        match broker.group_coordinator(key)? {
+        let found = if req.key_type == KEY_TYPE_TRANSACTION {
+            broker.transaction_coordinator(key)?
+        } else {
+            broker.group_coordinator(key)?
+        };
+        match found {
             Some(b) => {
                 let (h, p) = b.endpoint(cx.session.listener);
                 Ok((BrokerId(b.id as i32), h.to_string(), p))
@@ -371,15 +374,13 @@ fn find_coordinator(cx: Cx<'_>, req: FindCoordinatorRequest) -> FindCoordinatorR
             None => Ok((node, host.to_string(), port)),
         }
     };
-    // A single node coordinates transactions; a cluster has no
-    // transaction coordinator yet.
     let answer = |key_type: i8| -> (i16, Option<&'static str>) {
-        if key_type == KEY_TYPE_GROUP || broker.cluster.get().is_none() {
+        if key_type == KEY_TYPE_GROUP || key_type == KEY_TYPE_TRANSACTION {
             (errors::NONE, None)
         } else {
             (
-                group::COORDINATOR_NOT_AVAILABLE,
-                Some("transactions are not supported in a cluster yet"),
+                errors::INVALID_REQUEST,
+                Some("unknown coordinator key type"),
             )
         }
     };

@@ -361,6 +361,11 @@ async fn append(
                 .ok()
                 .filter(|h| h.is_transactional());
             let appended = match txn {
+                // In a cluster the partition's leader is seldom the
+                // transaction's coordinator: the batch is taken as Kafka
+                // before KIP-890 takes it (markers at a newer epoch still
+                // refuse a fenced producer's late batches).
+                Some(_) if broker.cluster.get().is_some() => Ok(log.append(&records, now)),
                 Some(h) => {
                     broker
                         .txns
@@ -465,6 +470,10 @@ async fn hold_in_transaction(
     records: bytes::Bytes,
     h: &crate::log::batch::BatchHeader,
 ) -> i16 {
+    if broker.cluster.get().is_some() {
+        // The hand-back would wait in a coordinator on another broker.
+        return errors::INVALID_TXN_STATE;
+    }
     let _serial = broker.retries.handback_lock.lock().await;
     match log.check_external(&records) {
         Ok((_, SequenceCheck::Duplicate(_))) => return errors::NONE,

@@ -94,8 +94,9 @@ fn init_producer_id(broker: &Broker, _req: &InitProducerIdRequest) -> InitProduc
     }
 }
 
-/// InitProducerId with a transactional id, answered by the transaction
-/// coordinator (a single node's; a cluster has none yet).
+/// InitProducerId with a transactional id, answered by its transaction
+/// coordinator (in a cluster the leader of its `__transaction_state`
+/// partition, producer ids coming from the quorum).
 async fn transactional(
     cx: Cx<'_>,
     id: &str,
@@ -104,19 +105,31 @@ async fn transactional(
     let resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if cx.broker.cluster.get().is_some() {
-        return resp.with_error_code(errors::NOT_COORDINATOR);
-    }
-    let expected = (req.producer_id.0 >= 0).then_some((req.producer_id.0, req.producer_epoch));
     let broker = cx.broker;
-    let r = broker
-        .txns
+    let c = match broker.txn_coordinator(id).await {
+        Ok(c) => c,
+        Err(code) => return resp.with_error_code(code),
+    };
+    let expected = (req.producer_id.0 >= 0).then_some((req.producer_id.0, req.producer_epoch));
+    let allocate = async {
+        match broker.cluster.get() {
+            Some(cluster) => cluster.allocate_producer_id().await.map_err(|e| {
+                tracing::warn!(error = %e, "no producer id from the quorum");
+                errors::COORDINATOR_LOAD_IN_PROGRESS
+            }),
+            None => broker.topics.allocate_producer_id().map_err(|e| {
+                tracing::error!(error = %e, "failed to allocate a producer id");
+                errors::KAFKA_STORAGE_ERROR
+            }),
+        }
+    };
+    let r = c
         .init_producer_id(
-            &super::txns::TxnParts(broker),
+            super::txns::participants(broker).as_ref(),
             id,
             req.transaction_timeout_ms,
             expected,
-            || broker.topics.allocate_producer_id(),
+            allocate,
             crate::broker::now_ms(),
         )
         .await;

@@ -3,9 +3,9 @@
 //! this broker's transaction coordinator ([`crate::txn`]).
 //! InitProducerId with a transactional id is in `producer_ids`.
 //!
-//! A cluster has no transaction coordinator yet: FindCoordinator answers
-//! `COORDINATOR_NOT_AVAILABLE` for transactional ids there, and these APIs
-//! `NOT_COORDINATOR`.
+//! In a cluster a transactional id's coordinator is the leader of its
+//! partition of `__transaction_state` ([`crate::txn::partitions`]); the
+//! others answer `NOT_COORDINATOR`.
 
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
@@ -21,6 +21,10 @@ use kafka_protocol::messages::{
     EndTxnRequest, EndTxnResponse, ListTransactionsRequest, ListTransactionsResponse, ProducerId,
     TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
 
 use super::errors;
 use super::route::{kind, row, sb, tn, Api, Cx, Handled, Row, Verdict};
@@ -45,9 +49,18 @@ fn may_write(cx: Cx<'_>, id: &str) -> bool {
     cx.can(Operation::Write, ResourceType::TransactionalId, id)
 }
 
-/// Whether this broker coordinates transactions (a single node).
-fn coordinates(cx: Cx<'_>) -> bool {
-    cx.broker.cluster.get().is_none()
+/// The coordinator of `id` here, or the code to answer with.
+async fn coordinator(cx: Cx<'_>, id: &str) -> Result<Arc<txn::Coordinator>, i16> {
+    cx.broker.txn_coordinator(id).await
+}
+
+/// The code of a change of state, once it is held by the replicas (in a
+/// cluster).
+async fn settled(c: &txn::Coordinator, code: i16) -> i16 {
+    if code != errors::NONE {
+        return code;
+    }
+    c.settle().await.err().unwrap_or(errors::NONE)
 }
 
 /// AddPartitionsToTxn (client versions): partitions join the transaction.
@@ -121,9 +134,10 @@ impl Api for AddPartitionsToTxn {
         cx: Cx<'_>,
         req: AddPartitionsToTxnRequest,
     ) -> Handled<AddPartitionsToTxnResponse> {
-        if !coordinates(cx) {
-            return Handled::Now(add_partitions_answer(&req, |_| errors::NOT_COORDINATOR));
-        }
+        let c = match coordinator(cx, req.v3_and_below_transactional_id.as_str()).await {
+            Ok(c) => c,
+            Err(code) => return Handled::Now(add_partitions_answer(&req, |_| code)),
+        };
         let parts: Vec<(String, i32)> = req
             .v3_and_below_topics
             .iter()
@@ -137,7 +151,7 @@ impl Api for AddPartitionsToTxn {
                     .get(t)
                     .is_some_and(|x| x.partition(p).is_some())
         };
-        let results = broker.txns.add_partitions(
+        let results = c.add_partitions(
             req.v3_and_below_transactional_id.as_str(),
             req.v3_and_below_producer_id.0,
             req.v3_and_below_producer_epoch,
@@ -146,7 +160,11 @@ impl Api for AddPartitionsToTxn {
             now_ms(),
         );
         let new_code = cx.version >= 2;
-        let mut codes = results.into_iter().map(|r| txn::code_of(r, new_code));
+        let mut out = Vec::with_capacity(results.len());
+        for r in results {
+            out.push(settled(&c, txn::code_of(r, new_code)).await);
+        }
+        let mut codes = out.into_iter();
         let topics = req
             .v3_and_below_topics
             .iter()
@@ -216,17 +234,18 @@ impl Api for AddOffsetsToTxn {
     fn deny(_cx: Cx<'_>, _r: &mut AddOffsetsToTxnResponse, _denied: ()) {}
 
     async fn handle(cx: Cx<'_>, req: AddOffsetsToTxnRequest) -> Handled<AddOffsetsToTxnResponse> {
-        let code = if coordinates(cx) {
-            let r = cx.broker.txns.add_offsets(
-                req.transactional_id.as_str(),
-                req.producer_id.0,
-                req.producer_epoch,
-                req.group_id.as_str(),
-                now_ms(),
-            );
-            txn::code_of(r, cx.version >= 2)
-        } else {
-            errors::NOT_COORDINATOR
+        let code = match coordinator(cx, req.transactional_id.as_str()).await {
+            Ok(c) => {
+                let r = c.add_offsets(
+                    req.transactional_id.as_str(),
+                    req.producer_id.0,
+                    req.producer_epoch,
+                    req.group_id.as_str(),
+                    now_ms(),
+                );
+                settled(&c, txn::code_of(r, cx.version >= 2)).await
+            }
+            Err(code) => code,
         };
         Handled::Now(AddOffsetsToTxnResponse::default().with_error_code(code))
     }
@@ -261,22 +280,21 @@ impl Api for EndTxn {
     fn deny(_cx: Cx<'_>, _r: &mut EndTxnResponse, _denied: ()) {}
 
     async fn handle(cx: Cx<'_>, req: EndTxnRequest) -> Handled<EndTxnResponse> {
-        let code = if coordinates(cx) {
-            let r = cx
-                .broker
-                .txns
-                .end_txn(
-                    &TxnParts(cx.broker),
-                    req.transactional_id.as_str(),
-                    req.producer_id.0,
-                    req.producer_epoch,
-                    req.committed,
-                    now_ms(),
-                )
-                .await;
-            txn::code_of(r, cx.version >= 2)
-        } else {
-            errors::NOT_COORDINATOR
+        let code = match coordinator(cx, req.transactional_id.as_str()).await {
+            Ok(c) => {
+                let r = c
+                    .end_txn(
+                        participants(cx.broker).as_ref(),
+                        req.transactional_id.as_str(),
+                        req.producer_id.0,
+                        req.producer_epoch,
+                        req.committed,
+                        now_ms(),
+                    )
+                    .await;
+                txn::code_of(r, cx.version >= 2)
+            }
+            Err(code) => code,
         };
         Handled::Now(
             EndTxnResponse::default()
@@ -352,11 +370,12 @@ impl Api for TxnOffsetCommit {
     fn deny(_cx: Cx<'_>, _r: &mut TxnOffsetCommitResponse, _denied: ()) {}
 
     async fn handle(cx: Cx<'_>, req: TxnOffsetCommitRequest) -> Handled<TxnOffsetCommitResponse> {
-        if !coordinates(cx) {
-            return Handled::Now(txn_commit_answer(&req, errors::NOT_COORDINATOR));
-        }
         let broker = cx.broker;
         let group = req.group_id.as_str();
+        // Sent to the group's coordinator, as OffsetCommit is.
+        if let Err(code) = broker.coordinates(group).await {
+            return Handled::Now(txn_commit_answer(&req, code));
+        }
         // KIP-447: a member's generation is checked as for OffsetCommit.
         let code = broker.groups.check_commit(
             group,
@@ -394,15 +413,16 @@ impl Api for TxnOffsetCommit {
                 })
             })
             .collect();
-        let r = broker.txns.commit_offsets(
+        let code = crate::replication::txn_offsets(
+            broker,
             req.transactional_id.as_str(),
-            req.producer_id.0,
-            req.producer_epoch,
+            (req.producer_id.0, req.producer_epoch),
             group,
             offsets,
-            now,
-        );
-        Handled::Now(txn_commit_answer(&req, txn::code_of(r, cx.version >= 3)))
+            cx.version >= 3,
+        )
+        .await;
+        Handled::Now(txn_commit_answer(&req, code))
     }
 
     fn errors(r: &TxnOffsetCommitResponse, out: &mut Vec<i16>) {
@@ -462,47 +482,46 @@ impl Api for DescribeTransactions {
         cx: Cx<'_>,
         req: DescribeTransactionsRequest,
     ) -> Handled<DescribeTransactionsResponse> {
-        let states = req
-            .transactional_ids
-            .into_iter()
-            .map(|id| {
-                let s = describe_transactions_response::TransactionState::default()
-                    .with_transactional_id(id.clone());
-                if !coordinates(cx) {
-                    return s
-                        .with_error_code(errors::NOT_COORDINATOR)
-                        .with_transaction_state(sb(""));
+        let mut states = Vec::with_capacity(req.transactional_ids.len());
+        for id in req.transactional_ids {
+            let s = describe_transactions_response::TransactionState::default()
+                .with_transactional_id(id.clone());
+            let c = match coordinator(cx, id.as_str()).await {
+                Ok(c) => c,
+                Err(code) => {
+                    states.push(s.with_error_code(code).with_transaction_state(sb("")));
+                    continue;
                 }
-                match cx.broker.txns.describe(id.as_str()) {
-                    None => s
-                        .with_error_code(errors::TRANSACTIONAL_ID_NOT_FOUND)
-                        .with_transaction_state(sb(""))
-                        .with_producer_id(ProducerId(-1))
-                        .with_producer_epoch(-1)
-                        .with_transaction_start_time_ms(-1),
-                    Some(m) => {
-                        let mut topics: Vec<TopicData> = Vec::new();
-                        for (t, p) in &m.partitions {
-                            match topics.last_mut() {
-                                Some(last) if last.topic.as_str() == t => last.partitions.push(*p),
-                                _ => topics.push(
-                                    TopicData::default()
-                                        .with_topic(tn(t.clone()))
-                                        .with_partitions(vec![*p]),
-                                ),
-                            }
+            };
+            states.push(match c.describe(id.as_str()) {
+                None => s
+                    .with_error_code(errors::TRANSACTIONAL_ID_NOT_FOUND)
+                    .with_transaction_state(sb(""))
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1)
+                    .with_transaction_start_time_ms(-1),
+                Some(m) => {
+                    let mut topics: Vec<TopicData> = Vec::new();
+                    for (t, p) in &m.partitions {
+                        match topics.last_mut() {
+                            Some(last) if last.topic.as_str() == t => last.partitions.push(*p),
+                            _ => topics.push(
+                                TopicData::default()
+                                    .with_topic(tn(t.clone()))
+                                    .with_partitions(vec![*p]),
+                            ),
                         }
-                        let open = m.phase == Phase::Ongoing || m.phase.is_prepared();
-                        s.with_transaction_state(sb(m.phase.name()))
-                            .with_transaction_timeout_ms(m.timeout_ms)
-                            .with_transaction_start_time_ms(if open { m.started_ms } else { -1 })
-                            .with_producer_id(ProducerId(m.producer_id))
-                            .with_producer_epoch(m.epoch)
-                            .with_topics(if open { topics } else { Vec::new() })
                     }
+                    let open = m.phase == Phase::Ongoing || m.phase.is_prepared();
+                    s.with_transaction_state(sb(m.phase.name()))
+                        .with_transaction_timeout_ms(m.timeout_ms)
+                        .with_transaction_start_time_ms(if open { m.started_ms } else { -1 })
+                        .with_producer_id(ProducerId(m.producer_id))
+                        .with_producer_epoch(m.epoch)
+                        .with_topics(if open { topics } else { Vec::new() })
                 }
-            })
-            .collect();
+            });
+        }
         Handled::Now(DescribeTransactionsResponse::default().with_transaction_states(states))
     }
 
@@ -558,42 +577,40 @@ impl Api for ListTransactions {
             .collect();
         let now = now_ms();
         let acl = cx.broker.authorizer.enabled();
-        let states = if coordinates(cx) {
-            cx.broker
-                .txns
-                .list()
-                .into_iter()
-                .filter(|(_, _, phase)| {
-                    req.state_filters.is_empty()
-                        || req.state_filters.iter().any(|s| s.as_str() == phase.name())
-                })
-                .filter(|(_, pid, _)| {
-                    req.producer_id_filters.is_empty()
-                        || req.producer_id_filters.iter().any(|p| p.0 == *pid)
-                })
-                .filter(|(id, _, _)| {
-                    if req.duration_filter < 0 {
-                        return true;
-                    }
-                    cx.broker.txns.describe(id).is_some_and(|m| {
-                        m.phase == Phase::Ongoing
-                            && m.started_ms >= 0
-                            && now.saturating_sub(m.started_ms) >= req.duration_filter
+        let mut states = Vec::new();
+        for c in cx.broker.txn_coordinators() {
+            states.extend(
+                c.list()
+                    .into_iter()
+                    .filter(|(_, _, phase)| {
+                        req.state_filters.is_empty()
+                            || req.state_filters.iter().any(|s| s.as_str() == phase.name())
                     })
-                })
-                .filter(|(id, _, _)| {
-                    !acl || cx.can(Operation::Describe, ResourceType::TransactionalId, id)
-                })
-                .map(|(id, pid, phase)| {
-                    list_transactions_response::TransactionState::default()
-                        .with_transactional_id(TransactionalId(sb(id)))
-                        .with_producer_id(ProducerId(pid))
-                        .with_transaction_state(sb(phase.name()))
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+                    .filter(|(_, pid, _)| {
+                        req.producer_id_filters.is_empty()
+                            || req.producer_id_filters.iter().any(|p| p.0 == *pid)
+                    })
+                    .filter(|(id, _, _)| {
+                        if req.duration_filter < 0 {
+                            return true;
+                        }
+                        c.describe(id).is_some_and(|m| {
+                            m.phase == Phase::Ongoing
+                                && m.started_ms >= 0
+                                && now.saturating_sub(m.started_ms) >= req.duration_filter
+                        })
+                    })
+                    .filter(|(id, _, _)| {
+                        !acl || cx.can(Operation::Describe, ResourceType::TransactionalId, id)
+                    })
+                    .map(|(id, pid, phase)| {
+                        list_transactions_response::TransactionState::default()
+                            .with_transactional_id(TransactionalId(sb(id)))
+                            .with_producer_id(ProducerId(pid))
+                            .with_transaction_state(sb(phase.name()))
+                    }),
+            );
+        }
         Handled::Now(
             ListTransactionsResponse::default()
                 .with_unknown_state_filters(unknown)
@@ -633,8 +650,14 @@ impl crate::txn::Participants for TxnParts<'_> {
     fn commit_offsets(
         &self,
         changes: Vec<crate::group::Change>,
-    ) -> Result<(), crate::log::LogError> {
-        self.0.groups.offsets.write(changes)
+    ) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(std::future::ready(
+            self.0
+                .groups
+                .offsets
+                .write(changes)
+                .map_err(|e| e.to_string()),
+        ))
     }
 
     fn hand_back(&self, b: &crate::txn::HeldBatch) -> Result<(), String> {
@@ -656,5 +679,75 @@ impl crate::txn::Participants for TxnParts<'_> {
             )
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+}
+
+/// The participants of this broker's transaction coordinators: a single
+/// node's partitions, or in a cluster each partition's leader.
+pub fn participants<'a>(broker: &'a Arc<Broker>) -> Box<dyn txn::Participants + Send + 'a> {
+    if broker.cluster.get().is_some() {
+        Box::new(ClusterParts(broker))
+    } else {
+        Box::new(TxnParts(broker))
+    }
+}
+
+/// What a cluster's transaction coordinator reaches: each partition
+/// through its leader, and each group's offsets through its coordinator.
+pub struct ClusterParts<'a>(pub &'a Arc<Broker>);
+
+impl crate::txn::Participants for ClusterParts<'_> {
+    fn partition(&self, _topic: &str, _partition: i32) -> Option<Arc<crate::log::PartitionLog>> {
+        None
+    }
+
+    fn sync_markers(&self) -> bool {
+        false
+    }
+
+    fn commit_offsets(
+        &self,
+        changes: Vec<crate::group::Change>,
+    ) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(crate::replication::commit_offsets_at_coordinators(
+            self.0, changes,
+        ))
+    }
+
+    fn hand_back(&self, b: &crate::txn::HeldBatch) -> Result<(), String> {
+        // Transactional hand-backs are refused at produce in a cluster.
+        Err(format!(
+            "{}: no transactional hand-backs in a cluster",
+            b.topic
+        ))
+    }
+
+    fn send_markers<'a>(
+        &'a self,
+        partitions: Vec<(String, i32)>,
+        batch: bytes::Bytes,
+    ) -> Option<BoxFuture<'a, Result<(), String>>> {
+        let broker = self.0;
+        let cluster = broker.cluster.get()?;
+        Some(Box::pin(async move {
+            // A partition of a topic deleted since gets no marker.
+            let live: Vec<(String, i32)> = cluster.with_metadata(|m| {
+                partitions
+                    .into_iter()
+                    .filter(|(t, p)| {
+                        m.topics.get(t).is_some_and(|x| {
+                            usize::try_from(*p).is_ok_and(|p| p < x.partitions.len())
+                        })
+                    })
+                    .collect()
+            });
+            let sent = futures::future::join_all(live.iter().map(|(t, p)| {
+                crate::replication::append_at_leader(broker, cluster, t, *p, &batch)
+            }))
+            .await;
+            sent.into_iter()
+                .collect::<Result<Vec<()>, String>>()
+                .map(|_| ())
+        }))
     }
 }

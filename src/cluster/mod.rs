@@ -33,8 +33,9 @@ use tokio_util::sync::CancellationToken;
 pub use auth::{Auth, Secret, MIN_SECRET};
 pub use network::ReplicaClient;
 pub use types::{
-    AppendReply, AppendRequest, BrokerInfo, Command, FetchReply, FetchRequest, Metadata, NodeId,
-    PartitionState, Refusal, ReplicaSource, Reply, TopicState, TypeConfig,
+    AppendReply, AppendRequest, BrokerInfo, Command, CoordinatorCall, CoordinatorReply, FetchReply,
+    FetchRequest, Metadata, NodeId, OffsetRecord, PartitionState, Refusal, ReplicaSource, Reply,
+    TopicState, TypeConfig,
 };
 
 /// The voters, parsed from `--controller-quorum-voters`
@@ -387,6 +388,19 @@ impl Cluster {
         batch: &[u8],
     ) -> Result<AppendReply, String> {
         network::deliver(addr, &self.settings.auth, topic, partition, batch).await
+    }
+
+    /// Sends a call to the coordinator of another broker, at its
+    /// controller listener `addr`.
+    ///
+    /// # Errors
+    /// The broker cannot be reached or did not answer in time.
+    pub async fn coordinate(
+        &self,
+        addr: &str,
+        call: CoordinatorCall,
+    ) -> Result<CoordinatorReply, String> {
+        network::coordinate(addr, &self.settings.auth, call).await
     }
 
     /// A follower's connection to the leader whose controller listener is

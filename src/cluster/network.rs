@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::auth::{self, Auth};
 use super::types::{
-    AppendReply, AppendRequest, Command, FetchReply, FetchRequest, NodeId, ReplicaSource, Reply,
-    TypeConfig,
+    AppendReply, AppendRequest, Command, CoordinatorCall, CoordinatorReply, FetchReply,
+    FetchRequest, NodeId, ReplicaSource, Reply, TypeConfig,
 };
 
 /// Largest message; snapshots of the metadata are far below it.
@@ -48,6 +48,8 @@ pub(super) enum Request {
         id: NodeId,
         addr: String,
     },
+    /// A call between coordinators.
+    Coordinate(CoordinatorCall),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -60,6 +62,7 @@ pub(super) enum Response {
     Fetch(FetchReply),
     Deliver(AppendReply),
     Join(Result<(), String>),
+    Coordinate(CoordinatorReply),
 }
 
 /// Where followers' fetches are answered, once the broker has said.
@@ -212,6 +215,10 @@ async fn peer_connection(
                     .map(|_| ())
                     .map_err(|e| e.to_string()),
             ),
+            Request::Coordinate(call) => Response::Coordinate(match source.get() {
+                Some(src) => src.coordinate(call).await,
+                None => CoordinatorReply::Code(crate::protocol::errors::NOT_COORDINATOR),
+            }),
             Request::Deliver(r) => {
                 let Ok(batch) = read_tail(&mut stream, r.len).await else {
                     return;
@@ -304,6 +311,28 @@ pub(super) async fn deliver(
         Ok(Ok(_)) => Err(format!("unexpected answer from {addr}")),
         Ok(Err(e)) => Err(format!("leader at {addr}: {e}")),
         Err(_) => Err(format!("leader at {addr} did not answer in time")),
+    }
+}
+
+/// Sends a call to another broker's coordinator at `addr`.
+///
+/// # Errors
+/// The broker cannot be reached or did not answer in time.
+pub(super) async fn coordinate(
+    addr: &str,
+    auth: &Auth,
+    call: CoordinatorCall,
+) -> Result<CoordinatorReply, String> {
+    let call = async {
+        let mut s = auth::connect(addr, auth).await?;
+        write_msg(&mut s, &Request::Coordinate(call)).await?;
+        read_msg::<Response>(&mut s).await
+    };
+    match tokio::time::timeout(DELIVER_TIMEOUT, call).await {
+        Ok(Ok(Response::Coordinate(r))) => Ok(r),
+        Ok(Ok(_)) => Err(format!("unexpected answer from {addr}")),
+        Ok(Err(e)) => Err(format!("coordinator at {addr}: {e}")),
+        Err(_) => Err(format!("coordinator at {addr} did not answer in time")),
     }
 }
 

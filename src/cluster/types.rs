@@ -537,9 +537,63 @@ pub enum AppendReply {
     Error(String),
 }
 
+/// One committed offset, as the coordinators pass it between brokers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    pub commit_time_ms: i64,
+}
+
+/// A call between the group and transaction coordinators of different
+/// brokers (over the controller listener).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CoordinatorCall {
+    /// TxnOffsetCommit, passed by the group's coordinator (which checked
+    /// the member's generation) to the transaction's.
+    TxnOffsets {
+        transactional_id: String,
+        producer_id: i64,
+        producer_epoch: i16,
+        group: String,
+        offsets: Vec<OffsetRecord>,
+        /// The request's version says which code fences.
+        new_fenced_code: bool,
+    },
+    /// A committed transaction's offsets, for the group's coordinator to
+    /// store.
+    CommitOffsets {
+        group: String,
+        offsets: Vec<OffsetRecord>,
+    },
+    /// Which of these partitions' offsets of `group` an open transaction
+    /// coordinated on the called broker will commit.
+    PendingOffsets {
+        group: String,
+        partitions: Vec<(String, i32)>,
+    },
+}
+
+/// The answer to a [`CoordinatorCall`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CoordinatorReply {
+    /// A Kafka error code (0: done).
+    Code(i16),
+    /// The partitions asked about that are pending.
+    Pending(Vec<(String, i32)>),
+}
+
 /// Serves followers' fetches and other brokers' appends: the broker's side
 /// of replication.
 pub trait ReplicaSource: Send + Sync + 'static {
+    /// A call from another broker's coordinator.
+    fn coordinate(
+        &self,
+        call: CoordinatorCall,
+    ) -> Pin<Box<dyn Future<Output = CoordinatorReply> + Send + '_>>;
     fn fetch(&self, req: FetchRequest) -> Pin<Box<dyn Future<Output = FetchReply> + Send + '_>>;
     fn append(
         &self,

@@ -129,8 +129,8 @@ fn status_json(b: &Broker) -> serde_json::Value {
 /// ten listed) and its counts.
 fn transactions_json(b: &Broker) -> serde_json::Value {
     use std::sync::atomic::Ordering::Relaxed;
-    let open = b.txns.open_transactions(crate::broker::now_ms());
-    let c = &b.txns.counts;
+    let open = crate::txn::Coordinator::open_in(&b.txn_coordinators(), crate::broker::now_ms());
+    let c = b.txn_counts();
     json!({
         "open": open.len(),
         "oldest_open_ms": open.first().map_or(0, |t| t.age_ms),
@@ -582,8 +582,8 @@ fn state_gauges(b: &Broker) -> String {
     );
     {
         use std::sync::atomic::Ordering::Relaxed;
-        let open = b.txns.open_transactions(crate::broker::now_ms());
-        let c = &b.txns.counts;
+        let open = crate::txn::Coordinator::open_in(&b.txn_coordinators(), crate::broker::now_ms());
+        let c = b.txn_counts();
         let _ = writeln!(
             out,
             "# HELP weir_transactions_open Transactions open (or being ended) on this coordinator.\n# TYPE weir_transactions_open gauge\nweir_transactions_open {}\n# HELP weir_transaction_oldest_open_seconds Age of the oldest open transaction.\n# TYPE weir_transaction_oldest_open_seconds gauge\nweir_transaction_oldest_open_seconds {}\n# HELP weir_transaction_oldest_open_timeout_seconds The timeout of the oldest open transaction.\n# TYPE weir_transaction_oldest_open_timeout_seconds gauge\nweir_transaction_oldest_open_timeout_seconds {}\n# HELP weir_transactions_committed_total Transactions committed.\n# TYPE weir_transactions_committed_total counter\nweir_transactions_committed_total {}\n# HELP weir_transactions_aborted_total Transactions aborted (by their producer, a new producer of their id, or a timeout).\n# TYPE weir_transactions_aborted_total counter\nweir_transactions_aborted_total {}\n# HELP weir_transactions_timed_out_total Transactions aborted because they were open longer than their timeout.\n# TYPE weir_transactions_timed_out_total counter\nweir_transactions_timed_out_total {}",

@@ -30,7 +30,9 @@ use crate::log::{LogError, PartitionLog};
 use crate::replicas::{record_progress, Following, Key, LeaderInner, Leadership, Replicas};
 
 mod appends;
+mod coordinate;
 pub use appends::{append_at_leader, appender, run_retries};
+pub use coordinate::{commit_offsets_at_coordinators, pending_offsets, txn_offsets};
 
 impl Replicas {
     /// Applies the quorum's metadata to this broker.
@@ -294,6 +296,20 @@ impl ReplicaSource for Source {
                 return AppendReply::NotLeader;
             };
             appends::append_led(&broker, &req.topic, req.partition, &batch).await
+        })
+    }
+
+    fn coordinate(
+        &self,
+        call: crate::cluster::CoordinatorCall,
+    ) -> Pin<Box<dyn Future<Output = crate::cluster::CoordinatorReply> + Send + '_>> {
+        Box::pin(async move {
+            let Some(broker) = self.broker.upgrade() else {
+                return crate::cluster::CoordinatorReply::Code(
+                    crate::protocol::errors::NOT_COORDINATOR,
+                );
+            };
+            coordinate::serve(&broker, call).await
         })
     }
 }

@@ -108,10 +108,10 @@ pub struct Registry {
 /// Names clients may not create or produce to: Kafka's internal topics
 /// (whose clients expect them to be the broker's), and the directories of
 /// weir's own internal logs in the data dir (committed offsets, held
-/// retries), which are not topics.
+/// retries, transactions), which are not topics.
 pub const RESERVED_NAMES: &[&str] = &[
     crate::group::offsets::OFFSETS_DIR,
-    "__transaction_state",
+    TXN_INTERNAL,
     "__share_group_state",
     "__cluster_metadata",
     // The pending-retry store's directory on a single node, the held
@@ -124,12 +124,16 @@ pub const RESERVED_NAMES: &[&str] = &[
 /// journals them in a cluster.
 pub const RETRY_INTERNAL: &str = "__retry";
 
+/// The transaction coordinator's state: its journal's directory on a
+/// single node, the internal topic that journals it in a cluster.
+pub const TXN_INTERNAL: &str = "__transaction_state";
+
 /// Whether `name` is an internal topic the broker itself makes (in a
-/// cluster, `__consumer_offsets` journals committed offsets and `__retry`
-/// held retries): reserved for clients, but a topic like any other to
-/// replication.
+/// cluster, `__consumer_offsets` journals committed offsets, `__retry`
+/// held retries and `__transaction_state` the transactions): reserved for
+/// clients, but a topic like any other to replication.
 pub fn is_internal(name: &str) -> bool {
-    name == crate::group::offsets::OFFSETS_DIR || name == RETRY_INTERNAL
+    name == crate::group::offsets::OFFSETS_DIR || name == RETRY_INTERNAL || name == TXN_INTERNAL
 }
 
 /// Whether `name` is reserved for the broker's internal state.

@@ -11,6 +11,7 @@
 //! logs and commits offsets through [`Participants`], which the broker
 //! implements.
 
+pub mod partitions;
 pub mod store;
 
 use std::collections::{HashMap, HashSet};
@@ -30,8 +31,12 @@ use crate::protocol::errors::{
 use store::Journal;
 pub use store::{HeldBatch, Phase, TxnMeta};
 
-/// The coordinator epoch written into markers: one coordinator per broker.
-const COORDINATOR_EPOCH: i32 = 0;
+use crate::protocol::errors::{COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR};
+use crate::replicas::{Leadership, Unreplicated};
+
+/// How long a change of state waits for the in-sync replicas of its
+/// `__transaction_state` partition (in a cluster).
+const REPLICATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Most bytes of hand-backs one transaction may hold until it ends.
 pub const MAX_HELD_BYTES: usize = 64 << 20;
 
@@ -41,16 +46,31 @@ pub trait Participants: Sync {
     fn partition(&self, topic: &str, partition: i32) -> Option<Arc<PartitionLog>>;
     /// Whether markers must be fsynced before a transaction is complete.
     fn sync_markers(&self) -> bool;
-    /// Commits group offsets (a committed transaction's).
+    /// Commits group offsets (a committed transaction's): on a single node
+    /// in its offset store, in a cluster through each group's coordinator.
     ///
     /// # Errors
-    /// I/O errors.
-    fn commit_offsets(&self, changes: Vec<Change>) -> Result<(), LogError>;
+    /// What kept them from being stored.
+    fn commit_offsets(
+        &self,
+        changes: Vec<Change>,
+    ) -> futures::future::BoxFuture<'_, Result<(), String>>;
     /// Passes a committed transaction's hand-back to the retry scheduler.
     ///
     /// # Errors
     /// What kept it from being held.
     fn hand_back(&self, batch: &HeldBatch) -> Result<(), String>;
+    /// In a cluster: appends the marker `batch` to each partition through
+    /// its leader (here or on another broker), each answering once its
+    /// in-sync replicas hold it. `None` on a single node, whose markers are
+    /// written to the partition logs here.
+    fn send_markers<'a>(
+        &'a self,
+        _partitions: Vec<(String, i32)>,
+        _batch: bytes::Bytes,
+    ) -> Option<futures::future::BoxFuture<'a, Result<(), String>>> {
+        None
+    }
 }
 
 /// Broker settings of the coordinator.
@@ -73,8 +93,60 @@ pub struct Counts {
     pub timed_out: AtomicU64,
 }
 
+/// Where the coordinator's changes of state are journaled.
+enum Sink {
+    /// Nowhere (tests).
+    Memory,
+    /// A single node's journal file.
+    File(Journal),
+    /// In a cluster: the `__transaction_state` partition this broker
+    /// leads; `upto` is the offset after the last entry appended.
+    Partition {
+        leadership: Arc<Leadership>,
+        sync: bool,
+        upto: i64,
+    },
+}
+
+impl Sink {
+    /// Appends one framed entry of `id` to the partition.
+    fn append_entry(&mut self, id: &str, framed: Vec<u8>) -> Result<(), i16> {
+        let Sink::Partition {
+            leadership, upto, ..
+        } = self
+        else {
+            return Ok(());
+        };
+        if leadership.is_deposed() {
+            return Err(NOT_COORDINATOR);
+        }
+        let now = crate::clock::now_ms();
+        let record = crate::log::records::plain_record(
+            0,
+            now,
+            Some(bytes::Bytes::copy_from_slice(id.as_bytes())),
+            Some(bytes::Bytes::from(framed)),
+            &[],
+        );
+        let batch = crate::log::records::encode_batch(
+            &[record],
+            kafka_protocol::records::Compression::None,
+        )
+        .map_err(|e| {
+            tracing::error!(transactional_id = id, error = %e, "cannot encode a transaction entry");
+            KAFKA_STORAGE_ERROR
+        })?;
+        let info = leadership.log().append_internal(&batch, now).map_err(|e| {
+            tracing::error!(transactional_id = id, error = %e, "cannot append to the transaction state");
+            COORDINATOR_NOT_AVAILABLE
+        })?;
+        *upto = info.last_offset + 1;
+        Ok(())
+    }
+}
+
 struct Inner {
-    journal: Option<Journal>,
+    sink: Sink,
     txns: HashMap<String, TxnMeta>,
     by_pid: HashMap<i64, String>,
 }
@@ -82,11 +154,15 @@ struct Inner {
 impl Inner {
     /// Journals that `id` is forgotten, then forgets it.
     fn remove(&mut self, id: &str) -> Result<(), i16> {
-        if let Some(j) = self.journal.as_mut() {
-            if let Err(e) = j.write(id, None, &self.txns) {
-                tracing::error!(transactional_id = id, error = %e, "failed to journal an expired transactional id");
-                return Err(KAFKA_STORAGE_ERROR);
+        match &mut self.sink {
+            Sink::Memory => {}
+            Sink::File(j) => {
+                if let Err(e) = j.write(id, None, &self.txns) {
+                    tracing::error!(transactional_id = id, error = %e, "failed to journal an expired transactional id");
+                    return Err(KAFKA_STORAGE_ERROR);
+                }
             }
+            sink @ Sink::Partition { .. } => sink.append_entry(id, store::encode(id, None))?,
         }
         if let Some(m) = self.txns.remove(id) {
             self.by_pid.remove(&m.producer_id);
@@ -96,15 +172,21 @@ impl Inner {
 
     /// Journals `id`'s new state, then takes it.
     fn put(&mut self, id: &str, meta: TxnMeta) -> Result<(), i16> {
-        if let Some(j) = self.journal.as_mut() {
-            let mut live = std::mem::take(&mut self.txns);
-            live.insert(id.to_string(), meta.clone());
-            let r = j.write(id, Some(&meta), &live);
-            live.remove(id);
-            self.txns = live;
-            if let Err(e) = r {
-                tracing::error!(transactional_id = id, error = %e, "failed to journal a transaction");
-                return Err(KAFKA_STORAGE_ERROR);
+        match &mut self.sink {
+            Sink::Memory => {}
+            Sink::File(j) => {
+                let mut live = std::mem::take(&mut self.txns);
+                live.insert(id.to_string(), meta.clone());
+                let r = j.write(id, Some(&meta), &live);
+                live.remove(id);
+                self.txns = live;
+                if let Err(e) = r {
+                    tracing::error!(transactional_id = id, error = %e, "failed to journal a transaction");
+                    return Err(KAFKA_STORAGE_ERROR);
+                }
+            }
+            sink @ Sink::Partition { .. } => {
+                sink.append_entry(id, store::encode(id, Some(&meta)))?;
             }
         }
         if let Some(old) = self.txns.get(id) {
@@ -138,7 +220,14 @@ pub struct Coordinator {
     /// Transactional ids whose markers are being written.
     completing: Mutex<HashSet<String>>,
     settings: Settings,
-    pub counts: Counts,
+    /// Written into markers: 0 on a single node; in a cluster the leader
+    /// epoch of the `__transaction_state` partition.
+    coordinator_epoch: i32,
+    /// Set until the first periodic work after a cluster's coordinator is
+    /// loaded (its decided transactions are carried out at once).
+    fresh: std::sync::atomic::AtomicBool,
+    /// Shared by a cluster's coordinators of one broker.
+    pub counts: Arc<Counts>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -186,26 +275,107 @@ impl Coordinator {
         sync: bool,
         settings: Settings,
     ) -> Result<Self, LogError> {
-        let (journal, txns) = match data_dir {
+        let (sink, txns) = match data_dir {
             Some(d) => {
                 let (j, t) = Journal::open(d, sync)?;
-                (Some(j), t)
+                (Sink::File(j), t)
             }
-            None => (None, HashMap::new()),
+            None => (Sink::Memory, HashMap::new()),
         };
+        Ok(Self::with_sink(sink, txns, settings, 0))
+    }
+
+    /// The coordinator of the transactional ids of a `__transaction_state`
+    /// partition this broker leads under `leadership`, with the state
+    /// replayed from it.
+    pub fn replicated(
+        leadership: Arc<Leadership>,
+        sync: bool,
+        txns: HashMap<String, TxnMeta>,
+        settings: Settings,
+        counts: Arc<Counts>,
+    ) -> Self {
+        let epoch = leadership.leader_epoch;
+        let upto = leadership.log().end_offset();
+        let sink = Sink::Partition {
+            leadership,
+            sync,
+            upto,
+        };
+        let mut c = Self::with_sink(sink, txns, settings, epoch);
+        c.counts = counts;
+        c
+    }
+
+    fn with_sink(
+        sink: Sink,
+        txns: HashMap<String, TxnMeta>,
+        settings: Settings,
+        coordinator_epoch: i32,
+    ) -> Self {
         let by_pid = txns
             .iter()
             .map(|(id, m)| (m.producer_id, id.clone()))
             .collect();
-        Ok(Self {
-            inner: RwLock::new(Inner {
-                journal,
-                txns,
-                by_pid,
-            }),
+        Self {
+            inner: RwLock::new(Inner { sink, txns, by_pid }),
             completing: Mutex::new(HashSet::new()),
             settings,
-            counts: Counts::default(),
+            coordinator_epoch,
+            fresh: std::sync::atomic::AtomicBool::new(true),
+            counts: Arc::default(),
+        }
+    }
+
+    /// Whether this coordinator was loaded since the last call.
+    pub fn take_fresh(&self) -> bool {
+        self.fresh.swap(false, Ordering::AcqRel)
+    }
+
+    /// The leadership a cluster's coordinator serves under.
+    pub fn leadership(&self) -> Option<Arc<Leadership>> {
+        match &self.inner.read().sink {
+            Sink::Partition { leadership, .. } => Some(Arc::clone(leadership)),
+            _ => None,
+        }
+    }
+
+    /// In a cluster: waits until every change journaled so far is held by
+    /// the in-sync replicas of the `__transaction_state` partition (and
+    /// fsynced here, unless `--fsync never`). At once on a single node,
+    /// whose journal writes are synchronous.
+    ///
+    /// # Errors
+    /// `NOT_COORDINATOR` when the leadership ended,
+    /// `COORDINATOR_NOT_AVAILABLE` when the replicas did not confirm in
+    /// time, `KAFKA_STORAGE_ERROR` for a failed fsync.
+    pub async fn settle(&self) -> Result<(), i16> {
+        let (l, sync, upto) = match &self.inner.read().sink {
+            Sink::Partition {
+                leadership,
+                sync,
+                upto,
+            } => (Arc::clone(leadership), *sync, *upto),
+            _ => return Ok(()),
+        };
+        l.appended();
+        let log = l.log();
+        let flushed = async {
+            if sync {
+                log.flush_to(upto).await.map_err(|e| {
+                    tracing::error!(error = %e, "fsync of the transaction state failed");
+                    KAFKA_STORAGE_ERROR
+                })
+            } else {
+                Ok(())
+            }
+        };
+        let (flushed, replicated) =
+            futures::future::join(flushed, l.committed(upto, REPLICATION_TIMEOUT)).await;
+        flushed?;
+        replicated.map_err(|e| match e {
+            Unreplicated::Deposed => NOT_COORDINATOR,
+            Unreplicated::TimedOut => COORDINATOR_NOT_AVAILABLE,
         })
     }
 
@@ -235,7 +405,7 @@ impl Coordinator {
         id: &str,
         timeout_ms: i32,
         expected: Option<(i64, i16)>,
-        allocate: impl FnOnce() -> Result<i64, LogError>,
+        allocate: impl std::future::Future<Output = Result<i64, i16>>,
         now_ms: i64,
     ) -> Result<(i64, i16), Refused> {
         if timeout_ms <= 0 || timeout_ms > self.settings.max_timeout_ms {
@@ -262,13 +432,39 @@ impl Coordinator {
                     .await?;
             }
         }
-        let mut inner = self.inner.write();
+        // A new id, or one whose epochs are exhausted, needs a producer id
+        // (in a cluster from the quorum, so before the lock).
+        let needs_id = self
+            .inner
+            .read()
+            .txns
+            .get(id)
+            .is_none_or(|m| m.epoch >= i16::MAX - 1);
+        let fresh = if needs_id {
+            Some(allocate.await.map_err(Refused::Code)?)
+        } else {
+            None
+        };
+        let (pid, epoch) = {
+            let mut inner = self.inner.write();
+            Self::next_producer(&mut inner, id, fresh, timeout_ms, now_ms)?
+        };
+        self.settle().await.map_err(Refused::Code)?;
+        Ok((pid, epoch))
+    }
+
+    /// The id's producer id and epoch for a new producer: a first one,
+    /// or the epoch bumped (a new producer id once epochs run out).
+    fn next_producer(
+        inner: &mut Inner,
+        id: &str,
+        fresh: Option<i64>,
+        timeout_ms: i32,
+        now_ms: i64,
+    ) -> Result<(i64, i16), Refused> {
         let mut meta = match inner.txns.get(id) {
             None => {
-                let pid = allocate().map_err(|e| {
-                    tracing::error!(error = %e, "failed to allocate a producer id");
-                    Refused::Code(KAFKA_STORAGE_ERROR)
-                })?;
+                let pid = fresh.ok_or(Refused::Code(CONCURRENT_TRANSACTIONS))?;
                 let meta = TxnMeta::new(pid, timeout_ms, now_ms);
                 inner.put(id, meta.clone()).map_err(Refused::Code)?;
                 return Ok((meta.producer_id, meta.epoch));
@@ -280,7 +476,7 @@ impl Coordinator {
         };
         if meta.epoch >= i16::MAX - 1 {
             // Epochs exhausted: a new producer id, as Kafka does.
-            meta.producer_id = allocate().map_err(|_| Refused::Code(KAFKA_STORAGE_ERROR))?;
+            meta.producer_id = fresh.ok_or(Refused::Code(CONCURRENT_TRANSACTIONS))?;
             meta.epoch = 0;
             meta.last_epoch = -1;
         } else {
@@ -507,14 +703,23 @@ impl Coordinator {
         let key = meta.txn_key();
         meta.hand_backs.push(batch.clone());
         let before = inner.txns.insert(id.clone(), meta);
-        if let Some(j) = inner.journal.as_mut() {
-            if let Err(e) = j.write_hand_back(&id, key, &batch, &inner.txns) {
-                tracing::error!(transactional_id = %id, error = %e, "failed to journal a hand-back");
-                if let Some(before) = before {
-                    inner.txns.insert(id, before);
-                }
-                return Err(KAFKA_STORAGE_ERROR);
+        let written = match &mut inner.sink {
+            Sink::Memory => Ok(()),
+            Sink::File(j) => j
+                .write_hand_back(&id, key, &batch, &inner.txns)
+                .map_err(|e| {
+                    tracing::error!(transactional_id = %id, error = %e, "failed to journal a hand-back");
+                    KAFKA_STORAGE_ERROR
+                }),
+            sink @ Sink::Partition { .. } => {
+                sink.append_entry(&id, store::encode_hand_back(&id, key, &batch))
             }
+        };
+        if let Err(code) = written {
+            if let Some(before) = before {
+                inner.txns.insert(id, before);
+            }
+            return Err(code);
         }
         Ok(())
     }
@@ -557,20 +762,22 @@ impl Coordinator {
             }
             match (meta.phase, commit) {
                 (Phase::CompleteCommit, true) | (Phase::CompleteAbort, false) => return Ok(()),
-                (Phase::PrepareCommit, true) | (Phase::PrepareAbort, false) => {
-                    return Err(Refused::Code(CONCURRENT_TRANSACTIONS))
+                // A retry of an end not carried out yet (a storage error,
+                // a partition without a leader, a new coordinator): carried
+                // out now.
+                (Phase::PrepareCommit, true) | (Phase::PrepareAbort, false) => meta,
+                (Phase::Ongoing, _) => {
+                    meta.phase = if commit {
+                        Phase::PrepareCommit
+                    } else {
+                        Phase::PrepareAbort
+                    };
+                    meta.updated_ms = now_ms;
+                    inner.put(id, meta.clone()).map_err(Refused::Code)?;
+                    meta
                 }
-                (Phase::Ongoing, _) => {}
                 _ => return Err(Refused::Code(INVALID_TXN_STATE)),
             }
-            meta.phase = if commit {
-                Phase::PrepareCommit
-            } else {
-                Phase::PrepareAbort
-            };
-            meta.updated_ms = now_ms;
-            inner.put(id, meta.clone()).map_err(Refused::Code)?;
-            meta
         };
         self.complete(p, id, meta, now_ms)
             .await
@@ -637,7 +844,16 @@ impl Coordinator {
         if !self.completing.lock().insert(id.to_string()) {
             return Err(CONCURRENT_TRANSACTIONS);
         }
-        let r = self.write_markers(p, id, &meta, now_ms).await;
+        // The decision is held by the replicas before any marker is
+        // written (in a cluster), and the end before it is answered.
+        let r = match self.settle().await {
+            Ok(()) => self.write_markers(p, id, &meta, now_ms).await,
+            Err(code) => Err(code),
+        };
+        let r = match r {
+            Ok(()) => self.settle().await,
+            Err(code) => Err(code),
+        };
         self.completing.lock().remove(id);
         r
     }
@@ -656,7 +872,28 @@ impl Coordinator {
             Marker::Abort
         };
         let mut written = Vec::new();
-        for (topic, partition) in &meta.partitions {
+        let batch = crate::log::txn::marker_batch(
+            meta.producer_id,
+            meta.epoch,
+            marker,
+            self.coordinator_epoch,
+            now_ms,
+        );
+        let partitions: Vec<(String, i32)> = meta.partitions.iter().cloned().collect();
+        let remote = match p.send_markers(partitions, bytes::Bytes::from(batch)) {
+            // A cluster: every partition gets the marker, through its
+            // leader (a partition where the producer wrote nothing keeps
+            // a marker that ends nothing, as in Kafka).
+            Some(sent) => {
+                if let Err(e) = sent.await {
+                    tracing::warn!(transactional_id = id, error = %e, "a transaction marker is not written yet");
+                    return Err(COORDINATOR_NOT_AVAILABLE);
+                }
+                true
+            }
+            None => false,
+        };
+        for (topic, partition) in meta.partitions.iter().filter(|_| !remote) {
             let Some(log) = p.partition(topic, *partition) else {
                 continue;
             };
@@ -667,7 +904,7 @@ impl Coordinator {
                 meta.producer_id,
                 meta.epoch,
                 marker,
-                COORDINATOR_EPOCH,
+                self.coordinator_epoch,
                 now_ms,
             ) {
                 Ok(info) => written.push((log, info.last_offset + 1)),
@@ -701,7 +938,7 @@ impl Coordinator {
                     })
                 })
                 .collect();
-            if let Err(e) = p.commit_offsets(changes) {
+            if let Err(e) = p.commit_offsets(changes).await {
                 tracing::error!(transactional_id = id, error = %e, "failed to commit a transaction's offsets");
                 return Err(KAFKA_STORAGE_ERROR);
             }
@@ -833,9 +1070,13 @@ impl Coordinator {
                     continue;
                 }
                 tracing::warn!(transactional_id = %id, topic, partition, "writing a transaction marker lost in a crash");
-                if let Err(e) =
-                    log.append_marker(m.producer_id, m.epoch, marker, COORDINATOR_EPOCH, now_ms)
-                {
+                if let Err(e) = log.append_marker(
+                    m.producer_id,
+                    m.epoch,
+                    marker,
+                    self.coordinator_epoch,
+                    now_ms,
+                ) {
                     tracing::error!(transactional_id = %id, error = %e, "failed to write a transaction marker");
                 }
             }
@@ -856,6 +1097,17 @@ impl Coordinator {
             .map(|(id, m)| (id.clone(), m.producer_id, m.phase))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Open (or deciding) transactions of every coordinator in `all`,
+    /// oldest first.
+    pub fn open_in(all: &[Arc<Coordinator>], now_ms: i64) -> Vec<OpenTxn> {
+        let mut out: Vec<OpenTxn> = all
+            .iter()
+            .flat_map(|c| c.open_transactions(now_ms))
+            .collect();
+        out.sort_by_key(|t| std::cmp::Reverse(t.age_ms));
         out
     }
 
@@ -897,7 +1149,7 @@ impl Coordinator {
 
     /// fsync the journal (shutdown).
     pub fn flush(&self) {
-        if let Some(j) = &self.inner.read().journal {
+        if let Sink::File(j) = &self.inner.read().sink {
             j.flush();
         }
     }

@@ -326,6 +326,17 @@ fn keeps_hand_backs(m: &TxnMeta) -> bool {
     !m.handed_back && matches!(m.phase, Phase::Ongoing | Phase::PrepareCommit)
 }
 
+/// Applies the framed entries in `bytes` (a record of the
+/// `__transaction_state` partition, in a cluster) to `state`.
+pub fn replay_framed(state: &mut HashMap<String, TxnMeta>, bytes: &[u8]) {
+    for (_, payload) in framed::Frames::new(bytes, MAX_ENTRY_BYTES) {
+        match decode(payload) {
+            Some(entry) => replay(state, entry),
+            None => break,
+        }
+    }
+}
+
 /// Applies one replayed entry.
 fn replay(state: &mut HashMap<String, TxnMeta>, entry: Entry) {
     match entry {

@@ -40,9 +40,12 @@ impl Participants for Parts {
     fn sync_markers(&self) -> bool {
         true
     }
-    fn commit_offsets(&self, changes: Vec<Change>) -> Result<(), LogError> {
+    fn commit_offsets(
+        &self,
+        changes: Vec<Change>,
+    ) -> futures::future::BoxFuture<'_, Result<(), String>> {
         self.committed.lock().extend(changes);
-        Ok(())
+        Box::pin(std::future::ready(Ok(())))
     }
     fn hand_back(&self, batch: &HeldBatch) -> Result<(), String> {
         self.handed_back.lock().push(batch.clone());
@@ -75,11 +78,11 @@ fn known(_: &str, _: i32) -> bool {
     true
 }
 
-fn pids() -> impl FnMut() -> Result<i64, LogError> {
+fn pids() -> impl FnMut() -> std::future::Ready<Result<i64, i16>> {
     let mut next = 1000;
     move || {
         next += 1;
-        Ok(next)
+        std::future::ready(Ok(next))
     }
 }
 
@@ -90,7 +93,7 @@ async fn a_new_producer_fences_the_old_and_aborts_its_transaction() {
     let c = coordinator(&dir.path().join("c"));
     let mut alloc = pids();
     let (pid, e0) = c
-        .init_producer_id(&parts, "t", 60_000, None, &mut alloc, 0)
+        .init_producer_id(&parts, "t", 60_000, None, alloc(), 0)
         .await
         .expect("init");
     assert_eq!(e0, 0);
@@ -105,7 +108,7 @@ async fn a_new_producer_fences_the_old_and_aborts_its_transaction() {
     // Not added: refused.
     assert_eq!(c.with_open(pid, e0, "b", 0, || ()), Err(INVALID_TXN_STATE));
     let (pid2, e1) = c
-        .init_producer_id(&parts, "t", 60_000, None, &mut alloc, 2)
+        .init_producer_id(&parts, "t", 60_000, None, alloc(), 2)
         .await
         .expect("init again");
     assert_eq!(pid2, pid);
@@ -130,7 +133,7 @@ async fn a_new_producer_fences_the_old_and_aborts_its_transaction() {
     ));
     // KIP-360: a producer that knows a different epoch is fenced.
     assert_eq!(
-        c.init_producer_id(&parts, "t", 60_000, Some((pid, 77)), &mut alloc, 4)
+        c.init_producer_id(&parts, "t", 60_000, Some((pid, 77)), alloc(), 4)
             .await,
         Err(Refused::Fenced)
     );
@@ -143,7 +146,7 @@ async fn commit_writes_markers_and_the_offsets_abort_drops_them() {
     let c = coordinator(&dir.path().join("c"));
     let mut alloc = pids();
     let (pid, e) = c
-        .init_producer_id(&parts, "t", 60_000, None, &mut alloc, 0)
+        .init_producer_id(&parts, "t", 60_000, None, alloc(), 0)
         .await
         .expect("init");
     for (round, commit) in [(0, false), (1, true)] {
@@ -197,7 +200,7 @@ async fn a_timed_out_transaction_is_aborted_and_its_producer_fenced() {
     let c = coordinator(&dir.path().join("c"));
     let mut alloc = pids();
     let (pid, e) = c
-        .init_producer_id(&parts, "t", 1_000, None, &mut alloc, 0)
+        .init_producer_id(&parts, "t", 1_000, None, alloc(), 0)
         .await
         .expect("init");
     c.add_partitions("t", pid, e, &[("a".into(), 0)], known, 10);
@@ -221,13 +224,13 @@ async fn a_timed_out_transaction_is_aborted_and_its_producer_fenced() {
     );
     // The fenced producer may ask for a new epoch with its old one (KIP-360).
     let (pid2, e2) = c
-        .init_producer_id(&parts, "t", 1_000, Some((pid, e)), &mut alloc, 2_002)
+        .init_producer_id(&parts, "t", 1_000, Some((pid, e)), alloc(), 2_002)
         .await
         .expect("re-init");
     assert_eq!(pid2, pid);
     assert!(e2 > e + 1);
     assert_eq!(
-        c.init_producer_id(&parts, "t", 1_000_000, None, &mut alloc, 2_003)
+        c.init_producer_id(&parts, "t", 1_000_000, None, alloc(), 2_003)
             .await,
         Err(Refused::Code(INVALID_TRANSACTION_TIMEOUT))
     );
@@ -242,7 +245,7 @@ async fn a_decision_in_the_journal_is_carried_out_after_a_restart() {
         let c = coordinator(&cdir);
         let mut alloc = pids();
         let (pid, e) = c
-            .init_producer_id(&parts, "t", 60_000, None, &mut alloc, 0)
+            .init_producer_id(&parts, "t", 60_000, None, alloc(), 0)
             .await
             .expect("init");
         c.add_partitions("t", pid, e, &[("a".into(), 0)], known, 1);
@@ -310,7 +313,7 @@ async fn hand_backs_are_passed_on_when_their_transaction_commits_and_survive_a_r
         let c = coordinator(&cdir);
         let mut alloc = pids();
         let (pid, e) = c
-            .init_producer_id(&parts, "t", 60_000, None, &mut alloc, 0)
+            .init_producer_id(&parts, "t", 60_000, None, alloc(), 0)
             .await
             .expect("init");
         // Not added to the transaction: refused.
@@ -354,11 +357,11 @@ async fn an_idle_transactional_id_is_forgotten_and_its_forgetting_journaled() {
     let mut alloc = pids();
     let c = coordinator(&cdir);
     let (pid, _) = c
-        .init_producer_id(&parts, "idle", 60_000, None, &mut alloc, 0)
+        .init_producer_id(&parts, "idle", 60_000, None, alloc(), 0)
         .await
         .expect("init");
     let (pid2, e2) = c
-        .init_producer_id(&parts, "open", 60_000, None, &mut alloc, 0)
+        .init_producer_id(&parts, "open", 60_000, None, alloc(), 0)
         .await
         .expect("init");
     c.add_partitions("open", pid2, e2, &[("a".into(), 0)], known, 0);
@@ -374,7 +377,7 @@ async fn an_idle_transactional_id_is_forgotten_and_its_forgetting_journaled() {
         "the forgetting survives a restart"
     );
     let (again, epoch) = c
-        .init_producer_id(&parts, "idle", 60_000, None, &mut alloc, 1_000_002)
+        .init_producer_id(&parts, "idle", 60_000, None, alloc(), 1_000_002)
         .await
         .expect("init again");
     assert_ne!(again, pid, "a forgotten id gets a new producer id");

@@ -2,8 +2,8 @@
 //! preferred election hands a partition back to its first replica once it
 //! is in sync again, an unclean one brings an offline partition back on a
 //! live replica that was out of sync), InitProducerId while the quorum
-//! has no majority, and the answers to transactional producers (a cluster
-//! has no transaction coordinator yet).
+//! has no majority, and a transactional id's coordinator found and
+//! answering.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -245,7 +245,7 @@ fn without_a_majority_init_producer_id_asks_the_producer_to_retry() {
 }
 
 #[test]
-fn a_cluster_answers_transactional_producers_that_it_has_no_coordinator() {
+fn a_cluster_finds_the_coordinator_of_a_transactional_id_and_it_hands_out_an_epoch() {
     // One voter is a cluster too, and starts fewer processes beside the
     // other tests.
     let c = TestCluster::start(1);
@@ -254,13 +254,41 @@ fn a_cluster_answers_transactional_producers_that_it_has_no_coordinator() {
     let find = FindCoordinatorRequest::default()
         .with_key(StrBytes::from_static_str("t"))
         .with_key_type(1);
-    let r: FindCoordinatorResponse = call(addr, ApiKey::FindCoordinator, 3, &find);
-    assert_eq!(r.error_code, 15, "COORDINATOR_NOT_AVAILABLE");
     let init = InitProducerIdRequest::default()
         .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("t"))))
         .with_transaction_timeout_ms(60_000)
         .with_producer_id((-1).into())
         .with_producer_epoch(-1);
-    let r: InitProducerIdResponse = call(addr, ApiKey::InitProducerId, 4, &init);
-    assert_eq!(r.error_code, 16, "NOT_COORDINATOR");
+    // `__transaction_state` is made at the first ask.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r: FindCoordinatorResponse = call(addr, ApiKey::FindCoordinator, 3, &find);
+        if r.error_code == 0 {
+            assert_eq!(r.node_id.0, 1);
+            break;
+        }
+        assert_eq!(
+            r.error_code, 15,
+            "COORDINATOR_NOT_AVAILABLE until it is made"
+        );
+        assert!(std::time::Instant::now() < deadline, "no coordinator");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut epochs = Vec::new();
+    while epochs.len() < 2 {
+        let r: InitProducerIdResponse = call(addr, ApiKey::InitProducerId, 4, &init);
+        match r.error_code {
+            0 => epochs.push((r.producer_id.0, r.producer_epoch)),
+            // The partition's leader is still loading it.
+            14..=16 => std::thread::sleep(Duration::from_millis(200)),
+            e => panic!("InitProducerId: {e}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "no producer id");
+    }
+    assert_eq!(epochs[0].0, epochs[1].0, "the same producer id");
+    assert_eq!(
+        epochs[1].1,
+        epochs[0].1 + 1,
+        "a new producer gets the next epoch"
+    );
 }

@@ -8,6 +8,7 @@ mod bad_input;
 mod cluster;
 mod cluster_admin;
 mod cluster_security;
+mod cluster_txns;
 mod common;
 mod compaction;
 mod crash;

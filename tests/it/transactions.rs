@@ -14,13 +14,13 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::common::*;
 
-const T: Duration = Duration::from_secs(30);
+pub(crate) const T: Duration = Duration::from_secs(30);
 
-fn rt() -> tokio::runtime::Runtime {
+pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().unwrap()
 }
 
-fn txn_producer(
+pub(crate) fn txn_producer(
     bootstrap: &str,
     id: &str,
     extra: &[(&str, &str)],
@@ -35,7 +35,12 @@ fn txn_producer(
     p
 }
 
-fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &str, value: &str) {
+pub(crate) fn send(
+    p: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    key: &str,
+    value: &str,
+) {
     let mut rec = BaseRecord::to(topic).key(key).payload(value);
     loop {
         match p.send(rec) {
@@ -71,7 +76,7 @@ fn reader(bootstrap: &str, committed: bool) -> BaseConsumer {
 
 /// Values read from every partition of `topic` until `quiet` passes with
 /// nothing new (or `expected` arrived and `quiet` passed again).
-fn values(
+pub(crate) fn values(
     bootstrap: &str,
     topic: &str,
     partitions: i32,

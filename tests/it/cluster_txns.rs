@@ -1,0 +1,181 @@
+//! Transactions in a cluster of three broker processes: the coordinator is
+//! the leader of the id's `__transaction_state` partition, markers go to
+//! each partition's leader, offsets sent to a transaction are stored by the
+//! group's coordinator when it commits, and a transaction open when its
+//! coordinator is killed -9 is committed through the next one.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::Producer;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::bad_input::call;
+use crate::cluster::TestCluster;
+use crate::common::*;
+use crate::transactions::{rt, send, txn_producer, values, T};
+
+async fn create_replicated(bootstrap: &str, name: &str, partitions: i32) {
+    let t =
+        rdkafka::admin::NewTopic::new(name, partitions, rdkafka::admin::TopicReplication::Fixed(3));
+    for r in admin(bootstrap)
+        .create_topics([&t], &rdkafka::admin::AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+}
+
+/// The node (0-based) that coordinates transactional id `id`, asked of
+/// the broker at `port`.
+fn coordinator_of(port: u16, id: &str) -> usize {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let find = FindCoordinatorRequest::default()
+        .with_key(StrBytes::from_string(id.to_string()))
+        .with_key_type(1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r: FindCoordinatorResponse = call(addr, ApiKey::FindCoordinator, 3, &find);
+        if r.error_code == 0 {
+            return usize::try_from(r.node_id.0 - 1).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no coordinator: {}",
+            r.error_code
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_transaction_commits_through_the_next_coordinator_after_a_kill_9() {
+    let mut c = TestCluster::start_with(3, &["--offsets-topic-num-partitions", "3"]);
+    c.agreed(&[0, 1, 2], None, Duration::from_secs(30));
+    let bs = c.bootstrap();
+    rt().block_on(create_replicated(&bs, "ctx", 3));
+    let p = txn_producer(&bs, "t-cluster", &[]);
+    for (round, commit) in [(0, true), (1, false)] {
+        p.begin_transaction().unwrap();
+        for i in 0..30 {
+            send(&p, "ctx", &format!("k{i}"), &format!("r{round}-{i}"));
+        }
+        if commit {
+            p.commit_transaction(T).unwrap();
+        } else {
+            p.flush(T).unwrap();
+            p.abort_transaction(T).unwrap();
+        }
+    }
+    // A transaction open, in flight to every partition, when its
+    // coordinator dies.
+    p.begin_transaction().unwrap();
+    for i in 0..30 {
+        send(&p, "ctx", &format!("k{i}"), &format!("r2-{i}"));
+    }
+    p.flush(T).unwrap();
+    let dead = coordinator_of(c.ports[0].0, "t-cluster");
+    c.kill9(dead);
+    p.commit_transaction(Duration::from_secs(60))
+        .expect("committed through the next coordinator");
+    let live = c.bootstrap_without(dead as i32 + 1);
+    let committed = values(&live, "ctx", 3, true, Duration::from_secs(3));
+    let want: HashSet<String> = (0..30)
+        .flat_map(|i| [format!("r0-{i}"), format!("r2-{i}")])
+        .collect();
+    assert_eq!(committed.len(), 60, "{committed:?}");
+    assert_eq!(committed.into_iter().collect::<HashSet<_>>(), want);
+    let all = values(&live, "ctx", 3, false, Duration::from_secs(2));
+    assert_eq!(
+        all.len(),
+        90,
+        "read_uncommitted reads the aborted round too"
+    );
+    // The next transaction of the same producer commits too.
+    p.begin_transaction().unwrap();
+    send(&p, "ctx", "k", "r3");
+    p.commit_transaction(T).unwrap();
+    let committed = values(&live, "ctx", 3, true, Duration::from_secs(2));
+    assert_eq!(committed.len(), 61);
+}
+
+#[test]
+fn offsets_sent_to_a_transaction_commit_at_the_groups_coordinator() {
+    let c = TestCluster::start_with(3, &["--offsets-topic-num-partitions", "3"]);
+    c.agreed(&[0, 1, 2], None, Duration::from_secs(30));
+    let bs = c.bootstrap();
+    rt().block_on(async {
+        create_replicated(&bs, "ceos-in", 1).await;
+        create_replicated(&bs, "ceos-out", 1).await;
+    });
+    let seed = txn_producer(&bs, "t-cseed", &[]);
+    seed.begin_transaction().unwrap();
+    for i in 0..20 {
+        send(&seed, "ceos-in", "k", &format!("in-{i}"));
+    }
+    seed.commit_transaction(T).unwrap();
+    let consumer: BaseConsumer = client_config(&bs)
+        .set("group.id", "ceos-group")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["ceos-in"]).unwrap();
+    let p = txn_producer(&bs, "t-ceos", &[]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut seen = 0;
+    let mut round = 0;
+    while seen < 20 && Instant::now() < deadline {
+        let mut batch = Vec::new();
+        while batch.len() < 10 && Instant::now() < deadline {
+            if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+                let m = m.unwrap();
+                batch.push((
+                    m.offset(),
+                    String::from_utf8_lossy(m.payload().unwrap()).into_owned(),
+                ));
+            }
+        }
+        p.begin_transaction().unwrap();
+        for (_, v) in &batch {
+            send(&p, "ceos-out", "k", &v.replace("in", "out"));
+        }
+        let next = batch.last().unwrap().0 + 1;
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset("ceos-in", 0, Offset::Offset(next))
+            .unwrap();
+        let meta = consumer.group_metadata().unwrap();
+        p.send_offsets_to_transaction(&offsets, &meta, T).unwrap();
+        if round == 1 {
+            p.abort_transaction(T).unwrap();
+            let committed = consumer.committed(T).unwrap();
+            let at = committed.find_partition("ceos-in", 0).unwrap().offset();
+            assert_eq!(
+                at,
+                Offset::Offset(10),
+                "the aborted round's offsets did not commit"
+            );
+            consumer.seek("ceos-in", 0, at, T).unwrap();
+        } else {
+            p.commit_transaction(T).unwrap();
+            seen += batch.len();
+        }
+        round += 1;
+    }
+    let out = values(&bs, "ceos-out", 1, true, Duration::from_secs(2));
+    let want: Vec<String> = (0..20).map(|i| format!("out-{i}")).collect();
+    assert_eq!(out, want, "every input exactly once, in order");
+    let committed = consumer.committed(T).unwrap();
+    assert_eq!(
+        committed.find_partition("ceos-in", 0).unwrap().offset(),
+        Offset::Offset(20)
+    );
+}
