@@ -131,16 +131,19 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/weir-rdkafka.XXXXXX")"
 mkdir -p "$WORK/kafka/bin"
 printf '#!/bin/sh\nexec python3 %q "$@"\n' "$COMPAT/librdkafka/kafka_topics.py" >"$WORK/kafka/bin/kafka-topics.sh"
 chmod +x "$WORK/kafka/bin/kafka-topics.sh"
-BROKER_PID=""
+BROKER_PIDS=()
 RUN_PID=""
 stop_broker() {
-  if [ -n "$BROKER_PID" ] && kill -0 "$BROKER_PID" 2>/dev/null; then
-    kill -TERM "$BROKER_PID" 2>/dev/null
-    for _ in $(seq 1 50); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$BROKER_PID" 2>/dev/null
-    wait "$BROKER_PID" 2>/dev/null
-  fi
-  BROKER_PID=""
+  local pid
+  for pid in "${BROKER_PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null
+  done
+  for pid in "${BROKER_PIDS[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+  done
+  BROKER_PIDS=()
 }
 cleanup() {
   if [ -n "$RUN_PID" ] && kill -0 "$RUN_PID" 2>/dev/null; then
@@ -154,10 +157,10 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 free_ports() {
-  python3 - <<'EOF'
-import socket
+  python3 - "${1:-2}" <<'EOF'
+import socket, sys
 socks = []
-for _ in range(2):
+for _ in range(int(sys.argv[1])):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -175,15 +178,46 @@ start_broker() {
     --http-listen "127.0.0.1:$hport" --data-dir "$WORK/data" --log-format text \
     --group-initial-rebalance-delay-ms 500 --auto-create-topics "$autocreate" --default-partitions "$partitions" \
     >"$LOGS/$name.broker.log" 2>&1 </dev/null &
-  BROKER_PID=$!
+  BROKER_PIDS=($!)
   local deadline=$((SECONDS + 30))
   while [ "$SECONDS" -lt "$deadline" ]; do
-    kill -0 "$BROKER_PID" 2>/dev/null || { BROKER_PID=""; return 1; }
+    kill -0 "${BROKER_PIDS[0]}" 2>/dev/null || { BROKER_PIDS=(); return 1; }
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       BOOTSTRAP="127.0.0.1:$port"
       return 0
     fi
     sleep 0.1
+  done
+  return 1
+}
+
+# start_cluster NAME PARTITIONS: three brokers on loopback, each with its own
+# data dir, in one metadata quorum (the suite's trivup clusters have three);
+# ready once every node names the same controller and knows all three.
+start_cluster() {
+  local name="$1" partitions="$2" ports i voters="" kafka=() http=()
+  read -r -a ports <<<"$(free_ports 9)" || return 1
+  for i in 0 1 2; do
+    kafka+=("${ports[$((i * 3))]}"); http+=("${ports[$((i * 3 + 1))]}")
+    voters="${voters:+$voters,}$((i + 1))@127.0.0.1:${ports[$((i * 3 + 2))]}"
+  done
+  BROKER_PIDS=()
+  for i in 0 1 2; do
+    rm -rf "$WORK/data$i"
+    "$bin" --node-id "$((i + 1))" --controller-quorum-voters "$voters" \
+      --listen "127.0.0.1:${kafka[$i]}" --advertised-listener "127.0.0.1:${kafka[$i]}" \
+      --http-listen "127.0.0.1:${http[$i]}" --data-dir "$WORK/data$i" --log-format text \
+      --group-initial-rebalance-delay-ms 500 --default-partitions "$partitions" \
+      --default-replication-factor 3 \
+      >"$LOGS/$name.broker$((i + 1)).log" 2>&1 </dev/null &
+    BROKER_PIDS+=($!)
+  done
+  BOOTSTRAP="127.0.0.1:${kafka[0]},127.0.0.1:${kafka[1]},127.0.0.1:${kafka[2]}"
+  local deadline=$((SECONDS + 60))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    for i in 0 1 2; do kill -0 "${BROKER_PIDS[$i]}" 2>/dev/null || return 1; done
+    if python3 "$COMPAT/librdkafka/cluster_ready.py" "${http[@]}"; then return 0; fi
+    sleep 0.2
   done
   return 1
 }
@@ -197,6 +231,9 @@ start_broker() {
 #   MODE broker           every part, against weir (default scenario)
 #   MODE broker:SCENARIO  the parts of that trivup scenario (noautocreate: the
 #                         broker is started with --auto-create-topics false)
+#   MODE cluster          every part, against three weir brokers in one
+#                         cluster (tests that create topics with replication
+#                         factor 3)
 #   MODE skip             left out; the comment says why
 ENTRIES=()
 while IFS= read -r line; do
@@ -235,19 +272,26 @@ for e in "${ENTRIES[@]}"; do
   scenario=default; args=("${QFLAG[@]}"); autocreate=true
   case "$mode" in
     local) args+=(-l) ;;
-    broker) ;;
+    broker|cluster) ;;
     broker:*) scenario="${mode#broker:}"; args+=(-s "$scenario")
               [ "$scenario" = noautocreate ] && autocreate=false ;;
     *) die "allow-list: unknown mode '$mode' for $num" ;;
   esac
   name="$num"; [ "$scenario" != default ] && name="$name-$scenario"
+  [ "$mode" = cluster ] && name="$name-cluster"
   [ -n "$subtests" ] && name="$name-$subtests"
   log="$LOGS/$name.log"
   # The suite's scenarios (tests/scenarios/*.json, trivup cluster settings)
   # give auto-created topics 4 partitions; several tests rely on it.
   partitions="$(grep -o '"num_partitions": *[0-9]*' "$TESTS_DIR/scenarios/$scenario.json" 2>/dev/null | grep -o '[0-9]*$')"
 
-  if ! start_broker "$name" "$autocreate" "${partitions:-4}"; then
+  if [ "$mode" = cluster ]; then
+    if ! start_cluster "$name" "${partitions:-4}"; then
+      stop_broker
+      echo "FAIL $name (the cluster did not start: see compat/logs/librdkafka/$name.broker*.log)"
+      failed=$((failed + 1)); continue
+    fi
+  elif ! start_broker "$name" "$autocreate" "${partitions:-4}"; then
     echo "FAIL $name (the broker did not start: see compat/logs/librdkafka/$name.broker.log)"
     failed=$((failed + 1)); continue
   fi
@@ -304,6 +348,7 @@ for e in "${ENTRIES[@]}"; do
       *) failed=$((failed + 1)); tag=FAIL ;;
     esac
     [ "$scenario" != default ] && sub="$sub ($scenario)"
+    [ "$mode" = cluster ] && sub="$sub (cluster)"
     [ -n "$subtests" ] && sub="$sub [$subtests]"
     line="$tag $sub"
     [ "$tag" = SKIP ] && [ -n "$reason" ] && line="$line: $reason"

@@ -1,8 +1,10 @@
 //! Transactions in a cluster of three broker processes: the coordinator is
 //! the leader of the id's `__transaction_state` partition, markers go to
 //! each partition's leader, offsets sent to a transaction are stored by the
-//! group's coordinator when it commits, and a transaction open when its
-//! coordinator is killed -9 is committed through the next one.
+//! group's coordinator when it commits, a transaction open when its
+//! coordinator is killed -9 is committed through the next one, and an
+//! exactly-once loop goes on through such a kill with every input in its
+//! output once.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -178,4 +180,136 @@ fn offsets_sent_to_a_transaction_commit_at_the_groups_coordinator() {
         committed.find_partition("ceos-in", 0).unwrap().offset(),
         Offset::Offset(20)
     );
+}
+
+/// Rewinds `consumer` to its group's committed offsets (after an abort).
+fn rewind(consumer: &BaseConsumer) {
+    let Ok(assigned) = consumer.assignment() else {
+        return;
+    };
+    let Ok(committed) = consumer.committed_offsets(assigned, T) else {
+        return;
+    };
+    for e in committed.elements() {
+        let at = match e.offset() {
+            Offset::Offset(o) => Offset::Offset(o),
+            _ => Offset::Beginning,
+        };
+        let _ = consumer.seek(e.topic(), e.partition(), at, T);
+    }
+}
+
+#[test]
+fn an_exactly_once_loop_survives_its_transaction_coordinator_killed_9() {
+    const N: usize = 600;
+    let mut c = TestCluster::start_with(3, &["--offsets-topic-num-partitions", "3"]);
+    c.agreed(&[0, 1, 2], None, Duration::from_secs(30));
+    let bs = c.bootstrap();
+    rt().block_on(async {
+        create_replicated(&bs, "x-in", 3).await;
+        create_replicated(&bs, "x-out", 3).await;
+    });
+    let seed = txn_producer(&bs, "t-xseed", &[]);
+    seed.begin_transaction().unwrap();
+    for i in 0..N {
+        send(&seed, "x-in", &format!("k{i}"), &format!("in-{i}"));
+    }
+    seed.commit_transaction(T).unwrap();
+    drop(seed);
+
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let looper = {
+        let (bs, done, stop) = (bs.clone(), done.clone(), stop.clone());
+        std::thread::spawn(move || {
+            use std::sync::atomic::Ordering::SeqCst;
+            let consumer: BaseConsumer = client_config(&bs)
+                .set("group.id", "x-group")
+                .set("enable.auto.commit", "false")
+                .set("isolation.level", "read_committed")
+                .set("auto.offset.reset", "earliest")
+                .create()
+                .unwrap();
+            consumer.subscribe(&["x-in"]).unwrap();
+            let p = txn_producer(&bs, "t-xloop", &[("transaction.timeout.ms", "20000")]);
+            let (mut aborted, mut committed) = (0, 0);
+            while !stop.load(SeqCst) {
+                let mut batch = Vec::new();
+                while batch.len() < 20 {
+                    match consumer.poll(Duration::from_millis(200)) {
+                        Some(Ok(m)) => batch.push((
+                            m.partition(),
+                            m.offset(),
+                            String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                        )),
+                        Some(Err(_)) | None => break,
+                    }
+                }
+                if batch.is_empty() {
+                    continue;
+                }
+                let ended = (|| -> Result<(), rdkafka::error::KafkaError> {
+                    p.begin_transaction()?;
+                    for (_, _, v) in &batch {
+                        send(&p, "x-out", v, &v.replace("in", "out"));
+                    }
+                    let mut offsets = TopicPartitionList::new();
+                    for (part, off, _) in &batch {
+                        offsets.add_partition_offset("x-in", *part, Offset::Offset(off + 1))?;
+                    }
+                    let meta = consumer.group_metadata().expect("group metadata");
+                    p.send_offsets_to_transaction(&offsets, &meta, Duration::from_secs(60))?;
+                    p.commit_transaction(Duration::from_secs(60))
+                })();
+                match ended {
+                    Ok(()) => {
+                        committed += 1;
+                        done.fetch_add(batch.len(), SeqCst);
+                    }
+                    Err(e) => {
+                        // Abortable: the batch is read again from the
+                        // committed offsets.
+                        aborted += 1;
+                        eprintln!("transaction not committed: {e}");
+                        p.abort_transaction(Duration::from_secs(60))
+                            .expect("an abortable error aborts");
+                        rewind(&consumer);
+                    }
+                }
+            }
+            (committed, aborted)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let wait_for = |n: usize| {
+        while done.load(std::sync::atomic::Ordering::SeqCst) < n {
+            assert!(Instant::now() < deadline, "the loop stalled at {done:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for(N / 4);
+    let dead = coordinator_of(c.ports[0].0, "t-xloop");
+    c.kill9(dead);
+    let at_kill = done.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        at_kill < N,
+        "the loop was still running when its coordinator died"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    c.start_node(dead);
+    wait_for(N);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (committed, aborted) = looper.join().unwrap();
+    eprintln!(
+        "{committed} transactions committed, {aborted} aborted, {at_kill} records done at the kill"
+    );
+    let out = values(&bs, "x-out", 3, true, Duration::from_secs(3));
+    let distinct: HashSet<&String> = out.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        N,
+        "every input reached the output ({committed} transactions, {aborted} aborted)"
+    );
+    assert_eq!(out.len(), N, "and only once");
+    assert_eq!(done.load(std::sync::atomic::Ordering::SeqCst), N);
 }
