@@ -470,10 +470,6 @@ async fn hold_in_transaction(
     records: bytes::Bytes,
     h: &crate::log::batch::BatchHeader,
 ) -> i16 {
-    if broker.cluster.get().is_some() {
-        // The hand-back would wait in a coordinator on another broker.
-        return errors::INVALID_TXN_STATE;
-    }
     let _serial = broker.retries.handback_lock.lock().await;
     match log.check_external(&records) {
         Ok((_, SequenceCheck::Duplicate(_))) => return errors::NONE,
@@ -487,12 +483,14 @@ async fn hold_in_transaction(
         partition,
         records,
     };
-    match broker.txns.hold(h.producer_id, h.producer_epoch, batch) {
-        Ok(()) => {
+    match crate::replication::hold_in_transaction(broker, (h.producer_id, h.producer_epoch), batch)
+        .await
+    {
+        errors::NONE => {
             log.record_external(h);
             errors::NONE
         }
-        Err(code) => code,
+        code => code,
     }
 }
 

@@ -660,25 +660,8 @@ impl crate::txn::Participants for TxnParts<'_> {
         ))
     }
 
-    fn hand_back(&self, b: &crate::txn::HeldBatch) -> Result<(), String> {
-        let broker = self.0;
-        let route = broker
-            .retry_route(&b.topic)
-            .ok_or_else(|| format!("{} is no longer a retry topic", b.topic))?;
-        let out = crate::replication::appender(broker);
-        broker
-            .retries
-            .hand_back(
-                (&broker.topics, out.as_ref()),
-                &route,
-                &b.topic,
-                b.partition,
-                &b.records,
-                broker.config.args.fsync != crate::config::FsyncPolicy::Never,
-                now_ms(),
-            )
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    fn hand_back(&self, b: &crate::txn::HeldBatch) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(std::future::ready(hand_back_now(self.0, b)))
     }
 }
 
@@ -714,12 +697,14 @@ impl crate::txn::Participants for ClusterParts<'_> {
         ))
     }
 
-    fn hand_back(&self, b: &crate::txn::HeldBatch) -> Result<(), String> {
-        // Transactional hand-backs are refused at produce in a cluster.
-        Err(format!(
-            "{}: no transactional hand-backs in a cluster",
-            b.topic
-        ))
+    fn hand_back(&self, b: &crate::txn::HeldBatch) -> BoxFuture<'_, Result<(), String>> {
+        // The cluster's appender waits on other brokers: off the runtime.
+        let (broker, b) = (Arc::clone(self.0), b.clone());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || hand_back_now(&broker, &b))
+                .await
+                .map_err(|e| e.to_string())?
+        })
     }
 
     fn send_markers<'a>(
@@ -750,4 +735,26 @@ impl crate::txn::Participants for ClusterParts<'_> {
                 .map(|_| ())
         }))
     }
+}
+
+/// Passes a committed transaction's hand-back to the retry scheduler (in a
+/// cluster through the leaders of `__retry`, so on a blocking thread).
+fn hand_back_now(broker: &Arc<Broker>, b: &crate::txn::HeldBatch) -> Result<(), String> {
+    let route = broker
+        .retry_route(&b.topic)
+        .ok_or_else(|| format!("{} is no longer a retry topic", b.topic))?;
+    let out = crate::replication::appender(broker);
+    broker
+        .retries
+        .hand_back(
+            (&broker.topics, out.as_ref()),
+            &route,
+            &b.topic,
+            b.partition,
+            &b.records,
+            broker.config.args.fsync != crate::config::FsyncPolicy::Never,
+            now_ms(),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }

@@ -569,6 +569,16 @@ pub enum CoordinatorCall {
         group: String,
         offsets: Vec<OffsetRecord>,
     },
+    /// A transactional hand-back to a retry topic, for whichever
+    /// coordinator on the called broker has the producer id to hold until
+    /// its transaction ends.
+    Hold {
+        producer_id: i64,
+        producer_epoch: i16,
+        topic: String,
+        partition: i32,
+        records: Vec<u8>,
+    },
     /// Which of these partitions' offsets of `group` an open transaction
     /// coordinated on the called broker will commit.
     PendingOffsets {

@@ -12,7 +12,11 @@ use std::sync::Arc;
 use crate::broker::Broker;
 use crate::cluster::{CoordinatorCall, CoordinatorReply, OffsetRecord};
 use crate::group::{Change, Committed};
-use crate::protocol::errors::{COORDINATOR_NOT_AVAILABLE, NONE, NOT_COORDINATOR};
+use crate::protocol::errors::{
+    COORDINATOR_NOT_AVAILABLE, INVALID_PRODUCER_ID_MAPPING, NONE, NOT_COORDINATOR,
+    REQUEST_TIMED_OUT,
+};
+use crate::txn::HeldBatch;
 
 /// One offset of a transaction, as the coordinators keep it.
 pub type TxnOffset = ((String, i32), Committed);
@@ -78,6 +82,20 @@ pub(super) async fn serve(broker: &Arc<Broker>, call: CoordinatorCall) -> Coordi
                 Ok(()) => NONE,
                 Err(code) => code,
             })
+        }
+        CoordinatorCall::Hold {
+            producer_id,
+            producer_epoch,
+            topic,
+            partition,
+            records,
+        } => {
+            let batch = crate::txn::HeldBatch {
+                topic,
+                partition,
+                records: bytes::Bytes::from(records),
+            };
+            CoordinatorReply::Code(hold_here(broker, (producer_id, producer_epoch), batch).await)
         }
         CoordinatorCall::PendingOffsets { group, partitions } => {
             CoordinatorReply::Pending(pending_here(broker, &group, partitions))
@@ -211,6 +229,70 @@ pub async fn commit_offsets_at_coordinators(
         }
     }
     Ok(())
+}
+
+/// Holds a transactional hand-back in the transaction of the coordinator
+/// here that has its producer id (`INVALID_PRODUCER_ID_MAPPING` when none
+/// has).
+async fn hold_here(broker: &Broker, (producer_id, epoch): (i64, i16), batch: HeldBatch) -> i16 {
+    let Some(c) = broker
+        .txn_coordinators()
+        .into_iter()
+        .find(|c| c.knows_producer(producer_id))
+    else {
+        return INVALID_PRODUCER_ID_MAPPING;
+    };
+    match c.hold(producer_id, epoch, batch) {
+        Ok(()) => c.settle().await.err().unwrap_or(NONE),
+        Err(code) => code,
+    }
+}
+
+/// Holds a transactional hand-back to a retry topic until its transaction
+/// ends, in the coordinator that has its producer id: this broker's, or in
+/// a cluster whichever broker's answers for it (the batch names the
+/// producer id only, not its transactional id, so every broker is asked).
+pub async fn hold_in_transaction(broker: &Broker, producer: (i64, i16), batch: HeldBatch) -> i16 {
+    let here = hold_here(broker, producer, batch.clone()).await;
+    let Some(cluster) = broker.cluster.get() else {
+        return here;
+    };
+    if here != INVALID_PRODUCER_ID_MAPPING {
+        return here;
+    }
+    let others: Vec<_> = cluster.with_metadata(|m| {
+        m.brokers
+            .values()
+            .filter(|b| b.id != cluster.node_id() && !b.fenced)
+            .map(|b| b.id)
+            .collect()
+    });
+    let mut unanswered = false;
+    for id in others {
+        let call = CoordinatorCall::Hold {
+            producer_id: producer.0,
+            producer_epoch: producer.1,
+            topic: batch.topic.clone(),
+            partition: batch.partition,
+            records: batch.records.to_vec(),
+        };
+        let answer = match cluster.peer_addr(id) {
+            Some(addr) => cluster.coordinate(&addr, call).await,
+            None => Err(format!("broker {id} has no address")),
+        };
+        match answer {
+            Ok(CoordinatorReply::Code(INVALID_PRODUCER_ID_MAPPING)) => {}
+            Ok(CoordinatorReply::Code(code)) => return code,
+            Ok(CoordinatorReply::Pending(_)) | Err(_) => unanswered = true,
+        }
+    }
+    if unanswered {
+        // The coordinator may be the broker that did not answer: the
+        // producer retries.
+        REQUEST_TIMED_OUT
+    } else {
+        INVALID_PRODUCER_ID_MAPPING
+    }
 }
 
 /// The partitions of `group` whose offsets a transaction open on this

@@ -32,7 +32,9 @@ use crate::replicas::{record_progress, Following, Key, LeaderInner, Leadership, 
 mod appends;
 mod coordinate;
 pub use appends::{append_at_leader, appender, run_retries};
-pub use coordinate::{commit_offsets_at_coordinators, pending_offsets, txn_offsets};
+pub use coordinate::{
+    commit_offsets_at_coordinators, hold_in_transaction, pending_offsets, txn_offsets,
+};
 
 impl Replicas {
     /// Applies the quorum's metadata to this broker.

@@ -59,7 +59,7 @@ pub trait Participants: Sync {
     ///
     /// # Errors
     /// What kept it from being held.
-    fn hand_back(&self, batch: &HeldBatch) -> Result<(), String>;
+    fn hand_back(&self, batch: &HeldBatch) -> futures::future::BoxFuture<'_, Result<(), String>>;
     /// In a cluster: appends the marker `batch` to each partition through
     /// its leader (here or on another broker), each answering once its
     /// in-sync replicas hold it. `None` on a single node, whose markers are
@@ -724,6 +724,11 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Whether a transactional id of this coordinator has `producer_id`.
+    pub fn knows_producer(&self, producer_id: i64) -> bool {
+        self.inner.read().by_pid.contains_key(&producer_id)
+    }
+
     /// EndTxn: commits or aborts the id's transaction. Answers once the
     /// markers are written and the offsets committed; a retry of an end
     /// already made is answered again.
@@ -945,7 +950,7 @@ impl Coordinator {
         }
         if commit && !meta.handed_back && !meta.hand_backs.is_empty() {
             for b in &meta.hand_backs {
-                if let Err(e) = p.hand_back(b) {
+                if let Err(e) = p.hand_back(b).await {
                     tracing::error!(transactional_id = id, topic = %b.topic, error = %e, "failed to hold a committed transaction's hand-back");
                     return Err(KAFKA_STORAGE_ERROR);
                 }

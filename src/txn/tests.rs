@@ -47,9 +47,9 @@ impl Participants for Parts {
         self.committed.lock().extend(changes);
         Box::pin(std::future::ready(Ok(())))
     }
-    fn hand_back(&self, batch: &HeldBatch) -> Result<(), String> {
+    fn hand_back(&self, batch: &HeldBatch) -> futures::future::BoxFuture<'_, Result<(), String>> {
         self.handed_back.lock().push(batch.clone());
-        Ok(())
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 

@@ -313,3 +313,52 @@ fn an_exactly_once_loop_survives_its_transaction_coordinator_killed_9() {
     assert_eq!(out.len(), N, "and only once");
     assert_eq!(done.load(std::sync::atomic::Ordering::SeqCst), N);
 }
+
+#[test]
+fn hand_backs_in_a_cluster_transaction_are_held_only_when_it_commits() {
+    let c = TestCluster::start_with(3, &["--offsets-topic-num-partitions", "3"]);
+    c.agreed(&[0, 1, 2], None, Duration::from_secs(30));
+    let bs = c.bootstrap();
+    rt().block_on(async {
+        let t =
+            rdkafka::admin::NewTopic::new("cjobs", 1, rdkafka::admin::TopicReplication::Fixed(3))
+                .set("retry.max.attempts", "3")
+                .set("retry.backoff.ms", "300");
+        for r in admin(&bs)
+            .create_topics([&t], &rdkafka::admin::AdminOptions::new())
+            .await
+            .unwrap()
+        {
+            r.unwrap();
+        }
+    });
+    // Ids whose coordinators are spread over the brokers: the hand-back
+    // reaches its coordinator from the retry topic's leader, here or not.
+    let ids: Vec<String> = (0..3).map(|i| format!("t-cretry-{i}")).collect();
+    let owners: HashSet<usize> = ids
+        .iter()
+        .map(|id| coordinator_of(c.ports[0].0, id))
+        .collect();
+    for id in &ids {
+        let p = txn_producer(&bs, id, &[]);
+        p.begin_transaction().unwrap();
+        send(&p, "cjobs.retry", "a", &format!("aborted {id}"));
+        p.flush(T).unwrap();
+        p.abort_transaction(T).unwrap();
+        p.begin_transaction().unwrap();
+        send(&p, "cjobs.retry", "c", &format!("committed {id}"));
+        send(&p, "cjobs", "c", &format!("output {id}"));
+        p.commit_transaction(T).unwrap();
+    }
+    // Held in `__retry` at each commit, delivered after the backoff.
+    let want: HashSet<String> = ids.iter().map(|id| format!("committed {id}")).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got = Vec::new();
+    while got.len() < want.len() && Instant::now() < deadline {
+        got = values(&bs, "cjobs.retry", 1, true, Duration::from_secs(2));
+    }
+    assert_eq!(got.len(), 3, "{got:?} (coordinators on nodes {owners:?})");
+    assert_eq!(got.into_iter().collect::<HashSet<_>>(), want);
+    let out = values(&bs, "cjobs", 1, true, Duration::from_secs(1));
+    assert_eq!(out.len(), 3, "{out:?}");
+}
