@@ -48,6 +48,8 @@ pub struct Broker {
     /// In a cluster: the transaction coordinators of the
     /// `__transaction_state` partitions led here.
     pub txn_partitions: crate::txn::partitions::Coordinators,
+    /// Dynamic broker configs (AlterConfigs on the BROKER resource).
+    pub broker_configs: crate::broker_configs::BrokerConfigs,
     pub metrics: Metrics,
     /// ACLs and the check against them.
     pub authorizer: Authorizer,
@@ -154,7 +156,14 @@ impl Broker {
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = marker.exists();
         let started = std::time::Instant::now();
-        let topics = Registry::open_with(&dir, defaults, now_ms(), clean)?;
+        let topics = Registry::open_with(&dir, defaults.clone(), now_ms(), clean)?;
+        // Dynamic broker configs set before, over the flags.
+        let broker_configs = crate::broker_configs::BrokerConfigs::open(
+            &dir,
+            defaults,
+            config.args.default_partitions,
+        )?;
+        broker_configs.apply(&topics);
         if clean {
             std::fs::remove_file(&marker).map_err(dd)?;
             crate::log::sync_dir(&dir)?;
@@ -231,6 +240,7 @@ impl Broker {
             retries,
             txns,
             txn_partitions: crate::txn::partitions::Coordinators::default(),
+            broker_configs,
             metrics: Metrics::default(),
             authorizer,
             users,
@@ -353,7 +363,7 @@ impl Broker {
         }
         match self.topics.create(
             name,
-            self.config.args.default_partitions,
+            self.broker_configs.num_partitions(),
             -1,
             Default::default(),
             now_ms(),
@@ -415,7 +425,7 @@ impl Broker {
                 let shape = match companion {
                     Some(shape) => Some(shape),
                     None if allow && self.config.args.auto_create_topics => Some((
-                        self.config.args.default_partitions,
+                        self.broker_configs.num_partitions(),
                         self.config.args.default_replication_factor,
                     )),
                     None => None,

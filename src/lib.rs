@@ -23,6 +23,7 @@
 pub mod api;
 pub mod backup;
 pub mod broker;
+pub mod broker_configs;
 pub mod clock;
 pub mod cluster;
 pub mod config;

@@ -203,7 +203,7 @@ fn create_topics(
             continue;
         }
         let mut partitions = if t.num_partitions == -1 {
-            broker.config.args.default_partitions
+            broker.broker_configs.num_partitions()
         } else {
             t.num_partitions
         };
@@ -411,7 +411,7 @@ async fn cluster_create_topics(
             continue;
         }
         let partitions = if t.num_partitions == -1 {
-            broker.config.args.default_partitions
+            broker.broker_configs.num_partitions()
         } else {
             t.num_partitions
         };

@@ -37,6 +37,8 @@ const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 /// Kafka's config source codes.
 const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_DYNAMIC_BROKER: i8 = 2;
+const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
@@ -236,7 +238,7 @@ fn broker_configs(broker: &Broker) -> Vec<(&'static str, String, ConfigType)> {
         ("node.id", a.node_id.to_string(), ConfigType::Int),
         (
             "num.partitions",
-            a.default_partitions.to_string(),
+            broker.broker_configs.num_partitions().to_string(),
             ConfigType::Int,
         ),
         (
@@ -251,12 +253,12 @@ fn broker_configs(broker: &Broker) -> Vec<(&'static str, String, ConfigType)> {
         ),
         (
             "log.segment.bytes",
-            a.log_segment_bytes.to_string(),
+            broker.topics.defaults().segment_bytes.to_string(),
             ConfigType::Int,
         ),
         (
             "log.retention.ms",
-            a.log_retention_ms.to_string(),
+            broker.topics.defaults().retention_ms.to_string(),
             ConfigType::Long,
         ),
         ("message.max.bytes", "1048588".to_string(), ConfigType::Int),
@@ -376,22 +378,7 @@ fn describe_configs(
                             .with_error_code(errors::INVALID_REQUEST)
                             .with_error_message(Some(sb(format!("unknown broker '{name}'"))));
                     }
-                    let configs = broker_configs(broker)
-                        .into_iter()
-                        .filter(|(n, _, _)| wanted(n))
-                        .map(|(n, v, kind)| {
-                            let mut c = DescribeConfigsResourceResult::default()
-                                .with_name(sb(n))
-                                .with_value(Some(sb(v)))
-                                .with_read_only(true)
-                                .with_config_source(SOURCE_STATIC_BROKER);
-                            if version >= 3 {
-                                c = c.with_config_type(kind as i8);
-                            }
-                            c
-                        })
-                        .collect();
-                    res.with_configs(configs)
+                    res.with_configs(describe_broker(broker, name.is_empty(), version, &wanted))
                 }
                 other => res
                     .with_error_code(errors::INVALID_REQUEST)
@@ -416,13 +403,6 @@ async fn alter_configs(broker: &Arc<Broker>, req: AlterConfigsRequest) -> AlterC
         let resp = AlterConfigsResourceResponse::default()
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name.clone());
-        if r.resource_type != RESOURCE_TOPIC {
-            responses.push(
-                resp.with_error_code(errors::INVALID_REQUEST)
-                    .with_error_message(Some(sb("only topic configs can be altered"))),
-            );
-            continue;
-        }
         let configs: BTreeMap<String, String> = r
             .configs
             .iter()
@@ -432,13 +412,22 @@ async fn alter_configs(broker: &Arc<Broker>, req: AlterConfigsRequest) -> AlterC
                     .map(|v| (c.name.to_string(), v.to_string()))
             })
             .collect();
-        responses.push(
-            match store_configs(broker, r.resource_name.as_str(), configs, req.validate_only).await
-            {
-                Ok(()) => resp,
-                Err((code, msg)) => resp.with_error_code(code).with_error_message(msg),
-            },
-        );
+        let stored = match r.resource_type {
+            RESOURCE_TOPIC => {
+                store_configs(broker, r.resource_name.as_str(), configs, req.validate_only).await
+            }
+            RESOURCE_BROKER => {
+                alter_broker(broker, r.resource_name.as_str(), configs, req.validate_only)
+            }
+            other => Err((
+                errors::INVALID_REQUEST,
+                Some(sb(format!("resource type {other} is not supported"))),
+            )),
+        };
+        responses.push(match stored {
+            Ok(()) => resp,
+            Err((code, msg)) => resp.with_error_code(code).with_error_message(msg),
+        });
     }
     AlterConfigsResponse::default().with_responses(responses)
 }
@@ -480,7 +469,7 @@ fn merged_configs(
         };
         let value = c.value.as_ref().map(|v| v.to_string());
         let list_op = |configs: &BTreeMap<String, String>| -> Vec<String> {
-            config::effective(configs, broker.topics.defaults(), &name)
+            config::effective(configs, &broker.topics.defaults(), &name)
                 .unwrap_or_default()
                 .split(',')
                 .map(|s| s.trim().to_string())
@@ -529,11 +518,21 @@ async fn incremental_alter_configs(
         let resp = AlterConfigsResourceResponse::default()
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name.clone());
-        let stored = match merged_configs(broker, r) {
-            Ok(configs) => {
-                store_configs(broker, r.resource_name.as_str(), configs, req.validate_only).await
+        let stored = if r.resource_type == RESOURCE_BROKER {
+            match merged_broker_configs(broker, r) {
+                Ok(configs) => {
+                    alter_broker(broker, r.resource_name.as_str(), configs, req.validate_only)
+                }
+                Err((code, msg)) => Err((code, Some(sb(msg)))),
             }
-            Err((code, msg)) => Err((code, Some(sb(msg)))),
+        } else {
+            match merged_configs(broker, r) {
+                Ok(configs) => {
+                    store_configs(broker, r.resource_name.as_str(), configs, req.validate_only)
+                        .await
+                }
+                Err((code, msg)) => Err((code, Some(sb(msg)))),
+            }
         };
         responses.push(match stored {
             Ok(()) => resp,
@@ -593,6 +592,147 @@ async fn store_configs(
         broker.internal_topic(crate::retry::journal::TOPIC);
     }
     Ok(())
+}
+
+/// DescribeConfigs of the broker resource: every broker config (`""`, the
+/// default broker resource: only the dynamic ones set), dynamic ones
+/// writable.
+fn describe_broker(
+    broker: &Broker,
+    default_resource: bool,
+    version: i16,
+    wanted: &dyn Fn(&str) -> bool,
+) -> Vec<DescribeConfigsResourceResult> {
+    let set = broker.broker_configs.set();
+    let dynamic_source = if default_resource {
+        SOURCE_DYNAMIC_DEFAULT_BROKER
+    } else {
+        SOURCE_DYNAMIC_BROKER
+    };
+    let mut rows: Vec<(String, String, i8, bool, i8)> = Vec::new();
+    if !default_resource {
+        for (n, v, kind) in broker_configs(broker) {
+            let dynamic = crate::broker_configs::dynamic(n).is_some();
+            let source = if set.contains_key(n) {
+                dynamic_source
+            } else {
+                SOURCE_STATIC_BROKER
+            };
+            rows.push((n.to_string(), v, source, !dynamic, kind as i8));
+        }
+    }
+    for d in crate::broker_configs::DYNAMIC {
+        if rows.iter().any(|r| r.0 == d.name) {
+            continue;
+        }
+        match set.get(d.name) {
+            Some(v) => rows.push((d.name.to_string(), v.clone(), dynamic_source, false, d.kind)),
+            None if default_resource => {}
+            None => rows.push((
+                d.name.to_string(),
+                String::new(),
+                SOURCE_DEFAULT,
+                false,
+                d.kind,
+            )),
+        }
+    }
+    if default_resource {
+        rows.retain(|r| set.contains_key(&r.0));
+    }
+    rows.into_iter()
+        .filter(|r| wanted(&r.0))
+        .map(|(n, v, source, read_only, kind)| {
+            let value = if v.is_empty() && source == SOURCE_DEFAULT {
+                None
+            } else {
+                Some(sb(v))
+            };
+            let mut c = DescribeConfigsResourceResult::default()
+                .with_name(sb(n))
+                .with_value(value)
+                .with_read_only(read_only)
+                .with_config_source(source);
+            if version >= 3 {
+                c = c.with_config_type(kind);
+            }
+            c
+        })
+        .collect()
+}
+
+/// The dynamic configs of the broker resource after an
+/// IncrementalAlterConfigs' operations (SET and DELETE: none of them is a
+/// list).
+fn merged_broker_configs(
+    broker: &Broker,
+    r: &kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource,
+) -> Result<BTreeMap<String, String>, (i16, String)> {
+    let mut configs = broker.broker_configs.set();
+    for c in &r.configs {
+        let name = c.name.to_string();
+        match (c.config_operation, c.value.as_ref()) {
+            (0, Some(v)) => {
+                configs.insert(name, v.to_string());
+            }
+            (1, _) => {
+                configs.remove(&name);
+            }
+            (0, None) => {
+                return Err((errors::INVALID_CONFIG, format!("{name}: SET needs a value")))
+            }
+            (2 | 3, _) => {
+                return Err((
+                    errors::INVALID_CONFIG,
+                    format!("{name} is not a list: APPEND and SUBTRACT do not apply"),
+                ))
+            }
+            (op, _) => return Err((errors::INVALID_REQUEST, format!("unknown operation {op}"))),
+        }
+    }
+    Ok(configs)
+}
+
+/// Sets the dynamic configs of the broker resource `name` (this broker's
+/// id, or `""` on a single node) to `configs`, kept in the data dir and
+/// applied at once.
+fn alter_broker(
+    broker: &Broker,
+    name: &str,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<(), (i16, Option<StrBytes>)> {
+    let invalid = |code, msg: String| Err((code, Some(sb(msg))));
+    if name.is_empty() && broker.cluster.get().is_some() {
+        return invalid(
+            errors::INVALID_REQUEST,
+            "cluster-wide broker defaults are not kept by a cluster yet: set them on each broker's id".into(),
+        );
+    }
+    if !name.is_empty() && name != broker.node_id().to_string() {
+        return invalid(errors::INVALID_REQUEST, format!("unknown broker '{name}'"));
+    }
+    let described = broker_configs(broker);
+    let read_only = |n: &str| described.iter().any(|(k, _, _)| *k == n);
+    for (k, v) in &configs {
+        if let Err(crate::broker_configs::Refused::Invalid(m)) =
+            crate::broker_configs::check(k, v, &read_only)
+        {
+            return invalid(errors::INVALID_CONFIG, m);
+        }
+    }
+    match broker
+        .broker_configs
+        .replace(configs, &broker.topics, validate_only)
+    {
+        Ok(()) => Ok(()),
+        Err(
+            crate::broker_configs::Refused::Invalid(m) | crate::broker_configs::Refused::Storage(m),
+        ) => {
+            tracing::error!(error = %m, "failed to keep the dynamic broker configs");
+            invalid(errors::KAFKA_STORAGE_ERROR, m)
+        }
+    }
 }
 
 /// Creates the retry companions of a topic whose configs now enable retries.

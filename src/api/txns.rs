@@ -144,12 +144,21 @@ impl Api for AddPartitionsToTxn {
             .flat_map(|t| t.partitions.iter().map(|p| (t.name.to_string(), *p)))
             .collect();
         let broker = cx.broker;
+        // In a cluster the coordinator may hold no replica of a partition:
+        // the quorum's metadata says which exist.
         let known = |t: &str, p: i32| {
             !crate::topics::is_reserved(t)
-                && broker
-                    .topics
-                    .get(t)
-                    .is_some_and(|x| x.partition(p).is_some())
+                && match broker.cluster.get() {
+                    Some(c) => c.with_metadata(|m| {
+                        m.topics.get(t).is_some_and(|x| {
+                            usize::try_from(p).is_ok_and(|p| p < x.partitions.len())
+                        })
+                    }),
+                    None => broker
+                        .topics
+                        .get(t)
+                        .is_some_and(|x| x.partition(p).is_some()),
+                }
         };
         let results = c.add_partitions(
             req.v3_and_below_transactional_id.as_str(),

@@ -96,7 +96,8 @@ struct TopicMeta {
 #[derive(Debug)]
 pub struct Registry {
     data_dir: PathBuf,
-    defaults: BrokerDefaults,
+    /// Changed at run time by dynamic broker configs.
+    defaults: RwLock<BrokerDefaults>,
     cluster_id: String,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serialises changes and the metadata file writes.
@@ -271,7 +272,7 @@ impl Registry {
         }
         let reg = Self {
             data_dir: data_dir.to_path_buf(),
-            defaults,
+            defaults: RwLock::new(defaults),
             cluster_id: meta.cluster_id,
             topics: RwLock::new(topics),
             change: Mutex::new(()),
@@ -290,8 +291,22 @@ impl Registry {
         &self.cluster_id
     }
 
-    pub fn defaults(&self) -> &BrokerDefaults {
-        &self.defaults
+    /// The broker's defaults for topic configs, as of now.
+    pub fn defaults(&self) -> BrokerDefaults {
+        self.defaults.read().clone()
+    }
+
+    /// Takes new broker defaults (a dynamic broker config changed): every
+    /// partition of a topic that does not set the config itself gets it.
+    pub fn set_defaults(&self, defaults: BrokerDefaults) {
+        let _g = self.change.lock();
+        *self.defaults.write() = defaults.clone();
+        for t in self.topics.read().values() {
+            let lc = topic_log_config(&t.name, &t.configs(), &defaults);
+            for p in t.partitions() {
+                p.set_config(lc.clone());
+            }
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
@@ -412,7 +427,7 @@ impl Registry {
         configs: BTreeMap<String, String>,
         now_ms: i64,
     ) -> Result<Arc<Topic>, TopicError> {
-        let lc = topic_log_config(name, &configs, &self.defaults);
+        let lc = topic_log_config(name, &configs, &self.defaults());
         let mut parts = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
             let dir = partition_dir(&self.data_dir, name, p);
@@ -512,7 +527,7 @@ impl Registry {
         if validate_only {
             return Ok(());
         }
-        let lc = topic_log_config(name, &topic.configs(), &self.defaults);
+        let lc = topic_log_config(name, &topic.configs(), &self.defaults());
         let mut added = Vec::new();
         for p in current..total {
             let dir = partition_dir(&self.data_dir, name, p);
@@ -555,7 +570,7 @@ impl Registry {
             *topic.configs.write() = old;
             return Err(e.into());
         }
-        let lc = topic_log_config(name, &configs, &self.defaults);
+        let lc = topic_log_config(name, &configs, &self.defaults());
         for p in topic.partitions() {
             p.set_config(lc.clone());
         }

@@ -407,3 +407,100 @@ async fn describe_log_dirs_reports_bytes_per_partition_on_disk() {
         .collect();
     assert_eq!(topics, vec![("ld".to_string(), vec![1])]);
 }
+
+/// Dynamic broker configs: set on the BROKER resource, applied at once
+/// (topics without their own value follow the new default, auto-created
+/// topics get the new partition count), kept across a restart; read-only
+/// and unknown ones refused with INVALID_CONFIG.
+#[test]
+fn dynamic_broker_configs_apply_at_once_and_survive_a_restart() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = ChildBroker::start(dir.path(), &["--node-id", "1"]);
+    let bs = b.bootstrap();
+    rt.block_on(async {
+        create_topic(&bs, "dyn", 1, &[]).await;
+        let admin = admin(&bs);
+        let alter = AlterConfig::new(ResourceSpecifier::Broker(1))
+            .set("log.retention.ms", "3600000")
+            .set("num.partitions", "3")
+            .set("sasl.kerberos.min.time.before.relogin", "58000");
+        let r = admin.alter_configs([&alter], &opts()).await.unwrap();
+        assert!(r[0].is_ok(), "{r:?}");
+        // (The rdkafka crate's AlterConfigs result drops per-resource
+        // errors: these go as raw requests.)
+        for (name, value) in [
+            ("broker.id", "2"),
+            ("no.such.config", "1"),
+            ("num.partitions", "0"),
+        ] {
+            use kafka_protocol::messages::alter_configs_request::{
+                AlterConfigsResource, AlterableConfig,
+            };
+            use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse, ApiKey};
+            use kafka_protocol::protocol::StrBytes;
+            let req =
+                AlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default(
+                )
+                .with_resource_type(4)
+                .with_resource_name(StrBytes::from_static_str("1"))
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(StrBytes::from_string(name.to_string()))
+                    .with_value(Some(StrBytes::from_string(value.to_string())))])]);
+            let r: AlterConfigsResponse =
+                crate::bad_input::call(bs.parse().unwrap(), ApiKey::AlterConfigs, 1, &req);
+            assert_eq!(
+                r.responses[0].error_code, 40,
+                "INVALID_CONFIG for {name}={value}"
+            );
+        }
+        let d = admin
+            .describe_configs([&ResourceSpecifier::Broker(1)], &opts())
+            .await
+            .unwrap();
+        let m = d[0].as_ref().unwrap().entry_map();
+        assert_eq!(m["log.retention.ms"].value.as_deref(), Some("3600000"));
+        assert!(!m["log.retention.ms"].is_read_only);
+        assert!(m["broker.id"].is_read_only);
+        assert_eq!(m["num.partitions"].value.as_deref(), Some("3"));
+    });
+    let retention = |bs: &str| {
+        rt.block_on(async {
+            let d = admin(bs)
+                .describe_configs([&ResourceSpecifier::Topic("dyn")], &opts())
+                .await
+                .unwrap();
+            let m = d[0].as_ref().unwrap().entry_map();
+            m["retention.ms"].value.clone()
+        })
+    };
+    assert_eq!(
+        retention(&bs).as_deref(),
+        Some("3600000"),
+        "applied at once"
+    );
+    // An auto-created topic takes the new partition count.
+    let p = producer(&bs, &[]);
+    rt.block_on(async {
+        p.send(
+            rdkafka::producer::FutureRecord::to("dyn-auto")
+                .key("k")
+                .payload("v"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    });
+    let md = consumer(&bs)
+        .fetch_metadata(Some("dyn-auto"), Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(md.topics()[0].partitions().len(), 3);
+    drop(p);
+    b.terminate();
+    let b = ChildBroker::start(dir.path(), &["--node-id", "1"]);
+    assert_eq!(
+        retention(&b.bootstrap()).as_deref(),
+        Some("3600000"),
+        "kept across a restart"
+    );
+}

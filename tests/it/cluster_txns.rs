@@ -362,3 +362,40 @@ fn hand_backs_in_a_cluster_transaction_are_held_only_when_it_commits() {
     let out = values(&bs, "cjobs", 1, true, Duration::from_secs(1));
     assert_eq!(out.len(), 3, "{out:?}");
 }
+
+#[test]
+fn a_transaction_spans_partitions_that_its_coordinator_holds_no_replica_of() {
+    let c = TestCluster::start_with(3, &["--offsets-topic-num-partitions", "3"]);
+    c.agreed(&[0, 1, 2], None, Duration::from_secs(30));
+    let bs = c.bootstrap();
+    // One replica each, spread over the brokers: the coordinator holds at
+    // most one of them.
+    rt().block_on(async {
+        let t =
+            rdkafka::admin::NewTopic::new("single", 3, rdkafka::admin::TopicReplication::Fixed(1));
+        for r in admin(&bs)
+            .create_topics([&t], &rdkafka::admin::AdminOptions::new())
+            .await
+            .unwrap()
+        {
+            r.unwrap();
+        }
+    });
+    let p = txn_producer(&bs, "t-single", &[]);
+    for (round, commit) in [(0, true), (1, false)] {
+        p.begin_transaction().unwrap();
+        for i in 0..30 {
+            send(&p, "single", &format!("k{i}"), &format!("r{round}-{i}"));
+        }
+        if commit {
+            p.commit_transaction(T).unwrap();
+        } else {
+            p.flush(T).unwrap();
+            p.abort_transaction(T).unwrap();
+        }
+    }
+    let committed = values(&bs, "single", 3, true, Duration::from_secs(2));
+    let want: HashSet<String> = (0..30).map(|i| format!("r0-{i}")).collect();
+    assert_eq!(committed.len(), 30, "{committed:?}");
+    assert_eq!(committed.into_iter().collect::<HashSet<_>>(), want);
+}
