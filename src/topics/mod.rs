@@ -188,8 +188,10 @@ fn topic_log_config(
     lc.client_appends = !is_reserved(name);
     // The broker's own journals are `compact` so that retention keeps
     // them, but their records are not keyed for compaction (`__retry`'s
-    // keys name a record's kind), so the cleaner leaves them.
-    lc.compact &= !is_reserved(name) && !is_internal(name);
+    // keys name a record's kind), so the cleaner leaves them; but
+    // `__transaction_state`, whose latest record of each transactional id
+    // holds its whole state.
+    lc.compact &= name == TXN_INTERNAL || (!is_reserved(name) && !is_internal(name));
     lc
 }
 

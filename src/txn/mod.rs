@@ -109,8 +109,9 @@ enum Sink {
 }
 
 impl Sink {
-    /// Appends one framed entry of `id` to the partition.
-    fn append_entry(&mut self, id: &str, framed: Vec<u8>) -> Result<(), i16> {
+    /// Appends the record of `id` to the partition: its whole state
+    /// ([`store::record_value`]), `None` once it is forgotten.
+    fn append_entry(&mut self, id: &str, value: Option<Vec<u8>>) -> Result<(), i16> {
         let Sink::Partition {
             leadership, upto, ..
         } = self
@@ -125,7 +126,7 @@ impl Sink {
             0,
             now,
             Some(bytes::Bytes::copy_from_slice(id.as_bytes())),
-            Some(bytes::Bytes::from(framed)),
+            value.map(bytes::Bytes::from),
             &[],
         );
         let batch = crate::log::records::encode_batch(
@@ -162,7 +163,7 @@ impl Inner {
                     return Err(KAFKA_STORAGE_ERROR);
                 }
             }
-            sink @ Sink::Partition { .. } => sink.append_entry(id, store::encode(id, None))?,
+            sink @ Sink::Partition { .. } => sink.append_entry(id, None)?,
         }
         if let Some(m) = self.txns.remove(id) {
             self.by_pid.remove(&m.producer_id);
@@ -186,7 +187,7 @@ impl Inner {
                 }
             }
             sink @ Sink::Partition { .. } => {
-                sink.append_entry(id, store::encode(id, Some(&meta)))?;
+                sink.append_entry(id, store::record_value(id, Some(&meta)))?;
             }
         }
         if let Some(old) = self.txns.get(id) {
@@ -712,7 +713,7 @@ impl Coordinator {
                     KAFKA_STORAGE_ERROR
                 }),
             sink @ Sink::Partition { .. } => {
-                sink.append_entry(&id, store::encode_hand_back(&id, key, &batch))
+                sink.append_entry(&id, store::record_value(&id, inner.txns.get(&id)))
             }
         };
         if let Err(code) = written {

@@ -128,9 +128,7 @@ async fn load(partition: i32, l: &Leadership) -> Result<HashMap<String, TxnMeta>
         })?;
         for set in sets {
             for r in set.records.iter().filter(|r| !r.control) {
-                if let Some(v) = &r.value {
-                    store::replay_framed(&mut state, v);
-                }
+                store::replay_record(&mut state, r.key.as_deref(), r.value.as_deref());
             }
         }
         match next {

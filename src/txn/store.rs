@@ -326,9 +326,38 @@ fn keeps_hand_backs(m: &TxnMeta) -> bool {
     !m.handed_back && matches!(m.phase, Phase::Ongoing | Phase::PrepareCommit)
 }
 
-/// Applies the framed entries in `bytes` (a record of the
-/// `__transaction_state` partition, in a cluster) to `state`.
-pub fn replay_framed(state: &mut HashMap<String, TxnMeta>, bytes: &[u8]) {
+/// The value of `id`'s record in a `__transaction_state` partition (in a
+/// cluster): its whole state, hand-backs included, or `None` (a tombstone)
+/// once it is forgotten. The latest record of an id is all a replay needs,
+/// so the log cleaner may keep only that.
+pub fn record_value(id: &str, meta: Option<&TxnMeta>) -> Option<Vec<u8>> {
+    let m = meta?;
+    let mut v = encode(id, Some(m));
+    let key = m.txn_key();
+    for b in &m.hand_backs {
+        v.extend(encode_hand_back(id, key, b));
+    }
+    Some(v)
+}
+
+/// Applies one record of a `__transaction_state` partition: the whole
+/// state of the id its key names, or its removal.
+pub fn replay_record(
+    state: &mut HashMap<String, TxnMeta>,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) {
+    let Some(id) = key.and_then(|k| std::str::from_utf8(k).ok()) else {
+        return;
+    };
+    state.remove(id);
+    if let Some(v) = value {
+        replay_framed(state, v);
+    }
+}
+
+/// Applies the framed entries in `bytes` to `state`.
+fn replay_framed(state: &mut HashMap<String, TxnMeta>, bytes: &[u8]) {
     for (_, payload) in framed::Frames::new(bytes, MAX_ENTRY_BYTES) {
         match decode(payload) {
             Some(entry) => replay(state, entry),
@@ -519,6 +548,45 @@ mod tests {
         );
         m.started_ms = 900;
         m
+    }
+
+    /// The records of a `__transaction_state` partition replay to the same
+    /// state whole or compacted to the latest record of each id.
+    #[test]
+    fn partition_records_replay_alike_whole_and_compacted() {
+        let mut a = sample();
+        let b = TxnMeta::new(8, 30_000, 2_000);
+        let mut log: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+        log.push(("a".into(), record_value("a", Some(&a))));
+        log.push(("b".into(), record_value("b", Some(&b))));
+        for i in 0..3u8 {
+            a.hand_backs.push(HeldBatch {
+                topic: "t.retry".into(),
+                partition: 0,
+                records: Bytes::from(vec![i; 10]),
+            });
+            log.push(("a".into(), record_value("a", Some(&a))));
+        }
+        log.push(("b".into(), record_value("b", None)));
+        let replay_all = |records: &[(String, Option<Vec<u8>>)]| {
+            let mut state = HashMap::new();
+            for (k, v) in records {
+                replay_record(&mut state, Some(k.as_bytes()), v.as_deref());
+            }
+            state
+        };
+        let whole = replay_all(&log);
+        let mut latest: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+        for (k, v) in log.iter().rev() {
+            if !latest.iter().any(|(x, _)| x == k) {
+                latest.push((k.clone(), v.clone()));
+            }
+        }
+        latest.reverse();
+        let compacted = replay_all(&latest);
+        assert_eq!(whole, compacted);
+        assert_eq!(whole.len(), 1, "b is forgotten");
+        assert_eq!(whole["a"], a, "with its three hand-backs, once each");
     }
 
     #[test]
