@@ -399,3 +399,70 @@ fn a_transaction_spans_partitions_that_its_coordinator_holds_no_replica_of() {
     assert_eq!(committed.len(), 30, "{committed:?}");
     assert_eq!(committed.into_iter().collect::<HashSet<_>>(), want);
 }
+
+#[test]
+fn the_transaction_state_is_compacted_and_replays_after_a_kill_9() {
+    // One voter: its internal topics have one replica.
+    let mut c = TestCluster::start_with(
+        1,
+        &[
+            "--offsets-topic-num-partitions",
+            "1",
+            "--log-cleaner-backoff-ms",
+            "200",
+        ],
+    );
+    c.agreed(&[0], None, Duration::from_secs(30));
+    let bs = c.bootstrap();
+    rt().block_on(create_topic(&bs, "cts", 1, &[]));
+    let p = txn_producer(&bs, "t-compact", &[]);
+    // Small segments, so that the cleaner has sealed ones to compact.
+    rt().block_on(async {
+        let cfg = rdkafka::admin::AlterConfig::new(rdkafka::admin::ResourceSpecifier::Topic(
+            "__transaction_state",
+        ))
+        .set("cleanup.policy", "compact")
+        .set("segment.bytes", "2048")
+        .set("min.cleanable.dirty.ratio", "0.01");
+        for r in admin(&bs)
+            .alter_configs([&cfg], &rdkafka::admin::AdminOptions::new())
+            .await
+            .unwrap()
+        {
+            r.unwrap();
+        }
+    });
+    for i in 0..150 {
+        p.begin_transaction().unwrap();
+        send(&p, "cts", "k", &format!("v{i}"));
+        p.commit_transaction(T).unwrap();
+    }
+    let http = SocketAddr::from(([127, 0, 0, 1], c.ports[0].1));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, _, body) = http_get(http, "/api/status", &[]);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let removed = v["log_cleaner"]["records_removed"].as_u64().unwrap_or(0);
+        if removed >= 300 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not compacted: {}",
+            v["log_cleaner"]
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The compacted state replays: the producer goes on at its epoch.
+    drop(p);
+    let p = txn_producer(&bs, "t-compact", &[]);
+    c.kill9(0);
+    c.start_node(0);
+    c.agreed(&[0], None, Duration::from_secs(30));
+    p.begin_transaction().unwrap();
+    send(&p, "cts", "k", "after");
+    p.commit_transaction(Duration::from_secs(60)).unwrap();
+    let committed = values(&bs, "cts", 1, true, Duration::from_secs(2));
+    assert_eq!(committed.len(), 151);
+    assert_eq!(committed.last().map(String::as_str), Some("after"));
+}
