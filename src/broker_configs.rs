@@ -49,23 +49,17 @@ const INT: i8 = 3;
 const LONG: i8 = 5;
 const DOUBLE: i8 = 6;
 
-fn long_at_least(min: i64) -> impl Fn(&str) -> Result<(), String> {
-    move |v| match v.trim().parse::<i64>() {
-        Ok(n) if n >= min => Ok(()),
-        _ => Err(format!("must be an integer of at least {min}")),
-    }
+/// The check of the topic config whose broker default `name` is.
+fn as_topic_config(topic_config: &'static str) -> impl Fn(&str) -> Result<(), String> {
+    move |v| crate::topics::config::validate(topic_config, v).map_err(|e| e.reason)
 }
 
 fn ck_retention(v: &str) -> Result<(), String> {
-    long_at_least(-1)(v)
+    as_topic_config("retention.ms")(v)
 }
 
 fn ck_segment(v: &str) -> Result<(), String> {
-    long_at_least(14)(v)?;
-    match v.trim().parse::<i64>() {
-        Ok(n) if n <= i64::from(i32::MAX) => Ok(()),
-        _ => Err("must be at most 2147483647".into()),
-    }
+    as_topic_config("segment.bytes")(v)
 }
 
 fn ck_partitions(v: &str) -> Result<(), String> {
@@ -79,7 +73,10 @@ fn ck_partitions(v: &str) -> Result<(), String> {
 }
 
 fn ck_long_0(v: &str) -> Result<(), String> {
-    long_at_least(0)(v)
+    match v.trim().parse::<i64>() {
+        Ok(n) if n >= 0 => Ok(()),
+        _ => Err("must be an integer of at least 0".into()),
+    }
 }
 
 fn ck_fraction(v: &str) -> Result<(), String> {

@@ -231,6 +231,17 @@ pub async fn commit_offsets_at_coordinators(
     Ok(())
 }
 
+/// The live brokers other than this one.
+fn other_brokers(cluster: &crate::cluster::Cluster) -> Vec<crate::cluster::NodeId> {
+    cluster.with_metadata(|m| {
+        m.brokers
+            .values()
+            .filter(|b| b.id != cluster.node_id() && !b.fenced)
+            .map(|b| b.id)
+            .collect()
+    })
+}
+
 /// Holds a transactional hand-back in the transaction of the coordinator
 /// here that has its producer id (`INVALID_PRODUCER_ID_MAPPING` when none
 /// has).
@@ -260,13 +271,7 @@ pub async fn hold_in_transaction(broker: &Broker, producer: (i64, i16), batch: H
     if here != INVALID_PRODUCER_ID_MAPPING {
         return here;
     }
-    let others: Vec<_> = cluster.with_metadata(|m| {
-        m.brokers
-            .values()
-            .filter(|b| b.id != cluster.node_id() && !b.fenced)
-            .map(|b| b.id)
-            .collect()
-    });
+    let others = other_brokers(cluster);
     let mut unanswered = false;
     for id in others {
         let call = CoordinatorCall::Hold {
@@ -326,13 +331,7 @@ pub async fn pending_offsets(
         return pending_here(broker, group, partitions);
     };
     let mut out = pending_here(broker, group, partitions.clone());
-    let others: Vec<_> = cluster.with_metadata(|m| {
-        m.brokers
-            .values()
-            .filter(|b| b.id != cluster.node_id() && !b.fenced)
-            .map(|b| b.id)
-            .collect()
-    });
+    let others = other_brokers(cluster);
     let asks = others.into_iter().map(|id| {
         let call = CoordinatorCall::PendingOffsets {
             group: group.to_string(),

@@ -23,8 +23,24 @@ use crate::common::*;
 use crate::transactions::{rt, send, txn_producer, values, T};
 
 async fn create_replicated(bootstrap: &str, name: &str, partitions: i32) {
-    let t =
-        rdkafka::admin::NewTopic::new(name, partitions, rdkafka::admin::TopicReplication::Fixed(3));
+    create_with(bootstrap, name, partitions, 3, &[]).await;
+}
+
+async fn create_with(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    replicas: i32,
+    configs: &[(&str, &str)],
+) {
+    let mut t = rdkafka::admin::NewTopic::new(
+        name,
+        partitions,
+        rdkafka::admin::TopicReplication::Fixed(replicas),
+    );
+    for (k, v) in configs {
+        t = t.set(k, v);
+    }
     for r in admin(bootstrap)
         .create_topics([&t], &rdkafka::admin::AdminOptions::new())
         .await
@@ -116,70 +132,7 @@ fn offsets_sent_to_a_transaction_commit_at_the_groups_coordinator() {
         create_replicated(&bs, "ceos-in", 1).await;
         create_replicated(&bs, "ceos-out", 1).await;
     });
-    let seed = txn_producer(&bs, "t-cseed", &[]);
-    seed.begin_transaction().unwrap();
-    for i in 0..20 {
-        send(&seed, "ceos-in", "k", &format!("in-{i}"));
-    }
-    seed.commit_transaction(T).unwrap();
-    let consumer: BaseConsumer = client_config(&bs)
-        .set("group.id", "ceos-group")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&["ceos-in"]).unwrap();
-    let p = txn_producer(&bs, "t-ceos", &[]);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut seen = 0;
-    let mut round = 0;
-    while seen < 20 && Instant::now() < deadline {
-        let mut batch = Vec::new();
-        while batch.len() < 10 && Instant::now() < deadline {
-            if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-                let m = m.unwrap();
-                batch.push((
-                    m.offset(),
-                    String::from_utf8_lossy(m.payload().unwrap()).into_owned(),
-                ));
-            }
-        }
-        p.begin_transaction().unwrap();
-        for (_, v) in &batch {
-            send(&p, "ceos-out", "k", &v.replace("in", "out"));
-        }
-        let next = batch.last().unwrap().0 + 1;
-        let mut offsets = TopicPartitionList::new();
-        offsets
-            .add_partition_offset("ceos-in", 0, Offset::Offset(next))
-            .unwrap();
-        let meta = consumer.group_metadata().unwrap();
-        p.send_offsets_to_transaction(&offsets, &meta, T).unwrap();
-        if round == 1 {
-            p.abort_transaction(T).unwrap();
-            let committed = consumer.committed(T).unwrap();
-            let at = committed.find_partition("ceos-in", 0).unwrap().offset();
-            assert_eq!(
-                at,
-                Offset::Offset(10),
-                "the aborted round's offsets did not commit"
-            );
-            consumer.seek("ceos-in", 0, at, T).unwrap();
-        } else {
-            p.commit_transaction(T).unwrap();
-            seen += batch.len();
-        }
-        round += 1;
-    }
-    let out = values(&bs, "ceos-out", 1, true, Duration::from_secs(2));
-    let want: Vec<String> = (0..20).map(|i| format!("out-{i}")).collect();
-    assert_eq!(out, want, "every input exactly once, in order");
-    let committed = consumer.committed(T).unwrap();
-    assert_eq!(
-        committed.find_partition("ceos-in", 0).unwrap().offset(),
-        Offset::Offset(20)
-    );
+    crate::transactions::eos_rounds(&bs, ("ceos-in", "ceos-out"), "ceos-group", "t-ceos", 20);
 }
 
 /// Rewinds `consumer` to its group's committed offsets (after an abort).
@@ -320,17 +273,14 @@ fn hand_backs_in_a_cluster_transaction_are_held_only_when_it_commits() {
     c.agreed(&[0, 1, 2], None, Duration::from_secs(30));
     let bs = c.bootstrap();
     rt().block_on(async {
-        let t =
-            rdkafka::admin::NewTopic::new("cjobs", 1, rdkafka::admin::TopicReplication::Fixed(3))
-                .set("retry.max.attempts", "3")
-                .set("retry.backoff.ms", "300");
-        for r in admin(&bs)
-            .create_topics([&t], &rdkafka::admin::AdminOptions::new())
-            .await
-            .unwrap()
-        {
-            r.unwrap();
-        }
+        create_with(
+            &bs,
+            "cjobs",
+            1,
+            3,
+            &[("retry.max.attempts", "3"), ("retry.backoff.ms", "300")],
+        )
+        .await;
     });
     // Ids whose coordinators are spread over the brokers: the hand-back
     // reaches its coordinator from the retry topic's leader, here or not.
@@ -371,15 +321,7 @@ fn a_transaction_spans_partitions_that_its_coordinator_holds_no_replica_of() {
     // One replica each, spread over the brokers: the coordinator holds at
     // most one of them.
     rt().block_on(async {
-        let t =
-            rdkafka::admin::NewTopic::new("single", 3, rdkafka::admin::TopicReplication::Fixed(1));
-        for r in admin(&bs)
-            .create_topics([&t], &rdkafka::admin::AdminOptions::new())
-            .await
-            .unwrap()
-        {
-            r.unwrap();
-        }
+        create_with(&bs, "single", 3, 1, &[]).await;
     });
     let p = txn_producer(&bs, "t-single", &[]);
     for (round, commit) in [(0, true), (1, false)] {

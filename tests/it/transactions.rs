@@ -194,27 +194,41 @@ fn offsets_sent_to_a_transaction_commit_with_it() {
         create_topic(&bs, "eos-in", 1, &[]).await;
         create_topic(&bs, "eos-out", 1, &[]).await;
     });
-    let plain = txn_producer(&bs, "t-seed", &[]);
-    plain.begin_transaction().unwrap();
-    for i in 0..30 {
-        send(&plain, "eos-in", "k", &format!("in-{i}"));
-    }
-    plain.commit_transaction(T).unwrap();
+    eos_rounds(&bs, ("eos-in", "eos-out"), "eos-group", "t-eos", 30);
+}
 
-    let consumer: BaseConsumer = client_config(&bs)
-        .set("group.id", "eos-group")
+/// Seeds `total` committed records into `input` (one partition), then runs
+/// a consume-transform-produce loop in rounds of ten under transactional id
+/// `id`, sending the group's offsets to each transaction: the second round
+/// is aborted and read again from the committed offset. Checks that every
+/// input is in `output` once, in order, and that the group's committed
+/// offset is the end.
+pub(crate) fn eos_rounds(
+    bs: &str,
+    (input, output): (&str, &str),
+    group: &str,
+    id: &str,
+    total: i64,
+) {
+    let seed = txn_producer(bs, &format!("{id}-seed"), &[]);
+    seed.begin_transaction().unwrap();
+    for i in 0..total {
+        send(&seed, input, "k", &format!("in-{i}"));
+    }
+    seed.commit_transaction(T).unwrap();
+    let consumer: BaseConsumer = client_config(bs)
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
-    consumer.subscribe(&["eos-in"]).unwrap();
-    let p = txn_producer(&bs, "t-eos", &[]);
+    consumer.subscribe(&[input]).unwrap();
+    let p = txn_producer(bs, id, &[]);
     let mut seen = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // Rounds of ten: the second is aborted and read again.
+    let deadline = Instant::now() + Duration::from_secs(90);
     let mut round = 0;
-    while seen < 30 && Instant::now() < deadline {
+    while seen < total && Instant::now() < deadline {
         let mut batch = Vec::new();
         while batch.len() < 10 && Instant::now() < deadline {
             if let Some(m) = consumer.poll(Duration::from_millis(200)) {
@@ -227,12 +241,12 @@ fn offsets_sent_to_a_transaction_commit_with_it() {
         }
         p.begin_transaction().unwrap();
         for (_, v) in &batch {
-            send(&p, "eos-out", "k", &v.replace("in", "out"));
+            send(&p, output, "k", &v.replace("in", "out"));
         }
         let next = batch.last().unwrap().0 + 1;
         let mut offsets = TopicPartitionList::new();
         offsets
-            .add_partition_offset("eos-in", 0, Offset::Offset(next))
+            .add_partition_offset(input, 0, Offset::Offset(next))
             .unwrap();
         let meta = consumer.group_metadata().unwrap();
         p.send_offsets_to_transaction(&offsets, &meta, T).unwrap();
@@ -240,26 +254,26 @@ fn offsets_sent_to_a_transaction_commit_with_it() {
             p.abort_transaction(T).unwrap();
             // Back to the last committed position.
             let committed = consumer.committed(T).unwrap();
-            let at = committed.find_partition("eos-in", 0).unwrap().offset();
+            let at = committed.find_partition(input, 0).unwrap().offset();
             assert_eq!(
                 at,
                 Offset::Offset(10),
                 "the aborted round's offsets did not commit"
             );
-            consumer.seek("eos-in", 0, at, T).unwrap();
+            consumer.seek(input, 0, at, T).unwrap();
         } else {
             p.commit_transaction(T).unwrap();
-            seen += batch.len();
+            seen += batch.len() as i64;
         }
         round += 1;
     }
-    let out = values(&bs, "eos-out", 1, true, Duration::from_secs(2));
-    let want: Vec<String> = (0..30).map(|i| format!("out-{i}")).collect();
+    let out = values(bs, output, 1, true, Duration::from_secs(2));
+    let want: Vec<String> = (0..total).map(|i| format!("out-{i}")).collect();
     assert_eq!(out, want, "every input exactly once, in order");
     let committed = consumer.committed(T).unwrap();
     assert_eq!(
-        committed.find_partition("eos-in", 0).unwrap().offset(),
-        Offset::Offset(30)
+        committed.find_partition(input, 0).unwrap().offset(),
+        Offset::Offset(total)
     );
 }
 
