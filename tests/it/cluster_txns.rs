@@ -20,7 +20,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::bad_input::call;
 use crate::cluster::TestCluster;
 use crate::common::*;
-use crate::transactions::{rt, send, txn_producer, values, T};
+use crate::transactions::{rt, send, txn_producer, txn_rounds, values, T};
 
 async fn create_replicated(bootstrap: &str, name: &str, partitions: i32) {
     create_with(bootstrap, name, partitions, 3, &[]).await;
@@ -79,18 +79,7 @@ fn a_transaction_commits_through_the_next_coordinator_after_a_kill_9() {
     let bs = c.bootstrap();
     rt().block_on(create_replicated(&bs, "ctx", 3));
     let p = txn_producer(&bs, "t-cluster", &[]);
-    for (round, commit) in [(0, true), (1, false)] {
-        p.begin_transaction().unwrap();
-        for i in 0..30 {
-            send(&p, "ctx", &format!("k{i}"), &format!("r{round}-{i}"));
-        }
-        if commit {
-            p.commit_transaction(T).unwrap();
-        } else {
-            p.flush(T).unwrap();
-            p.abort_transaction(T).unwrap();
-        }
-    }
+    txn_rounds(&p, "ctx", 30, &[(0, true), (1, false)]);
     // A transaction open, in flight to every partition, when its
     // coordinator dies.
     p.begin_transaction().unwrap();
@@ -324,18 +313,7 @@ fn a_transaction_spans_partitions_that_its_coordinator_holds_no_replica_of() {
         create_with(&bs, "single", 3, 1, &[]).await;
     });
     let p = txn_producer(&bs, "t-single", &[]);
-    for (round, commit) in [(0, true), (1, false)] {
-        p.begin_transaction().unwrap();
-        for i in 0..30 {
-            send(&p, "single", &format!("k{i}"), &format!("r{round}-{i}"));
-        }
-        if commit {
-            p.commit_transaction(T).unwrap();
-        } else {
-            p.flush(T).unwrap();
-            p.abort_transaction(T).unwrap();
-        }
-    }
+    txn_rounds(&p, "single", 30, &[(0, true), (1, false)]);
     let committed = values(&bs, "single", 3, true, Duration::from_secs(2));
     let want: HashSet<String> = (0..30).map(|i| format!("r0-{i}")).collect();
     assert_eq!(committed.len(), 30, "{committed:?}");

@@ -74,6 +74,28 @@ fn reader(bootstrap: &str, committed: bool) -> BaseConsumer {
         .unwrap()
 }
 
+/// Transactions of `per_round` records each to `topic` (keys `k<i>`,
+/// values `r<round>-<i>`), each committed or aborted as `rounds` says.
+pub(crate) fn txn_rounds(
+    p: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    per_round: usize,
+    rounds: &[(usize, bool)],
+) {
+    for &(round, commit) in rounds {
+        p.begin_transaction().unwrap();
+        for i in 0..per_round {
+            send(p, topic, &format!("k{i}"), &format!("r{round}-{i}"));
+        }
+        if commit {
+            p.commit_transaction(T).unwrap();
+        } else {
+            p.flush(T).unwrap();
+            p.abort_transaction(T).unwrap();
+        }
+    }
+}
+
 /// Values read from every partition of `topic` until `quiet` passes with
 /// nothing new (or `expected` arrived and `quiet` passed again).
 pub(crate) fn values(
@@ -113,18 +135,7 @@ fn committed_records_are_read_and_aborted_ones_are_not() {
     let bs = b.bootstrap();
     rt().block_on(create_topic(&bs, "txn-out", 2, &[]));
     let p = txn_producer(&bs, "t-basic", &[]);
-    for (round, commit) in [(0, true), (1, false), (2, true)] {
-        p.begin_transaction().unwrap();
-        for i in 0..20 {
-            send(&p, "txn-out", &format!("k{i}"), &format!("r{round}-{i}"));
-        }
-        if commit {
-            p.commit_transaction(T).unwrap();
-        } else {
-            p.flush(T).unwrap();
-            p.abort_transaction(T).unwrap();
-        }
-    }
+    txn_rounds(&p, "txn-out", 20, &[(0, true), (1, false), (2, true)]);
     // An open transaction: read_committed readers stop before it.
     p.begin_transaction().unwrap();
     for i in 0..5 {
