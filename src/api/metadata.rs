@@ -266,14 +266,18 @@ fn cluster_topic_metadata(
                 .copied()
                 .filter(|r| m.brokers.get(r).is_none_or(|b| b.fenced))
                 .collect();
+            // A leader that is fenced (the controller has not moved its
+            // partitions yet) is not among the brokers listed: the partition
+            // has no leader to name, as Kafka answers for an offline leader.
+            let leader = p.leader.filter(|l| !offline.contains(l));
             MetadataResponsePartition::default()
                 .with_partition_index(i as i32)
-                .with_error_code(if p.leader.is_some() {
+                .with_error_code(if leader.is_some() {
                     errors::NONE
                 } else {
                     errors::LEADER_NOT_AVAILABLE
                 })
-                .with_leader_id(BrokerId(p.leader.map_or(-1, |l| l as i32)))
+                .with_leader_id(BrokerId(leader.map_or(-1, |l| l as i32)))
                 .with_leader_epoch(p.leader_epoch)
                 .with_replica_nodes(ids(&p.replicas))
                 .with_isr_nodes(ids(&p.isr))
