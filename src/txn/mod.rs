@@ -12,6 +12,8 @@
 //! implements.
 
 pub mod partitions;
+mod queries;
+mod state;
 pub mod store;
 
 use std::collections::{HashMap, HashSet};
@@ -28,6 +30,7 @@ use crate::protocol::errors::{
     INVALID_TRANSACTION_TIMEOUT, INVALID_TXN_STATE, KAFKA_STORAGE_ERROR, MESSAGE_TOO_LARGE, NONE,
     OPERATION_NOT_ATTEMPTED, PRODUCER_FENCED, UNKNOWN_TOPIC_OR_PARTITION,
 };
+use state::{Inner, Sink};
 use store::Journal;
 pub use store::{HeldBatch, Phase, TxnMeta};
 
@@ -91,114 +94,6 @@ pub struct Counts {
     pub aborted: AtomicU64,
     /// Aborted because they were open longer than their timeout.
     pub timed_out: AtomicU64,
-}
-
-/// Where the coordinator's changes of state are journaled.
-enum Sink {
-    /// Nowhere (tests).
-    Memory,
-    /// A single node's journal file.
-    File(Journal),
-    /// In a cluster: the `__transaction_state` partition this broker
-    /// leads; `upto` is the offset after the last entry appended.
-    Partition {
-        leadership: Arc<Leadership>,
-        sync: bool,
-        upto: i64,
-    },
-}
-
-impl Sink {
-    /// Appends the record of `id` to the partition: its whole state
-    /// ([`store::record_value`]), `None` once it is forgotten.
-    fn append_entry(&mut self, id: &str, value: Option<Vec<u8>>) -> Result<(), i16> {
-        let Sink::Partition {
-            leadership, upto, ..
-        } = self
-        else {
-            return Ok(());
-        };
-        if leadership.is_deposed() {
-            return Err(NOT_COORDINATOR);
-        }
-        let now = crate::clock::now_ms();
-        let record = crate::log::records::plain_record(
-            0,
-            now,
-            Some(bytes::Bytes::copy_from_slice(id.as_bytes())),
-            value.map(bytes::Bytes::from),
-            &[],
-        );
-        let batch = crate::log::records::encode_batch(
-            &[record],
-            kafka_protocol::records::Compression::None,
-        )
-        .map_err(|e| {
-            tracing::error!(transactional_id = id, error = %e, "cannot encode a transaction entry");
-            KAFKA_STORAGE_ERROR
-        })?;
-        let info = leadership.log().append_internal(&batch, now).map_err(|e| {
-            tracing::error!(transactional_id = id, error = %e, "cannot append to the transaction state");
-            COORDINATOR_NOT_AVAILABLE
-        })?;
-        *upto = info.last_offset + 1;
-        Ok(())
-    }
-}
-
-struct Inner {
-    sink: Sink,
-    txns: HashMap<String, TxnMeta>,
-    by_pid: HashMap<i64, String>,
-}
-
-impl Inner {
-    /// Journals that `id` is forgotten, then forgets it.
-    fn remove(&mut self, id: &str) -> Result<(), i16> {
-        match &mut self.sink {
-            Sink::Memory => {}
-            Sink::File(j) => {
-                if let Err(e) = j.write(id, None, &self.txns) {
-                    tracing::error!(transactional_id = id, error = %e, "failed to journal an expired transactional id");
-                    return Err(KAFKA_STORAGE_ERROR);
-                }
-            }
-            sink @ Sink::Partition { .. } => sink.append_entry(id, None)?,
-        }
-        if let Some(m) = self.txns.remove(id) {
-            self.by_pid.remove(&m.producer_id);
-        }
-        Ok(())
-    }
-
-    /// Journals `id`'s new state, then takes it.
-    fn put(&mut self, id: &str, meta: TxnMeta) -> Result<(), i16> {
-        match &mut self.sink {
-            Sink::Memory => {}
-            Sink::File(j) => {
-                let mut live = std::mem::take(&mut self.txns);
-                live.insert(id.to_string(), meta.clone());
-                let r = j.write(id, Some(&meta), &live);
-                live.remove(id);
-                self.txns = live;
-                if let Err(e) = r {
-                    tracing::error!(transactional_id = id, error = %e, "failed to journal a transaction");
-                    return Err(KAFKA_STORAGE_ERROR);
-                }
-            }
-            sink @ Sink::Partition { .. } => {
-                sink.append_entry(id, store::record_value(id, Some(&meta)))?;
-            }
-        }
-        if let Some(old) = self.txns.get(id) {
-            if old.producer_id != meta.producer_id {
-                self.by_pid.remove(&old.producer_id);
-            }
-        }
-        self.by_pid.insert(meta.producer_id, id.to_string());
-        self.txns.insert(id.to_string(), meta);
-        Ok(())
-    }
 }
 
 /// An open transaction, for status and metrics.
@@ -725,11 +620,6 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Whether a transactional id of this coordinator has `producer_id`.
-    pub fn knows_producer(&self, producer_id: i64) -> bool {
-        self.inner.read().by_pid.contains_key(&producer_id)
-    }
-
     /// EndTxn: commits or aborts the id's transaction. Answers once the
     /// markers are written and the offsets committed; a retry of an end
     /// already made is answered again.
@@ -1087,70 +977,6 @@ impl Coordinator {
                 }
             }
         }
-    }
-
-    /// The state of one transactional id.
-    pub fn describe(&self, id: &str) -> Option<TxnMeta> {
-        self.inner.read().txns.get(id).cloned()
-    }
-
-    /// Every transactional id with its producer id and state.
-    pub fn list(&self) -> Vec<(String, i64, Phase)> {
-        let inner = self.inner.read();
-        let mut out: Vec<_> = inner
-            .txns
-            .iter()
-            .map(|(id, m)| (id.clone(), m.producer_id, m.phase))
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
-    }
-
-    /// Open (or deciding) transactions of every coordinator in `all`,
-    /// oldest first.
-    pub fn open_in(all: &[Arc<Coordinator>], now_ms: i64) -> Vec<OpenTxn> {
-        let mut out: Vec<OpenTxn> = all
-            .iter()
-            .flat_map(|c| c.open_transactions(now_ms))
-            .collect();
-        out.sort_by_key(|t| std::cmp::Reverse(t.age_ms));
-        out
-    }
-
-    /// Open (or deciding) transactions, oldest first.
-    pub fn open_transactions(&self, now_ms: i64) -> Vec<OpenTxn> {
-        let inner = self.inner.read();
-        let mut out: Vec<_> = inner
-            .txns
-            .iter()
-            .filter(|(_, m)| m.phase == Phase::Ongoing || m.phase.is_prepared())
-            .map(|(id, m)| OpenTxn {
-                transactional_id: id.clone(),
-                producer_id: m.producer_id,
-                state: m.phase.name(),
-                age_ms: if m.started_ms < 0 {
-                    0
-                } else {
-                    now_ms.saturating_sub(m.started_ms)
-                },
-                timeout_ms: m.timeout_ms,
-                partitions: m.partitions.len(),
-            })
-            .collect();
-        out.sort_by_key(|t| std::cmp::Reverse(t.age_ms));
-        out
-    }
-
-    /// Whether an open transaction holds offsets of `group` for the
-    /// partition (OffsetFetch with `require_stable` answers
-    /// `UNSTABLE_OFFSET_COMMIT` then).
-    pub fn has_pending_offset(&self, group: &str, topic: &str, partition: i32) -> bool {
-        let inner = self.inner.read();
-        let key = (topic.to_string(), partition);
-        inner.txns.values().any(|m| {
-            (m.phase == Phase::Ongoing || m.phase.is_prepared())
-                && m.offsets.get(group).is_some_and(|o| o.contains_key(&key))
-        })
     }
 
     /// fsync the journal (shutdown).
