@@ -28,12 +28,22 @@
 #   TEST_DEBUG        passed on: librdkafka debug contexts, e.g. protocol,cgrp
 #   BUILD_NICE        nice level of the build (default 10)
 #   LIBRDKAFKA_ALLOWLIST  another allow-list file (default compat/librdkafka-allowlist.txt)
+#   LIBRDKAFKA_SOURCE  a librdkafka source tree to build and run instead of
+#                     Debian's (e.g. the one the rdkafka crate vendors,
+#                     librdkafka 2.12.1: ~/.cargo/registry/src/*/rdkafka-sys-*/librdkafka);
+#                     copied into compat/.cache/librdkafka-src/ and built there
+#   TEST_CONSUMER_GROUP_PROTOCOL  passed on: `consumer` runs the group tests
+#                     with the KIP-848 protocol (librdkafka 2.4+ sources only);
+#                     results are labelled (consumer)
 set -uo pipefail
 
 COMPAT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$COMPAT/.." && pwd)"
 ALLOWLIST="${LIBRDKAFKA_ALLOWLIST:-$COMPAT/librdkafka-allowlist.txt}"
 CACHE="${LIBRDKAFKA_CACHE:-$COMPAT/.cache/librdkafka}"
+SOURCE="${LIBRDKAFKA_SOURCE:-}"
+[ -n "$SOURCE" ] && CACHE="${LIBRDKAFKA_CACHE:-$COMPAT/.cache/librdkafka-src}"
+PROTOCOL="${TEST_CONSUMER_GROUP_PROTOCOL:-}"
 LOGS="$COMPAT/logs/librdkafka"
 TEST_TIMEOUT="${TEST_TIMEOUT:-900}"
 KAFKA_VERSION_DEFAULT="${TEST_KAFKA_VERSION:-3.7.0}"
@@ -86,7 +96,22 @@ install_deps() {
     "${missing[@]}" >>"$SETUP_LOG" 2>&1
 }
 
+# A given source tree, copied once into the cache as librdkafka-X.Y.Z.
+copy_source() {
+  [ -f "$SOURCE/tests/test.c" ] || return 1
+  local hex ver
+  hex="$(grep -oE 'define RD_KAFKA_VERSION +0x[0-9a-fA-F]+' "$SOURCE/src/rdkafka.h" | grep -oE '0x[0-9a-fA-F]+$')"
+  [ -n "$hex" ] || return 1
+  ver="$(( (hex >> 24) & 0xff )).$(( (hex >> 16) & 0xff )).$(( (hex >> 8) & 0xff ))"
+  SRC="$CACHE/librdkafka-$ver"
+  if [ ! -f "$SRC/tests/test.c" ]; then
+    echo "== copy $SOURCE to $SRC" >>"$SETUP_LOG"
+    cp -a "$SOURCE" "$SRC" && chmod -R u+w "$SRC" || return 1
+  fi
+}
+
 fetch_source() {
+  if [ -n "$SOURCE" ]; then copy_source; return; fi
   SRC="$(find "$CACHE" -mindepth 1 -maxdepth 1 -type d -name 'librdkafka-*' | sort | tail -n1)"
   if [ -n "$SRC" ] && [ -f "$SRC/tests/test.c" ]; then return 0; fi
   enable_deb_src || return 1
@@ -278,6 +303,7 @@ for e in "${ENTRIES[@]}"; do
     *) die "allow-list: unknown mode '$mode' for $num" ;;
   esac
   name="$num"; [ "$scenario" != default ] && name="$name-$scenario"
+  [ -n "$PROTOCOL" ] && name="$name-$PROTOCOL"
   [ "$mode" = cluster ] && name="$name-cluster"
   [ -n "$subtests" ] && name="$name-$subtests"
   log="$LOGS/$name.log"
@@ -349,6 +375,7 @@ for e in "${ENTRIES[@]}"; do
     esac
     [ "$scenario" != default ] && sub="$sub ($scenario)"
     [ "$mode" = cluster ] && sub="$sub (cluster)"
+    [ -n "$PROTOCOL" ] && sub="$sub ($PROTOCOL)"
     [ -n "$subtests" ] && sub="$sub [$subtests]"
     line="$tag $sub"
     [ "$tag" = SKIP ] && [ -n "$reason" ] && line="$line: $reason"

@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -200,6 +200,15 @@ impl Broker {
                 min_session_timeout_ms: config.args.group_min_session_timeout_ms,
                 max_session_timeout_ms: config.args.group_max_session_timeout_ms,
                 initial_rebalance_delay_ms: config.args.group_initial_rebalance_delay_ms,
+                consumer: crate::group::consumer::Settings {
+                    session_timeout: Duration::from_millis(
+                        config.args.group_consumer_session_timeout_ms,
+                    ),
+                    heartbeat_interval: Duration::from_millis(
+                        config.args.group_consumer_heartbeat_interval_ms,
+                    ),
+                    ..crate::group::consumer::Settings::default()
+                },
                 ..GroupSettings::default()
             },
         );
@@ -637,6 +646,39 @@ impl Broker {
             return vec![Arc::clone(&self.txns)];
         }
         self.txn_partitions.all()
+    }
+
+    /// Every topic clients may use: name → (id, partition count), from the
+    /// quorum's metadata in a cluster, else from this broker's topics.
+    /// Internal topics are left out.
+    pub fn topic_table(&self) -> std::collections::BTreeMap<String, (uuid::Uuid, i32)> {
+        let mut out = std::collections::BTreeMap::new();
+        match self.cluster.get() {
+            Some(c) => c.with_metadata(|m| {
+                for (name, t) in &m.topics {
+                    if !crate::topics::is_internal(name) {
+                        out.insert(name.clone(), (t.id, t.partitions.len() as i32));
+                    }
+                }
+            }),
+            None => {
+                for t in self.topics.list() {
+                    if !crate::topics::is_internal(&t.name) {
+                        out.insert(t.name.clone(), (t.id, t.partition_count()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The topics a consumer group may be assigned, with their partition
+    /// counts.
+    pub fn topology(&self) -> crate::group::consumer::Topology {
+        self.topic_table()
+            .into_iter()
+            .map(|(name, (_, n))| (name, n))
+            .collect()
     }
 
     /// Whether this broker coordinates `group` as of now, without loading

@@ -4,6 +4,9 @@
 //! `<data-dir>/broker-configs.json` and applied at once; at start the file
 //! is read back over the flags.
 //!
+//! In a cluster the default broker resource `""` is kept by the metadata
+//! quorum and applies to every broker, under each broker's own configs.
+//!
 //! A config weir knows but cannot change at run time is answered
 //! `INVALID_CONFIG` as read-only, and one it does not know as unknown, as
 //! Kafka answers them.
@@ -29,6 +32,8 @@ pub enum Effect {
     TopicDefault,
     /// The partitions of auto-created topics.
     NumPartitions,
+    /// The log cleaner's I/O throttle, from its next pass.
+    CleanerThrottle,
     /// Kafka's, taken and kept for the tools that set it; weir has nothing
     /// it applies to (no Kerberos).
     Kept,
@@ -79,6 +84,13 @@ fn ck_long_0(v: &str) -> Result<(), String> {
     }
 }
 
+fn ck_positive(v: &str) -> Result<(), String> {
+    match v.trim().parse::<f64>() {
+        Ok(n) if n > 0.0 && n.is_finite() => Ok(()),
+        _ => Err("must be a number above 0".into()),
+    }
+}
+
 fn ck_fraction(v: &str) -> Result<(), String> {
     match v.trim().parse::<f64>() {
         Ok(n) if (0.0..=1.0).contains(&n) => Ok(()),
@@ -108,6 +120,13 @@ pub const DYNAMIC: &[Dynamic] = &[
         effect: Effect::NumPartitions,
         check: ck_partitions,
         doc: "Partitions of an auto-created topic, and of CreateTopics asking for -1.",
+    },
+    Dynamic {
+        name: "log.cleaner.io.max.bytes.per.second",
+        kind: DOUBLE,
+        effect: Effect::CleanerThrottle,
+        check: ck_positive,
+        doc: "The log cleaner's read and write throttle, in bytes per second; applies from its next pass.",
     },
     Dynamic {
         name: "sasl.kerberos.min.time.before.relogin",
@@ -166,6 +185,8 @@ pub fn check(name: &str, value: &str, read_only: &dyn Fn(&str) -> bool) -> Resul
 pub struct BrokerConfigs {
     path: PathBuf,
     set: Mutex<BTreeMap<String, String>>,
+    /// The cluster-wide ones (the quorum's `""` resource), under `set`.
+    cluster: Mutex<BTreeMap<String, String>>,
     /// The flags' topic defaults, under the dynamic ones.
     flags: BrokerDefaults,
     flag_partitions: i32,
@@ -207,6 +228,7 @@ impl BrokerConfigs {
         Ok(Self {
             path,
             set: Mutex::new(set),
+            cluster: Mutex::new(BTreeMap::new()),
             flags,
             flag_partitions,
             num_partitions: AtomicI32::new(flag_partitions),
@@ -216,6 +238,41 @@ impl BrokerConfigs {
     /// The dynamic configs set, by name.
     pub fn set(&self) -> BTreeMap<String, String> {
         self.set.lock().clone()
+    }
+
+    /// The cluster-wide dynamic configs (a cluster's `""` resource).
+    pub fn cluster_defaults(&self) -> BTreeMap<String, String> {
+        self.cluster.lock().clone()
+    }
+
+    /// Takes the quorum's cluster-wide configs; applies them when they
+    /// changed (entries that do not check are left out with a warning).
+    pub fn set_cluster_defaults(&self, next: &BTreeMap<String, String>, topics: &Registry) {
+        {
+            let mut cur = self.cluster.lock();
+            if *cur == *next {
+                return;
+            }
+            let mut next = next.clone();
+            next.retain(|k, v| {
+                let ok = dynamic(k).is_some_and(|d| (d.check)(v).is_ok());
+                if !ok {
+                    tracing::warn!(config = %k, value = %v, "ignoring a cluster-wide broker config that is not valid");
+                }
+                ok
+            });
+            tracing::info!(configs = ?next, "cluster-wide broker configs applied");
+            *cur = next;
+        }
+        self.apply(topics);
+    }
+
+    /// The log cleaner's I/O throttle set dynamically, if it is.
+    pub fn cleaner_io_max_bytes_per_second(&self) -> Option<f64> {
+        let key = "log.cleaner.io.max.bytes.per.second";
+        let own = self.set.lock().get(key).cloned();
+        own.or_else(|| self.cluster.lock().get(key).cloned())
+            .and_then(|v| v.trim().parse().ok())
     }
 
     /// Partitions of an auto-created topic.
@@ -244,7 +301,8 @@ impl BrokerConfigs {
     /// Applies the configs set to the topic registry and the other
     /// settings (at start, and after each change).
     pub fn apply(&self, topics: &Registry) {
-        let set = self.set.lock().clone();
+        let mut set = self.cluster.lock().clone();
+        set.extend(self.set.lock().clone());
         let n = set
             .get("num.partitions")
             .and_then(|v| v.trim().parse().ok())

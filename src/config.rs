@@ -362,6 +362,22 @@ pub struct ServeArgs {
         default_value_t = 1_800_000
     )]
     pub group_max_session_timeout_ms: i32,
+    /// Session timeout of consumer-protocol (KIP-848) group members, in ms
+    /// (Kafka's group.consumer.session.timeout.ms).
+    #[arg(
+        long,
+        env = "WEIR_GROUP_CONSUMER_SESSION_TIMEOUT_MS",
+        default_value_t = 45_000
+    )]
+    pub group_consumer_session_timeout_ms: u64,
+    /// How often consumer-protocol (KIP-848) group members heartbeat, in
+    /// ms (Kafka's group.consumer.heartbeat.interval.ms).
+    #[arg(
+        long,
+        env = "WEIR_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS",
+        default_value_t = 5_000
+    )]
+    pub group_consumer_heartbeat_interval_ms: u64,
     /// Grace period for in-flight requests at shutdown, in ms.
     #[arg(long, env = "WEIR_SHUTDOWN_GRACE_MS", default_value_t = 5_000)]
     pub shutdown_grace_ms: u64,
@@ -707,6 +723,14 @@ impl Config {
                 "must be at least --group-min-session-timeout-ms",
             ));
         }
+        if args.group_consumer_heartbeat_interval_ms < 1
+            || args.group_consumer_heartbeat_interval_ms >= args.group_consumer_session_timeout_ms
+        {
+            return Err(bad(
+                "group-consumer-heartbeat-interval-ms",
+                "must be 1 or more and below --group-consumer-session-timeout-ms",
+            ));
+        }
         let mut http_allowed_hosts = Vec::new();
         for h in args
             .http_allowed_hosts
@@ -757,6 +781,8 @@ impl Config {
         args.data_dir = data_dir;
         args.log_retention_check_interval_ms = 1000;
         args.group_initial_rebalance_delay_ms = 300;
+        args.group_consumer_heartbeat_interval_ms = 500;
+        args.group_consumer_session_timeout_ms = 6_000;
         #[allow(clippy::expect_used)]
         Self::from_args(args).expect("test configuration is valid")
     }

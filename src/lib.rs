@@ -34,6 +34,7 @@ pub mod group;
 pub mod http;
 pub mod log;
 mod log_cleaner;
+pub mod log_levels;
 pub mod memory;
 pub mod metrics;
 pub mod protocol;
@@ -464,7 +465,16 @@ async fn group_ticker(broker: Arc<Broker>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = tick.tick() => broker.groups.tick(std::time::Instant::now()),
+            _ = tick.tick() => {
+                let now = std::time::Instant::now();
+                broker.groups.tick(now);
+                for (group, state) in broker.groups.consumer_tick(now) {
+                    let change = crate::group::Change::GroupState { group: group.clone(), state };
+                    if let Err(code) = broker.store_offsets(&group, vec![change]).await {
+                        tracing::warn!(group = %group, code, "failed to store a consumer group's state");
+                    }
+                }
+            }
         }
     }
 }

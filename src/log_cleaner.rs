@@ -46,7 +46,10 @@ pub(crate) async fn cleaner_loop(broker: Arc<Broker>, shutdown: CancellationToke
         }
         loop {
             let b = Arc::clone(&broker);
-            let o = opts.clone();
+            let mut o = opts.clone();
+            if let Some(rate) = broker.broker_configs.cleaner_io_max_bytes_per_second() {
+                o.io_max_bytes_per_second = rate;
+            }
             let work = tokio::task::spawn_blocking(move || clean_dirtiest(&b, &o));
             let progressed = tokio::select! {
                 r = work => r.unwrap_or(false),

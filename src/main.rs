@@ -65,9 +65,30 @@ fn init_logging(args: &ServeArgs) {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
+    // The levels may change while the broker runs (BROKER_LOGGER).
+    fn swap<L, S>(h: tracing_subscriber::reload::Handle<L, S>) -> weir::log_levels::Reload
+    where
+        L: From<tracing_subscriber::EnvFilter> + Send + Sync + 'static,
+        S: Send + Sync + 'static,
+    {
+        Box::new(move |d: &str| {
+            let f = tracing_subscriber::EnvFilter::try_new(d).map_err(|e| e.to_string())?;
+            h.reload(f).map_err(|e| e.to_string())
+        })
+    }
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => {
+            let b = builder.json().flatten_event(true).with_filter_reloading();
+            let h = b.reload_handle();
+            b.init();
+            weir::log_levels::install(&level, swap(h));
+        }
+        LogFormat::Text => {
+            let b = builder.with_filter_reloading();
+            let h = b.reload_handle();
+            b.init();
+            weir::log_levels::install(&level, swap(h));
+        }
     }
 }
 

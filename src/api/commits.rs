@@ -45,7 +45,7 @@ pub struct OffsetCommit;
 
 impl Api for OffsetCommit {
     kind!(OffsetCommit, OffsetCommitRequest, OffsetCommitResponse);
-    const VERSIONS: (i16, i16) = (2, 8);
+    const VERSIONS: (i16, i16) = (2, 9);
     type Denied = Refused;
 
     fn authorize(
@@ -119,7 +119,7 @@ pub struct OffsetFetch;
 
 impl Api for OffsetFetch {
     kind!(OffsetFetch, OffsetFetchRequest, OffsetFetchResponse);
-    const VERSIONS: (i16, i16) = (1, 8);
+    const VERSIONS: (i16, i16) = (1, 9);
     /// Groups refused (v8), and per group whether all its topics were
     /// asked for (undescribable ones are then left out, not reported).
     type Denied = (Vec<GroupId>, Vec<bool>);
@@ -415,6 +415,21 @@ async fn offset_fetch(
                 answers.push(Err((g.group_id, code)));
                 continue;
             }
+            // v9: a consumer group's member fetches at its epoch.
+            if g.member_id.is_some() || g.member_epoch >= 0 {
+                let member = g.member_id.as_ref().map_or("", |m| m.as_str());
+                let stored = || broker.groups.offsets.group_state(g.group_id.as_str());
+                let check = broker.groups.consumer.check_member(
+                    g.group_id.as_str(),
+                    member,
+                    g.member_epoch,
+                    stored,
+                );
+                if let Some(code) = check.filter(|c| *c != errors::NONE) {
+                    answers.push(Err((g.group_id, code)));
+                    continue;
+                }
+            }
             let wanted = g.topics.map(|ts| {
                 ts.into_iter()
                     .map(|t| (t.name, t.partition_indexes))
@@ -531,10 +546,18 @@ async fn offset_delete(broker: &Arc<Broker>, req: OffsetDeleteRequest) -> Offset
     if let Err(code) = broker.coordinates(&group_id).await {
         return OffsetDeleteResponse::default().with_error_code(code);
     }
-    if broker.groups.describe(&group_id).is_none() {
+    let subscribed = if broker.groups.is_consumer_group(&group_id) {
+        broker
+            .groups
+            .consumer
+            .subscribed_topics(&group_id, &broker.topology())
+            .into_iter()
+            .collect()
+    } else if broker.groups.describe(&group_id).is_some() {
+        broker.groups.subscribed_topics(&group_id)
+    } else {
         return OffsetDeleteResponse::default().with_error_code(group::GROUP_ID_NOT_FOUND);
-    }
-    let subscribed = broker.groups.subscribed_topics(&group_id);
+    };
     let mut changes = Vec::new();
     let topics = req
         .topics

@@ -380,6 +380,17 @@ fn describe_configs(
                     }
                     res.with_configs(describe_broker(broker, name.is_empty(), version, &wanted))
                 }
+                super::loggers::RESOURCE_BROKER_LOGGER => {
+                    match super::loggers::describe(
+                        broker,
+                        r.resource_name.as_str(),
+                        version,
+                        &wanted,
+                    ) {
+                        Ok(configs) => res.with_configs(configs),
+                        Err((code, msg)) => res.with_error_code(code).with_error_message(msg),
+                    }
+                }
                 other => res
                     .with_error_code(errors::INVALID_REQUEST)
                     .with_error_message(Some(sb(format!(
@@ -417,8 +428,12 @@ async fn alter_configs(broker: &Arc<Broker>, req: AlterConfigsRequest) -> AlterC
                 store_configs(broker, r.resource_name.as_str(), configs, req.validate_only).await
             }
             RESOURCE_BROKER => {
-                alter_broker(broker, r.resource_name.as_str(), configs, req.validate_only)
+                alter_broker(broker, r.resource_name.as_str(), configs, req.validate_only).await
             }
+            super::loggers::RESOURCE_BROKER_LOGGER => Err((
+                errors::INVALID_REQUEST,
+                Some(sb("log levels are changed with IncrementalAlterConfigs")),
+            )),
             other => Err((
                 errors::INVALID_REQUEST,
                 Some(sb(format!("resource type {other} is not supported"))),
@@ -518,10 +533,12 @@ async fn incremental_alter_configs(
         let resp = AlterConfigsResourceResponse::default()
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name.clone());
-        let stored = if r.resource_type == RESOURCE_BROKER {
+        let stored = if r.resource_type == super::loggers::RESOURCE_BROKER_LOGGER {
+            super::loggers::alter(broker, r, req.validate_only)
+        } else if r.resource_type == RESOURCE_BROKER {
             match merged_broker_configs(broker, r) {
                 Ok(configs) => {
-                    alter_broker(broker, r.resource_name.as_str(), configs, req.validate_only)
+                    alter_broker(broker, r.resource_name.as_str(), configs, req.validate_only).await
                 }
                 Err((code, msg)) => Err((code, Some(sb(msg)))),
             }
@@ -594,6 +611,15 @@ async fn store_configs(
     Ok(())
 }
 
+/// The cluster-wide dynamic broker configs: the quorum's as this broker
+/// last saw them (none on a single node).
+fn cluster_defaults(broker: &Broker) -> BTreeMap<String, String> {
+    match broker.cluster.get() {
+        Some(c) => c.with_metadata(|m| m.broker_defaults.clone()),
+        None => BTreeMap::new(),
+    }
+}
+
 /// DescribeConfigs of the broker resource: every broker config (`""`, the
 /// default broker resource: only the dynamic ones set), dynamic ones
 /// writable.
@@ -603,18 +629,30 @@ fn describe_broker(
     version: i16,
     wanted: &dyn Fn(&str) -> bool,
 ) -> Vec<DescribeConfigsResourceResult> {
-    let set = broker.broker_configs.set();
-    let dynamic_source = if default_resource {
-        SOURCE_DYNAMIC_DEFAULT_BROKER
+    // In a cluster `""` is the quorum's; a broker's own configs go over
+    // those, each shown with its source.
+    let cluster = cluster_defaults(broker);
+    let own = broker.broker_configs.set();
+    let set = if default_resource && broker.cluster.get().is_some() {
+        cluster.clone()
     } else {
-        SOURCE_DYNAMIC_BROKER
+        let mut s = cluster.clone();
+        s.extend(own.clone());
+        s
+    };
+    let source_of = |n: &str| {
+        if default_resource || (!own.contains_key(n) && cluster.contains_key(n)) {
+            SOURCE_DYNAMIC_DEFAULT_BROKER
+        } else {
+            SOURCE_DYNAMIC_BROKER
+        }
     };
     let mut rows: Vec<(String, String, i8, bool, i8)> = Vec::new();
     if !default_resource {
         for (n, v, kind) in broker_configs(broker) {
             let dynamic = crate::broker_configs::dynamic(n).is_some();
             let source = if set.contains_key(n) {
-                dynamic_source
+                source_of(n)
             } else {
                 SOURCE_STATIC_BROKER
             };
@@ -626,7 +664,13 @@ fn describe_broker(
             continue;
         }
         match set.get(d.name) {
-            Some(v) => rows.push((d.name.to_string(), v.clone(), dynamic_source, false, d.kind)),
+            Some(v) => rows.push((
+                d.name.to_string(),
+                v.clone(),
+                source_of(d.name),
+                false,
+                d.kind,
+            )),
             None if default_resource => {}
             None => rows.push((
                 d.name.to_string(),
@@ -668,7 +712,11 @@ fn merged_broker_configs(
     broker: &Broker,
     r: &kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource,
 ) -> Result<BTreeMap<String, String>, (i16, String)> {
-    let mut configs = broker.broker_configs.set();
+    let mut configs = if r.resource_name.is_empty() && broker.cluster.get().is_some() {
+        cluster_defaults(broker)
+    } else {
+        broker.broker_configs.set()
+    };
     for c in &r.configs {
         let name = c.name.to_string();
         match (c.config_operation, c.value.as_ref()) {
@@ -693,22 +741,17 @@ fn merged_broker_configs(
     Ok(configs)
 }
 
-/// Sets the dynamic configs of the broker resource `name` (this broker's
-/// id, or `""` on a single node) to `configs`, kept in the data dir and
-/// applied at once.
-fn alter_broker(
+/// Sets the dynamic configs of the broker resource `name` to `configs`:
+/// this broker's id, or `""` on a single node, kept in the data dir and
+/// applied at once; `""` in a cluster through the quorum, which every
+/// broker applies.
+async fn alter_broker(
     broker: &Broker,
     name: &str,
     configs: BTreeMap<String, String>,
     validate_only: bool,
 ) -> Result<(), (i16, Option<StrBytes>)> {
     let invalid = |code, msg: String| Err((code, Some(sb(msg))));
-    if name.is_empty() && broker.cluster.get().is_some() {
-        return invalid(
-            errors::INVALID_REQUEST,
-            "cluster-wide broker defaults are not kept by a cluster yet: set them on each broker's id".into(),
-        );
-    }
     if !name.is_empty() && name != broker.node_id().to_string() {
         return invalid(errors::INVALID_REQUEST, format!("unknown broker '{name}'"));
     }
@@ -720,6 +763,17 @@ fn alter_broker(
         {
             return invalid(errors::INVALID_CONFIG, m);
         }
+    }
+    if let (true, Some(c)) = (name.is_empty(), broker.cluster.get()) {
+        if validate_only {
+            return Ok(());
+        }
+        let cmd = crate::cluster::Command::SetBrokerDefaults {
+            configs: configs.clone(),
+        };
+        return super::quorum::propose_and_see(c, cmd, |m| m.broker_defaults == configs)
+            .await
+            .map_err(|(code, msg)| (code, Some(sb(msg))));
     }
     match broker
         .broker_configs

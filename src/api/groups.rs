@@ -457,6 +457,32 @@ async fn join_group(cx: Cx<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
             .with_generation_id(-1)
             .with_member_id(req.member_id);
     }
+    // An empty consumer group becomes a classic one; one with members
+    // refuses classic members.
+    match broker.groups.downgrade_if_empty(req.group_id.as_str()) {
+        Ok(false) => {}
+        Ok(true) => {
+            let change = Change::GroupState {
+                group: req.group_id.to_string(),
+                state: None,
+            };
+            if let Err(code) = broker
+                .store_offsets(req.group_id.as_str(), vec![change])
+                .await
+            {
+                return JoinGroupResponse::default()
+                    .with_error_code(code)
+                    .with_generation_id(-1)
+                    .with_member_id(req.member_id);
+            }
+        }
+        Err(code) => {
+            return JoinGroupResponse::default()
+                .with_error_code(code)
+                .with_generation_id(-1)
+                .with_member_id(req.member_id);
+        }
+    }
     let peer = cx.session.peer;
     let member_id = req.member_id.to_string();
     let jr = JoinRequest {
@@ -607,15 +633,15 @@ fn list_groups(broker: &Broker, req: &ListGroupsRequest) -> ListGroupsResponse {
         .groups
         .list()
         .into_iter()
-        .filter(|(id, _, _)| broker.coordinates_now(id))
-        .filter(|(_, st, _)| states.is_empty() || states.contains(&st.name().to_ascii_lowercase()))
-        .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
-        .map(|(id, st, pt)| {
+        .filter(|g| broker.coordinates_now(&g.id))
+        .filter(|g| states.is_empty() || states.contains(&g.state.to_ascii_lowercase()))
+        .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type))
+        .map(|g| {
             ListedGroup::default()
-                .with_group_id(GroupId(sb(id)))
-                .with_protocol_type(sb(pt))
-                .with_group_state(sb(st.name()))
-                .with_group_type(sb("classic"))
+                .with_group_id(GroupId(sb(g.id)))
+                .with_protocol_type(sb(g.protocol_type))
+                .with_group_state(sb(g.state))
+                .with_group_type(sb(g.group_type))
         })
         .collect();
     ListGroupsResponse::default().with_groups(groups)

@@ -17,11 +17,13 @@ pub mod admin;
 pub mod authz;
 pub mod commits;
 pub mod configs;
+pub mod consumer_groups;
 pub mod elect;
 pub mod errors;
 pub mod fetch;
 pub mod groups;
 pub mod log_dirs;
+pub mod loggers;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
@@ -53,6 +55,7 @@ pub const FAMILIES: &[&[Row]] = &[
     configs::ROWS,
     producer_ids::ROWS,
     groups::ROWS,
+    consumer_groups::ROWS,
     commits::ROWS,
     sasl::ROWS,
     acls::ROWS,
@@ -136,7 +139,6 @@ mod tests {
         assert_eq!(min(ApiKey::Fetch), Some(4));
         assert_eq!(min(ApiKey::Metadata), Some(0));
         assert_eq!(min(ApiKey::JoinGroup), Some(0));
-        assert!(REGISTRY.get(ApiKey::ConsumerGroupHeartbeat).is_none());
     }
 
     #[test]

@@ -13,10 +13,10 @@ use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::{
-    ApiKey, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
-    DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
-    ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse,
-    OffsetFetchRequest, OffsetFetchResponse, TopicName,
+    ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, DeleteGroupsRequest,
+    DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, GroupId, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use serde_json::{json, Value};
@@ -69,6 +69,12 @@ async fn describe_group(cc: &mut Conn, group: &str) -> Result<Described, Failure
         .next()
         .ok_or_else(|| anyhow!("empty DescribeGroups answer"))?;
     check(g.error_code, group, g.error_message.as_ref())?;
+    // A group of the consumer protocol (KIP-848) is Dead to DescribeGroups.
+    if g.group_state.as_str() == "Dead" {
+        if let Some(d) = describe_consumer_group(cc, group).await? {
+            return Ok(d);
+        }
+    }
     let consumer = g.protocol_type.as_str() == "consumer";
     let members = g
         .members
@@ -93,6 +99,44 @@ async fn describe_group(cc: &mut Conn, group: &str) -> Result<Described, Failure
         protocol: g.protocol_data.to_string(),
         members,
     })
+}
+
+/// A consumer-protocol group (KIP-848) by ConsumerGroupDescribe, where the
+/// broker serves it and knows the group: the state, `consumer` and the
+/// assignor as protocol, the members with their assignments.
+async fn describe_consumer_group(cc: &mut Conn, group: &str) -> Result<Option<Described>, Failure> {
+    let Ok(v) = cc.version(ApiKey::ConsumerGroupDescribe, (0, 1)).await else {
+        return Ok(None);
+    };
+    let req = ConsumerGroupDescribeRequest::default().with_group_ids(vec![gid(group)]);
+    let r: ConsumerGroupDescribeResponse = cc.call(ApiKey::ConsumerGroupDescribe, v, &req).await?;
+    let Some(g) = r.groups.into_iter().next().filter(|g| g.error_code == 0) else {
+        return Ok(None);
+    };
+    let members = g
+        .members
+        .iter()
+        .map(|m| {
+            let assigned: Assignment = m
+                .assignment
+                .topic_partitions
+                .iter()
+                .map(|tp| (tp.topic_name.0.to_string(), tp.partitions.clone()))
+                .collect();
+            (
+                m.member_id.to_string(),
+                m.client_id.to_string(),
+                m.client_host.to_string(),
+                assigned,
+            )
+        })
+        .collect();
+    Ok(Some(Described {
+        state: g.group_state.to_string(),
+        protocol_type: "consumer".into(),
+        protocol: g.assignor_name.to_string(),
+        members,
+    }))
 }
 
 /// A consumer member's assignment (a version, then the partitions by

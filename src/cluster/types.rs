@@ -76,6 +76,11 @@ pub enum Command {
         name: String,
         configs: BTreeMap<String, String>,
     },
+    /// Replaces the cluster-wide dynamic broker configs (the default broker
+    /// resource `""`), under each broker's own.
+    SetBrokerDefaults {
+        configs: BTreeMap<String, String>,
+    },
     /// Hands `count` producer ids to a broker: ids are unique over the
     /// cluster, whichever broker a producer asks.
     AllocateProducerIds {
@@ -206,6 +211,9 @@ pub struct Metadata {
     /// Users, ACLs and quotas.
     #[serde(default)]
     pub security: Shared,
+    /// Dynamic broker configs set on the default broker resource `""`.
+    #[serde(default)]
+    pub broker_defaults: BTreeMap<String, String>,
 }
 
 /// FNV-1a: a placement that every node computes alike.
@@ -413,6 +421,10 @@ impl Metadata {
                     value: Some(start),
                     ..Reply::default()
                 }
+            }
+            Command::SetBrokerDefaults { configs } => {
+                self.broker_defaults.clone_from(configs);
+                Reply::changed()
             }
             Command::SetTopicConfigs { name, configs } => match self.topics.get_mut(name) {
                 Some(t) => {

@@ -34,6 +34,10 @@ pub const TOPIC: &str = "__consumer_offsets";
 /// Key versions of Kafka's `__consumer_offsets` records.
 const KEY_OFFSET_COMMIT: i16 = 1;
 const KEY_GROUP_METADATA: i16 = 2;
+/// A consumer group's state (KIP-848), as weir records it: the group id
+/// as key, the whole state ([`super::consumer`]) as value. Kafka's own
+/// consumer-group keys are versions 3 to 8; this one is far above them.
+const KEY_WEIR_GROUP_STATE: i16 = 0x5747;
 /// The offset-commit value version written (with a leader epoch).
 const VALUE_OFFSET_COMMIT: i16 = 3;
 
@@ -115,6 +119,11 @@ fn record_of(change: &Change) -> (Bytes, Option<Bytes>) {
             put_str(&mut key, group);
             (key.freeze(), None)
         }
+        Change::GroupState { group, state } => {
+            key.put_i16(KEY_WEIR_GROUP_STATE);
+            put_str(&mut key, group);
+            (key.freeze(), state.clone())
+        }
     }
 }
 
@@ -168,6 +177,10 @@ fn change_of(key: Option<&Bytes>, value: Option<&Bytes>) -> Option<Change> {
         }
         KEY_GROUP_METADATA if value.is_none() => Some(Change::DeleteGroup {
             group: get_str(&mut k)?,
+        }),
+        KEY_WEIR_GROUP_STATE => Some(Change::GroupState {
+            group: get_str(&mut k)?,
+            state: value.cloned(),
         }),
         _ => None,
     }

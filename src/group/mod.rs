@@ -1,5 +1,9 @@
-//! The classic consumer-group coordinator: membership, rebalances, session
-//! timeouts, static membership, and committed offsets.
+//! The consumer-group coordinator: classic groups (membership, rebalances,
+//! session timeouts, static membership), consumer groups of the KIP-848
+//! protocol ([`consumer`]), and committed offsets.
+//!
+//! A group id names a group of one type at a time; [`interop`] holds the
+//! rules for a group addressed by the other protocol.
 //!
 //! Every group is a small state machine (`Empty → PreparingRebalance →
 //! CompletingRebalance → Stable`, back to `PreparingRebalance` on any change of
@@ -11,6 +15,8 @@
 //! completes. The state lives behind one `parking_lot` mutex that is never
 //! held across an `.await`.
 
+pub mod consumer;
+mod interop;
 pub mod journal;
 pub mod offsets;
 mod state;
@@ -51,6 +57,8 @@ pub struct GroupSettings {
     /// start together join one generation (group.initial.rebalance.delay.ms).
     pub initial_rebalance_delay_ms: u64,
     pub max_size: usize,
+    /// Consumer groups' (KIP-848) settings.
+    pub consumer: consumer::Settings,
 }
 
 impl Default for GroupSettings {
@@ -60,6 +68,7 @@ impl Default for GroupSettings {
             max_session_timeout_ms: 1_800_000,
             initial_rebalance_delay_ms: 3_000,
             max_size: 1_000,
+            consumer: consumer::Settings::default(),
         }
     }
 }
@@ -68,6 +77,8 @@ impl Default for GroupSettings {
 #[derive(Debug)]
 pub struct Coordinator {
     groups: Mutex<HashMap<String, Group>>,
+    /// Consumer groups (KIP-848). Lock order: `groups` first.
+    pub consumer: consumer::Groups,
     pub offsets: OffsetStore,
     settings: GroupSettings,
     /// In a cluster: which partitions of `__consumer_offsets` this broker
@@ -84,6 +95,7 @@ impl Coordinator {
     pub fn new(offsets: OffsetStore, settings: GroupSettings) -> Self {
         Self {
             groups: Mutex::new(HashMap::new()),
+            consumer: consumer::Groups::new(settings.consumer.clone()),
             offsets,
             settings,
             journals: journal::Journals::default(),
@@ -141,6 +153,7 @@ impl Coordinator {
     /// answered as unknown (their channels close) and join again.
     fn forget_members(&self, drop: &dyn Fn(&str) -> bool) {
         self.groups.lock().retain(|g, _| !drop(g));
+        self.consumer.forget(drop);
     }
 
     fn initial_delay(&self) -> Duration {
@@ -158,6 +171,13 @@ impl Coordinator {
             return Reply::Now(JoinOutcome::error(INVALID_SESSION_TIMEOUT, &req.member_id));
         }
         let mut groups = self.groups.lock();
+        if !groups.contains_key(&req.group_id) && self.is_consumer_group(&req.group_id) {
+            // The caller downgrades an empty consumer group first.
+            return Reply::Now(JoinOutcome::error(
+                INCONSISTENT_GROUP_PROTOCOL,
+                &req.member_id,
+            ));
+        }
         let group = groups
             .entry(req.group_id.clone())
             .or_insert_with(|| Group::new(&req.group_id));
@@ -512,6 +532,12 @@ impl Coordinator {
         if !valid_group_id(group_id) {
             return INVALID_GROUP_ID;
         }
+        if let Some(code) =
+            self.consumer
+                .check_member(group_id, member_id, generation, self.stored_state(group_id))
+        {
+            return code;
+        }
         let groups = self.groups.lock();
         let Some(group) = groups.get(group_id) else {
             // No live members: commits from simple consumers and admin tools.
@@ -533,31 +559,54 @@ impl Coordinator {
         }
     }
 
-    /// States of all groups known (live or with committed offsets).
-    pub fn list(&self) -> Vec<(String, State, String)> {
+    /// Every group known (live, stored or with committed offsets):
+    /// its id, state name, protocol type and group type ("classic" or
+    /// "consumer").
+    pub fn list(&self) -> Vec<Listed> {
         let groups = self.groups.lock();
-        let mut out: BTreeMap<String, (State, String)> = groups
+        let mut out: BTreeMap<String, Listed> = groups
             .values()
             .map(|g| {
-                (
-                    g.id.clone(),
-                    (
-                        g.state,
-                        g.protocol_type.clone().unwrap_or_else(|| "consumer".into()),
-                    ),
-                )
+                let l = Listed {
+                    id: g.id.clone(),
+                    state: g.state.name(),
+                    protocol_type: g.protocol_type.clone().unwrap_or_else(|| "consumer".into()),
+                    group_type: "classic",
+                };
+                (g.id.clone(), l)
             })
             .collect();
         drop(groups);
-        for name in self.offsets.group_names() {
-            out.entry(name)
-                .or_insert((State::Empty, "consumer".to_string()));
+        for name in self.offsets.group_state_names() {
+            // Load stored consumer groups, so they list with their state.
+            self.is_consumer_group(&name);
         }
-        out.into_iter().map(|(k, (s, t))| (k, s, t)).collect()
+        for (id, state, _, _) in self.consumer.list() {
+            let l = Listed {
+                id: id.clone(),
+                state,
+                protocol_type: "consumer".into(),
+                group_type: "consumer",
+            };
+            out.insert(id, l);
+        }
+        for name in self.offsets.group_names() {
+            out.entry(name.clone()).or_insert(Listed {
+                id: name,
+                state: State::Empty.name(),
+                protocol_type: "consumer".into(),
+                group_type: "classic",
+            });
+        }
+        out.into_values().collect()
     }
 
-    /// One group's state, if it exists.
+    /// One classic group's state, if it exists (a group with committed
+    /// offsets only shows as an empty classic group).
     pub fn describe(&self, group_id: &str) -> Option<GroupView> {
+        if self.is_consumer_group(group_id) {
+            return None;
+        }
         let groups = self.groups.lock();
         match groups.get(group_id) {
             Some(g) => {
@@ -607,7 +656,12 @@ impl Coordinator {
         if live.is_some_and(|g| g.state != State::Empty) {
             return Err(NON_EMPTY_GROUP);
         }
-        let has_offsets = !self.offsets.group(group_id).is_empty();
+        let consumer = self.is_consumer_group(group_id);
+        if consumer && !self.consumer.is_empty(group_id) {
+            return Err(NON_EMPTY_GROUP);
+        }
+        // A consumer group's stored state goes with the deletion.
+        let has_offsets = !self.offsets.group(group_id).is_empty() || consumer;
         if live.is_none() && !has_offsets {
             return Err(GROUP_ID_NOT_FOUND);
         }
@@ -616,6 +670,7 @@ impl Coordinator {
 
     /// Forgets a group without members, once its offsets are deleted.
     pub fn forget(&self, group_id: &str) {
+        self.consumer.remove_empty(group_id);
         let mut groups = self.groups.lock();
         if groups
             .get(group_id)
@@ -638,6 +693,16 @@ impl Coordinator {
         }
         out
     }
+}
+
+/// One group as ListGroups and the admin API list it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub id: String,
+    pub state: &'static str,
+    pub protocol_type: String,
+    /// "classic" or "consumer" (KIP-848).
+    pub group_type: &'static str,
 }
 
 /// Topic names of a consumer-protocol subscription (version, topics, ...).

@@ -12,6 +12,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 
 use crate::log::{self, framed, LogError};
@@ -22,11 +23,12 @@ pub const OFFSETS_FILE: &str = "offsets.log";
 /// Longest metadata string accepted with a commit (Kafka's offset.metadata.max.bytes).
 pub const MAX_METADATA_BYTES: usize = 4096;
 /// Largest record accepted when replaying (anything bigger is corruption).
-const MAX_RECORD_BYTES: u32 = 1 << 20;
+const MAX_RECORD_BYTES: u32 = 16 << 20;
 
 const KIND_COMMIT: u8 = 1;
 const KIND_DELETE_OFFSET: u8 = 2;
 const KIND_DELETE_GROUP: u8 = 3;
+const KIND_GROUP_STATE: u8 = 4;
 
 /// One committed offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +48,8 @@ struct Inner {
     /// there, and this store is the coordinator's memory of them.
     file: Option<File>,
     groups: HashMap<String, GroupOffsets>,
+    /// Consumer groups' (KIP-848) last state records.
+    states: HashMap<String, Bytes>,
     records_written: u64,
 }
 
@@ -74,6 +78,11 @@ pub enum Change {
     DeleteGroup {
         group: String,
     },
+    /// A consumer group's whole state ([`super::consumer`]), or its end.
+    GroupState {
+        group: String,
+        state: Option<Bytes>,
+    },
 }
 
 impl Change {
@@ -82,7 +91,8 @@ impl Change {
         match self {
             Change::Commit { group, .. }
             | Change::DeleteOffset { group, .. }
-            | Change::DeleteGroup { group } => group,
+            | Change::DeleteGroup { group }
+            | Change::GroupState { group, .. } => group,
         }
     }
 }
@@ -131,6 +141,17 @@ fn encode(change: &Change) -> Vec<u8> {
             p.push(KIND_DELETE_GROUP);
             put_str(&mut p, group);
         }
+        Change::GroupState { group, state } => {
+            p.push(KIND_GROUP_STATE);
+            put_str(&mut p, group);
+            match state {
+                None => p.extend_from_slice(&(-1i32).to_be_bytes()),
+                Some(b) => {
+                    p.extend_from_slice(&(b.len() as i32).to_be_bytes());
+                    p.extend_from_slice(b);
+                }
+            }
+        }
     }
     framed::frame(&p)
 }
@@ -169,12 +190,17 @@ fn decode(payload: &[u8]) -> Option<Change> {
             partition: c.i32()?,
         },
         KIND_DELETE_GROUP => Change::DeleteGroup { group: c.str16()? },
+        KIND_GROUP_STATE => Change::GroupState {
+            group: c.str16()?,
+            state: c.bytes32()?,
+        },
         _ => return None,
     };
     c.is_done().then_some(change)
 }
 
-fn apply(groups: &mut HashMap<String, GroupOffsets>, change: Change) {
+fn apply(inner: &mut Inner, change: Change) {
+    let groups = &mut inner.groups;
     match change {
         Change::Commit {
             group,
@@ -201,15 +227,39 @@ fn apply(groups: &mut HashMap<String, GroupOffsets>, change: Change) {
         }
         Change::DeleteGroup { group } => {
             groups.remove(&group);
+            inner.states.remove(&group);
         }
+        Change::GroupState { group, state } => match state {
+            // Of two records of one group the newer wins, whatever order
+            // they were stored in.
+            Some(s) => {
+                let newer = inner
+                    .states
+                    .get(&group)
+                    .is_none_or(|old| super::consumer::seq_of(old) <= super::consumer::seq_of(&s));
+                if newer {
+                    inner.states.insert(group, s);
+                }
+            }
+            None => {
+                inner.states.remove(&group);
+            }
+        },
     }
 }
 
-/// Every live committed offset as commit entries, and how many.
-fn encode_live(groups: &HashMap<String, GroupOffsets>) -> (Vec<u8>, u64) {
+/// Every live committed offset and group state as entries, and how many.
+fn encode_live(inner: &Inner) -> (Vec<u8>, u64) {
     let mut buf = Vec::new();
     let mut n = 0;
-    for (group, offsets) in groups {
+    for (group, state) in &inner.states {
+        buf.extend_from_slice(&encode(&Change::GroupState {
+            group: group.clone(),
+            state: Some(state.clone()),
+        }));
+        n += 1;
+    }
+    for (group, offsets) in &inner.groups {
         for ((topic, partition), committed) in offsets {
             buf.extend_from_slice(&encode(&Change::Commit {
                 group: group.clone(),
@@ -241,14 +291,19 @@ impl OffsetStore {
             f.read_to_end(&mut bytes)
                 .map_err(io_err(format!("failed to read {}", path.display())))?;
         }
-        let mut groups = HashMap::new();
+        let mut replayed = Inner {
+            file: None,
+            groups: HashMap::new(),
+            states: HashMap::new(),
+            records_written: 0,
+        };
         let mut records = 0u64;
         // The end of the last entry applied: an entry that frames well but
         // does not decode also ends the log.
         let mut pos = 0usize;
         for (at, payload) in framed::Frames::new(&bytes, MAX_RECORD_BYTES) {
             let Some(change) = decode(payload) else { break };
-            apply(&mut groups, change);
+            apply(&mut replayed, change);
             records += 1;
             pos = at as usize + 8 + payload.len();
         }
@@ -258,8 +313,8 @@ impl OffsetStore {
             sync,
             inner: Mutex::new(Inner {
                 file: Some(file),
-                groups,
                 records_written: records,
+                ..replayed
             }),
         };
         Ok(store)
@@ -274,6 +329,7 @@ impl OffsetStore {
             inner: Mutex::new(Inner {
                 file: None,
                 groups: HashMap::new(),
+                states: HashMap::new(),
                 records_written: 0,
             }),
         }
@@ -284,14 +340,16 @@ impl OffsetStore {
     pub fn write_in_memory(&self, changes: Vec<Change>) {
         let mut inner = self.inner.lock();
         for c in changes {
-            apply(&mut inner.groups, c);
+            apply(&mut inner, c);
         }
     }
 
     /// Forgets the offsets of every group `drop` names (in a cluster, the
     /// groups another broker coordinates now).
     pub fn unload(&self, drop: impl Fn(&str) -> bool) {
-        self.inner.lock().groups.retain(|g, _| !drop(g));
+        let mut inner = self.inner.lock();
+        inner.groups.retain(|g, _| !drop(g));
+        inner.states.retain(|g, _| !drop(g));
     }
 
     /// Applies and persists `changes` as one write (and one fsync when the
@@ -310,7 +368,7 @@ impl OffsetStore {
         let mut inner = self.inner.lock();
         let Some(file) = inner.file.as_ref() else {
             for c in changes {
-                apply(&mut inner.groups, c);
+                apply(&mut inner, c);
             }
             return Ok(());
         };
@@ -340,9 +398,10 @@ impl OffsetStore {
         }
         inner.records_written += changes.len() as u64;
         for c in changes {
-            apply(&mut inner.groups, c);
+            apply(&mut inner, c);
         }
-        let live: usize = inner.groups.values().map(BTreeMap::len).sum();
+        let live: usize =
+            inner.groups.values().map(BTreeMap::len).sum::<usize>() + inner.states.len();
         if inner.records_written > 10_000 && inner.records_written as usize > live * 4 {
             if let Err(e) = self.compact_locked(&mut inner) {
                 tracing::warn!(error = %e, "failed to compact the offsets log");
@@ -352,7 +411,7 @@ impl OffsetStore {
     }
 
     fn compact_locked(&self, inner: &mut Inner) -> Result<(), LogError> {
-        let (buf, n) = encode_live(&inner.groups);
+        let (buf, n) = encode_live(inner);
         log::write_atomic(&self.path, &buf)?;
         let file = OpenOptions::new()
             .read(true)
@@ -369,7 +428,7 @@ impl OffsetStore {
     /// # Errors
     /// I/O errors.
     pub fn snapshot_to(&self, path: &Path) -> Result<(), LogError> {
-        let (buf, _) = encode_live(&self.inner.lock().groups);
+        let (buf, _) = encode_live(&self.inner.lock());
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)
                 .map_err(io_err(format!("failed to create {}", dir.display())))?;
@@ -394,6 +453,16 @@ impl OffsetStore {
             .groups
             .get(group)
             .and_then(|g| g.get(&(topic.to_string(), partition)).cloned())
+    }
+
+    /// A consumer group's last state record.
+    pub fn group_state(&self, group: &str) -> Option<Bytes> {
+        self.inner.lock().states.get(group).cloned()
+    }
+
+    /// Names of consumer groups with a stored state.
+    pub fn group_state_names(&self) -> Vec<String> {
+        self.inner.lock().states.keys().cloned().collect()
     }
 
     /// Names of groups with committed offsets.

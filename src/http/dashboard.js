@@ -56,7 +56,13 @@
         while (groups.firstChild) groups.removeChild(groups.firstChild);
         res[2].groups.forEach(function (g) {
           var tr = document.createElement('tr');
-          cell(tr, g.group); cell(tr, g.state); cell(tr, g.members.length); cell(tr, g.lag);
+          var epoch = g.type === 'consumer' ? g.group_epoch : g.generation;
+          var members = String(g.members.length);
+          if (g.type === 'consumer' && g.members.length) {
+            members += ' (' + g.members.map(function (m) { return m.member_epoch; }).join(', ') + ')';
+          }
+          cell(tr, g.group); cell(tr, g.type); cell(tr, g.state); cell(tr, epoch);
+          cell(tr, members); cell(tr, g.lag);
           groups.appendChild(tr);
         });
         var rows = document.getElementById('rows');

@@ -106,7 +106,7 @@ fn status_json(b: &Broker) -> serde_json::Value {
         },
         "topics": topics.len(),
         "partitions": partitions,
-        "groups": b.groups.list().iter().filter(|g| b.coordinates_now(&g.0)).count(),
+        "groups": b.groups.list().iter().filter(|g| b.coordinates_now(&g.id)).count(),
         "bytes_on_disk": b.disk_bytes(),
         "pending_retries": b.retries.pending(),
         "transactions": transactions_json(b),
@@ -177,41 +177,76 @@ async fn topics(State(b): State<Arc<Broker>>) -> Json<serde_json::Value> {
 
 async fn groups(State(b): State<Arc<Broker>>) -> Json<serde_json::Value> {
     let lag = b.group_lag();
+    let now = std::time::Instant::now();
     let list: Vec<_> = b
         .groups
         .list()
         .into_iter()
-        .filter(|(id, _, _)| b.coordinates_now(id))
-        .map(|(id, state, protocol_type)| {
-            let view = b.groups.describe(&id);
-            let members: Vec<_> = view
-                .as_ref()
-                .map(|v| {
-                    v.members
-                        .iter()
-                        .map(|m| {
-                            json!({
-                                "member_id": m.member_id,
-                                "group_instance_id": m.group_instance_id,
-                                "client_id": m.client_id,
-                                "client_host": m.client_host,
-                            })
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let partitions: Vec<_> = lag.iter().filter(|l| l.group == id).collect();
+        .filter(|g| b.coordinates_now(&g.id))
+        .map(|g| {
+            let partitions: Vec<_> = lag.iter().filter(|l| l.group == g.id).collect();
             let total: i64 = partitions.iter().map(|l| l.lag).sum();
-            json!({
-                "group": id,
-                "state": state.name(),
-                "protocol_type": protocol_type,
-                "generation": view.as_ref().map_or(0, |v| v.generation),
-                "protocol": view.as_ref().map(|v| v.protocol.clone()).unwrap_or_default(),
-                "members": members,
+            let mut out = json!({
+                "group": g.id,
+                "type": g.group_type,
+                "state": g.state,
+                "protocol_type": g.protocol_type,
                 "lag": total,
                 "partitions": partitions,
-            })
+            });
+            if g.group_type == "consumer" {
+                if let Some(c) = b
+                    .groups
+                    .consumer
+                    .describe(&g.id, || b.groups.offsets.group_state(&g.id))
+                {
+                    out["group_epoch"] = json!(c.epoch);
+                    out["assignment_epoch"] = json!(c.assignment_epoch);
+                    out["members"] = c
+                        .members
+                        .values()
+                        .map(|m| {
+                            json!({
+                                "member_id": m.id,
+                                "group_instance_id": m.instance_id,
+                                "client_id": m.client_id,
+                                "client_host": m.client_host,
+                                "member_epoch": m.epoch,
+                                "member_state": m.state.name(),
+                                "subscribed_topics": m.topics,
+                                "subscribed_topic_regex": m.regex,
+                                "assigned": m.assigned,
+                                "revoking": m.revoking,
+                                "target": c.target.get(&m.id),
+                                "last_heartbeat_ms_ago": m.since_heartbeat(now).as_millis() as u64,
+                            })
+                        })
+                        .collect();
+                }
+            } else {
+                let view = b.groups.describe(&g.id);
+                out["generation"] = json!(view.as_ref().map_or(0, |v| v.generation));
+                out["protocol"] = json!(view
+                    .as_ref()
+                    .map(|v| v.protocol.clone())
+                    .unwrap_or_default());
+                out["members"] = view
+                    .map(|v| {
+                        v.members
+                            .iter()
+                            .map(|m| {
+                                json!({
+                                    "member_id": m.member_id,
+                                    "group_instance_id": m.group_instance_id,
+                                    "client_id": m.client_id,
+                                    "client_host": m.client_host,
+                                })
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+            }
+            out
         })
         .collect();
     Json(json!({ "groups": list }))

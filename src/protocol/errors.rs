@@ -78,6 +78,11 @@ codes! {
     UNSTABLE_OFFSET_COMMIT = UnstableOffsetCommit,
     PRODUCER_FENCED = ProducerFenced,
     TRANSACTIONAL_ID_NOT_FOUND = TransactionalIdNotFound,
+    FENCED_MEMBER_EPOCH = FencedMemberEpoch,
+    UNRELEASED_INSTANCE_ID = UnreleasedInstanceId,
+    UNSUPPORTED_ASSIGNOR = UnsupportedAssignor,
+    STALE_MEMBER_EPOCH = StaleMemberEpoch,
+    INVALID_REGULAR_EXPRESSION = InvalidRegularExpression,
 }
 
 #[cfg(test)]

@@ -41,6 +41,9 @@ impl Replicas {
     pub fn reconcile(&self, broker: &Arc<Broker>, cluster: &Arc<Cluster>, m: &Metadata) {
         let me = cluster.node_id();
         let now = now_ms();
+        broker
+            .broker_configs
+            .set_cluster_defaults(&m.broker_defaults, &broker.topics);
         // Topics deleted since the last look.
         {
             let mut known = self.known.lock();

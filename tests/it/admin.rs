@@ -424,6 +424,7 @@ fn dynamic_broker_configs_apply_at_once_and_survive_a_restart() {
         let alter = AlterConfig::new(ResourceSpecifier::Broker(1))
             .set("log.retention.ms", "3600000")
             .set("num.partitions", "3")
+            .set("log.cleaner.io.max.bytes.per.second", "1048576")
             .set("sasl.kerberos.min.time.before.relogin", "58000");
         let r = admin.alter_configs([&alter], &opts()).await.unwrap();
         assert!(r[0].is_ok(), "{r:?}");
@@ -433,6 +434,7 @@ fn dynamic_broker_configs_apply_at_once_and_survive_a_restart() {
             ("broker.id", "2"),
             ("no.such.config", "1"),
             ("num.partitions", "0"),
+            ("log.cleaner.io.max.bytes.per.second", "0"),
         ] {
             use kafka_protocol::messages::alter_configs_request::{
                 AlterConfigsResource, AlterableConfig,
@@ -463,6 +465,10 @@ fn dynamic_broker_configs_apply_at_once_and_survive_a_restart() {
         assert!(!m["log.retention.ms"].is_read_only);
         assert!(m["broker.id"].is_read_only);
         assert_eq!(m["num.partitions"].value.as_deref(), Some("3"));
+        assert_eq!(
+            m["log.cleaner.io.max.bytes.per.second"].value.as_deref(),
+            Some("1048576")
+        );
     });
     let retention = |bs: &str| {
         rt.block_on(async {
@@ -503,4 +509,141 @@ fn dynamic_broker_configs_apply_at_once_and_survive_a_restart() {
         Some("3600000"),
         "kept across a restart"
     );
+}
+
+/// IncrementalAlterConfigs on the BROKER_LOGGER resource (type 8).
+fn set_logger(
+    addr: std::net::SocketAddr,
+    broker: &str,
+    changes: &[(&str, i8, Option<&str>)],
+) -> i16 {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(8)
+            .with_resource_name(StrBytes::from_string(broker.into()))
+            .with_configs(
+                changes
+                    .iter()
+                    .map(|(name, op, value)| {
+                        AlterableConfig::default()
+                            .with_name(StrBytes::from_string((*name).into()))
+                            .with_config_operation(*op)
+                            .with_value(value.map(|v| StrBytes::from_string(v.into())))
+                    })
+                    .collect(),
+            ),
+    ]);
+    let r: IncrementalAlterConfigsResponse =
+        crate::bad_input::call(addr, ApiKey::IncrementalAlterConfigs, 1, &req);
+    r.responses[0].error_code
+}
+
+/// The loggers DescribeConfigs of BROKER_LOGGER shows: (name, level).
+fn loggers(addr: std::net::SocketAddr) -> Vec<(String, String)> {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::{ApiKey, DescribeConfigsRequest, DescribeConfigsResponse};
+    use kafka_protocol::protocol::StrBytes;
+    let req =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(8)
+            .with_resource_name(StrBytes::from_static_str("1"))
+            .with_configuration_keys(None)]);
+    let r: DescribeConfigsResponse = crate::bad_input::call(addr, ApiKey::DescribeConfigs, 1, &req);
+    assert_eq!(r.results[0].error_code, 0, "{r:?}");
+    r.results[0]
+        .configs
+        .iter()
+        .map(|c| {
+            (
+                c.name.to_string(),
+                c.value.as_deref().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn log_levels_change_while_the_broker_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, http) = (free_port(), free_port());
+    let addr = format!("127.0.0.1:{port}");
+    let stderr = dir.path().join("stderr.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["--listen", &addr, "--advertised-listener", &addr])
+        .args(["--http-listen", &format!("127.0.0.1:{http}")])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args([
+            "--node-id",
+            "1",
+            "--log-format",
+            "text",
+            "--log-level",
+            "warn",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broker did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let a: std::net::SocketAddr = addr.parse().unwrap();
+    let before = loggers(a);
+    assert!(
+        before.contains(&("root".into(), "WARN".into())),
+        "{before:?}"
+    );
+    assert!(
+        before.contains(&("openraft".into(), "OFF".into())),
+        "{before:?}"
+    );
+    // Not a level, the root logger deleted, another broker, APPEND: refused.
+    assert_eq!(set_logger(a, "1", &[("weir", 0, Some("LOUD"))]), 40);
+    assert_eq!(set_logger(a, "1", &[("root", 1, None)]), 40);
+    assert_eq!(set_logger(a, "1", &[("weir", 2, Some("INFO"))]), 40);
+    assert_eq!(set_logger(a, "2", &[("weir", 0, Some("INFO"))]), 42);
+    let quiet = std::fs::read_to_string(&stderr).unwrap();
+    assert!(!quiet.contains("log level changed"), "{quiet}");
+    // Root to INFO: the change itself is logged at INFO, so it shows.
+    assert_eq!(
+        set_logger(
+            a,
+            "1",
+            &[("root", 0, Some("INFO")), ("weir::group", 0, Some("DEBUG"))]
+        ),
+        0
+    );
+    let after = loggers(a);
+    assert!(after.contains(&("root".into(), "INFO".into())), "{after:?}");
+    assert!(
+        after.contains(&("weir::group".into(), "DEBUG".into())),
+        "{after:?}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(&stderr).unwrap();
+        if text.contains("log level changed") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // DELETE takes a logger back to the root level.
+    assert_eq!(set_logger(a, "1", &[("weir::group", 1, None)]), 0);
+    assert!(!loggers(a).iter().any(|(n, _)| n == "weir::group"));
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -76,6 +76,21 @@ impl TestCluster {
                 return None;
             }
         }
+        // A node may lose one of its ports to another test between the
+        // probe and its bind, and exit after its Kafka port accepted: the
+        // whole cluster then starts again on other ports.
+        for i in 0..n {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while c.status(i).is_none() {
+                let exited = c.nodes[i]
+                    .as_mut()
+                    .is_none_or(|b| matches!(b.child.try_wait(), Ok(Some(_))));
+                if exited || Instant::now() > deadline {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         Some(c)
     }
 
@@ -621,7 +636,7 @@ fn consume_and_commit(bootstrap: &str, group: &str, topic: &str, n: usize) -> i6
 
 /// The broker that coordinates `group`: the leader of its partition of
 /// `__consumer_offsets`, once every replica of that partition is in sync.
-fn coordinator_of(bootstrap: &str, group: &str, within: Duration) -> i32 {
+pub(crate) fn coordinator_of(bootstrap: &str, group: &str, within: Duration) -> i32 {
     let p = wait_placement(bootstrap, "__consumer_offsets", within, |p| {
         !p.is_empty()
             && p.iter()

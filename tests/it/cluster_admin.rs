@@ -292,3 +292,117 @@ fn a_cluster_finds_the_coordinator_of_a_transactional_id_and_it_hands_out_an_epo
         "a new producer gets the next epoch"
     );
 }
+
+/// IncrementalAlterConfigs on the default broker resource `""`.
+fn set_cluster_default(port: u16, name: &str, value: &str) -> i16 {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::{
+        IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    };
+    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(StrBytes::from_static_str(""))
+            .with_configs(vec![AlterableConfig::default()
+                .with_name(StrBytes::from_string(name.into()))
+                .with_config_operation(0)
+                .with_value(Some(StrBytes::from_string(value.into())))]),
+    ]);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let r: IncrementalAlterConfigsResponse = call(addr, ApiKey::IncrementalAlterConfigs, 1, &req);
+    r.responses[0].error_code
+}
+
+/// A broker config as DescribeConfigs of `resource` at `port` shows it:
+/// (value, source).
+fn broker_config(port: u16, resource: &str, name: &str) -> Option<(Option<String>, i8)> {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+    let req =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(StrBytes::from_string(resource.into()))
+            .with_configuration_keys(None)]);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let r: DescribeConfigsResponse = call(addr, ApiKey::DescribeConfigs, 1, &req);
+    assert_eq!(r.results[0].error_code, 0, "{r:?}");
+    r.results[0]
+        .configs
+        .iter()
+        .find(|c| c.name.as_str() == name)
+        .map(|c| (c.value.as_ref().map(ToString::to_string), c.config_source))
+}
+
+#[test]
+fn cluster_wide_broker_configs_are_kept_by_the_quorum_and_apply_on_every_broker() {
+    let mut c = TestCluster::start(3);
+    c.agreed(&[0, 1, 2], None, Duration::from_secs(30));
+    assert_eq!(
+        set_cluster_default(c.ports[0].0, "log.retention.ms", "3600000"),
+        0
+    );
+    assert_eq!(
+        set_cluster_default(c.ports[0].0, "broker.id", "7"),
+        40,
+        "INVALID_CONFIG for a read-only config"
+    );
+    // Every broker sees it, as the default broker resource and under its
+    // own id with the source DYNAMIC_DEFAULT_BROKER_CONFIG (3).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    for (i, (port, _, _)) in c.ports.clone().into_iter().enumerate() {
+        let id = (i + 1).to_string();
+        loop {
+            let seen = broker_config(port, &id, "log.retention.ms");
+            if seen == Some((Some("3600000".into()), 3)) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "node {id}: {seen:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            broker_config(port, "", "log.retention.ms"),
+            Some((Some("3600000".into()), 3))
+        );
+    }
+    // A broker's own config goes over the cluster's.
+    let own = {
+        use kafka_protocol::messages::alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
+        let req =
+            AlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(StrBytes::from_static_str("2"))
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("log.retention.ms"))
+                    .with_value(Some(StrBytes::from_static_str("7200000")))])]);
+        let addr: SocketAddr = format!("127.0.0.1:{}", c.ports[1].0).parse().unwrap();
+        let r: AlterConfigsResponse = call(addr, ApiKey::AlterConfigs, 1, &req);
+        r.responses[0].error_code
+    };
+    assert_eq!(own, 0);
+    assert_eq!(
+        broker_config(c.ports[1].0, "2", "log.retention.ms"),
+        Some((Some("7200000".into()), 2))
+    );
+    // A restarted broker has it from the quorum.
+    c.kill9(2);
+    c.start_node(2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen =
+            std::panic::catch_unwind(|| broker_config(c.ports[2].0, "3", "log.retention.ms"));
+        if let Ok(Some((Some(v), 3))) = &seen {
+            assert_eq!(v, "3600000");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after a restart: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

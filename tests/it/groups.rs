@@ -3,7 +3,7 @@
 //! cooperative-sticky assignment, static membership, and the admin view.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -16,15 +16,18 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::common::*;
 
-fn group_consumer(bootstrap: &str, group: &str, extra: &[(&str, &str)]) -> BaseConsumer {
+pub(crate) fn group_consumer(bootstrap: &str, group: &str, extra: &[(&str, &str)]) -> BaseConsumer {
     let mut c = client_config(bootstrap);
     c.set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "500")
         .set("max.poll.interval.ms", "20000")
         .set("topic.metadata.refresh.interval.ms", "1000");
+    // The consumer protocol's session and heartbeat are the broker's.
+    if !extra.contains(&("group.protocol", "consumer")) {
+        c.set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500");
+    }
     for (k, v) in extra {
         c.set(*k, *v);
     }
@@ -32,16 +35,16 @@ fn group_consumer(bootstrap: &str, group: &str, extra: &[(&str, &str)]) -> BaseC
 }
 
 /// A group member polling in its own thread.
-struct Member {
+pub(crate) struct Member {
     stop: Arc<AtomicBool>,
     assigned: Arc<Mutex<BTreeSet<i32>>>,
     handle: Option<JoinHandle<()>>,
 }
 
-type Seen = Arc<Mutex<Vec<(usize, i32, i64)>>>;
+pub(crate) type Seen = Arc<Mutex<Vec<(usize, i32, i64)>>>;
 
 impl Member {
-    fn start(
+    pub(crate) fn start(
         id: usize,
         bootstrap: &str,
         group: &str,
@@ -73,11 +76,11 @@ impl Member {
         }
     }
 
-    fn assigned(&self) -> BTreeSet<i32> {
+    pub(crate) fn assigned(&self) -> BTreeSet<i32> {
         self.assigned.lock().unwrap().clone()
     }
 
-    fn close(mut self) {
+    pub(crate) fn close(mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
             h.join().unwrap();
@@ -91,7 +94,7 @@ impl Drop for Member {
     }
 }
 
-fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -100,7 +103,7 @@ fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
 }
 
 /// Members split the partitions with no overlap and no gap.
-fn split_evenly(members: &[&Member], partitions: i32) -> bool {
+pub(crate) fn split_evenly(members: &[&Member], partitions: i32) -> bool {
     let sets: Vec<BTreeSet<i32>> = members.iter().map(|m| m.assigned()).collect();
     let total: usize = sets.iter().map(BTreeSet::len).sum();
     let union: BTreeSet<i32> = sets.iter().flatten().copied().collect();
@@ -109,7 +112,7 @@ fn split_evenly(members: &[&Member], partitions: i32) -> bool {
         && sets.iter().all(|s| !s.is_empty())
 }
 
-async fn produce_n(bootstrap: &str, topic: &str, n: usize) {
+pub(crate) async fn produce_n(bootstrap: &str, topic: &str, n: usize) {
     let p = producer(bootstrap, &[]);
     let mut futs = Vec::new();
     for i in 0..n {
@@ -209,21 +212,41 @@ async fn a_leaving_member_hands_its_partitions_to_the_others() {
     a.close();
 }
 
-/// Not a test on its own: the consumer that
-/// `a_killed_member_loses_its_partitions_after_the_session_timeout` runs as a
-/// child process and kills with SIGKILL.
+/// Not a test on its own: the consumer that [`spawn_child_consumer`] runs
+/// as a child process for a test to kill with SIGKILL. It joins the group
+/// named as its topic, with the group protocol given.
 #[test]
 #[ignore]
 fn child_group_consumer() {
     let Ok(bs) = std::env::var("WEIR_TEST_CHILD_BOOTSTRAP") else {
         return;
     };
-    let c = group_consumer(&bs, "killed", &[]);
-    c.subscribe(&["killed"]).unwrap();
+    let topic = std::env::var("WEIR_TEST_CHILD_TOPIC").unwrap_or_else(|_| "killed".into());
+    let protocol = std::env::var("WEIR_TEST_CHILD_PROTOCOL").unwrap_or_else(|_| "classic".into());
+    let c = group_consumer(&bs, &topic, &[("group.protocol", protocol.as_str())]);
+    c.subscribe(&[topic.as_str()]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         let _ = c.poll(Duration::from_millis(100));
     }
+}
+
+/// A member of group `topic` (reading topic `topic`) in a child process.
+pub(crate) fn spawn_child_consumer(bootstrap: &str, topic: &str, protocol: &str) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "groups::child_group_consumer",
+            "--nocapture",
+        ])
+        .env("WEIR_TEST_CHILD_BOOTSTRAP", bootstrap)
+        .env("WEIR_TEST_CHILD_TOPIC", topic)
+        .env("WEIR_TEST_CHILD_PROTOCOL", protocol)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,18 +254,7 @@ async fn a_killed_member_loses_its_partitions_after_the_session_timeout() {
     let b = TestBroker::start().await;
     let bs = b.bootstrap();
     create_topic(&bs, "killed", 6, &[]).await;
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "groups::child_group_consumer",
-            "--nocapture",
-        ])
-        .env("WEIR_TEST_CHILD_BOOTSTRAP", &bs)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_child_consumer(&bs, "killed", "classic");
     let seen: Seen = Arc::new(Mutex::new(Vec::new()));
     let a = Member::start(0, &bs, "killed", "killed", &[], seen);
     let broker = Arc::clone(b.broker());

@@ -7,10 +7,12 @@ mod backup;
 mod bad_input;
 mod cluster;
 mod cluster_admin;
+mod cluster_groups;
 mod cluster_security;
 mod cluster_txns;
 mod common;
 mod compaction;
+mod consumer_groups;
 mod crash;
 
 mod faults;

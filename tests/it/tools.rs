@@ -26,7 +26,7 @@ fn weir(bootstrap: &str, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn weir_json(bootstrap: &str, args: &[&str]) -> Value {
+pub(crate) fn weir_json(bootstrap: &str, args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.push("--json");
     let (code, out, err) = weir(bootstrap, &all);
