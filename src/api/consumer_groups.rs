@@ -303,7 +303,8 @@ fn described(g: &Group, table: &Table, include_ops: bool) -> DescribedGroup {
                             table,
                             g.target.get(&m.id).unwrap_or(&empty),
                         ))
-                        .with_member_type(1)
+                        // 0: a classic member, 1: a consumer-protocol one.
+                        .with_member_type(i8::from(m.classic.is_none()))
                 })
                 .collect(),
         )

@@ -25,6 +25,8 @@ use super::errors;
 use super::route::sb;
 use super::route::{kind, row, Api, Cx, Handled, Row, Verdict};
 use crate::broker::Broker;
+use crate::group::consumer::Record;
+use crate::group::interop::Mixed;
 use crate::group::{self, Change, JoinOutcome, JoinRequest, Reply, SyncOutcome};
 use crate::security::acl::{Operation, ResourceType};
 
@@ -457,32 +459,6 @@ async fn join_group(cx: Cx<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
             .with_generation_id(-1)
             .with_member_id(req.member_id);
     }
-    // An empty consumer group becomes a classic one; one with members
-    // refuses classic members.
-    match broker.groups.downgrade_if_empty(req.group_id.as_str()) {
-        Ok(false) => {}
-        Ok(true) => {
-            let change = Change::GroupState {
-                group: req.group_id.to_string(),
-                state: None,
-            };
-            if let Err(code) = broker
-                .store_offsets(req.group_id.as_str(), vec![change])
-                .await
-            {
-                return JoinGroupResponse::default()
-                    .with_error_code(code)
-                    .with_generation_id(-1)
-                    .with_member_id(req.member_id);
-            }
-        }
-        Err(code) => {
-            return JoinGroupResponse::default()
-                .with_error_code(code)
-                .with_generation_id(-1)
-                .with_member_id(req.member_id);
-        }
-    }
     let peer = cx.session.peer;
     let member_id = req.member_id.to_string();
     let jr = JoinRequest {
@@ -509,6 +485,30 @@ async fn join_group(cx: Cx<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
             .collect(),
         require_known_member_id: version >= 4,
     };
+    // An empty consumer group becomes a classic one; one with members
+    // takes the joiner in as a classic member.
+    let failed = |code| {
+        JoinGroupResponse::default()
+            .with_error_code(code)
+            .with_generation_id(-1)
+            .with_member_id(req.member_id.clone())
+    };
+    match broker
+        .groups
+        .consumer_join(&jr, &broker.topology(), Instant::now())
+    {
+        Mixed::Classic(record) => {
+            if let Err(code) = store_group_state(broker, record).await {
+                return failed(code);
+            }
+        }
+        Mixed::Answered(outcome, record) => {
+            if let Err(code) = store_group_state(broker, record).await {
+                return failed(code);
+            }
+            return join_response(outcome);
+        }
+    }
     let outcome = match broker.groups.join(jr, Instant::now()) {
         Reply::Now(o) => o,
         Reply::Wait(rx, timeout) => match tokio::time::timeout(timeout, rx).await {
@@ -535,6 +535,22 @@ async fn sync_group(broker: &Arc<Broker>, req: SyncGroupRequest) -> SyncGroupRes
     if let Err(code) = broker.coordinates(req.group_id.as_str()).await {
         return SyncGroupResponse::default().with_error_code(code);
     }
+    let mixed = broker.groups.consumer_sync(
+        req.group_id.as_str(),
+        req.generation_id,
+        (
+            req.member_id.as_str(),
+            req.group_instance_id.as_ref().map(|s| s.as_str()),
+        ),
+        (
+            req.protocol_type.as_ref().map(|s| s.as_str()),
+            req.protocol_name.as_ref().map(|s| s.as_str()),
+        ),
+        Instant::now(),
+    );
+    if let Some(o) = mixed {
+        return sync_response(o);
+    }
     let assignments = req
         .assignments
         .iter()
@@ -557,6 +573,10 @@ async fn sync_group(broker: &Arc<Broker>, req: SyncGroupRequest) -> SyncGroupRes
             },
         },
     };
+    sync_response(o)
+}
+
+fn sync_response(o: SyncOutcome) -> SyncGroupResponse {
     SyncGroupResponse::default()
         .with_error_code(o.error)
         .with_protocol_type(o.protocol_type.map(sb))
@@ -564,9 +584,35 @@ async fn sync_group(broker: &Arc<Broker>, req: SyncGroupRequest) -> SyncGroupRes
         .with_assignment(o.assignment)
 }
 
+/// Stores a consumer group's record (its state, or its end) before the
+/// answer that depends on it.
+async fn store_group_state(broker: &Arc<Broker>, record: Option<Record>) -> Result<(), i16> {
+    let Some((group, state)) = record else {
+        return Ok(());
+    };
+    let change = Change::GroupState {
+        group: group.clone(),
+        state,
+    };
+    broker.store_offsets(&group, vec![change]).await
+}
+
 /// Heartbeat.
 async fn heartbeat(broker: &Broker, req: &HeartbeatRequest) -> HeartbeatResponse {
     if let Err(code) = broker.coordinates(req.group_id.as_str()).await {
+        return HeartbeatResponse::default().with_error_code(code);
+    }
+    let member = (
+        req.member_id.as_str(),
+        req.group_instance_id.as_ref().map(|s| s.as_str()),
+    );
+    let now = Instant::now();
+    if let Some(code) = broker.groups.consumer_group_heartbeat(
+        req.group_id.as_str(),
+        req.generation_id,
+        member,
+        now,
+    ) {
         return HeartbeatResponse::default().with_error_code(code);
     }
     let code = broker.groups.heartbeat(
@@ -580,7 +626,11 @@ async fn heartbeat(broker: &Broker, req: &HeartbeatRequest) -> HeartbeatResponse
 }
 
 /// LeaveGroup, single (v0-2) or batched (v3+).
-async fn leave_group(broker: &Broker, req: &LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+async fn leave_group(
+    broker: &Arc<Broker>,
+    req: &LeaveGroupRequest,
+    version: i16,
+) -> LeaveGroupResponse {
     if let Err(code) = broker.coordinates(req.group_id.as_str()).await {
         return LeaveGroupResponse::default().with_error_code(code);
     }
@@ -597,9 +647,20 @@ async fn leave_group(broker: &Broker, req: &LeaveGroupRequest, version: i16) -> 
     } else {
         vec![(req.member_id.to_string(), None)]
     };
-    let (top, codes) = broker
+    let now = Instant::now();
+    let mixed = broker
         .groups
-        .leave(req.group_id.0.as_str(), &members, Instant::now());
+        .consumer_group_leave(req.group_id.as_str(), &members, now);
+    let (top, codes) = match mixed {
+        Some((codes, record)) => {
+            if let Err(code) = store_group_state(broker, record).await {
+                return LeaveGroupResponse::default().with_error_code(code);
+            }
+            let top = if members.len() == 1 { codes[0] } else { 0 };
+            (top, codes)
+        }
+        None => broker.groups.leave(req.group_id.0.as_str(), &members, now),
+    };
     if version < 3 {
         return LeaveGroupResponse::default().with_error_code(top);
     }

@@ -16,7 +16,7 @@
 //! held across an `.await`.
 
 pub mod consumer;
-mod interop;
+pub mod interop;
 pub mod journal;
 pub mod offsets;
 mod state;

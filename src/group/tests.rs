@@ -152,3 +152,186 @@ fn subscription_topics_are_parsed() {
     assert_eq!(parse_subscription_topics(&m), vec!["a", "bc"]);
     assert!(parse_subscription_topics(&[0, 1, 0x7f, 0, 0, 0]).is_empty());
 }
+
+/// A consumer's classic subscription (version 1: topics and the
+/// partitions it owns).
+fn consumer_subscription(topics: &[&str], owned: &consumer::Parts) -> Bytes {
+    use bytes::BufMut;
+    use kafka_protocol::messages::consumer_protocol_subscription::{
+        ConsumerProtocolSubscription, TopicPartition,
+    };
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let s = ConsumerProtocolSubscription::default()
+        .with_topics(
+            topics
+                .iter()
+                .map(|t| StrBytes::from_string((*t).to_string()))
+                .collect(),
+        )
+        .with_owned_partitions(
+            owned
+                .iter()
+                .map(|(t, ps)| {
+                    TopicPartition::default()
+                        .with_topic(TopicName(StrBytes::from_string(t.clone())))
+                        .with_partitions(ps.iter().copied().collect())
+                })
+                .collect(),
+        );
+    let mut out = bytes::BytesMut::new();
+    out.put_i16(1);
+    s.encode(&mut out, 1).unwrap();
+    out.freeze()
+}
+
+fn parts(topic: &str, ps: &[i32]) -> consumer::Parts {
+    [(topic.to_string(), ps.iter().copied().collect())].into()
+}
+
+fn classic_join(
+    c: &Coordinator,
+    member: &str,
+    owned: &consumer::Parts,
+    now: Instant,
+) -> JoinOutcome {
+    let mut r = join_req(member, None);
+    r.protocols = vec![(
+        "cooperative-sticky".into(),
+        consumer_subscription(&["t"], owned),
+    )];
+    match c.consumer_join(&r, &[("t".to_string(), 4)].into(), now) {
+        interop::Mixed::Answered(o, _) => o,
+        interop::Mixed::Classic(_) => now_join(c, r, now),
+    }
+}
+
+#[test]
+fn a_classic_group_is_upgraded_online_and_downgraded_when_its_consumer_member_leaves() {
+    use consumer::{embedded, Heartbeat};
+    let (_d, c) = coordinator();
+    let topo: consumer::Topology = [("t".to_string(), 4)].into();
+    let t = Instant::now();
+    // A classic group of one member that owns every partition.
+    let id = now_join(&c, join_req("", None), t).member_id;
+    let a = classic_join(&c, &id, &consumer::Parts::new(), t);
+    assert_eq!((a.error, a.generation), (NONE, 1));
+    let all = parts("t", &[0, 1, 2, 3]);
+    match c.sync(
+        "g",
+        1,
+        &id,
+        None,
+        vec![(id.clone(), embedded::encode_assignment(&all))],
+    ) {
+        Reply::Wait(mut rx, _) => assert_eq!(rx.try_recv().unwrap().error, NONE),
+        Reply::Now(o) => panic!("{o:?}"),
+    }
+    // A consumer-protocol member joins: the group is upgraded, and the
+    // newcomer waits for the partitions the classic member holds.
+    let hb = Heartbeat {
+        group_id: "g".into(),
+        member_id: "b".into(),
+        member_epoch: 0,
+        rebalance_timeout_ms: 10_000,
+        topics: Some(vec!["t".into()]),
+        owned: Some(consumer::Parts::new()),
+        ..Default::default()
+    };
+    let out = c.consumer_heartbeat(hb.clone(), 1, &topo, t);
+    assert_eq!(out.answer.error, NONE, "{:?}", out.answer);
+    assert_eq!(out.answer.member_epoch, 2);
+    assert!(out.record.as_ref().is_some_and(|(_, s)| s.is_some()));
+    assert!(c.is_consumer_group("g"));
+    assert!(c.describe("g").is_none());
+    // The classic member learns of it in a heartbeat and joins again,
+    // still owning everything: it is told to give two partitions up.
+    assert_eq!(
+        c.consumer_group_heartbeat("g", 1, (&id, None), t),
+        Some(REBALANCE_IN_PROGRESS)
+    );
+    let j = classic_join(&c, &id, &all, t);
+    assert_eq!((j.error, j.generation, j.leader.as_str()), (NONE, 1, ""));
+    assert_eq!(j.protocol_name.as_deref(), Some("cooperative-sticky"));
+    let s = c
+        .consumer_sync("g", 1, (&id, None), (None, None), t)
+        .unwrap();
+    let kept = embedded::assignment(&s.assignment).unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept["t"].len(), 2);
+    // Once it shows it gave them up, it moves to the group's epoch.
+    assert_eq!(
+        c.consumer_group_heartbeat("g", 1, (&id, None), t),
+        Some(REBALANCE_IN_PROGRESS)
+    );
+    let j = classic_join(&c, &id, &kept, t);
+    assert_eq!(j.generation, 2);
+    let s = c
+        .consumer_sync("g", 2, (&id, None), (None, None), t)
+        .unwrap();
+    assert_eq!(embedded::assignment(&s.assignment).unwrap(), kept);
+    assert_eq!(
+        c.consumer_group_heartbeat("g", 2, (&id, None), t),
+        Some(NONE)
+    );
+    // The consumer-protocol member takes the released partitions.
+    let beat = Heartbeat {
+        member_epoch: 2,
+        rebalance_timeout_ms: -1,
+        topics: None,
+        ..hb.clone()
+    };
+    let out = c.consumer_heartbeat(beat, 1, &topo, t);
+    let got = out.answer.assignment.expect("an assignment");
+    assert_eq!(got["t"].len(), 2);
+    assert!(got["t"].is_disjoint(&kept["t"]));
+    // An old generation's commit is refused as a classic member knows it.
+    assert_eq!(c.check_commit("g", 1, &id, None), ILLEGAL_GENERATION);
+    assert_eq!(c.check_commit("g", 2, &id, None), NONE);
+    // The consumer-protocol member leaves: the group is classic again and
+    // its member rejoins through a classic rebalance.
+    let leave = Heartbeat {
+        member_epoch: consumer::LEAVE_EPOCH,
+        ..hb
+    };
+    let out = c.consumer_heartbeat(leave, 1, &topo, t);
+    assert_eq!(out.answer.error, NONE);
+    assert_eq!(
+        out.record,
+        Some(("g".to_string(), None)),
+        "the consumer group's end"
+    );
+    assert!(!c.is_consumer_group("g"));
+    let view = c.describe("g").expect("a classic group");
+    assert_eq!(view.state, State::PreparingRebalance);
+    assert_eq!(c.heartbeat("g", 2, &id, None, t), REBALANCE_IN_PROGRESS);
+    let j = classic_join(&c, &id, &kept, t);
+    assert_eq!(j.error, NONE);
+    assert!(
+        j.generation > 2,
+        "a generation past the member's epoch: {j:?}"
+    );
+    assert_eq!(j.leader, id);
+}
+
+#[test]
+fn a_classic_group_not_of_consumers_is_not_upgraded() {
+    let (_d, c) = coordinator();
+    let t = Instant::now();
+    let mut r = join_req("", None);
+    r.protocol_type = "connect".into();
+    r.require_known_member_id = false;
+    assert_eq!(now_join(&c, r, t).error, NONE);
+    let hb = consumer::Heartbeat {
+        group_id: "g".into(),
+        member_id: "b".into(),
+        member_epoch: 0,
+        rebalance_timeout_ms: 10_000,
+        topics: Some(vec!["t".into()]),
+        owned: Some(consumer::Parts::new()),
+        ..Default::default()
+    };
+    let out = c.consumer_heartbeat(hb, 1, &[("t".to_string(), 4)].into(), t);
+    assert_eq!(out.answer.error, GROUP_ID_NOT_FOUND);
+    assert!(c.describe("g").is_some());
+}

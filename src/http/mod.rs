@@ -213,6 +213,7 @@ async fn groups(State(b): State<Arc<Broker>>) -> Json<serde_json::Value> {
                                 "client_host": m.client_host,
                                 "member_epoch": m.epoch,
                                 "member_state": m.state.name(),
+                                "member_protocol": if m.classic.is_some() { "classic" } else { "consumer" },
                                 "subscribed_topics": m.topics,
                                 "subscribed_topic_regex": m.regex,
                                 "assigned": m.assigned,

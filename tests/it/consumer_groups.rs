@@ -2,8 +2,9 @@
 //! `group.protocol=consumer`: members joining and leaving while the others
 //! keep consuming, a member killed -9 (session timeout), a regex
 //! subscription picking up a new topic, a static member's restart, the
-//! group's state across a broker kill -9, and the rules between classic
-//! and consumer groups.
+//! group's state across a broker kill -9, the rules between classic and
+//! consumer groups, and the online upgrade and downgrade of a group with
+//! members.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
@@ -374,7 +375,8 @@ async fn classic_and_consumer_groups_side_by_side_and_the_upgrade_of_an_empty_gr
     assert!(rest.iter().all(|(_, o)| *o >= 10), "{rest:?}");
     let g = group_json(b.http_addr(), "upgrade").unwrap();
     assert_eq!(g["type"], "consumer");
-    // A classic member may not join a consumer group with members.
+    // A JoinGroup without the consumer protocol is refused by a consumer
+    // group with members.
     let join: JoinGroupResponse = raw_request(
         b.kafka_addr(),
         ApiKey::JoinGroup,
@@ -402,4 +404,140 @@ async fn classic_and_consumer_groups_side_by_side_and_the_upgrade_of_an_empty_gr
     );
     drop(upgraded);
     drop(other);
+}
+
+/// Members of the group as `/api/groups` shows them: (protocol, epoch).
+fn member_protocols(http: std::net::SocketAddr, id: &str) -> Vec<(String, i64)> {
+    group_json(http, id)
+        .and_then(|g| g["members"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|m| {
+            (
+                m["member_protocol"].as_str().unwrap_or("").to_string(),
+                m["member_epoch"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_classic_group_with_members_is_upgraded_online_and_downgraded_when_its_last_consumer_member_leaves(
+) {
+    let b = TestBroker::start().await;
+    let bs = b.bootstrap();
+    create_topic(&bs, "migrate", 6, &[]).await;
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    const COOPERATIVE: &[(&str, &str)] = &[("partition.assignment.strategy", "cooperative-sticky")];
+    let a1 = Member::start(
+        0,
+        &bs,
+        "migrating",
+        "migrate",
+        COOPERATIVE,
+        Arc::clone(&seen),
+    );
+    let a2 = Member::start(
+        1,
+        &bs,
+        "migrating",
+        "migrate",
+        COOPERATIVE,
+        Arc::clone(&seen),
+    );
+    tokio::task::block_in_place(|| {
+        wait_for("two classic members split", Duration::from_secs(40), || {
+            split_evenly(&[&a1, &a2], 6)
+        })
+    });
+    produce_n(&bs, "migrate", 300).await;
+    let g = group_json(b.http_addr(), "migrating").expect("listed");
+    assert_eq!(g["type"], "classic", "{g}");
+
+    // A consumer-protocol member joins the classic group with members: it
+    // is upgraded online, the classic members stay and give up a
+    // partition each, and never stop consuming the partitions they keep.
+    let (before1, before2) = (a1.assigned(), a2.assigned());
+    let c = Member::start(2, &bs, "migrating", "migrate", CONSUMER, Arc::clone(&seen));
+    let mut samples = Vec::new();
+    tokio::task::block_in_place(|| {
+        wait_for("three members split", Duration::from_secs(40), || {
+            samples.push((a1.assigned(), a2.assigned()));
+            split_evenly(&[&a1, &a2, &c], 6) && c.assigned().len() == 2
+        })
+    });
+    let (kept1, kept2) = (a1.assigned(), a2.assigned());
+    assert!(kept1.is_subset(&before1), "{before1:?} → {kept1:?}");
+    assert!(kept2.is_subset(&before2), "{before2:?} → {kept2:?}");
+    for (s1, s2) in &samples {
+        assert!(
+            kept1.is_subset(s1) && kept2.is_subset(s2),
+            "a classic member stopped consuming what it keeps: {samples:?}"
+        );
+    }
+    let g = group_json(b.http_addr(), "migrating").expect("listed");
+    assert_eq!(g["type"], "consumer", "{g}");
+    let mut protocols: Vec<String> = member_protocols(b.http_addr(), "migrating")
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    protocols.sort();
+    assert_eq!(protocols, ["classic", "classic", "consumer"]);
+    let d: ConsumerGroupDescribeResponse = raw_request(
+        b.kafka_addr(),
+        ApiKey::ConsumerGroupDescribe,
+        1,
+        &ConsumerGroupDescribeRequest::default()
+            .with_group_ids(vec![GroupId(StrBytes::from_static_str("migrating"))]),
+    );
+    let mut types: Vec<i8> = d.groups[0].members.iter().map(|m| m.member_type).collect();
+    types.sort_unstable();
+    assert_eq!(types, [0, 0, 1], "member types in ConsumerGroupDescribe");
+    produce_n(&bs, "migrate", 300).await;
+    tokio::task::block_in_place(|| {
+        wait_for(
+            "every record read in the mixed group",
+            Duration::from_secs(40),
+            || {
+                let s = seen.lock().unwrap();
+                s.iter()
+                    .map(|(_, p, o)| (*p, *o))
+                    .collect::<HashSet<_>>()
+                    .len()
+                    >= 600
+            },
+        )
+    });
+
+    // The consumer-protocol member leaves: the group goes back to being a
+    // classic group, whose rebalance hands its partitions to the others.
+    c.close();
+    tokio::task::block_in_place(|| {
+        wait_for(
+            "the classic members split again",
+            Duration::from_secs(40),
+            || {
+                split_evenly(&[&a1, &a2], 6)
+                    && group_json(b.http_addr(), "migrating")
+                        .is_some_and(|g| g["type"] == "classic")
+            },
+        )
+    });
+    produce_n(&bs, "migrate", 300).await;
+    tokio::task::block_in_place(|| {
+        wait_for(
+            "every record read after the downgrade",
+            Duration::from_secs(40),
+            || {
+                let s = seen.lock().unwrap();
+                s.iter()
+                    .map(|(_, p, o)| (*p, *o))
+                    .collect::<HashSet<_>>()
+                    .len()
+                    >= 900
+            },
+        )
+    });
+    a1.close();
+    a2.close();
 }

@@ -51,6 +51,27 @@ pub struct Member {
     pub revoking: Parts,
     pub(super) last_heartbeat: Instant,
     pub(super) revoke_deadline: Option<Instant>,
+    /// Set for a member that speaks the classic protocol (JoinGroup,
+    /// SyncGroup, Heartbeat) inside this group.
+    pub classic: Option<Classic>,
+}
+
+/// What a classic member joined with.
+#[derive(Debug, Clone)]
+pub struct Classic {
+    pub session_timeout_ms: i32,
+    /// Its protocols (assignor names and their metadata), in its order.
+    pub protocols: Vec<(String, bytes::Bytes)>,
+    /// When it must have joined again, once a heartbeat told it to (not
+    /// stored: a coordinator that loads the group asks again).
+    pub(super) rejoin_by: Option<Instant>,
+}
+
+impl Classic {
+    /// The protocol name its join and sync are answered with: its first.
+    pub fn protocol_name(&self) -> Option<&str> {
+        self.protocols.first().map(|(n, _)| n.as_str())
+    }
 }
 
 /// One consumer group.
@@ -181,6 +202,51 @@ impl Group {
         }
         m.assigned = assigned;
         m.revoking = revoking;
+    }
+
+    /// Whether member `id` waits for partitions of its target that
+    /// another member still holds.
+    pub(super) fn waiting_on_unreleased(&self, id: &str) -> bool {
+        let (Some(m), Some(target)) = (self.members.get(id), self.target.get(id)) else {
+            return false;
+        };
+        target.iter().any(|(t, ps)| {
+            ps.iter().any(|p| {
+                !contains(&m.assigned, t, *p)
+                    && self.owners.get(&(t.clone(), *p)).is_some_and(|o| o != id)
+            })
+        })
+    }
+
+    /// A static member's instance comes back under member id `new`: it
+    /// takes the epoch, partitions and target of `old`, which is gone.
+    pub(super) fn replace_static(&mut self, old: &str, new: &str, now: Instant) {
+        let Some(mut m) = self.members.remove(old) else {
+            return;
+        };
+        let (assigned, revoking) = (
+            std::mem::take(&mut m.assigned),
+            std::mem::take(&mut m.revoking),
+        );
+        m.id = new.to_string();
+        m.epoch = m.previous_epoch.max(0).max(m.epoch);
+        m.last_heartbeat = now;
+        if let Some(inst) = &m.instance_id {
+            self.statics.insert(inst.clone(), new.to_string());
+        }
+        self.members.insert(new.to_string(), m);
+        if let Some(t) = self.target.remove(old) {
+            self.target.insert(new.to_string(), t);
+        }
+        self.owners.retain(|_, o| *o != old);
+        self.set_owned(new, assigned, revoking);
+        tracing::info!(group = %self.id, old = %old, member = %new, "static member rejoined");
+    }
+
+    /// Whether the group has members and every one speaks the classic
+    /// protocol: it goes back to being a classic group then.
+    pub fn all_classic(&self) -> bool {
+        !self.members.is_empty() && self.members.values().all(|m| m.classic.is_some())
     }
 
     pub(super) fn remove_member(&mut self, id: &str) -> Option<Member> {
@@ -342,6 +408,7 @@ pub(super) type MemberKey = (
     (Option<String>, Option<String>, String, String),
     (Vec<String>, Option<String>, Option<String>),
     (Parts, Parts),
+    Option<(i32, Vec<(String, bytes::Bytes)>)>,
 );
 
 impl Member {
@@ -365,6 +432,9 @@ impl Member {
                 self.assignor.clone(),
             ),
             (self.assigned.clone(), self.revoking.clone()),
+            self.classic
+                .as_ref()
+                .map(|c| (c.session_timeout_ms, c.protocols.clone())),
         )
     }
 

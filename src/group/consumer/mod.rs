@@ -25,24 +25,27 @@
 //! a group missing from memory is loaded from the last stored record.
 
 pub mod assign;
+mod classic;
+pub mod embedded;
 mod group;
 mod record;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 
 pub use assign::{Parts, ASSIGNORS};
+pub use classic::{upgraded, ClassicJoin, Joined, Synced, Upgraded, CONSUMER_PROTOCOL_TYPE};
 use group::{compile, count, is_subset};
-pub use group::{Group, Member, MemberState, Topology};
+pub use group::{Classic, Group, Member, MemberState, Topology};
 pub use record::seq_of;
 
 use crate::protocol::errors::{
-    FENCED_INSTANCE_ID, FENCED_MEMBER_EPOCH, GROUP_MAX_SIZE_REACHED, INVALID_REGULAR_EXPRESSION,
-    INVALID_REQUEST, NONE, STALE_MEMBER_EPOCH, UNKNOWN_MEMBER_ID, UNRELEASED_INSTANCE_ID,
-    UNSUPPORTED_ASSIGNOR,
+    FENCED_INSTANCE_ID, FENCED_MEMBER_EPOCH, GROUP_MAX_SIZE_REACHED, ILLEGAL_GENERATION,
+    INVALID_REGULAR_EXPRESSION, INVALID_REQUEST, NONE, STALE_MEMBER_EPOCH, UNKNOWN_MEMBER_ID,
+    UNRELEASED_INSTANCE_ID, UNSUPPORTED_ASSIGNOR,
 };
 
 /// The epoch a member joins with.
@@ -115,6 +118,10 @@ pub type Record = (String, Option<Bytes>);
 #[derive(Debug, Default)]
 pub struct Groups {
     groups: Mutex<HashMap<String, Group>>,
+    /// Groups that became classic groups (or were deleted) here, whose
+    /// stored record may not be ended yet: never loaded again until a
+    /// consumer group of the id begins anew. Lock order: after `groups`.
+    ended: Mutex<HashSet<String>>,
     settings: Settings,
 }
 
@@ -130,6 +137,7 @@ impl Groups {
     pub fn new(settings: Settings) -> Self {
         Self {
             groups: Mutex::new(HashMap::new()),
+            ended: Mutex::new(HashSet::new()),
             settings,
         }
     }
@@ -142,15 +150,19 @@ impl Groups {
     /// (its last record) if it is not in memory yet.
     pub fn exists(&self, id: &str, stored: impl FnOnce() -> Option<Bytes>) -> bool {
         let mut groups = self.groups.lock();
-        Self::load(&mut groups, id, stored).is_some()
+        self.load(&mut groups, id, stored).is_some()
     }
 
     fn load<'a>(
+        &self,
         groups: &'a mut HashMap<String, Group>,
         id: &str,
         stored: impl FnOnce() -> Option<Bytes>,
     ) -> Option<&'a mut Group> {
         if !groups.contains_key(id) {
+            if self.ended.lock().contains(id) {
+                return None;
+            }
             let g = stored().and_then(|r| record::decode(id, &r, Instant::now()))?;
             groups.insert(id.to_string(), g);
         }
@@ -172,6 +184,7 @@ impl Groups {
         let mut groups = self.groups.lock();
         if groups.get(id).is_some_and(|g| g.members.is_empty()) {
             groups.remove(id);
+            self.ended.lock().insert(id.to_string());
             return true;
         }
         false
@@ -180,11 +193,15 @@ impl Groups {
     /// Forgets every group `drop` names (another broker coordinates them).
     pub fn forget(&self, drop: &dyn Fn(&str) -> bool) {
         self.groups.lock().retain(|g, _| !drop(g));
+        self.ended.lock().retain(|g| !drop(g));
     }
 
     /// Checks a heartbeat's fields as Kafka does before it looks at the
     /// group.
-    fn validate(hb: &Heartbeat, version: i16) -> Result<(), Answer> {
+    ///
+    /// # Errors
+    /// The answer to give when they are not valid.
+    pub fn validate(hb: &Heartbeat, version: i16) -> Result<(), Answer> {
         let bad = |msg: &str| Err(Answer::error(INVALID_REQUEST, msg));
         if hb.group_id.is_empty() {
             return bad("GroupId can't be empty.");
@@ -260,11 +277,14 @@ impl Groups {
             hb.member_id = uuid::Uuid::new_v4().to_string();
         }
         let mut groups = self.groups.lock();
-        let group = match Self::load(&mut groups, &hb.group_id, stored) {
+        let group = match self.load(&mut groups, &hb.group_id, stored) {
             Some(g) => g,
-            None if hb.member_epoch == JOIN_EPOCH => groups
-                .entry(hb.group_id.clone())
-                .or_insert_with(|| Group::new(&hb.group_id)),
+            None if hb.member_epoch == JOIN_EPOCH => {
+                self.ended.lock().remove(&hb.group_id);
+                groups
+                    .entry(hb.group_id.clone())
+                    .or_insert_with(|| Group::new(&hb.group_id))
+            }
             // A member of a group this coordinator does not know (gone, or
             // never here) joins again.
             None => {
@@ -373,22 +393,7 @@ impl Groups {
             if let Some(old) = replaced {
                 // The instance comes back under a new member id with the
                 // epoch and partitions it left with.
-                if let Some(mut m) = group.members.remove(&old) {
-                    let (assigned, revoking) = (
-                        std::mem::take(&mut m.assigned),
-                        std::mem::take(&mut m.revoking),
-                    );
-                    m.id = id.clone();
-                    m.epoch = m.previous_epoch.max(0);
-                    m.last_heartbeat = now;
-                    group.members.insert(id.clone(), m);
-                    if let Some(t) = group.target.remove(&old) {
-                        group.target.insert(id.clone(), t);
-                    }
-                    group.owners.retain(|_, o| *o != old);
-                    group.set_owned(&id, assigned, revoking);
-                    tracing::info!(group = %group.id, old = %old, member = %id, "static member rejoined");
-                }
+                group.replace_static(&old, &id, now);
             } else if let Some(m) = group.members.get_mut(&id) {
                 // A member that rejoins owns nothing any more.
                 m.epoch = 0;
@@ -426,6 +431,7 @@ impl Groups {
                         revoking: Parts::new(),
                         last_heartbeat: now,
                         revoke_deadline: None,
+                        classic: None,
                     },
                 );
                 if let Some(inst) = &hb.instance_id {
@@ -535,10 +541,22 @@ impl Groups {
                 .members
                 .values()
                 .filter_map(|m| {
-                    if now.duration_since(m.last_heartbeat) > self.settings.session_timeout {
+                    let session = m
+                        .classic
+                        .as_ref()
+                        .map_or(self.settings.session_timeout, |c| {
+                            Duration::from_millis(c.session_timeout_ms.max(0) as u64)
+                        });
+                    if now.duration_since(m.last_heartbeat) > session {
                         Some((m.id.clone(), "session timed out"))
                     } else if m.revoke_deadline.is_some_and(|d| now > d) {
                         Some((m.id.clone(), "did not revoke its partitions in time"))
+                    } else if m
+                        .classic
+                        .as_ref()
+                        .is_some_and(|c| c.rejoin_by.is_some_and(|d| now > d))
+                    {
+                        Some((m.id.clone(), "did not join again in time"))
                     } else {
                         None
                     }
@@ -566,7 +584,7 @@ impl Groups {
         stored: impl FnOnce() -> Option<Bytes>,
     ) -> Option<i16> {
         let mut groups = self.groups.lock();
-        let g = Self::load(&mut groups, group, stored)?;
+        let g = self.load(&mut groups, group, stored)?;
         if epoch < 0 && member_id.is_empty() {
             // An admin tool's or a simple consumer's commit.
             return Some(if g.members.is_empty() {
@@ -577,6 +595,8 @@ impl Groups {
         }
         Some(match g.members.get(member_id) {
             None => UNKNOWN_MEMBER_ID,
+            // A classic member knows its epoch as a generation.
+            Some(m) if m.epoch != epoch && m.classic.is_some() => ILLEGAL_GENERATION,
             Some(m) if m.epoch != epoch => STALE_MEMBER_EPOCH,
             Some(_) => NONE,
         })
@@ -586,7 +606,7 @@ impl Groups {
     /// show it.
     pub fn describe(&self, id: &str, stored: impl FnOnce() -> Option<Bytes>) -> Option<Group> {
         let mut groups = self.groups.lock();
-        Self::load(&mut groups, id, stored).map(|g| g.clone())
+        self.load(&mut groups, id, stored).map(|g| g.clone())
     }
 
     /// Every group in memory: (id, state name, epoch, members).

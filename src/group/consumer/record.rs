@@ -9,7 +9,9 @@
 //! partitions i32)`; a member is `id | instance? | rack? | client_id |
 //! client_host | epoch i32 | previous_epoch i32 | state u8 |
 //! rebalance_timeout i32 | topics u32 × str | regex? | assignor? |
-//! assigned | revoking | target`; partitions are `u32 × (topic, u32 × i32)`;
+//! assigned | revoking | target | classic`, `classic` being `0`, or `1 |
+//! session_timeout i32 | u32 × (protocol name, u32 length | metadata)`
+//! (version 1; a version 0 record has no such field); partitions are `u32 × (topic, u32 × i32)`;
 //! strings are `u16 length | utf-8`, an absent one has length 0xffff.
 
 use std::collections::BTreeMap;
@@ -18,9 +20,10 @@ use std::time::Instant;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::assign::Parts;
-use super::group::{Group, Member, MemberState};
+use super::group::{Classic, Group, Member, MemberState};
 
-const VERSION: u8 = 0;
+/// Version 1 adds a classic member's session timeout and protocols.
+const VERSION: u8 = 1;
 
 /// The sequence number a record leads with (0 if it is too short).
 pub fn seq_of(record: &[u8]) -> u64 {
@@ -81,6 +84,19 @@ pub fn encode(group: &Group) -> Bytes {
         put_parts(&mut out, &m.assigned);
         put_parts(&mut out, &m.revoking);
         put_parts(&mut out, group.target.get(&m.id).unwrap_or(&Parts::new()));
+        match &m.classic {
+            None => out.put_u8(0),
+            Some(c) => {
+                out.put_u8(1);
+                out.put_i32(c.session_timeout_ms);
+                out.put_u32(c.protocols.len() as u32);
+                for (name, meta) in &c.protocols {
+                    put_str(&mut out, name);
+                    out.put_u32(meta.len() as u32);
+                    out.put_slice(meta);
+                }
+            }
+        }
     }
     out.put_u32(group.metadata.len() as u32);
     for (t, n) in &group.metadata {
@@ -147,7 +163,8 @@ impl Cur {
 pub fn decode(id: &str, record: &Bytes, now: Instant) -> Option<Group> {
     let mut c = Cur(record.clone());
     let seq = c.u64()?;
-    if c.u8()? != VERSION {
+    let version = c.u8()?;
+    if version > VERSION {
         return None;
     }
     let mut g = Group::new(id);
@@ -177,6 +194,22 @@ pub fn decode(id: &str, record: &Bytes, now: Instant) -> Option<Group> {
         let assigned = c.parts()?;
         let revoking = c.parts()?;
         let target = c.parts()?;
+        let classic = if version >= 1 && c.u8()? == 1 {
+            let session_timeout_ms = c.i32()?;
+            let mut protocols = Vec::new();
+            for _ in 0..c.count(6)? {
+                let name = c.str()?;
+                let len = c.count(1)?;
+                protocols.push((name, c.0.split_to(len)));
+            }
+            Some(Classic {
+                session_timeout_ms,
+                protocols,
+                rejoin_by: None,
+            })
+        } else {
+            None
+        };
         if let Some(inst) = &instance_id {
             g.statics.insert(inst.clone(), id.clone());
         }
@@ -201,6 +234,7 @@ pub fn decode(id: &str, record: &Bytes, now: Instant) -> Option<Group> {
             revoke_deadline: (state == MemberState::UnrevokedPartitions).then(|| {
                 now + std::time::Duration::from_millis(rebalance_timeout_ms.max(0) as u64)
             }),
+            classic,
         };
         g.members.insert(id, m);
     }
