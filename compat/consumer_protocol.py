@@ -6,7 +6,9 @@ A classic group and a consumer-protocol group read the same topic. In the
 consumer group a second member joins (the first keeps what it keeps and
 never stops), a third joins and leaves, every record is read once per group,
 a static member restarts with its partitions, and the AdminClient lists and
-describes both groups with their types.
+describes both groups with their types. Then a classic group with a member
+is joined by a consumer-protocol member (the online upgrade: the two split
+the partitions) which leaves again (the online downgrade).
 
 Needs env BOOTSTRAP=host:port. Exits 0 only when every check passed.
 """
@@ -194,6 +196,43 @@ def run(admin):
           "the restarted static member resumes at its committed offsets",
           f"got={len(s2.got)} fresh={fresh} dups={s2.dups[:5]}")
     s2.members.pop("s1").close()
+    mixed(admin, producer, N + 40)
+
+
+def group_type(admin, group_id):
+    listed = admin.list_consumer_groups(request_timeout=10).result(15)
+    return {g.group_id: str(getattr(g, "type", "?")).upper() for g in listed.valid}.get(group_id, "")
+
+
+def mixed(admin, producer, total):
+    """Kafka 4's online upgrade and downgrade: a classic group with a member
+    is joined by a consumer-protocol member, which later leaves."""
+    mixed_id = f"{TOPIC}-mixed"
+    cooperative = {"partition.assignment.strategy": "cooperative-sticky"}
+    g = Group()
+    g.add("c1", consumer(mixed_id, "mixed-classic", "classic", **cooperative))
+    g.until(lambda: assigned(g.members["c1"]) == set(range(PARTITIONS)),
+            "the classic member to hold every partition")
+    g.until(lambda: len(g.got) >= total, "the classic member to read every record")
+    check("CLASSIC" in group_type(admin, mixed_id), "a classic group to begin with")
+    g.add("m1", consumer(mixed_id, "mixed-consumer", "consumer"))
+    split = g.until(
+        lambda: len(assigned(g.members["c1"])) == 2 and len(assigned(g.members["m1"])) == 2
+        and not assigned(g.members["c1"]) & assigned(g.members["m1"]),
+        "the classic and the consumer-protocol member to split the partitions")
+    check(split and "CONSUMER" in group_type(admin, mixed_id),
+          "a consumer-protocol member upgrades the classic group online and the two split it",
+          f"type={group_type(admin, mixed_id)}")
+    produce(producer, total, 100)
+    g.until(lambda: len(g.got) >= total + 100, "the mixed group to read the new records")
+    check(len(g.got) >= total + 100 and not g.dups, "the mixed group read every new record once",
+          f"got={len(g.got)} dups={g.dups[:5]}")
+    g.members.pop("m1").close()
+    back = g.until(lambda: assigned(g.members["c1"]) == set(range(PARTITIONS))
+                   and "CLASSIC" in group_type(admin, mixed_id),
+                   "the classic member to hold every partition of a classic group again")
+    check(back, "the consumer-protocol member leaves: the group is downgraded online to classic")
+    g.members.pop("c1").close()
 
 
 if __name__ == "__main__":

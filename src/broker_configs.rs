@@ -34,6 +34,8 @@ pub enum Effect {
     NumPartitions,
     /// The log cleaner's I/O throttle, from its next pass.
     CleanerThrottle,
+    /// The listeners' connection slots, changed at once.
+    MaxConnections,
     /// Kafka's, taken and kept for the tools that set it; weir has nothing
     /// it applies to (no Kerberos).
     Kept,
@@ -74,6 +76,13 @@ fn ck_partitions(v: &str) -> Result<(), String> {
             "must be an integer between 1 and {}",
             crate::topics::MAX_PARTITIONS
         )),
+    }
+}
+
+fn ck_int_1(v: &str) -> Result<(), String> {
+    match v.trim().parse::<i32>() {
+        Ok(n) if n >= 1 => Ok(()),
+        _ => Err("must be an integer of at least 1".into()),
     }
 }
 
@@ -127,6 +136,13 @@ pub const DYNAMIC: &[Dynamic] = &[
         effect: Effect::CleanerThrottle,
         check: ck_positive,
         doc: "The log cleaner's read and write throttle, in bytes per second; applies from its next pass.",
+    },
+    Dynamic {
+        name: "max.connections",
+        kind: INT,
+        effect: Effect::MaxConnections,
+        check: ck_int_1,
+        doc: "Open client connections at most, over every listener; lowering it closes none, new ones wait until enough have closed.",
     },
     Dynamic {
         name: "sasl.kerberos.min.time.before.relogin",
@@ -270,6 +286,14 @@ impl BrokerConfigs {
     /// The log cleaner's I/O throttle set dynamically, if it is.
     pub fn cleaner_io_max_bytes_per_second(&self) -> Option<f64> {
         let key = "log.cleaner.io.max.bytes.per.second";
+        let own = self.set.lock().get(key).cloned();
+        own.or_else(|| self.cluster.lock().get(key).cloned())
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// `max.connections` set dynamically, if it is.
+    pub fn max_connections(&self) -> Option<usize> {
+        let key = "max.connections";
         let own = self.set.lock().get(key).cloned();
         own.or_else(|| self.cluster.lock().get(key).cloned())
             .and_then(|v| v.trim().parse().ok())

@@ -178,6 +178,11 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
         tokio::spawn(retry_loop(Arc::clone(&broker), shutdown.clone())),
         tokio::spawn(txn_loop(Arc::clone(&broker), shutdown.clone())),
         tokio::spawn(memory::trim_loop(Arc::clone(&broker), shutdown.clone())),
+        tokio::spawn(limits_loop(
+            Arc::clone(&broker),
+            limits.clone(),
+            shutdown.clone(),
+        )),
     ]);
     let http_task = tokio::spawn(http::serve(
         Arc::clone(&broker),
@@ -455,6 +460,29 @@ async fn retry_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
                 }
             }
             Err(e) => tracing::error!(error = %e, "retry delivery task failed"),
+        }
+    }
+}
+
+/// Applies a dynamic `max.connections` (or its removal, back to
+/// `--max-connections`) to the listeners' connection slots within half a
+/// second of its change.
+async fn limits_loop(broker: Arc<Broker>, limits: server::Limits, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                let want = broker
+                    .broker_configs
+                    .max_connections()
+                    .unwrap_or(broker.config.args.max_connections);
+                if want != limits.max_connections() {
+                    tracing::info!(from = limits.max_connections(), to = want, "connection slots changed");
+                    limits.set_max_connections(want);
+                }
+            }
         }
     }
 }

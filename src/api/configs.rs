@@ -273,6 +273,15 @@ fn broker_configs(broker: &Broker) -> Vec<(&'static str, String, ConfigType)> {
             ConfigType::Long,
         ),
         (
+            "max.connections",
+            broker
+                .broker_configs
+                .max_connections()
+                .unwrap_or(a.max_connections)
+                .to_string(),
+            ConfigType::Int,
+        ),
+        (
             "default.replication.factor",
             "1".to_string(),
             ConfigType::Int,

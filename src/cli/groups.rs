@@ -217,15 +217,21 @@ async fn run(args: GroupsArgs) -> Result<Value, Failure> {
             let mut groups = BTreeMap::new();
             for b in &md.brokers {
                 let bc = leaders.get(b.node_id.0).await?;
-                let v = bc.version(ApiKey::ListGroups, (0, 4)).await?;
+                let v = bc.version(ApiKey::ListGroups, (0, 5)).await?;
                 let r: ListGroupsResponse = bc
                     .call(ApiKey::ListGroups, v, &ListGroupsRequest::default())
                     .await?;
                 check(r.error_code, "ListGroups", None)?;
                 for g in r.groups {
+                    // Before v5 every group is a classic one.
+                    let kind = if v >= 5 && !g.group_type.is_empty() {
+                        g.group_type.to_string()
+                    } else {
+                        "classic".to_string()
+                    };
                     groups.insert(
                         g.group_id.0.to_string(),
-                        (g.group_state.to_string(), g.protocol_type.to_string()),
+                        (g.group_state.to_string(), g.protocol_type.to_string(), kind),
                     );
                 }
             }
@@ -233,15 +239,20 @@ async fn run(args: GroupsArgs) -> Result<Value, Failure> {
                 return Ok(Value::Array(
                     groups
                         .iter()
-                        .map(|(g, (s, t))| json!({"group": g, "state": s, "protocol_type": t}))
+                        .map(|(g, (s, t, k))| {
+                            json!({"group": g, "state": s, "protocol_type": t, "group_type": k})
+                        })
                         .collect(),
                 ));
             }
             let rows: Vec<Vec<String>> = groups
                 .into_iter()
-                .map(|(g, (s, t))| vec![g, s, t])
+                .map(|(g, (s, t, k))| vec![g, s, k, t])
                 .collect();
-            Ok(Value::String(table(&["GROUP", "STATE", "TYPE"], &rows)))
+            Ok(Value::String(table(
+                &["GROUP", "STATE", "TYPE", "PROTOCOL TYPE"],
+                &rows,
+            )))
         }
         GroupsAction::Describe { group } => {
             let mut cc = coordinator(&mut c, &dial, &group).await?;

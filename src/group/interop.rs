@@ -28,10 +28,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::consumer::{
-    self, embedded, ClassicJoin, Heartbeat, Outcome, Record, Topology, Upgraded,
-    CONSUMER_PROTOCOL_TYPE,
-};
+use super::consumer::classic::{self, ClassicJoin, Upgraded, CONSUMER_PROTOCOL_TYPE};
+use super::consumer::{self, embedded, Heartbeat, Outcome, Record, Topology};
 use super::state::{Group, Member};
 use super::{
     valid_group_id, Coordinator, JoinOutcome, JoinRequest, State, SyncOutcome, GROUP_ID_NOT_FOUND,
@@ -167,7 +165,7 @@ impl Coordinator {
                 });
             }
         }
-        Ok(consumer::upgraded(&g.id, g.generation, members))
+        Ok(classic::upgraded(&g.id, g.generation, members))
     }
 
     /// If consumer group `id` has only classic members left, makes it a

@@ -48,6 +48,9 @@ pub async fn accept_loop(
         };
         let accepted = tokio::select! {
             () = shutdown.cancelled() => return,
+            // The slot held for the next connection is given back and
+            // taken again under the new number.
+            () = limits.changed() => continue,
             a = listener.accept() => a,
         };
         let (stream, peer) = match accepted {

@@ -647,3 +647,74 @@ fn log_levels_change_while_the_broker_runs() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The dynamic `max.connections`: lowered, a new connection waits (no
+/// answer) while the slots are taken and is served once one closes;
+/// raised again, connections are served at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_changes_while_the_broker_runs() {
+    use std::io::Write;
+
+    use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    use kafka_protocol::messages::{
+        AlterConfigsRequest, AlterConfigsResponse, ApiKey, ApiVersionsRequest,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    use crate::bad_input::{call, connect, frame, read_response};
+    let b = TestBroker::start().await;
+    let addr = b.kafka_addr();
+    tokio::task::spawn_blocking(move || {
+        let alter = |value: &str| {
+            let req =
+                AlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default(
+                )
+                .with_resource_type(4)
+                .with_resource_name(StrBytes::from_static_str(""))
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("max.connections"))
+                    .with_value(Some(StrBytes::from_string(value.to_string())))])]);
+            let r: AlterConfigsResponse = call(addr, ApiKey::AlterConfigs, 1, &req);
+            r.responses[0].error_code
+        };
+        let versions = frame(ApiKey::ApiVersions, 0, 3, &ApiVersionsRequest::default());
+        let mut held = connect(addr);
+        held.write_all(&versions).unwrap();
+        assert!(read_response(&mut held).is_some());
+        assert_eq!(alter("0"), 40, "INVALID_CONFIG");
+        assert_eq!(alter("1"), 0);
+        std::thread::sleep(Duration::from_millis(1_500));
+        // The one slot is the held connection's: a new one is not served.
+        let mut waiting = connect(addr);
+        waiting
+            .set_read_timeout(Some(Duration::from_millis(1_500)))
+            .unwrap();
+        waiting.write_all(&versions).unwrap();
+        assert!(
+            read_response(&mut waiting).is_none(),
+            "served past max.connections"
+        );
+        // Once the held connection closes, the waiting one is served.
+        drop(held);
+        waiting
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        waiting.write_all(&versions).unwrap();
+        assert!(
+            read_response(&mut waiting).is_some(),
+            "served once a slot freed"
+        );
+        drop(waiting);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(alter("100"), 0);
+        std::thread::sleep(Duration::from_millis(1_500));
+        let mut a = connect(addr);
+        let mut c = connect(addr);
+        for s in [&mut a, &mut c] {
+            s.write_all(&versions).unwrap();
+            assert!(read_response(s).is_some(), "served after raising it");
+        }
+    })
+    .await
+    .unwrap();
+}

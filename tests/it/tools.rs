@@ -181,7 +181,7 @@ async fn a_group_reset_with_weir_groups_resumes_where_it_was_put() {
             list.as_array()
                 .unwrap()
                 .iter()
-                .any(|g| g["group"] == "tools-grp"),
+                .any(|g| g["group"] == "tools-grp" && g["group_type"] == "classic"),
             "{list}"
         );
         let d = weir_json(&bs, &["groups", "describe", "tools-grp"]);

@@ -25,7 +25,7 @@
 //! a group missing from memory is loaded from the last stored record.
 
 pub mod assign;
-mod classic;
+pub mod classic;
 pub mod embedded;
 mod group;
 mod record;
@@ -37,7 +37,6 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 pub use assign::{Parts, ASSIGNORS};
-pub use classic::{upgraded, ClassicJoin, Joined, Synced, Upgraded, CONSUMER_PROTOCOL_TYPE};
 use group::{compile, count, is_subset};
 pub use group::{Classic, Group, Member, MemberState, Topology};
 pub use record::seq_of;

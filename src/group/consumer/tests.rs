@@ -1,3 +1,4 @@
+use super::classic::{ClassicJoin, CONSUMER_PROTOCOL_TYPE};
 use super::*;
 
 fn topology(topics: &[(&str, i32)]) -> Topology {
@@ -303,4 +304,118 @@ fn the_state_survives_a_record_round_trip() {
             "{cut}"
         );
     }
+}
+
+fn classic_join_req<'a>(member: &'a str, protocols: &'a [(String, Bytes)]) -> ClassicJoin<'a> {
+    ClassicJoin {
+        group_id: "g",
+        member_id: member,
+        instance_id: None,
+        client_id: "c",
+        client_host: "/127.0.0.1",
+        session_timeout_ms: 6_000,
+        rebalance_timeout_ms: 10_000,
+        protocol_type: CONSUMER_PROTOCOL_TYPE,
+        protocols,
+        require_known_member_id: true,
+    }
+}
+
+/// A version 0 subscription to topic `t`.
+fn subscription_to_t() -> Bytes {
+    Bytes::from_static(&[0, 0, 0, 0, 0, 1, 0, 1, b't', 0xff, 0xff, 0xff, 0xff])
+}
+
+#[test]
+fn a_classic_member_joins_a_consumer_group_and_both_survive_a_record_round_trip() {
+    let gs = Groups::new(Settings::default());
+    let topo = topology(&[("t", 4)]);
+    let now = Instant::now();
+    let mut a = Client {
+        id: "a".into(),
+        epoch: 0,
+        owned: Parts::new(),
+    };
+    a.apply(
+        &gs.heartbeat(join("a", &["t"]), 1, &topo, || None, now)
+            .answer,
+    );
+    assert_eq!(count(&a.owned), 4);
+    let protocols = vec![("range".to_string(), subscription_to_t())];
+    // Not a consumer group: the classic coordinator serves it.
+    let other = ClassicJoin {
+        group_id: "h",
+        ..classic_join_req("", &protocols)
+    };
+    assert!(gs.classic_join(&other, &topo, || None, now).is_none());
+    // A new dynamic member is asked for its member id first.
+    let (j, rec) = gs
+        .classic_join(&classic_join_req("", &protocols), &topo, || None, now)
+        .unwrap();
+    assert_eq!(j.error, crate::protocol::errors::MEMBER_ID_REQUIRED);
+    assert!(rec.is_none());
+    let id = j.member_id;
+    let (j, rec) = gs
+        .classic_join(&classic_join_req(&id, &protocols), &topo, || None, now)
+        .unwrap();
+    assert_eq!((j.error, j.generation), (NONE, 2), "{j:?}");
+    assert_eq!(j.protocol_name.as_deref(), Some("range"));
+    let (_, Some(rec)) = rec.expect("a record") else {
+        panic!("no state")
+    };
+    // Its partitions are still the consumer member's: it has none yet,
+    // and its heartbeat says to wait (not to rejoin) until they are free.
+    let s = gs
+        .classic_sync("g", (&id, None), 2, (None, None), || None, now)
+        .unwrap();
+    assert_eq!(embedded::assignment(&s.assignment), Some(Parts::new()));
+    assert_eq!(
+        gs.classic_heartbeat("g", &id, None, 2, || None, now),
+        Some(NONE)
+    );
+    assert_eq!(
+        gs.classic_heartbeat("g", &id, None, 1, || None, now),
+        Some(crate::protocol::errors::ILLEGAL_GENERATION)
+    );
+    // The record holds the classic member's protocols and session.
+    let restored = Groups::new(Settings::default());
+    let g = restored.describe("g", || Some(rec.clone())).unwrap();
+    let m = &g.members[&id];
+    let c = m.classic.as_ref().expect("a classic member");
+    assert_eq!(
+        (c.session_timeout_ms, c.protocols.clone()),
+        (6_000, protocols.clone())
+    );
+    assert!(g.members["a"].classic.is_none());
+    // The consumer member gives two partitions up; the classic one is
+    // then told to rejoin, and its join hands them over.
+    run(&gs, &topo, &mut a, now);
+    run(&gs, &topo, &mut a, now);
+    assert_eq!(count(&a.owned), 2);
+    assert_eq!(
+        gs.classic_heartbeat("g", &id, None, 2, || None, now),
+        Some(crate::protocol::errors::REBALANCE_IN_PROGRESS)
+    );
+    let (j, _) = gs
+        .classic_join(&classic_join_req(&id, &protocols), &topo, || None, now)
+        .unwrap();
+    assert_eq!(j.generation, 2);
+    let s = gs
+        .classic_sync("g", (&id, None), 2, (None, Some("range")), || None, now)
+        .unwrap();
+    let got = embedded::assignment(&s.assignment).unwrap();
+    assert_eq!(count(&got), 2);
+    assert!(!got["t"].iter().any(|p| a.owned["t"].contains(p)));
+    // The consumer member times out: only the classic member is left,
+    // and the group is handed over to become classic again.
+    let later = now + Duration::from_secs(50);
+    assert_eq!(
+        gs.classic_heartbeat("g", &id, None, 2, || None, later),
+        Some(NONE)
+    );
+    let records = gs.tick(later);
+    assert_eq!(records.len(), 1);
+    let g = gs.take_if_all_classic("g").expect("all classic");
+    assert_eq!(g.members.len(), 1);
+    assert!(!gs.exists("g", || Some(rec.clone())), "not loaded again");
 }
