@@ -17,15 +17,17 @@ repository's load tool):
 - throughput: 1 KiB records, acks=1, 4 producer connections, as fast as the
   broker takes them (`mb_per_s`);
 - produce latency at a fixed rate of 10,000 records/s, corrected for
-  coordinated omission (`p50_ms`, `p99_ms`, `p999_ms`);
+  coordinated omission (`p50_ms`, `p99_ms`, `p999_ms`), measured before
+  the run at full speed (whose writeback would weigh on it);
 - broker CPU seconds per GiB produced during the throughput run, from
   /proc/<pid>/stat (`cpu_s_per_gib`);
 - broker CPU while nothing is produced, as a share of one core
   (`idle_cpu_pct`: timers, heartbeats, per-partition work);
 - resident memory and open file descriptors after the runs (`rss_mib`,
   `fds`);
-- start-up: a clean stop then a start on the same data dir, until
-  /api/health answers 200 (`restart_ms`).
+- a graceful stop (SIGTERM until the process exits, `stop_ms`), then a
+  start on the same data dir until /api/health answers 200
+  (`restart_ms`).
 
     python3 benches/sweep.py --weir target/release/weir --out docs/perf
     python3 benches/sweep.py --dims partitions --points 1,100,10000 --out /tmp/p
@@ -67,6 +69,7 @@ METRICS = [
     ("idle_cpu_pct", "broker CPU when idle (% of a core)"),
     ("rss_mib", "resident memory (MiB)"),
     ("fds", "open file descriptors"),
+    ("stop_ms", "graceful stop (ms)"),
     ("restart_ms", "restart until healthy (ms)"),
 ]
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -108,13 +111,16 @@ class Broker:
         raise SystemExit("broker not healthy within 300 s")
 
     def stop(self):
+        """SIGTERM and wait; the milliseconds until it exited."""
+        t0 = time.monotonic()
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(60)
+                self.proc.wait(120)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        return (time.monotonic() - t0) * 1000.0
 
     def cpu_s(self):
         with open(f"/proc/{self.proc.pid}/stat") as f:
@@ -242,12 +248,14 @@ def measure(args, dim, n, work):
         c0, t0 = b.cpu_s(), time.monotonic()
         time.sleep(args.idle_secs)
         idle = (b.cpu_s() - c0) / (time.monotonic() - t0) * 100.0
+        # The fixed rate first: after the run at full speed the kernel is
+        # still writing its dirty pages back for a while.
+        fixed = bench(args.weir, b, partitions, args.secs, rate=10_000)
+        lat = fixed["produce_latency"]
         c0 = b.cpu_s()
         full = bench(args.weir, b, partitions, args.secs)
         cpu = b.cpu_s() - c0
         gib = full["produced"]["bytes"] / 2**30
-        fixed = bench(args.weir, b, partitions, args.secs, rate=10_000)
-        lat = fixed["produce_latency"]
         row = {
             "dimension": dim, "n": n,
             "mb_per_s": full["produced"]["mb_per_s"],
@@ -264,7 +272,7 @@ def measure(args, dim, n, work):
             groups.close()
         for s in held:
             s.close()
-        b.stop()
+        row["stop_ms"] = round(b.stop(), 1)
     row["restart_ms"] = round(b.start(), 1)
     b.stop()
     shutil.rmtree(os.path.join(work, f"{dim}-{n}"), ignore_errors=True)
@@ -348,10 +356,28 @@ def draw(out_dir, rows):
         for key, label in METRICS:
             if key.startswith("p"):
                 continue
-            cost = key in ("idle_cpu_pct", "rss_mib", "fds", "restart_ms")
+            cost = key in ("idle_cpu_pct", "rss_mib", "fds", "stop_ms", "restart_ms")
             scale = " (log-log)" if cost else ""
             svg(os.path.join(out_dir, f"sweep-{dim}-{key}.svg"), f"{label} by {dim}{scale}", xs,
                 [(dim, col(key))], logy=cost)
+
+
+def draw_compare(out_dir, runs):
+    """Curves of several runs (label -> rows) on one chart per metric."""
+    dims = sorted({r["dimension"] for rows in runs.values() for r in rows})
+    for dim in dims:
+        for key, label in METRICS:
+            series, xs = [], None
+            for name, rows in runs.items():
+                pts = [r for r in rows if r["dimension"] == dim]
+                if not pts:
+                    continue
+                xs = xs or [int(r["n"]) for r in pts]
+                series.append((name, [float(r[key]) if r.get(key) not in ("", None) else None for r in pts]))
+            if series:
+                cost = key in ("idle_cpu_pct", "rss_mib", "fds", "stop_ms", "restart_ms")
+                svg(os.path.join(out_dir, f"compare-{dim}-{key}.svg"),
+                    f"{label} by {dim}" + (" (log-log)" if cost else ""), xs, series, logy=cost)
 
 
 def main():
@@ -363,7 +389,18 @@ def main():
     ap.add_argument("--secs", type=int, default=6, help="seconds of each bench run")
     ap.add_argument("--idle-secs", type=float, default=3.0)
     ap.add_argument("--broker-arg", action="append", default=[], help="extra broker argument")
+    ap.add_argument("--compare", default="",
+                    help="label=CSV,... : draw those runs side by side into --out instead of measuring")
     args = ap.parse_args()
+    if args.compare:
+        runs = {}
+        for item in args.compare.split(","):
+            name, _, path = item.partition("=")
+            with open(path) as f:
+                runs[name] = list(csv.DictReader(f))
+        os.makedirs(args.out, exist_ok=True)
+        draw_compare(args.out, runs)
+        return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
@@ -380,7 +417,7 @@ def main():
     finally:
         shutil.rmtree(work, ignore_errors=True)
     fields = ["dimension", "n", "mb_per_s", "p50_ms", "p99_ms", "p999_ms", "cpu_s_per_gib",
-              "idle_cpu_pct", "rss_mib", "fds", "restart_ms", "errors"]
+              "idle_cpu_pct", "rss_mib", "fds", "stop_ms", "restart_ms", "errors"]
     with open(os.path.join(args.out, "sweep.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()

@@ -172,26 +172,6 @@ pub fn write(dir: &Path, rp: &RecoveryPoint) -> Result<(), LogError> {
     super::error::write_atomic(&dir.join(RECOVERY_POINT_FILE), &rp.encode())
 }
 
-/// Writes `recovery-point` as [`write`] does (a new file renamed over the
-/// old one) but without an fsync: for a round whose caller syncs the whole
-/// filesystem afterwards. A crash before that sync may leave the old file,
-/// the new one, or a torn one that [`RecoveryPoint::decode`] refuses.
-///
-/// # Errors
-/// The I/O error.
-pub fn write_unsynced(dir: &Path, rp: &RecoveryPoint) -> Result<(), LogError> {
-    let path = dir.join(RECOVERY_POINT_FILE);
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, rp.encode()).map_err(super::error::io_err(format!(
-        "failed to write {}",
-        tmp.display()
-    )))?;
-    std::fs::rename(&tmp, &path).map_err(super::error::io_err(format!(
-        "failed to rename {}",
-        tmp.display()
-    )))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

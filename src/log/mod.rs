@@ -13,7 +13,6 @@
 
 pub mod batch;
 pub mod checkpoint;
-pub mod checkpointing;
 pub mod cleaner;
 pub mod compression;
 mod config;
@@ -754,6 +753,71 @@ impl PartitionLog {
             .map(|s| (s.path().to_path_buf(), s.size()))
             .collect();
         (files, inner.log_start_offset, self.end_offset())
+    }
+
+    /// Writes a recovery checkpoint when data was appended since the last
+    /// one: fsyncs the segments (and sealed ones not yet synced) and the
+    /// active segment's new index entries, then records how far they reach
+    /// and the producer table in `recovery-point`. Returns whether it wrote
+    /// one. Blocking: run it off the async threads.
+    ///
+    /// # Errors
+    /// I/O errors; an fsync failure takes the partition offline.
+    pub fn checkpoint(&self) -> Result<bool, LogError> {
+        let _guard = self.checkpoint_lock.lock();
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        self.check_not_failed()?;
+        let (files, index_path, rp) = {
+            let mut inner = self.inner.lock();
+            if self.checkpointed_offset.load(Ordering::Acquire) == self.end_offset()
+                && inner.unsynced.is_empty()
+            {
+                return Ok(false);
+            }
+            let files = Self::files_to_sync(&inner);
+            let producers = inner.producers.snapshot();
+            let txns = inner.txns.clone();
+            let Some(active) = inner.segments.values_mut().next_back() else {
+                return Ok(false);
+            };
+            let index_ok = match active.persist_index() {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "failed to write index entries");
+                    false
+                }
+            };
+            let mut state = active.state();
+            if !index_ok {
+                state.index_entries = 0;
+                state.time_entries = 0;
+            }
+            let rp = checkpoint::RecoveryPoint {
+                segment: state,
+                producers,
+                txns,
+            };
+            (files, active.path().to_path_buf(), rp)
+        };
+        self.sync_files(&files)?;
+        self.mark_synced(&files);
+        let mut rp = rp;
+        if rp.segment.index_entries > 0 || rp.segment.time_entries > 0 {
+            if let Err(e) = segment::sync_index_files(&index_path) {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "failed to sync index files");
+                rp.segment.index_entries = 0;
+                rp.segment.time_entries = 0;
+            }
+        }
+        checkpoint::write(&self.dir, &rp)?;
+        self.durable
+            .flushed_offset
+            .fetch_max(rp.segment.next_offset, Ordering::AcqRel);
+        self.checkpointed_offset
+            .store(rp.segment.next_offset, Ordering::Release);
+        Ok(true)
     }
 
     /// Releases the maps of sealed segments not read since `before_ms`.

@@ -17,7 +17,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::log::{self, checkpointing, LogError, PartitionLog};
+use crate::log::{self, LogError, PartitionLog};
 use config::{BrokerDefaults, InvalidConfig};
 
 /// File name of the metadata file in the data dir.
@@ -600,118 +600,35 @@ impl Registry {
         Ok(id)
     }
 
-    /// Every partition, with its topic's name.
-    fn all_partitions(&self) -> Vec<(String, Arc<PartitionLog>)> {
-        self.list()
-            .into_iter()
-            .flat_map(|t| {
-                let name = t.name.clone();
-                t.partitions().into_iter().map(move |p| (name.clone(), p))
-            })
-            .collect()
-    }
-
     /// Writes the recovery point of every partition that changed since its
     /// last one. Returns false when any failed.
-    ///
-    /// A round of many partitions shares its syncs ([`checkpointing`]): two
-    /// syncs of the data dir's filesystem, whatever the number of
-    /// partitions, instead of a handful of fsyncs for each.
     pub fn checkpoint_all(&self) -> bool {
         let mut ok = true;
-        let mut pending = Vec::new();
-        for (topic, p) in self.all_partitions() {
-            match p.prepare_checkpoint() {
-                Ok(Some(x)) => pending.push((topic, p, x)),
-                Ok(None) => {}
-                Err(e) => {
+        for t in self.list() {
+            for p in t.partitions() {
+                if let Err(e) = p.checkpoint() {
                     ok = false;
-                    tracing::error!(topic = %topic, error = %e, "failed to checkpoint partition");
+                    tracing::error!(topic = %t.name, error = %e, "failed to checkpoint partition");
                 }
             }
-        }
-        if !checkpointing::SHARED_SYNC || pending.len() < SHARED_SYNC_FROM {
-            for (topic, p, x) in pending {
-                if let Err(e) = p.sync_and_write(x) {
-                    ok = false;
-                    tracing::error!(topic = %topic, error = %e, "failed to checkpoint partition");
-                }
-            }
-            return ok;
-        }
-        if !self.sync_filesystem(pending.iter().map(|(_, p, _)| p)) {
-            return false;
-        }
-        let mut written = Vec::with_capacity(pending.len());
-        for (topic, p, x) in pending {
-            match p.write_prepared(&x) {
-                Ok(()) => written.push((p, x)),
-                Err(e) => {
-                    ok = false;
-                    tracing::error!(topic = %topic, error = %e, "failed to checkpoint partition");
-                }
-            }
-        }
-        if !self.sync_filesystem(written.iter().map(|(p, _)| p)) {
-            return false;
-        }
-        for (p, x) in &written {
-            p.checkpoint_written(x);
         }
         ok
     }
 
-    /// One sync of the data dir's filesystem; when it fails, every
-    /// partition it was to cover goes offline. Returns whether it worked.
-    fn sync_filesystem<'a>(&self, covered: impl Iterator<Item = &'a Arc<PartitionLog>>) -> bool {
-        match checkpointing::sync_filesystem(&self.data_dir) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(dir = %self.data_dir.display(), error = %e, "failed to sync the data dir's filesystem");
-                for p in covered {
-                    p.sync_failed(&e);
-                }
-                false
-            }
-        }
-    }
-
     /// fsyncs every partition (shutdown). Returns whether all succeeded.
-    /// Many partitions share one sync of the filesystem.
     pub fn flush_all(&self) -> bool {
         let mut ok = true;
-        let parts = self.all_partitions();
-        if checkpointing::SHARED_SYNC && parts.len() >= SHARED_SYNC_FROM {
-            let mut pending = Vec::with_capacity(parts.len());
-            for (topic, p) in parts {
-                match p.prepare_flush() {
-                    Ok(x) => pending.push((p, x)),
-                    Err(e) => {
-                        ok = false;
-                        tracing::error!(topic = %topic, error = %e, "failed to flush partition");
-                    }
+        for t in self.list() {
+            for p in t.partitions() {
+                if let Err(e) = p.flush() {
+                    ok = false;
+                    tracing::error!(topic = %t.name, error = %e, "failed to flush partition");
                 }
-            }
-            if !self.sync_filesystem(pending.iter().map(|(p, _)| p)) {
-                return false;
-            }
-            for (p, x) in pending {
-                p.flushed(x);
-            }
-            return ok;
-        }
-        for (topic, p) in parts {
-            if let Err(e) = p.flush() {
-                ok = false;
-                tracing::error!(topic = %topic, error = %e, "failed to flush partition");
             }
         }
         ok
     }
 }
-
-/// Rounds of at least this many partitions share their syncs.
-const SHARED_SYNC_FROM: usize = 8;
 
 fn new_cluster_id() -> String {
     // Kafka cluster ids are 22-character URL-safe base64 of a UUID.
@@ -789,52 +706,6 @@ mod tests {
         r.delete("t").unwrap();
         let r = Registry::open(dir.path(), defaults(), 0).unwrap();
         assert!(r.get("t").is_none());
-    }
-
-    /// A round of many partitions shares its syncs: every partition's
-    /// recovery point covers all it holds, a round with nothing new writes
-    /// nothing, and a reopen takes the points as written.
-    #[test]
-    fn a_shared_checkpoint_round_covers_every_partition() {
-        use crate::log::batch::tests::make_batch;
-        use crate::log::checkpoint::{RecoveryPoint, RECOVERY_POINT_FILE};
-        let dir = tempfile::tempdir().unwrap();
-        let n = SHARED_SYNC_FROM as i32 * 2;
-        let point = |p: i32| {
-            let f = dir.path().join(format!("t-{p}")).join(RECOVERY_POINT_FILE);
-            std::fs::read(f)
-                .ok()
-                .and_then(|b| RecoveryPoint::decode(&b))
-                .map(|rp| rp.segment.next_offset)
-        };
-        {
-            let r = Registry::open(dir.path(), defaults(), 0).unwrap();
-            let t = r.create("t", n, -1, BTreeMap::new(), 0).unwrap();
-            for (i, p) in t.partitions().iter().enumerate() {
-                for _ in 0..=i {
-                    p.append(&make_batch(3, 0), 0).unwrap();
-                }
-            }
-            assert!(r.checkpoint_all());
-            for (i, p) in t.partitions().iter().enumerate() {
-                assert_eq!(point(i as i32), Some(3 * (i as i64 + 1)), "partition {i}");
-                assert_eq!(p.flushed_offset(), p.end_offset());
-            }
-            // Nothing new: nothing written (the files keep their points).
-            std::fs::remove_file(dir.path().join("t-0").join(RECOVERY_POINT_FILE)).unwrap();
-            assert!(r.checkpoint_all());
-            assert_eq!(point(0), None);
-            t.partitions()[1].append(&make_batch(2, 0), 0).unwrap();
-            assert!(r.checkpoint_all());
-            assert_eq!(point(1), Some(8));
-            assert!(r.flush_all());
-        }
-        let r = Registry::open(dir.path(), defaults(), 0).unwrap();
-        let t = r.get("t").unwrap();
-        for (i, p) in t.partitions().iter().enumerate() {
-            let want = 3 * (i as i64 + 1) + if i == 1 { 2 } else { 0 };
-            assert_eq!(p.end_offset(), want, "partition {i}");
-        }
     }
 
     #[test]
