@@ -33,6 +33,7 @@ use tokio::sync::oneshot;
 
 pub use offsets::{Change, Committed, OffsetStore};
 use state::{Group, Member};
+use types::leaving_member;
 pub use types::{GroupView, JoinOutcome, JoinRequest, MemberView, Reply, State, SyncOutcome};
 
 pub use crate::protocol::errors::{
@@ -436,19 +437,12 @@ impl Coordinator {
         let mut codes = Vec::with_capacity(members.len());
         let mut removed = false;
         for (member_id, instance) in members {
-            let id = match instance {
-                Some(inst) => match group.static_members.get(inst) {
-                    Some(cur) if member_id.is_empty() || cur == member_id => cur.clone(),
-                    Some(_) => {
-                        codes.push(FENCED_INSTANCE_ID);
-                        continue;
-                    }
-                    None => {
-                        codes.push(UNKNOWN_MEMBER_ID);
-                        continue;
-                    }
-                },
-                None => member_id.clone(),
+            let id = match leaving_member(&group.static_members, member_id, instance.as_deref()) {
+                Ok(id) => id,
+                Err(code) => {
+                    codes.push(code);
+                    continue;
+                }
             };
             if group.pending.remove(&id).is_some() {
                 codes.push(NONE);

@@ -1,10 +1,35 @@
 //! What the coordinator takes and answers: requests, outcomes, group
 //! states and the views DescribeGroups shows.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
+
+use crate::protocol::errors::{FENCED_INSTANCE_ID, UNKNOWN_MEMBER_ID};
+
+/// The member a LeaveGroup entry names: by its member id, or by its
+/// instance id (`statics`: instance id → member id), with the member id, if
+/// given, that instance must have.
+///
+/// # Errors
+/// `FENCED_INSTANCE_ID` for another member's instance, `UNKNOWN_MEMBER_ID`
+/// for an instance not in the group.
+pub fn leaving_member(
+    statics: &HashMap<String, String>,
+    member_id: &str,
+    instance: Option<&str>,
+) -> Result<String, i16> {
+    match instance {
+        Some(inst) => match statics.get(inst) {
+            Some(cur) if member_id.is_empty() || cur == member_id => Ok(cur.clone()),
+            Some(_) => Err(FENCED_INSTANCE_ID),
+            None => Err(UNKNOWN_MEMBER_ID),
+        },
+        None => Ok(member_id.to_string()),
+    }
+}
 
 /// Group lifecycle states, named as Kafka's DescribeGroups reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

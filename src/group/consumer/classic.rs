@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::group::{Classic, Group, Member, MemberState};
-use super::{embedded, record, Groups, Parts, Record, Topology, ASSIGNORS};
+use super::{embedded, record, Groups, Parts, Record, Topology};
+use crate::group::types::leaving_member;
 use crate::protocol::errors::{
     FENCED_INSTANCE_ID, GROUP_MAX_SIZE_REACHED, ILLEGAL_GENERATION, INCONSISTENT_GROUP_PROTOCOL,
     MEMBER_ID_REQUIRED, NONE, REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID,
@@ -197,16 +198,7 @@ impl Groups {
                 rejoin_by: None,
             });
         }
-        if !bump {
-            let (_, metadata) = group.subscriptions(topology);
-            bump = metadata != group.metadata;
-        }
-        if bump {
-            group.epoch += 1;
-        }
-        if group.epoch > group.assignment_epoch {
-            group.compute_target(topology, ASSIGNORS[0]);
-        }
+        group.advance(bump, topology);
         group.reconcile(&id, Some(&subscription.owned), now);
         let m = group.members.get(&id)?;
         let answer = Joined {
@@ -317,19 +309,12 @@ impl Groups {
         let mut codes = Vec::with_capacity(members.len());
         let mut removed = false;
         for (member_id, instance) in members {
-            let id = match instance {
-                Some(inst) => match group.statics.get(inst) {
-                    Some(cur) if member_id.is_empty() || cur == member_id => cur.clone(),
-                    Some(_) => {
-                        codes.push(FENCED_INSTANCE_ID);
-                        continue;
-                    }
-                    None => {
-                        codes.push(UNKNOWN_MEMBER_ID);
-                        continue;
-                    }
-                },
-                None => member_id.clone(),
+            let id = match leaving_member(&group.statics, member_id, instance.as_deref()) {
+                Ok(id) => id,
+                Err(code) => {
+                    codes.push(code);
+                    continue;
+                }
             };
             if group.members.get(&id).is_none_or(|m| m.classic.is_none()) {
                 codes.push(UNKNOWN_MEMBER_ID);

@@ -295,6 +295,19 @@ impl Group {
         (per_member, all)
     }
 
+    /// Moves the group to its next epoch when `changed` (a member joined,
+    /// left or changed its subscription) or when its subscribed topics
+    /// changed in `topology` (a new topic matching a subscription, new
+    /// partitions), and computes the target for a new epoch.
+    pub(super) fn advance(&mut self, changed: bool, topology: &Topology) {
+        if changed || self.subscriptions(topology).1 != self.metadata {
+            self.epoch += 1;
+        }
+        if self.epoch > self.assignment_epoch {
+            self.compute_target(topology, assign::ASSIGNORS[0]);
+        }
+    }
+
     /// Computes the target assignment for the group's epoch.
     pub(super) fn compute_target(&mut self, topology: &Topology, default_assignor: &str) {
         let (subs, metadata) = self.subscriptions(topology);

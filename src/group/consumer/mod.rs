@@ -502,17 +502,7 @@ impl Groups {
             }
             full |= hb.rebalance_timeout_ms >= 0 && hb.topics.is_some() && hb.owned.is_some();
         }
-        // New topics matching a subscription, or new partitions.
-        if !bump {
-            let (_, metadata) = group.subscriptions(topology);
-            bump = metadata != group.metadata;
-        }
-        if bump {
-            group.epoch += 1;
-        }
-        if group.epoch > group.assignment_epoch {
-            group.compute_target(topology, ASSIGNORS[0]);
-        }
+        group.advance(bump, topology);
         let before = group.members.get(&id).map(|m| m.assigned.clone());
         group.reconcile(&id, hb.owned.as_ref(), now);
         let Some(m) = group.members.get(&id) else {
