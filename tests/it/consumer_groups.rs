@@ -26,6 +26,15 @@ use crate::groups::{
 
 const CONSUMER: &[(&str, &str)] = &[("group.protocol", "consumer")];
 
+/// How many distinct records (partition, offset) the members read.
+fn distinct(seen: &Seen) -> usize {
+    let s = seen.lock().unwrap();
+    s.iter()
+        .map(|(_, p, o)| (*p, *o))
+        .collect::<HashSet<_>>()
+        .len()
+}
+
 /// One group as `/api/groups` shows it.
 fn group_json(http: std::net::SocketAddr, id: &str) -> Option<Value> {
     let (status, _, body) = http_get(http, "/api/groups", &[]);
@@ -102,12 +111,7 @@ async fn members_join_and_leave_and_those_that_keep_partitions_never_stop() {
     produce_n(&bs, "kip848", 300).await;
     tokio::task::block_in_place(|| {
         wait_for("every record", Duration::from_secs(30), || {
-            let s = seen.lock().unwrap();
-            s.iter()
-                .map(|(_, p, o)| (*p, *o))
-                .collect::<HashSet<_>>()
-                .len()
-                >= 600
+            distinct(&seen) >= 600
         })
     });
 
@@ -498,14 +502,7 @@ async fn a_classic_group_with_members_is_upgraded_online_and_downgraded_when_its
         wait_for(
             "every record read in the mixed group",
             Duration::from_secs(40),
-            || {
-                let s = seen.lock().unwrap();
-                s.iter()
-                    .map(|(_, p, o)| (*p, *o))
-                    .collect::<HashSet<_>>()
-                    .len()
-                    >= 600
-            },
+            || distinct(&seen) >= 600,
         )
     });
 
@@ -528,14 +525,7 @@ async fn a_classic_group_with_members_is_upgraded_online_and_downgraded_when_its
         wait_for(
             "every record read after the downgrade",
             Duration::from_secs(40),
-            || {
-                let s = seen.lock().unwrap();
-                s.iter()
-                    .map(|(_, p, o)| (*p, *o))
-                    .collect::<HashSet<_>>()
-                    .len()
-                    >= 900
-            },
+            || distinct(&seen) >= 900,
         )
     });
     a1.close();

@@ -172,7 +172,13 @@ impl Groups {
             Some(m) if m.classic.is_none() => return fail(UNKNOWN_MEMBER_ID),
             Some(_) => {}
             None => {
-                group.members.insert(id.clone(), new_member(&id, req, now));
+                let m = Member::joining(
+                    &id,
+                    req.instance_id.map(str::to_string),
+                    req.rebalance_timeout_ms,
+                    now,
+                );
+                group.members.insert(id.clone(), m);
                 if let Some(inst) = req.instance_id {
                     group.statics.insert(inst.to_string(), id.clone());
                 }
@@ -330,29 +336,6 @@ impl Groups {
             (group.id.clone(), Some(record::encode(group)))
         });
         Some((codes, record))
-    }
-}
-
-fn new_member(id: &str, req: &ClassicJoin<'_>, now: Instant) -> Member {
-    Member {
-        id: id.to_string(),
-        instance_id: req.instance_id.map(str::to_string),
-        rack_id: None,
-        client_id: req.client_id.to_string(),
-        client_host: req.client_host.to_string(),
-        epoch: 0,
-        previous_epoch: -1,
-        state: MemberState::Stable,
-        rebalance_timeout_ms: req.rebalance_timeout_ms,
-        topics: Vec::new(),
-        regex: None,
-        matcher: None,
-        assignor: None,
-        assigned: Parts::new(),
-        revoking: Parts::new(),
-        last_heartbeat: now,
-        revoke_deadline: None,
-        classic: None,
     }
 }
 

@@ -425,6 +425,36 @@ pub(super) type MemberKey = (
 );
 
 impl Member {
+    /// A member that just joined: epoch 0, nothing owned, nothing
+    /// subscribed yet (the caller sets what its request says).
+    pub(super) fn joining(
+        id: &str,
+        instance_id: Option<String>,
+        rebalance_timeout_ms: i32,
+        now: Instant,
+    ) -> Self {
+        Self {
+            id: id.to_string(),
+            instance_id,
+            rack_id: None,
+            client_id: String::new(),
+            client_host: String::new(),
+            epoch: 0,
+            previous_epoch: -1,
+            state: MemberState::Stable,
+            rebalance_timeout_ms,
+            topics: Vec::new(),
+            regex: None,
+            matcher: None,
+            assignor: None,
+            assigned: Parts::new(),
+            revoking: Parts::new(),
+            last_heartbeat: now,
+            revoke_deadline: None,
+            classic: None,
+        }
+    }
+
     pub(super) fn key(&self) -> MemberKey {
         (
             (

@@ -412,26 +412,7 @@ impl Groups {
                 }
                 group.members.insert(
                     id.clone(),
-                    Member {
-                        id: id.clone(),
-                        instance_id: hb.instance_id.clone(),
-                        rack_id: None,
-                        client_id: String::new(),
-                        client_host: String::new(),
-                        epoch: 0,
-                        previous_epoch: -1,
-                        state: MemberState::Stable,
-                        rebalance_timeout_ms: hb.rebalance_timeout_ms,
-                        topics: Vec::new(),
-                        regex: None,
-                        matcher: None,
-                        assignor: None,
-                        assigned: Parts::new(),
-                        revoking: Parts::new(),
-                        last_heartbeat: now,
-                        revoke_deadline: None,
-                        classic: None,
-                    },
+                    Member::joining(&id, hb.instance_id.clone(), hb.rebalance_timeout_ms, now),
                 );
                 if let Some(inst) = &hb.instance_id {
                     group.statics.insert(inst.clone(), id.clone());
