@@ -181,25 +181,26 @@ impl Coordinator {
         let mut g = Group::new(id);
         g.generation = cg.epoch;
         g.protocol_type = Some(CONSUMER_PROTOCOL_TYPE.to_string());
-        for m in cg.members.into_values() {
-            let Some(c) = m.classic.clone() else {
+        for mut m in cg.members.into_values() {
+            let Some(c) = m.classic.take() else {
                 continue;
             };
             let session = Duration::from_millis(c.session_timeout_ms.max(0) as u64);
             if let Some(inst) = &m.instance_id {
                 g.static_members.insert(inst.clone(), m.id.clone());
             }
+            let last_heartbeat = now.checked_sub(m.since_heartbeat(now)).unwrap_or(now);
             let member = Member {
                 id: m.id.clone(),
-                instance_id: m.instance_id.clone(),
-                client_id: m.client_id.clone(),
-                client_host: m.client_host.clone(),
+                instance_id: m.instance_id,
+                client_id: m.client_id,
+                client_host: m.client_host,
                 session_timeout: session,
                 rebalance_timeout: Duration::from_millis(m.rebalance_timeout_ms.max(0) as u64)
                     .max(session),
                 protocols: c.protocols,
                 assignment: embedded::encode_assignment(&m.assigned),
-                last_heartbeat: now.checked_sub(m.since_heartbeat(now)).unwrap_or(now),
+                last_heartbeat,
                 join_tx: None,
                 sync_tx: None,
             };
