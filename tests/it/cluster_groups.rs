@@ -106,7 +106,18 @@ async fn a_consumer_group_goes_on_at_its_epochs_after_its_coordinator_is_killed(
                 >= 200
         })
     });
-    let after = group_at(&c, next as usize - 1, group).expect("the new coordinator lists it");
+    let mut after = None;
+    tokio::task::block_in_place(|| {
+        wait_for(
+            "the new coordinator to list it",
+            Duration::from_secs(15),
+            || {
+                after = group_at(&c, next as usize - 1, group);
+                after.is_some()
+            },
+        )
+    });
+    let after = after.expect("the new coordinator lists it");
     assert_eq!(
         after["group_epoch"], 4,
         "the group went on at its epoch: {after}"
